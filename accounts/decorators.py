@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import time
+from functools import wraps
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import redirect
+from django.urls import reverse
+
+from .flows import session_auth
+
+
+def recent_authentication_required(view):
+    """Adding authenticators or e-mail addresses needs a sign-in at most 5 minutes old."""
+
+    @login_required
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        auth = session_auth(request)
+        max_age = settings.CAREID_REAUTHENTICATION_MAX_AGE.total_seconds()
+        if auth is None or time.time() - auth["at"] > max_age:
+            query = urlencode({"goto": request.get_full_path(), "reauth": "1"})
+            return redirect(f"{reverse('login')}?{query}")
+        return view(request, *args, **kwargs)
+
+    return wrapper

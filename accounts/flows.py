@@ -1,0 +1,182 @@
+"""Use cases about Care Identities: invitation, e-mail addresses, signing in and out.
+
+Each flow makes its change and writes its audit event in one transaction, and enqueues
+e-mail only once that transaction has committed.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from datetime import datetime, timezone as dt_timezone
+from functools import cache
+
+from allauth.account.models import EmailAddress, EmailConfirmationHMAC
+from django.conf import settings
+from django.contrib.auth import login, logout
+from django.contrib.auth.hashers import check_password, make_password
+from django.db import transaction
+from django.http import HttpRequest
+
+from audit.models import Event, Outcome
+from audit.record import record
+
+from . import throttle
+from .models import AllowedEmailDomain, User
+
+SESSION_AUTH = "careid_auth"
+SESSION_LAST_SEEN = "careid_last_seen"
+
+
+@cache
+def _dummy_hash() -> str:
+    """Checked against when the e-mail is unknown, so that an unknown address costs the
+    same Argon2 work as a wrong password (no timing enumeration)."""
+    return make_password(secrets.token_urlsafe(16))
+
+
+def invite_user(
+    *,
+    email: str,
+    first_name: str,
+    last_name: str,
+    title: str = "",
+    actor: User | None = None,
+    request: HttpRequest | None = None,
+):
+    """Create a Care Identity and e-mail it a link to register the Authenticator app.
+
+    Returns (user, registration link). Raises ValidationError for an address outside the
+    allow list and IntegrityError when the address already belongs to someone.
+    """
+    from authenticators.flows import issue_registration_link
+    from authenticators.models import RegistrationLink
+
+    email = AllowedEmailDomain.objects.check_email(email)
+    with transaction.atomic():
+        user = User.objects.create_user(email, first_name=first_name, last_name=last_name, title=title)
+        EmailAddress.objects.create(user=user, email=email, primary=True, verified=False)
+        user.invited_at = user.date_joined
+        user.save(update_fields=["invited_at"])
+        record(Event.USER_INVITED, request=request, actor=actor, subject=user, email=email)
+        link = issue_registration_link(
+            user=user, kind="authenticator-app", purpose=RegistrationLink.Purpose.INVITATION, actor=actor, request=request
+        )
+    return user, link
+
+
+# --- e-mail addresses (allauth's EmailAddress and confirmation keys) ------------------------
+
+
+def add_email_address(request: HttpRequest, email: str) -> EmailAddress:
+    """Add an unverified address (already allow-list checked by the form) and send its link."""
+    from .tasks import send_email_confirmation_task
+
+    user = request.user
+    with transaction.atomic():
+        address = EmailAddress.objects.create(user=user, email=email, primary=False, verified=False)
+        record(Event.EMAIL_ADDED, request=request, subject=user, email=email)
+        transaction.on_commit(lambda: send_email_confirmation_task.delay(address.pk))
+    return address
+
+
+def confirm_email_address(request: HttpRequest, confirmation: EmailConfirmationHMAC) -> EmailAddress | None:
+    """Verify the address of a confirmation link; the first verified address becomes primary."""
+    from .tasks import send_notification_task
+
+    with transaction.atomic():
+        address = confirmation.confirm(request)
+        if address is None:
+            return None
+        if not EmailAddress.objects.filter(user=address.user, primary=True, verified=True).exists():
+            EmailAddress.objects.filter(user=address.user, primary=True).update(primary=False)
+            address.set_as_primary()
+        event = record(Event.EMAIL_VERIFIED, request=request, subject=address.user, email=address.email, via="link")
+        transaction.on_commit(lambda: send_notification_task.delay(event.pk))
+    return address
+
+
+def verify_email_by_code(request: HttpRequest | None, user: User, email: str) -> None:
+    """A one-time password sent to `email` came back: the address is proven."""
+    address, _ = EmailAddress.objects.get_or_create(user=user, email=email)
+    if not address.verified:
+        address.verified = True
+        address.save(update_fields=["verified"])
+        record(Event.EMAIL_VERIFIED, request=request, subject=user, email=email, via="one-time password")
+
+
+# --- signing in and out --------------------------------------------------------------------
+
+
+def find_user_for_signin(email: str) -> User | None:
+    return User.objects.filter(email__iexact=email.strip()).first() if email else None
+
+
+def check_password_step(request: HttpRequest, *, email: str, password: str, method: str) -> tuple[User | None, str | None]:
+    """The first factor of the Authenticator app method.
+
+    Returns (user, None) when the password is right and the person may go on to the code,
+    or (None, message) with a message that is the same for an unknown address, a wrong
+    password and a suspended or closed profile.
+    """
+    user = find_user_for_signin(email)
+    refused = throttle.refusal(request, email, user)
+    if refused:
+        record(Event.SIGNIN_THROTTLED, request=request, subject=user, outcome=Outcome.FAILURE, method=method,
+               reason=refused.reason, email=email[:254])
+        return None, refused.message
+    if user is None:
+        check_password(password, _dummy_hash())
+        return None, _fail(request, email=email, user=None, method=method, reason="unknown email") or throttle.BAD_CREDENTIALS
+    if not user.check_password(password):
+        return None, _fail(request, email=email, user=user, method=method, reason="wrong password") or throttle.BAD_CREDENTIALS
+    if not user.is_active:
+        return None, _fail(request, email=email, user=user, method=method, reason=f"profile {user.status}") or throttle.BAD_CREDENTIALS
+    return user, None
+
+
+def record_second_factor_failure(request: HttpRequest, *, user: User, method: str, reason: str) -> str | None:
+    """A wrong authenticator code counts towards the account's lock, like a wrong password."""
+    return _fail(request, email=user.email, user=user, method=method, reason=reason)
+
+
+def _fail(request: HttpRequest, *, email: str, user: User | None, method: str, reason: str) -> str | None:
+    """Count and audit a failure; returns the lock message when this failure locked the account."""
+    with transaction.atomic():
+        locked = throttle.count_failure(request, email, user)
+        record(Event.SIGNIN_FAILED, request=request, subject=user, outcome=Outcome.FAILURE, method=method,
+               reason=reason, email=email[:254])
+        if locked:
+            record(Event.ACCOUNT_LOCKED, request=request, subject=user, outcome=Outcome.FAILURE, method=method,
+                   failures=user.signin_failures)
+    return throttle.LOCKED if locked else None
+
+
+def complete_signin(request: HttpRequest, *, user: User, kind) -> None:
+    """Both factors passed: a new session (new id) that records how the person signed in."""
+    with transaction.atomic():
+        user.reset_signin_failures()
+        login(request, user, backend="accounts.backends.CareIdentityBackend")  # cycles the session key
+        now = time.time()
+        request.session[SESSION_AUTH] = {"method": kind.key, "aal": kind.aal, "acr": kind.acr, "at": now}
+        request.session[SESSION_LAST_SEEN] = now
+        record(Event.SIGNIN_SUCCEEDED, request=request, actor=user, subject=user, method=kind.key, aal=kind.aal,
+               acr=kind.acr)
+
+
+def session_auth(request: HttpRequest) -> dict | None:
+    return request.session.get(SESSION_AUTH) if request.user.is_authenticated else None
+
+
+def auth_time(request: HttpRequest) -> datetime | None:
+    auth = session_auth(request)
+    return datetime.fromtimestamp(auth["at"], tz=dt_timezone.utc) if auth else None
+
+
+def sign_out(request: HttpRequest) -> None:
+    user = request.user if request.user.is_authenticated else None
+    auth = session_auth(request) or {}
+    with transaction.atomic():
+        if user is not None:
+            record(Event.SIGNED_OUT, request=request, subject=user, method=auth.get("method", ""), aal=auth.get("aal"))
+        logout(request)  # flushes the session: the id is gone from the store

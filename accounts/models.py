@@ -1,0 +1,267 @@
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, models, transaction
+from django.db.models import F, Q
+from django.db.models.functions import Lower
+from django.utils import timezone
+
+from .emails import NOT_ON_ALLOW_LIST, domain_and_parents, normalise_domain, normalise_email
+
+
+def generate_uid() -> str:
+    """A random 12-digit Care Identity user ID (no leading zero)."""
+    return str(10**11 + secrets.randbelow(9 * 10**11))
+
+
+class UserManager(BaseUserManager["User"]):
+    use_in_migrations = True
+
+    def create_user(
+        self,
+        email: str,
+        first_name: str = "",
+        last_name: str = "",
+        password: str | None = None,
+        **fields,
+    ) -> User:
+        email = normalise_email(email)
+        for attempt in range(5):
+            user = self.model(email=email, first_name=first_name, last_name=last_name, **fields)
+            if password:
+                user.set_password(password)
+            else:
+                user.set_unusable_password()
+            try:
+                with transaction.atomic():
+                    user.save(using=self._db)
+                return user
+            except IntegrityError:
+                # A clash on the random uid is retried; a clash on the e-mail is not.
+                if self.filter(email__iexact=email).exists() or attempt == 4:
+                    raise
+                fields.pop("uid", None)
+        raise AssertionError("unreachable")
+
+    def create_superuser(self, email: str, first_name: str = "", last_name: str = "", password: str | None = None, **fields) -> User:
+        fields.update(is_staff=True, is_superuser=True)
+        return self.create_user(email, first_name, last_name, password, **fields)
+
+
+class User(AbstractBaseUser, PermissionsMixin):
+    """A Care Identity profile. Never deleted: closing it keeps the uid out of circulation."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        SUSPENDED = "suspended", "Suspended"
+        CLOSED = "closed", "Closed"
+
+    uid = models.CharField("Care Identity user ID", max_length=12, unique=True, default=generate_uid, editable=False)
+    title = models.CharField(max_length=35, blank=True)
+    first_name = models.CharField(max_length=100)
+    last_name = models.CharField(max_length=100)
+    email = models.EmailField("Care Identity email address", max_length=254)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    is_staff = models.BooleanField(default=False)
+    date_joined = models.DateTimeField(default=timezone.now)
+    invited_at = models.DateTimeField(null=True, blank=True)
+    # Sign-in throttling lives on the row so it holds across every web process.
+    signin_failures = models.PositiveIntegerField(default=0)
+    last_signin_failure_at = models.DateTimeField(null=True, blank=True)
+    locked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = UserManager()
+
+    USERNAME_FIELD = "email"
+    EMAIL_FIELD = "email"
+    REQUIRED_FIELDS = ["first_name", "last_name"]
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(Lower("email"), name="user_email_unique_ci"),
+            models.CheckConstraint(condition=Q(uid__regex=r"^[1-9][0-9]{11}$"), name="user_uid_12_digits"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_full_name()} ({self.uid})"
+
+    @property
+    def is_active(self) -> bool:  # type: ignore[override]
+        return self.status == self.Status.ACTIVE
+
+    def get_full_name(self) -> str:
+        return " ".join(part for part in (self.title, self.first_name, self.last_name) if part)
+
+    def get_short_name(self) -> str:
+        return self.first_name
+
+    # --- sign-in throttling ---------------------------------------------------------
+    @property
+    def is_locked(self) -> bool:
+        return self.locked_at is not None
+
+    def signin_delay_remaining(self) -> timedelta:
+        """How long this account must wait before the next attempt (zero when none)."""
+        return throttle_delay_remaining(self.signin_failures, self.last_signin_failure_at)
+
+    def record_signin_failure(self) -> None:
+        """Count a failure atomically (concurrent requests each count) and lock at the limit."""
+        now = timezone.now()
+        User.objects.filter(pk=self.pk).update(signin_failures=F("signin_failures") + 1, last_signin_failure_at=now)
+        User.objects.filter(
+            pk=self.pk, locked_at__isnull=True, signin_failures__gte=settings.CAREID_SIGNIN_LOCK_AFTER
+        ).update(locked_at=now)
+        self.refresh_from_db(fields=["signin_failures", "last_signin_failure_at", "locked_at"])
+
+    def reset_signin_failures(self) -> None:
+        if self.signin_failures:
+            User.objects.filter(pk=self.pk).update(signin_failures=0, last_signin_failure_at=None)
+            self.signin_failures, self.last_signin_failure_at = 0, None
+
+
+def throttle_delay_remaining(failures: int, last_failure_at) -> timedelta:
+    """Growing delays from the CAREID_SIGNIN_DELAY_FROM-th consecutive failure: 1 s, 2 s, 4 s …"""
+    if failures < settings.CAREID_SIGNIN_DELAY_FROM or last_failure_at is None:
+        return timedelta(0)
+    delay = min(
+        timedelta(seconds=2 ** (failures - settings.CAREID_SIGNIN_DELAY_FROM)), settings.CAREID_SIGNIN_MAX_DELAY
+    )
+    return max(timedelta(0), last_failure_at + delay - timezone.now())
+
+
+class AllowedEmailDomainQuerySet(models.QuerySet["AllowedEmailDomain"]):
+    def allows(self, email: str) -> bool:
+        """True when the (normalised) address's domain is allowed; one query."""
+        domain = email.rpartition("@")[2]
+        if not domain:
+            return False
+        exact, *parents = domain_and_parents(domain)
+        return self.filter(Q(domain=exact) | Q(domain__in=parents, include_subdomains=True)).exists()
+
+    def check_email(self, email: str) -> str:
+        """Normalise and check an address; raises ValidationError with the person's message."""
+        email = normalise_email(email)
+        if not self.allows(email):
+            raise ValidationError(NOT_ON_ALLOW_LIST, code="domain_not_allowed")
+        return email
+
+
+class AllowedEmailDomain(models.Model):
+    domain = models.CharField(max_length=253, unique=True, help_text="For example nhs.net (lower case, no trailing dot).")
+    include_subdomains = models.BooleanField(
+        default=False, help_text="Also allow every subdomain, e.g. trust.nhs.uk when the domain is nhs.uk."
+    )
+
+    objects = AllowedEmailDomainQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["domain"]
+        verbose_name = "allowed email domain"
+
+    def __str__(self) -> str:
+        return f"{self.domain} (and subdomains)" if self.include_subdomains else self.domain
+
+    def clean(self) -> None:
+        try:
+            self.domain = normalise_domain(self.domain)
+        except (ValueError, UnicodeError):
+            raise ValidationError({"domain": "Enter a domain such as nhs.net"}) from None
+        if "." not in self.domain:
+            raise ValidationError({"domain": "Enter a whole domain such as nhs.net, not a top-level domain alone"})
+
+
+class EmailOneTimePassword(models.Model):
+    """An 8-digit one-time password sent to an address to prove the person holds it.
+
+    The code is derived from `nonce` (careid.tokens), so the row never holds it. Sending a
+    new code replaces the nonce but keeps `failures`: after CAREID_EMAIL_CODE_MAX_FAILURES
+    wrong codes the challenge is dead, however many codes are sent.
+    """
+
+    class Result(models.TextChoices):
+        ACCEPTED = "accepted"
+        WRONG = "wrong"
+        EXPIRED = "expired"
+        EXHAUSTED = "exhausted"
+        USED = "used"
+
+    DIGITS = 8
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="email_codes")
+    email = models.EmailField(max_length=254)
+    purpose = models.CharField(max_length=32)
+    nonce = models.CharField(max_length=32)
+    sent_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    failures = models.PositiveSmallIntegerField(default=0)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.purpose} code for {self.user_id}"
+
+    @classmethod
+    def issue(cls, *, user: User, email: str, purpose: str) -> EmailOneTimePassword:
+        from careid import tokens
+
+        now = timezone.now()
+        return cls.objects.create(
+            user=user,
+            email=email,
+            purpose=purpose,
+            nonce=tokens.new_nonce(),
+            sent_at=now,
+            expires_at=now + settings.CAREID_EMAIL_CODE_TTL,
+        )
+
+    @property
+    def code(self) -> str:
+        from careid import tokens
+
+        return tokens.derive_digits("email-otp", self.nonce, self.DIGITS)
+
+    @property
+    def is_exhausted(self) -> bool:
+        return self.failures >= settings.CAREID_EMAIL_CODE_MAX_FAILURES
+
+    def resend_wait(self) -> timedelta:
+        return max(timedelta(0), self.sent_at + settings.CAREID_EMAIL_CODE_COOLDOWN - timezone.now())
+
+    def replace(self) -> bool:
+        """A new code (the old one stops working); False while cooling down or once dead."""
+        from careid import tokens
+
+        now = timezone.now()
+        nonce = tokens.new_nonce()
+        replaced = EmailOneTimePassword.objects.filter(
+            pk=self.pk,
+            used_at__isnull=True,
+            failures__lt=settings.CAREID_EMAIL_CODE_MAX_FAILURES,
+            sent_at__lte=now - settings.CAREID_EMAIL_CODE_COOLDOWN,
+        ).update(nonce=nonce, sent_at=now, expires_at=now + settings.CAREID_EMAIL_CODE_TTL)
+        if replaced:
+            self.nonce, self.sent_at, self.expires_at = nonce, now, now + settings.CAREID_EMAIL_CODE_TTL
+        return bool(replaced)
+
+    def verify(self, code: str) -> Result:
+        from django.utils.crypto import constant_time_compare
+
+        self.refresh_from_db(fields=["nonce", "failures", "used_at", "expires_at"])
+        if self.used_at is not None:
+            return self.Result.USED
+        if self.is_exhausted:
+            return self.Result.EXHAUSTED
+        if self.expires_at <= timezone.now():
+            return self.Result.EXPIRED
+        live = EmailOneTimePassword.objects.filter(
+            pk=self.pk, used_at__isnull=True, failures__lt=settings.CAREID_EMAIL_CODE_MAX_FAILURES
+        )
+        if constant_time_compare(code.strip(), self.code) and live.filter(nonce=self.nonce).update(used_at=timezone.now()):
+            return self.Result.ACCEPTED
+        live.update(failures=F("failures") + 1)
+        self.refresh_from_db(fields=["failures"])
+        return self.Result.EXHAUSTED if self.is_exhausted else self.Result.WRONG

@@ -1,0 +1,42 @@
+"""Thin tasks: take ids, fetch, send. Enqueued with transaction.on_commit by the flows."""
+
+from __future__ import annotations
+
+from allauth.account.models import EmailAddress
+from celery import shared_task
+
+from audit.models import AuditEvent
+
+from . import mail
+from .models import EmailOneTimePassword
+
+_RETRY = {"autoretry_for": (OSError,), "retry_backoff": True, "max_retries": 5}
+
+
+@shared_task(**_RETRY)
+def send_email_code_task(code_id: int) -> None:
+    code = EmailOneTimePassword.objects.select_related("user").get(pk=code_id)
+    mail.send("email_code", code.email, {"user": code.user, "code": code.code, "minutes": code_ttl_minutes()})
+
+
+@shared_task(**_RETRY)
+def send_notification_task(audit_event_id: int) -> None:
+    """An e-mail to the person about a change to their access, described by its audit event."""
+    event = AuditEvent.objects.select_related("subject").get(pk=audit_event_id)
+    template = "notification_" + event.event.replace(".", "_")
+    mail.send(template, event.subject.email, {"user": event.subject, "event": event})
+
+
+@shared_task(**_RETRY)
+def send_email_confirmation_task(email_address_id: int) -> None:
+    from allauth.account.models import EmailConfirmationHMAC
+
+    address = EmailAddress.objects.select_related("user").get(pk=email_address_id)
+    if not address.verified:
+        EmailConfirmationHMAC(address).send(request=None, signup=False)
+
+
+def code_ttl_minutes() -> int:
+    from django.conf import settings
+
+    return int(settings.CAREID_EMAIL_CODE_TTL.total_seconds() // 60)

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class Event(models.TextChoices):
+    USER_INVITED = "user.invited", "Invitation sent"
+    LINK_ISSUED = "link.issued", "Registration link issued"
+    LINK_USED = "link.used", "Registration link used"
+    LINK_EXPIRED = "link.expired", "Expired registration link refused"
+    LINK_REFUSED = "link.refused", "Registration link refused"
+    OTP_SENT = "otp.sent", "One-time password sent"
+    OTP_FAILED = "otp.failed", "Wrong one-time password"
+    EMAIL_ADDED = "email.added", "Email address added"
+    EMAIL_VERIFIED = "email.verified", "Email address verified"
+    EMAIL_REFUSED = "email.refused", "Email address refused"
+    PASSWORD_SET = "password.set", "Password set"
+    PASSWORD_REFUSED = "password.refused", "Password refused"
+    AUTHENTICATOR_REGISTERED = "authenticator.registered", "Authenticator registered"
+    AUTHENTICATOR_REGISTRATION_FAILED = "authenticator.registration_failed", "Authenticator registration failed"
+    SIGNIN_SUCCEEDED = "signin.succeeded", "Signed in"
+    SIGNIN_FAILED = "signin.failed", "Sign-in failed"
+    SIGNIN_THROTTLED = "signin.throttled", "Sign-in throttled"
+    ACCOUNT_LOCKED = "account.locked", "Account locked"
+    SIGNED_OUT = "signout", "Signed out"
+
+
+class Outcome(models.TextChoices):
+    SUCCESS = "success", "Success"
+    FAILURE = "failure", "Failure"
+
+
+class AuditEvent(models.Model):
+    """One thing that happened. Append-only: rows are never changed or deleted."""
+
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    event = models.CharField(max_length=64, choices=Event.choices)
+    outcome = models.CharField(max_length=7, choices=Outcome.choices, default=Outcome.SUCCESS)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    subject = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="audit_events"
+    )
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=512, blank=True)
+    method = models.CharField(max_length=32, blank=True)
+    aal = models.PositiveSmallIntegerField(null=True, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [
+            models.Index(fields=["subject", "-at"], name="audit_subject_at"),
+            models.Index(fields=["event", "-at"], name="audit_event_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.get_event_display()}"
+
+    def save(self, *args, **kwargs) -> None:
+        if self.pk is not None and not self._state.adding:
+            raise PermissionError("Audit events are append-only.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise PermissionError("Audit events are append-only.")

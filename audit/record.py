@@ -1,0 +1,65 @@
+"""The one way to write the audit trail: `record(...)`, inside the change's transaction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest
+
+from .models import AuditEvent, Event, Outcome
+
+# Keys that must never reach the trail, whatever a caller passes.
+_SECRET_WORDS = ("password", "secret", "token", "code", "key", "otp")
+
+
+def client_ip(request: HttpRequest) -> str | None:
+    # REMOTE_ADDR is the peer; behind the TLS proxy it is set from X-Forwarded-For by the proxy
+    # (gunicorn --forwarded-allow-ips), never trusted from the client here.
+    return request.META.get("REMOTE_ADDR") or None
+
+
+def user_agent(request: HttpRequest | None) -> str:
+    if request is None:
+        return ""
+    return _neutralise(request.META.get("HTTP_USER_AGENT", ""))[:512]
+
+
+def _neutralise(value: Any) -> Any:
+    """CR/LF and other control characters in user-supplied text become spaces (log injection)."""
+    if isinstance(value, str):
+        return "".join(ch if ch.isprintable() else " " for ch in value)
+    if isinstance(value, dict):
+        return {str(k): _neutralise(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_neutralise(v) for v in value]
+    return value
+
+
+def record(
+    event: Event,
+    *,
+    request: HttpRequest | None = None,
+    actor=None,
+    subject=None,
+    outcome: Outcome = Outcome.SUCCESS,
+    method: str = "",
+    aal: int | None = None,
+    **details: Any,
+) -> AuditEvent:
+    for name in details:
+        if any(word in name.lower() for word in _SECRET_WORDS):
+            raise ValueError(f"Refusing to write {name!r} to the audit trail")
+    if actor is None and request is not None and getattr(request, "user", None) is not None:
+        if request.user.is_authenticated:
+            actor = request.user
+    return AuditEvent.objects.create(
+        event=event,
+        outcome=outcome,
+        actor=actor,
+        subject=subject,
+        ip=client_ip(request) if request is not None else None,
+        user_agent=user_agent(request),
+        method=method,
+        aal=aal,
+        details=_neutralise(details),
+    )

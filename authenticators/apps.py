@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class AuthenticatorsConfig(AppConfig):
+    name = "authenticators"
+    verbose_name = "Authenticators"

@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F
+from django.urls import reverse
+from django.utils import timezone
+from django_otp.models import Device, ThrottlingMixin, TimestampMixin
+
+from careid import tokens
+
+
+class Authenticator(TimestampMixin, ThrottlingMixin, Device):
+    """What every authenticator type shares: one per person, throttled, time-stamped."""
+
+    class Meta:
+        abstract = True
+        constraints = [
+            models.UniqueConstraint(fields=["user"], name="%(app_label)s_%(class)s_one_per_user"),
+        ]
+
+    @property
+    def kind(self):
+        from authenticators import registry
+
+        return registry.for_model(type(self))
+
+    def throttle_increment(self, commit: bool = True) -> None:
+        # Counted in the database so that concurrent requests in several processes all count.
+        now = timezone.now()
+        type(self).objects.filter(pk=self.pk).update(
+            throttling_failure_count=F("throttling_failure_count") + 1, throttling_failure_timestamp=now
+        )
+        self.refresh_from_db(fields=["throttling_failure_count", "throttling_failure_timestamp"])
+
+    def get_throttle_factor(self) -> int:
+        return getattr(settings, "OTP_TOTP_THROTTLE_FACTOR", 1)
+
+
+class RegistrationLinkQuerySet(models.QuerySet["RegistrationLink"]):
+    def by_token(self, token: str) -> RegistrationLink | None:
+        if not token or len(token) > 100:
+            return None
+        return self.select_related("user").filter(token_hash=tokens.token_hash(token)).first()
+
+
+class RegistrationLink(models.Model):
+    """A single-use link that lets one person register one authenticator type.
+
+    After it is used, the row also holds the state of that registration journey, which is
+    bound to the browser session that used it.
+    """
+
+    class Purpose(models.TextChoices):
+        INVITATION = "invitation", "Invitation"
+        PRESENCE = "presence", "Issued for immediate use"
+        EMAILED = "emailed", "Sent by email"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="registration_links")
+    kind = models.CharField(max_length=32)
+    purpose = models.CharField(max_length=12, choices=Purpose.choices)
+    nonce = models.CharField(max_length=32, default=tokens.new_nonce, editable=False)
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    issued_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    confirmed_at = models.DateTimeField(null=True, blank=True)  # "only I will have access to the device"
+    used_at = models.DateTimeField(null=True, blank=True)
+    # The journey, once the link is used.
+    step = models.CharField(max_length=16, blank=True)
+    journey_expires_at = models.DateTimeField(null=True, blank=True)
+    pending_secret = models.CharField(max_length=80, blank=True)
+    pending_password = models.CharField(max_length=256, blank=True)  # a hash, applied on completion
+    email_code = models.ForeignKey("accounts.EmailOneTimePassword", null=True, blank=True, on_delete=models.SET_NULL)
+    failures = models.PositiveSmallIntegerField(default=0)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = RegistrationLinkQuerySet.as_manager()
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "-created_at"], name="reglink_user_created")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} link for {self.user_id} ({self.get_purpose_display()})"
+
+    def save(self, *args, **kwargs) -> None:
+        if not self.token_hash:
+            self.token_hash = tokens.token_hash(self.token)
+        super().save(*args, **kwargs)
+
+    @property
+    def token(self) -> str:
+        return tokens.derive_token("registration-link", self.nonce)
+
+    @property
+    def url(self) -> str:
+        return settings.CAREID_BASE_URL + reverse("registration_link", args=[self.token])
+
+    @property
+    def is_used(self) -> bool:
+        return self.used_at is not None
+
+    @property
+    def is_expired(self) -> bool:
+        return self.expires_at <= timezone.now()
+
+    @property
+    def journey_is_over(self) -> bool:
+        return (
+            self.completed_at is not None
+            or self.journey_expires_at is None
+            or self.journey_expires_at <= timezone.now()
+        )
+
+    def mark_used(self, step: str) -> bool:
+        """Use the link exactly once: False when another request used it first or it expired."""
+        now = timezone.now()
+        journey_expires_at = now + settings.CAREID_REGISTRATION_JOURNEY_TTL
+        used = RegistrationLink.objects.filter(pk=self.pk, used_at__isnull=True, expires_at__gt=now).update(
+            used_at=now, step=step, journey_expires_at=journey_expires_at
+        )
+        if used:
+            self.used_at, self.step, self.journey_expires_at = now, step, journey_expires_at
+        return bool(used)
+
+    def advance(self, from_step: str, to_step: str, **fields) -> bool:
+        """Move the journey on; False when it was not at `from_step` (a replayed or raced post)."""
+        moved = RegistrationLink.objects.filter(pk=self.pk, step=from_step).update(step=to_step, **fields)
+        if moved:
+            self.step = to_step
+            for name, value in fields.items():
+                setattr(self, name, value)
+        return bool(moved)
+
+    @classmethod
+    def ttl_for(cls, purpose: str) -> timedelta:
+        if purpose == cls.Purpose.PRESENCE:
+            return settings.CAREID_REGISTRATION_LINK_TTL
+        return settings.CAREID_INVITATION_LINK_TTL

@@ -1,0 +1,125 @@
+"""The single place that knows the list of authenticator types.
+
+The sign-in page, the profile, the admin and (later) OIDC ask the registry; none of them
+names a type. A new technology adds its module to KIND_MODULES and nothing else changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+from django.apps import apps
+from django.conf import settings
+from django.db.models import IntegerField, Value
+from django.urls import reverse
+
+if TYPE_CHECKING:
+    from .base.models import Authenticator
+
+# Order is the order people see on the sign-in page (CIS2's order).
+KIND_MODULES = [
+    "authenticators.totp.kind",
+]
+
+
+@dataclass(frozen=True)
+class AuthenticatorType:
+    key: str  # stable identifier, also the URL and cookie value
+    name: str  # as on "Select authenticator type", e.g. "Microsoft Authenticator"
+    signin_label: str  # as on "Select your login method", e.g. "Authenticator app"
+    description: str
+    aal: int
+    acr: str
+    model_label: str  # "app_label.ModelName"
+    enrol_url_name: str  # the page that starts registration for a signed-in person
+    signin_url_name: str  # the first page of this login method
+    urls: str  # URLconf module of this type, mounted only when it is enabled
+    link_view: str  # dotted path of the view that opens this type's registration links
+
+    @cached_property
+    def model(self) -> type[Authenticator]:
+        return apps.get_model(self.model_label)
+
+    @property
+    def enabled(self) -> bool:
+        return self.key not in settings.CAREID_DISABLED_AUTHENTICATORS
+
+    def enrol_url(self) -> str:
+        return reverse(self.enrol_url_name)
+
+    def signin_url(self) -> str:
+        return reverse(self.signin_url_name)
+
+
+_types: dict[str, AuthenticatorType] | None = None
+
+
+def _load() -> dict[str, AuthenticatorType]:
+    global _types
+    if _types is None:
+        _types = {}
+        for module in KIND_MODULES:
+            kind: AuthenticatorType = import_module(module).KIND
+            _types[kind.key] = kind
+    return _types
+
+
+def all_types() -> list[AuthenticatorType]:
+    return list(_load().values())
+
+
+def enabled_types() -> list[AuthenticatorType]:
+    return [kind for kind in all_types() if kind.enabled]
+
+
+def get(key: str) -> AuthenticatorType | None:
+    return _load().get(key)
+
+
+def get_enabled(key: str) -> AuthenticatorType | None:
+    kind = get(key)
+    return kind if kind is not None and kind.enabled else None
+
+
+def for_model(model: type) -> AuthenticatorType:
+    for kind in all_types():
+        if kind.model is model or issubclass(model, kind.model):
+            return kind
+    raise LookupError(model)
+
+
+@dataclass(frozen=True)
+class RegisteredAuthenticator:
+    """What the profile and admin show of one registered authenticator (no secrets)."""
+
+    kind: AuthenticatorType
+    pk: int
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+def authenticators_of(user) -> list[RegisteredAuthenticator]:
+    """Every authenticator a person has registered, in registry order, in one query.
+
+    A UNION over the per-type tables keeps the page's query count flat however many
+    types the registry holds.
+    """
+    querysets = [
+        kind.model.objects.filter(user=user, confirmed=True)
+        .annotate(kind=Value(position, output_field=IntegerField()))
+        .values_list("kind", "pk", "created_at", "last_used_at")
+        .order_by()
+        for position, kind in enumerate(all_types())
+    ]
+    if not querysets:
+        return []
+    rows = querysets[0].union(*querysets[1:], all=True) if len(querysets) > 1 else querysets[0]
+    types = all_types()
+    return sorted(
+        (RegisteredAuthenticator(types[position], pk, created, last_used) for position, pk, created, last_used in rows),
+        key=lambda registered: types.index(registered.kind),
+    )

@@ -1,0 +1,17 @@
+from django.urls import path
+
+from . import views
+
+app_name = "totp"
+
+urlpatterns = [
+    path("authenticators/authenticator-app/", views.register, name="register"),
+    path("register/authenticator-app/code/", views.code, name="code"),
+    path("register/authenticator-app/code/resend/", views.resend, name="resend"),
+    path("register/authenticator-app/password/", views.password, name="password"),
+    path("register/authenticator-app/qr/", views.qr, name="qr"),
+    path("register/authenticator-app/verify/", views.verify, name="verify"),
+    path("register/authenticator-app/done/", views.done, name="done"),
+    path("login/authenticator-app/", views.signin, name="signin"),
+    path("login/authenticator-app/code/", views.signin_code, name="signin_code"),
+]

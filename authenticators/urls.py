@@ -1,0 +1,8 @@
+from django.urls import include, path
+
+from . import registry, views
+
+urlpatterns = [
+    path("authenticators/", views.select_type, name="select_authenticator_type"),
+    path("register/<str:token>/", views.registration_link, name="registration_link"),
+] + [path("", include(kind.urls)) for kind in registry.enabled_types()]

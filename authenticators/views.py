@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from careid.http import posted
+from django import forms
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils.module_loading import import_string
+
+from . import registry
+from .journeys import UNKNOWN_LINK
+from .models import RegistrationLink
+
+
+class SelectTypeForm(forms.Form):
+    kind = forms.ChoiceField(
+        label="Select authenticator type", widget=forms.RadioSelect,
+        error_messages={"required": "Select an authenticator type", "invalid_choice": "Select an authenticator type"},
+    )
+
+
+@login_required
+def select_type(request: HttpRequest) -> HttpResponse:
+    """Select authenticator type: one of each type, registered ones shown as such."""
+    registered = {registered.kind.key for registered in registry.authenticators_of(request.user)}
+    kinds = registry.enabled_types()
+    form = SelectTypeForm(posted(request))
+    form.fields["kind"].choices = [(kind.key, kind.name) for kind in kinds if kind.key not in registered]
+    if request.method == "POST" and form.is_valid():
+        return redirect(registry.get_enabled(form.cleaned_data["kind"]).enrol_url())
+    return render(
+        request,
+        "authenticators/select_type.html",
+        {"form": form, "kinds": kinds, "registered": registered},
+        status=400 if form.errors else 200,
+    )
+
+
+def registration_link(request: HttpRequest, token: str) -> HttpResponse:
+    """Every registration link has this one address; its type's own view takes it from here."""
+    link = RegistrationLink.objects.by_token(token)
+    kind = registry.get_enabled(link.kind) if link else None
+    if kind is None:
+        return render(request, "authenticators/journey_error.html", {"error": UNKNOWN_LINK}, status=404)
+    return import_string(kind.link_view)(request, token)

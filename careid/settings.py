@@ -1,0 +1,206 @@
+"""careid settings: one file, configured only through environment variables.
+
+Every variable has a safe default: without any environment the project runs with
+SQLite, in-process Celery, local-memory cache and console e-mail, DEBUG off.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+
+DEBUG = env.bool("DEBUG", default=False)
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured("Set SECRET_KEY (or DEBUG=true for local development).")
+    SECRET_KEY = "insecure-development-key-only-used-when-DEBUG-is-on"
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "allauth",
+    "allauth.account",
+    "allauth.usersessions",
+    "django_otp",
+    "accounts",
+    "authenticators",
+    "audit",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "careid.middleware.security_headers",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "accounts.middleware.session_timeouts",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
+    "allauth.usersessions.middleware.UserSessionsMiddleware",
+]
+
+ROOT_URLCONF = "careid.urls"
+WSGI_APPLICATION = "careid.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+# Persistent connections are the biggest single lever on throughput (TESTING.md: ~5x).
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CAREID_CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://careid")}
+
+EMAIL_CONFIG = env.email("EMAIL_URL", default="consolemail://")
+vars().update(EMAIL_CONFIG)
+DEFAULT_FROM_EMAIL = env.str("CAREID_FROM_EMAIL", default="NHS Care Identity <no-reply@careid.localhost>")
+
+AUTH_USER_MODEL = "accounts.User"
+AUTHENTICATION_BACKENDS = ["accounts.backends.CareIdentityBackend"]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator",
+     "OPTIONS": {"user_attributes": ("email", "first_name", "last_name", "uid")}},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 8}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+CAREID_PASSWORD_MAX_LENGTH = 256
+
+LANGUAGE_CODE = "en-gb"
+TIME_ZONE = "Europe/London"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+# Production runs collectstatic into CAREID_STATIC_ROOT; without it whitenoise serves from the finders.
+STATIC_ROOT = env.str("CAREID_STATIC_ROOT", default="") or None
+STATICFILES_DIRS = [
+    BASE_DIR / "static",
+    ("nhsuk", BASE_DIR / "node_modules" / "nhsuk-frontend" / "dist" / "nhsuk"),
+]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+# Serve straight from the finders, so neither `make run` nor the tests need collectstatic.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Sessions and cookies -------------------------------------------------------------
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+SESSION_COOKIE_AGE = int(timedelta(hours=12).total_seconds())  # AAL2 absolute timeout
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_HTTPONLY = True
+CSRF_FAILURE_VIEW = "careid.views.csrf_failure"
+X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+if not DEBUG and env.bool("CAREID_SECURE_COOKIES", default=True):
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SESSION_COOKIE_NAME = "__Host-careid-session"
+    CSRF_COOKIE_NAME = "__Host-careid-csrf"
+    SECURE_HSTS_SECONDS = 31536000
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env.bool("CAREID_SSL_REDIRECT", default=True)
+
+# --- Celery -----------------------------------------------------------------------------
+# Without a broker, tasks run in-process (make run); with one, a worker runs them.
+CELERY_TASK_ALWAYS_EAGER = not env.str("CELERY_BROKER_URL", default="")
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="memory://")
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = env.str("CAREID_CELERY_QUEUE", default="careid")
+
+# --- allauth: e-mail addresses and their verification only ---------------------------------
+ACCOUNT_ADAPTER = "accounts.adapter.CareIdentityAccountAdapter"
+ACCOUNT_USER_MODEL_USERNAME_FIELD = None
+ACCOUNT_LOGIN_METHODS = {"email"}
+ACCOUNT_SIGNUP_FIELDS = ["email*"]
+ACCOUNT_UNIQUE_EMAIL = True
+ACCOUNT_EMAIL_VERIFICATION = "mandatory"
+ACCOUNT_CONFIRM_EMAIL_ON_GET = False
+ACCOUNT_EMAIL_CONFIRMATION_EXPIRE_DAYS = 1
+ACCOUNT_MAX_EMAIL_ADDRESSES = 5
+ACCOUNT_EMAIL_SUBJECT_PREFIX = "NHS Care Identity: "
+ACCOUNT_EMAIL_NOTIFICATIONS = False  # careid sends its own notifications (accounts/notifications)
+ACCOUNT_RATE_LIMITS = {"manage_email": "10/m/user", "confirm_email": "1/3m/key"}
+USERSESSIONS_TRACK_ACTIVITY = False
+
+# --- careid ------------------------------------------------------------------------------
+CAREID_BASE_URL = env.str("CAREID_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
+CAREID_INVITATION_LINK_TTL = timedelta(seconds=env.int("CAREID_INVITATION_LINK_TTL", default=24 * 3600))
+CAREID_REGISTRATION_LINK_TTL = timedelta(seconds=env.int("CAREID_REGISTRATION_LINK_TTL", default=180))
+CAREID_REGISTRATION_JOURNEY_TTL = timedelta(seconds=env.int("CAREID_REGISTRATION_JOURNEY_TTL", default=30 * 60))
+CAREID_EMAIL_CODE_TTL = timedelta(seconds=env.int("CAREID_EMAIL_CODE_TTL", default=600))
+CAREID_EMAIL_CODE_COOLDOWN = timedelta(seconds=env.int("CAREID_EMAIL_CODE_COOLDOWN", default=60))
+CAREID_EMAIL_CODE_MAX_FAILURES = 5
+CAREID_SIGNIN_LOCK_AFTER = env.int("CAREID_SIGNIN_LOCK_AFTER", default=30)
+CAREID_SIGNIN_DELAY_FROM = 5  # failures before growing delays start
+CAREID_SIGNIN_MAX_DELAY = timedelta(minutes=15)
+CAREID_IP_FAILURE_LIMIT = env.int("CAREID_IP_FAILURE_LIMIT", default=100)  # per IP per window
+CAREID_IP_FAILURE_WINDOW = timedelta(minutes=15)
+CAREID_ALLOWED_REDIRECT_HOSTS = env.list("CAREID_ALLOWED_REDIRECT_HOSTS", default=[])
+CAREID_SESSION_IDLE_TIMEOUT = {2: timedelta(minutes=30), 3: timedelta(minutes=15)}
+CAREID_SESSION_ABSOLUTE_TIMEOUT = {2: timedelta(hours=12), 3: timedelta(hours=12)}
+CAREID_REAUTHENTICATION_MAX_AGE = timedelta(minutes=5)
+CAREID_REMEMBER_METHOD_MAX_AGE = int(timedelta(days=730).total_seconds())
+# Authenticator types switched off here disappear from every page (registry.enabled_types()).
+CAREID_DISABLED_AUTHENTICATORS = env.list("CAREID_DISABLED_AUTHENTICATORS", default=[])
+# Django's OTP throttling (growing delays on a device).
+OTP_TOTP_THROTTLE_FACTOR = 1
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env.str("CAREID_LOG_LEVEL", default="WARNING")},
+}
+
+# User.email is unique case-insensitively (a UniqueConstraint on Lower("email")), which the
+# auth check cannot see.
+SILENCED_SYSTEM_CHECKS = ["auth.W004"]

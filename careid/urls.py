@@ -1,0 +1,19 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from accounts import views as accounts_views
+
+admin.site.login = accounts_views.admin_login
+admin.site.site_header = "NHS Care Identity administration"
+admin.site.site_title = "NHS Care Identity"
+
+handler400 = "careid.views.bad_request"
+handler403 = "careid.views.permission_denied"
+handler404 = "careid.views.page_not_found"
+handler500 = "careid.views.server_error"
+
+urlpatterns = [
+    path("", include("accounts.urls")),
+    path("", include("authenticators.urls")),
+    path("admin/", admin.site.urls),
+]

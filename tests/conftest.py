@@ -1,0 +1,213 @@
+"""Shared fixtures: a real SMTP server, users at each stage of the journey, isolation.
+
+CAREID_REQUIRE_SERVICES=1 (set by .ci/run) turns every "component missing" skip into a
+failure, so CI can never pass without the real components.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.message import Message
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from careid.celery import app as celery_app
+
+REQUIRE_SERVICES = os.environ.get("CAREID_REQUIRE_SERVICES") == "1"
+
+
+def require(condition: bool, what: str) -> None:
+    """Skip locally when a component is missing; fail in CI."""
+    if condition:
+        return
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{what} is required here (CAREID_REQUIRE_SERVICES=1) but missing")
+    pytest.skip(f"{what} is not available")
+
+
+# --- a real SMTP server on loopback -------------------------------------------------------
+
+
+@dataclass
+class Mailbox:
+    messages: list[Message] = field(default_factory=list)
+    lock: threading.Condition = field(default_factory=threading.Condition)
+
+    async def handle_DATA(self, server, session, envelope):
+        message = message_from_bytes(envelope.original_content)
+        with self.lock:
+            self.messages.append(message)
+            self.lock.notify_all()
+        return "250 Message accepted for delivery"
+
+    def to(self, address: str) -> list[Message]:
+        with self.lock:
+            return [m for m in self.messages if address.lower() in m["To"].lower()]
+
+    def wait_for(self, address: str, subject: str = "", count: int = 1, timeout: float = 20) -> Message:
+        """The `count`-th message to `address` whose subject contains `subject`."""
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while True:
+                found = [m for m in self.messages if address.lower() in m["To"].lower() and subject in m["Subject"]]
+                if len(found) >= count:
+                    return found[count - 1]
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"No message {count} to {address} with {subject!r} in {timeout}s")
+                self.lock.wait(remaining)
+
+
+def body(message: Message) -> str:
+    return message.get_payload(decode=True).decode()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def smtp_server():
+    mailbox = Mailbox()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=_free_port())
+    controller.start()
+    yield controller
+    controller.stop()
+
+
+@pytest.fixture(autouse=True)
+def mailbox(smtp_server, settings) -> Mailbox:
+    """Every test sends its e-mail through the real SMTP server and reads it back."""
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST = smtp_server.hostname
+    settings.EMAIL_PORT = smtp_server.port
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+    mailbox: Mailbox = smtp_server.handler
+    with mailbox.lock:
+        mailbox.messages.clear()
+    return mailbox
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(settings):
+    """A key prefix per test: throttling counters never leak between tests, even on a shared Redis."""
+    caches = {name: dict(config) for name, config in settings.CACHES.items()}
+    for config in caches.values():
+        config["KEY_PREFIX"] = f"test-{uuid.uuid4().hex}"
+    settings.CACHES = caches
+
+
+@pytest.fixture(autouse=True)
+def celery_in_process():
+    """Tasks run in-process unless a test asks for the real worker (tests/test_celery_worker.py)."""
+    previous = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = True
+    yield
+    celery_app.conf.task_always_eager = previous
+
+
+@pytest.fixture
+def fast_hashing(settings):
+    """Argon2 at full cost is the point in production and only slows the tests down."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+# --- people at each stage of the journey ------------------------------------------------------
+
+PASSWORD = "correct horse battery staple"
+
+
+def totp_code(secret_hex: str, offset_steps: int = 0) -> str:
+    import pyotp
+
+    from authenticators.totp import codes
+
+    totp = pyotp.TOTP(codes.base32(secret_hex))
+    return totp.at(time.time() + 30 * offset_steps)
+
+
+@dataclass
+class Person:
+    user: object
+    password: str
+    secret: str
+
+    def code(self, offset_steps: int = 0) -> str:
+        return totp_code(self.secret, offset_steps)
+
+    def fresh_code(self) -> str:
+        """A code the replay guard will accept again (tests sign in more than once a step)."""
+        from authenticators.models import AuthenticatorApp
+
+        AuthenticatorApp.objects.filter(user=self.user).update(last_t=-1)
+        return self.code()
+
+
+@pytest.fixture
+def seeded_allow_list():
+    """Transactional tests empty every table afterwards, the data migration's rows included."""
+    from importlib import import_module
+
+    from django.apps import apps
+
+    import_module("accounts.migrations.0002_seed_allowed_email_domains").seed(apps, None)
+
+
+@pytest.fixture
+def invite(transactional_db, seeded_allow_list):
+    """Real commits, so e-mails queued with transaction.on_commit are sent."""
+
+    from accounts.flows import invite_user
+
+    def make(email: str = "mary.seacole@nhs.net", first_name: str = "Mary", last_name: str = "Seacole"):
+        return invite_user(email=email, first_name=first_name, last_name=last_name)
+
+    return make
+
+
+@pytest.fixture
+def make_person(db, fast_hashing):
+    from allauth.account.models import EmailAddress
+
+    from accounts.models import User
+    from authenticators.models import AuthenticatorApp
+    from authenticators.totp import codes
+
+    def make(email: str = "edith.cavell@nhs.net", **fields) -> Person:
+        user = User.objects.create_user(email, first_name="Edith", last_name="Cavell", password=PASSWORD, **fields)
+        EmailAddress.objects.create(user=user, email=user.email, primary=True, verified=True)
+        secret = codes.new_secret()
+        AuthenticatorApp.objects.create(user=user, name="Microsoft Authenticator", key=secret, confirmed=True)
+        return Person(user, PASSWORD, secret)
+
+    return make
+
+
+@pytest.fixture
+def person(make_person) -> Person:
+    return make_person()
+
+
+def sign_in(client, person: Person, goto: str | None = None):
+    """Through the real pages: e-mail and password, then the 6-digit code."""
+    query = f"?goto={goto}" if goto else ""
+    response = client.post(f"/login/authenticator-app/{query}", {"email": person.user.email, "password": person.password})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    return client.post(f"/login/authenticator-app/code/{query}", {"token": person.fresh_code()})
+
+
+@pytest.fixture
+def signed_in(client, person):
+    response = sign_in(client, person)
+    assert response.status_code == 302
+    return client

@@ -42,4 +42,4 @@ def registration_link(request: HttpRequest, token: str) -> HttpResponse:
     kind = registry.get_enabled(link.kind) if link else None
     if kind is None:
         return render(request, "authenticators/journey_error.html", {"error": UNKNOWN_LINK}, status=404)
-    return import_string(kind.link_view)(request, token)
+    return import_string(kind.link_view)(request, link)

@@ -116,15 +116,14 @@ class RegistrationLink(models.Model):
             or self.journey_expires_at <= timezone.now()
         )
 
-    def mark_used(self, step: str) -> bool:
+    def mark_used(self, step: str, **fields) -> bool:
         """Use the link exactly once: False when another request used it first or it expired."""
         now = timezone.now()
-        journey_expires_at = now + settings.CAREID_REGISTRATION_JOURNEY_TTL
-        used = RegistrationLink.objects.filter(pk=self.pk, used_at__isnull=True, expires_at__gt=now).update(
-            used_at=now, step=step, journey_expires_at=journey_expires_at
-        )
+        fields.update(used_at=now, step=step, journey_expires_at=now + settings.CAREID_REGISTRATION_JOURNEY_TTL)
+        used = RegistrationLink.objects.filter(pk=self.pk, used_at__isnull=True, expires_at__gt=now).update(**fields)
         if used:
-            self.used_at, self.step, self.journey_expires_at = now, step, journey_expires_at
+            for name, value in fields.items():
+                setattr(self, name, value)
         return bool(used)
 
     def advance(self, from_step: str, to_step: str, **fields) -> bool:

@@ -43,10 +43,9 @@ ALREADY_REGISTERED = JourneyError(
     409,
 )
 
-def open_link(request: HttpRequest, token: str) -> RegistrationLink:
-    """The unused, unexpired link of this token, or JourneyError (nothing changes)."""
-    link = RegistrationLink.objects.by_token(token)
-    if link is None or link.kind != KIND.key:
+def open_link(request: HttpRequest, link: RegistrationLink) -> None:
+    """Raise JourneyError (nothing changes) unless the link can be used now."""
+    if link.kind != KIND.key:
         raise UNKNOWN_LINK
     if request.user.is_authenticated and request.user.pk != link.user_id:
         raise OTHER_USER
@@ -83,11 +82,9 @@ def start_registration(request: HttpRequest, link: RegistrationLink, email: str)
             raise TOO_MANY_FAILURES
         return False
     with transaction.atomic():
-        if not link.mark_used(step="otp"):
-            raise USED_LINK
         code = EmailOneTimePassword.issue(user=link.user, email=link.user.email, purpose="registration")
-        RegistrationLink.objects.filter(pk=link.pk).update(email_code=code, failures=0)
-        link.email_code, link.failures = code, 0
+        if not link.mark_used(step="otp", email_code=code, failures=0):
+            raise USED_LINK  # another request used it first: the code above is rolled back
         record(Event.LINK_USED, request=request, subject=link.user, kind=link.kind, link_id=link.pk)
         _send_code(request, code)
     request.session[SESSION_JOURNEY] = link.pk

@@ -24,13 +24,12 @@ class AuthenticatorApp(Authenticator):
             return False
         step = codes.matching_step(self.key, str(token), after_step=self.last_t)
         # Conditional update: of two simultaneous requests with the same code, one wins.
-        accepted = step is not None and bool(
-            AuthenticatorApp.objects.filter(pk=self.pk, last_t__lt=step).update(
-                last_t=step, last_used_at=timezone.now(), throttling_failure_count=0, throttling_failure_timestamp=None
-            )
-        )
+        fields = {"last_t": step, "last_used_at": timezone.now(), "throttling_failure_count": 0,
+                  "throttling_failure_timestamp": None}
+        accepted = step is not None and bool(AuthenticatorApp.objects.filter(pk=self.pk, last_t__lt=step).update(**fields))
         if accepted:
-            self.refresh_from_db(fields=["last_t", "last_used_at", "throttling_failure_count", "throttling_failure_timestamp"])
+            for name, value in fields.items():
+                setattr(self, name, value)
         else:
             self.throttle_increment()
         return accepted

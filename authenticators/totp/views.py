@@ -63,10 +63,11 @@ def register(request: HttpRequest) -> HttpResponse:
     return _page(request, "register.html", {}, form)
 
 
-def registration_link(request: HttpRequest, token: str) -> HttpResponse:
-    """The link itself: confirm sole access (when not yet), then the e-mail address."""
+def registration_link(request: HttpRequest, link: RegistrationLink) -> HttpResponse:
+    """The link itself (via authenticators.views): confirm sole access when not yet done, then the e-mail address."""
+    token = link.token
     try:
-        link = flows.open_link(request, token)
+        flows.open_link(request, link)
         if link.confirmed_at is None:
             form = ConfirmForm(posted(request))
             if request.method == "POST" and form.is_valid():

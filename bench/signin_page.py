@@ -1,0 +1,229 @@
+"""Throughput of the sign-in page (/login/) against a bare Django form view (/bench/bare/).
+
+Both URLs are served by one gunicorn (2 sync workers) on PostgreSQL, with DEBUG off, and loaded
+alternately with wrk so that machine noise hits both equally. Target: the sign-in page serves at
+least 0.8x the requests per second of the bare view.
+
+Run from the project root:  .venv/bin/python bench/signin_page.py [--rounds N] [--duration S] [--connections C]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+SIGNIN_PATH = "/login/"
+BARE_PATH = "/bench/bare/"
+SIGNIN_MARKER = "CIS2 Authentication"
+TARGET_RATIO = 0.8
+WORKERS = 2  # the machine has 2 cores
+
+BENCH_ENV = {
+    "DJANGO_SETTINGS_MODULE": "bench.settings",
+    "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/careid_bench",
+    "CACHE_URL": "redis://127.0.0.1:6379/15",
+    "SECRET_KEY": "bench-only-secret-key-not-used-anywhere-else",
+    "DEBUG": "false",
+    "ALLOWED_HOSTS": "127.0.0.1",
+    "CAREID_SSL_REDIRECT": "false",  # plain http on loopback
+}
+
+
+def bench_environment() -> dict[str, str]:
+    """The process environment with the bench defaults; DATABASE_URL and CACHE_URL may be overridden."""
+    environment = dict(os.environ)
+    for name, value in BENCH_ENV.items():
+        if name in ("DATABASE_URL", "CACHE_URL"):
+            environment.setdefault(name, value)
+        else:
+            environment[name] = value
+    return environment
+
+
+def ensure_database(database_url: str) -> None:
+    """Create the database DATABASE_URL names, if it does not exist yet."""
+    params = conninfo_to_dict(database_url)
+    name = params.get("dbname") or urlsplit(database_url).path.lstrip("/")
+    if not name:
+        raise SystemExit(f"DATABASE_URL names no database: {database_url}")
+    with psycopg.connect(make_conninfo(database_url, dbname="postgres"), autocommit=True) as connection:
+        exists = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if not exists:
+            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            print(f"created database {name}")
+
+
+def migrate(environment: dict[str, str]) -> None:
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"],
+        cwd=PROJECT_DIR, env=environment, check=True,
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def fetch(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode(errors="replace")
+
+
+@contextmanager
+def gunicorn(environment: dict[str, str], port: int, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """gunicorn serving the bench URLconf on 127.0.0.1:port; always stopped on exit."""
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                str(VENV_BIN / "gunicorn"), "careid.wsgi:application",
+                "--bind", f"127.0.0.1:{port}",
+                "--workers", str(WORKERS), "--worker-class", "sync",
+                "--error-logfile", "-", "--log-level", "warning",
+            ],
+            cwd=PROJECT_DIR, env=environment, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            yield process
+        finally:
+            stop(process)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)  # gunicorn's graceful shutdown: the master stops its workers
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def wait_until_serving(process: subprocess.Popen[bytes], url: str, log_path: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"gunicorn exited with {process.returncode}:\n{log_path.read_text()}")
+        try:
+            fetch(url)
+            return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.2)
+    raise SystemExit(f"gunicorn did not answer within {timeout:.0f} s:\n{log_path.read_text()}")
+
+
+def check_pages(base_url: str) -> None:
+    """Measure only pages that render correctly: a fast error page would flatter either side."""
+    for path, marker in ((SIGNIN_PATH, SIGNIN_MARKER), (BARE_PATH, 'name="csrfmiddlewaretoken"')):
+        status, body = fetch(base_url + path)
+        if status != 200:
+            raise SystemExit(f"GET {path} answered {status}, expected 200")
+        if marker not in body:
+            raise SystemExit(f"GET {path} does not contain {marker!r}")
+        print(f"GET {path}: 200, {len(body.encode())} bytes")
+
+
+REQUESTS_PER_SECOND = re.compile(r"^Requests/sec:\s+([\d.]+)", re.MULTILINE)
+NON_2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
+SOCKET_ERRORS = re.compile(r"Socket errors:.*")
+
+
+def wrk(url: str, duration: int, connections: int) -> float:
+    """Requests per second wrk measured; refuses runs with error responses."""
+    result = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", url],
+        capture_output=True, text=True, check=True,
+    )
+    non_2xx = NON_2XX.search(result.stdout)
+    if non_2xx:
+        raise SystemExit(f"{url}: {non_2xx.group(1)} non-2xx/3xx responses\n{result.stdout}")
+    rate = REQUESTS_PER_SECOND.search(result.stdout)
+    if rate is None:
+        raise SystemExit(f"could not read Requests/sec from wrk:\n{result.stdout}{result.stderr}")
+    socket_errors = SOCKET_ERRORS.search(result.stdout)
+    if socket_errors:
+        print(f"  ({url}: {socket_errors.group(0)})")
+    return float(rate.group(1))
+
+
+def parse_arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per URL (default 5)")
+    parser.add_argument("--duration", type=int, default=5, help="seconds of wrk per URL per round (default 5)")
+    parser.add_argument("--connections", type=int, default=8, help="wrk connections (default 8)")
+    arguments = parser.parse_args()
+    if arguments.rounds < 1 or arguments.duration < 1 or arguments.connections < 1:
+        parser.error("--rounds, --duration and --connections must be at least 1")
+    return arguments
+
+
+def main() -> None:
+    arguments = parse_arguments()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed")
+    environment = bench_environment()
+    ensure_database(environment["DATABASE_URL"])
+    migrate(environment)
+
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory(prefix="careid-bench-") as scratch:
+        log_path = Path(scratch) / "gunicorn.log"
+        with gunicorn(environment, port, log_path) as process:
+            wait_until_serving(process, base_url + SIGNIN_PATH, log_path)
+            check_pages(base_url)
+            # Warm-up: first requests compile templates and open database connections.
+            for path in (SIGNIN_PATH, BARE_PATH):
+                wrk(base_url + path, 1, arguments.connections)
+
+            rates: dict[str, list[float]] = {SIGNIN_PATH: [], BARE_PATH: []}
+            print(f"{arguments.rounds} rounds of wrk -t1 -c{arguments.connections} -d{arguments.duration}s per URL, "
+                  f"alternating; gunicorn {WORKERS} sync workers")
+            for round_number in range(1, arguments.rounds + 1):
+                # Swap the order every round so neither URL always runs first.
+                order = (SIGNIN_PATH, BARE_PATH) if round_number % 2 else (BARE_PATH, SIGNIN_PATH)
+                for path in order:
+                    rates[path].append(wrk(base_url + path, arguments.duration, arguments.connections))
+                print(f"round {round_number}: {SIGNIN_PATH} {rates[SIGNIN_PATH][-1]:8.1f} req/s   "
+                      f"{BARE_PATH} {rates[BARE_PATH][-1]:8.1f} req/s")
+            if process.poll() is not None:
+                raise SystemExit(f"gunicorn died during the run:\n{log_path.read_text()}")
+
+    signin = statistics.median(rates[SIGNIN_PATH])
+    bare = statistics.median(rates[BARE_PATH])
+    ratio = signin / bare
+    print(f"median {SIGNIN_PATH}: {signin:.1f} req/s")
+    print(f"median {BARE_PATH}: {bare:.1f} req/s")
+    verdict = "meets" if ratio >= TARGET_RATIO else "BELOW"
+    print(f"ratio signin/bare: {ratio:.2f} ({verdict} the {TARGET_RATIO}x target)")
+
+
+if __name__ == "__main__":
+    main()

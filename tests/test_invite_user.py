@@ -1,0 +1,80 @@
+"""`manage.py invite_user`: how a first user starts."""
+
+from __future__ import annotations
+
+import re
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from accounts.models import User
+from audit.models import AuditEvent, Event
+from authenticators.models import RegistrationLink
+
+from .conftest import body
+
+
+def invite(**options) -> str:
+    out = StringIO()
+    call_command("invite_user", stdout=out, **options)
+    return out.getvalue()
+
+
+def test_it_creates_the_user_prints_the_uid_and_emails_a_24_hour_link(transactional_db, seeded_allow_list, mailbox):
+    out = invite(email="Mary.Seacole@NHS.net", first_name="Mary", last_name="Seacole", title="Ms")
+    user = User.objects.get()
+    assert re.fullmatch(r"[1-9]\d{11}", user.uid)
+    assert user.uid in out
+    assert (user.email, user.title, user.first_name, user.last_name) == ("mary.seacole@nhs.net", "Ms", "Mary", "Seacole")
+    assert not user.has_usable_password()
+    link = RegistrationLink.objects.get(user=user)
+    assert link.kind == "authenticator-app" and link.purpose == "invitation"
+    assert abs((link.expires_at - link.created_at).total_seconds() - 24 * 3600) < 1
+    message = mailbox.wait_for("mary.seacole@nhs.net", "Set up your NHS Care Identity")
+    assert link.url in body(message)
+    assert AuditEvent.objects.filter(event=Event.USER_INVITED, subject=user).exists()
+
+
+def test_the_link_lifetime_comes_from_the_setting(transactional_db, seeded_allow_list, settings):
+    from datetime import timedelta
+
+    settings.CAREID_INVITATION_LINK_TTL = timedelta(hours=2)
+    invite(email="a@nhs.net", first_name="A", last_name="B")
+    link = RegistrationLink.objects.get()
+    assert abs((link.expires_at - link.created_at).total_seconds() - 7200) < 1
+
+
+def test_an_address_outside_the_allow_list_is_refused_and_nothing_is_created(db):
+    with pytest.raises(CommandError, match="This email domain is not on the Care Identity allow list"):
+        invite(email="someone@example.com", first_name="A", last_name="B")
+    assert not User.objects.exists() and not AuditEvent.objects.exists()
+
+
+def test_an_address_that_is_taken_is_refused(db, person):
+    with pytest.raises(CommandError, match="already exists"):
+        invite(email=person.user.email.upper(), first_name="A", last_name="B")
+    assert User.objects.count() == 1
+
+
+def test_empty_names_are_refused(db):
+    with pytest.raises(CommandError, match="must not be empty"):
+        invite(email="a@nhs.net", first_name=" ", last_name="B")
+    assert not User.objects.exists()
+
+
+def test_uids_are_unique_and_random(db):
+    for n in range(20):
+        invite(email=f"person{n}@nhs.net", first_name="A", last_name="B")
+    uids = list(User.objects.values_list("uid", flat=True))
+    assert len(set(uids)) == 20 and all(re.fullmatch(r"[1-9]\d{11}", uid) for uid in uids)
+
+
+def test_demo_data_invites_the_demo_user_once_then_sends_fresh_links(db):
+    out = StringIO()
+    call_command("demo_data", stdout=out)
+    assert "Registration link: http" in out.getvalue()
+    out = StringIO()
+    call_command("demo_data", stdout=out)
+    assert "new registration link http" in out.getvalue()
+    assert User.objects.count() == 1 and RegistrationLink.objects.count() == 2

@@ -1,0 +1,292 @@
+"""CIS2 Authentication: choosing a method, the Authenticator app method, throttling, goto."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from accounts.models import User
+from audit.models import AuditEvent, Event, Outcome
+
+from .conftest import sign_in
+
+APP = "/login/authenticator-app/"
+CODE = "/login/authenticator-app/code/"
+BAD = "Enter a correct email address and password"
+COOKIE = "careid-login-method-AAL2_OR_AAL3_ANY"
+
+
+def test_the_method_page_lists_the_enabled_methods_with_the_cis2_wording(client, db):
+    page = client.get("/login/").content.decode()
+    for text in [
+        "CIS2 Authentication", "Select your login method", "Authenticator app", "Agree to our Terms of Use",
+        "By continuing, you agree to our", "Terms and Conditions", "Remember my selection",
+        "Do not check this box if you are on a shared computer.", "Continue",
+    ]:
+        assert text in page
+
+
+def test_a_disabled_type_disappears_from_the_method_page(client, db, settings):
+    settings.CAREID_DISABLED_AUTHENTICATORS = ["authenticator-app"]
+    page = client.get("/login/").content.decode()
+    assert "Authenticator app" not in page
+    assert client.post("/login/", {"method": "authenticator-app"}).status_code == 400
+
+
+def test_choosing_a_method_without_remembering_sets_no_cookie(client, db):
+    response = client.post("/login/?goto=/profile/", {"method": "authenticator-app"})
+    assert response.status_code == 302
+    assert response.url == f"{APP}?goto=%2Fprofile%2F&acr_values=AAL2_OR_AAL3_ANY"
+    assert not response.cookies.get(COOKIE) or response.cookies[COOKIE].value == ""
+
+
+def test_remember_my_selection_skips_to_the_method_for_two_years(client, db):
+    response = client.post("/login/", {"method": "authenticator-app", "remember": "on"})
+    cookie = response.cookies[COOKIE]
+    assert cookie.value == "authenticator-app"
+    assert int(cookie["max-age"]) == 2 * 365 * 24 * 3600
+    assert cookie["httponly"] and cookie["samesite"] == "Lax"
+    response = client.get("/login/?goto=/profile/")
+    assert response.status_code == 302 and response.url.startswith(APP)
+    page = client.get(response.url).content.decode()
+    assert "Choose another login method" in page
+    assert client.get("/login/?choose=1").status_code == 200
+
+
+def test_no_method_chosen_is_a_clear_error(client, db):
+    response = client.post("/login/", {"method": "smartcard-that-does-not-exist"})
+    assert response.status_code == 400
+    assert "Select your login method" in response.content.decode()
+
+
+def test_signing_in_records_method_aal_and_acr_in_a_new_session(client, person):
+    client.get("/login/")
+    client.post(APP, {"email": person.user.email, "password": person.password})
+    before = client.session.session_key
+    response = client.post(CODE, {"token": person.fresh_code()})
+    assert response.status_code == 302 and response.url == "/"
+    assert client.session.session_key != before
+    auth = client.session["careid_auth"]
+    assert auth["method"] == "authenticator-app" and auth["aal"] == 2 and auth["acr"] == "AAL2_TOTP"
+    event = AuditEvent.objects.get(event=Event.SIGNIN_SUCCEEDED)
+    assert event.subject == person.user and event.method == "authenticator-app" and event.aal == 2
+    assert "Care Identity Management" in client.get("/").content.decode()
+
+
+def test_the_email_is_not_case_sensitive(client, person):
+    client.post(APP, {"email": person.user.email.upper(), "password": person.password})
+    assert client.post(CODE, {"token": person.fresh_code()}).status_code == 302
+
+
+def test_unknown_email_and_wrong_password_get_the_same_answer(client, person):
+    unknown = client.post(APP, {"email": "nobody@nhs.net", "password": person.password})
+    wrong = client.post(APP, {"email": person.user.email, "password": "not the password"})
+    assert unknown.status_code == wrong.status_code == 400
+    assert BAD in unknown.content.decode() and BAD in wrong.content.decode()
+    strip = lambda r: r.content.decode().replace("nobody@nhs.net", "").replace(person.user.email, "")
+    assert strip(unknown).split("csrfmiddlewaretoken")[0] == strip(wrong).split("csrfmiddlewaretoken")[0]
+    reasons = set(AuditEvent.objects.filter(event=Event.SIGNIN_FAILED).values_list("details__reason", flat=True))
+    assert reasons == {"unknown email", "wrong password"}
+
+
+@pytest.mark.parametrize("status", [User.Status.SUSPENDED, User.Status.CLOSED])
+def test_suspended_and_closed_people_cannot_sign_in(client, person, status):
+    User.objects.filter(pk=person.user.pk).update(status=status)
+    response = client.post(APP, {"email": person.user.email, "password": person.password})
+    assert response.status_code == 400 and BAD in response.content.decode()
+    assert "careid_pending_signin" not in client.session
+
+
+def test_a_suspended_persons_session_stops_working(client, signed_in, person):
+    User.objects.filter(pk=person.user.pk).update(status=User.Status.SUSPENDED)
+    response = client.get("/profile/")
+    assert response.status_code == 302 and response.url.startswith("/login/")
+
+
+def test_the_code_step_needs_the_password_step_first(client, person):
+    response = client.post(CODE, {"token": person.code()})
+    assert response.status_code == 302 and response.url.startswith(APP)
+    assert not client.session.get("_auth_user_id")
+
+
+def test_a_wrong_code_does_not_sign_in(client, person):
+    client.post(APP, {"email": person.user.email, "password": person.password})
+    wrong = f"{(int(person.code()) + 500000) % 10**6:06d}"
+    response = client.post(CODE, {"token": wrong})
+    assert response.status_code == 400
+    assert "The code is not correct" in response.content.decode()
+    assert not client.session.get("_auth_user_id")
+    assert AuditEvent.objects.filter(event=Event.SIGNIN_FAILED, details__reason="wrong code").exists()
+
+
+def test_a_code_is_accepted_once_per_time_step(client, person):
+    token = person.fresh_code()
+    client.post(APP, {"email": person.user.email, "password": person.password})
+    assert client.post(CODE, {"token": token}).status_code == 302
+    client.post("/logout/")
+    client.post(APP, {"email": person.user.email, "password": person.password})
+    response = client.post(CODE, {"token": token})
+    assert response.status_code == 400
+    assert not client.session.get("_auth_user_id")
+
+
+def test_two_simultaneous_uses_of_one_code_let_only_one_in(person):
+    from authenticators.models import AuthenticatorApp
+
+    token = person.fresh_code()
+    first, second = AuthenticatorApp.objects.get(user=person.user), AuthenticatorApp.objects.get(user=person.user)
+    # Both loaded before either saved: the conditional update decides.
+    assert [first.verify_token(token), second.verify_token(token)] == [True, False]
+
+
+def test_growing_delays_from_the_fifth_failure(client, person):
+    for attempt in range(5):
+        client.post(APP, {"email": person.user.email, "password": "wrong password"})
+    response = client.post(APP, {"email": person.user.email, "password": person.password})
+    assert response.status_code == 400
+    assert "Too many failed attempts. Wait" in response.content.decode()
+    assert AuditEvent.objects.filter(event=Event.SIGNIN_THROTTLED, subject=person.user).exists()
+    # Once the delay has passed the right password works, and success resets the count.
+    User.objects.filter(pk=person.user.pk).update(last_signin_failure_at=timezone.now() - timedelta(minutes=20))
+    sign_in(client, person)
+    person.user.refresh_from_db()
+    assert person.user.signin_failures == 0
+
+
+def test_unknown_addresses_are_throttled_the_same_way(client, db, fast_hashing):
+    for attempt in range(5):
+        client.post(APP, {"email": "nobody@nhs.net", "password": "wrong password"})
+    response = client.post(APP, {"email": "nobody@nhs.net", "password": "wrong password"})
+    assert "Too many failed attempts. Wait" in response.content.decode()
+
+
+def test_thirty_consecutive_failures_lock_the_account(client, person):
+    User.objects.filter(pk=person.user.pk).update(signin_failures=29)
+    response = client.post(APP, {"email": person.user.email, "password": "wrong password"})
+    assert "Your Care Identity is locked" in response.content.decode()
+    person.user.refresh_from_db()
+    assert person.user.locked_at is not None
+    assert AuditEvent.objects.filter(event=Event.ACCOUNT_LOCKED, subject=person.user).exists()
+    # Locked: even the right password is refused, in every process (the lock is on the row).
+    User.objects.filter(pk=person.user.pk).update(last_signin_failure_at=timezone.now() - timedelta(days=1))
+    response = client.post(APP, {"email": person.user.email, "password": person.password})
+    assert "Your Care Identity is locked" in response.content.decode()
+
+
+def test_wrong_codes_count_towards_the_lock(client, person):
+    User.objects.filter(pk=person.user.pk).update(signin_failures=29)
+    # Throttle delays are past: only the count matters here.
+    User.objects.filter(pk=person.user.pk).update(last_signin_failure_at=timezone.now() - timedelta(days=1))
+    client.post(APP, {"email": person.user.email, "password": person.password})
+    wrong = f"{(int(person.code()) + 500000) % 10**6:06d}"
+    response = client.post(CODE, {"token": wrong})
+    assert "Your Care Identity is locked" in response.content.decode()
+
+
+def test_one_address_cannot_walk_through_many_accounts(client, db, settings, fast_hashing):
+    settings.CAREID_IP_FAILURE_LIMIT = 3
+    for n in range(3):
+        client.post(APP, {"email": f"person{n}@nhs.net", "password": "guess"})
+    response = client.post(APP, {"email": "person99@nhs.net", "password": "guess"})
+    assert "Too many failed attempts" in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    "goto",
+    [
+        "//evil.example", "https:evil.example", "/\\evil.example", "javascript:alert(1)", "https://evil.example/",
+        "%2F%2Fevil.example", "/%2F/evil.example", "/%5Cevil.example", "http://rp.example/", "https://rp.example@evil.example/",
+        "\t//evil.example", "JAVASCRIPT:alert(1)",
+    ],
+)
+def test_open_redirects_are_refused(client, person, settings, goto):
+    settings.CAREID_ALLOWED_REDIRECT_HOSTS = ["rp.example"]
+    response = sign_in(client, person, goto=goto.replace("%", "%25").replace("\\", "%5C").replace("\t", "%09"))
+    assert response.status_code == 302
+    assert response.url == "/", f"{goto!r} sent the person to {response.url!r}"
+
+
+@pytest.mark.parametrize("goto", ["/profile/", "https://rp.example/callback?state=1"])
+def test_same_site_paths_and_registered_services_are_allowed(client, person, settings, goto):
+    settings.CAREID_ALLOWED_REDIRECT_HOSTS = ["rp.example"]
+    from urllib.parse import quote
+
+    response = sign_in(client, person, goto=quote(goto, safe=""))
+    assert response.url == goto
+
+
+def test_sign_out_ends_the_session(client, signed_in, person):
+    key = client.session.session_key
+    response = client.post("/logout/")
+    assert "You have signed out" in response.content.decode()
+    from django.contrib.sessions.models import Session
+
+    assert not Session.objects.filter(session_key=key).exists()
+    assert client.get("/profile/").status_code == 302
+    assert AuditEvent.objects.filter(event=Event.SIGNED_OUT, subject=person.user).exists()
+
+
+def test_sign_out_needs_a_post(client, signed_in):
+    assert client.get("/logout/").status_code == 405
+    assert client.get("/profile/").status_code == 200
+
+
+def test_a_post_without_a_csrf_token_is_refused_and_changes_nothing(person):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    response = client.post(APP, {"email": person.user.email, "password": "wrong"})
+    assert response.status_code == 403
+    assert "Your form could not be sent" in response.content.decode()
+    person.user.refresh_from_db()
+    assert person.user.signin_failures == 0
+
+
+def test_the_admin_signs_in_through_this_page(client, db):
+    response = client.get("/admin/")
+    assert response.status_code == 302
+    response = client.get(response.url)
+    assert response.status_code == 302 and response.url.startswith("/login/?goto=%2Fadmin%2F")
+
+
+def test_the_admin_password_form_cannot_sign_anyone_in(client, make_person):
+    staff = make_person(email="ra.manager@nhs.net", is_staff=True, is_superuser=True)
+    response = client.post("/admin/login/", {"username": staff.user.email, "password": staff.password})
+    assert response.status_code == 302
+    assert not client.session.get("_auth_user_id")
+
+
+def test_staff_reach_the_admin_after_signing_in(client, make_person):
+    staff = make_person(email="ra.manager@nhs.net", is_staff=True, is_superuser=True)
+    response = sign_in(client, staff, goto="/admin/")
+    assert response.url == "/admin/"
+    assert client.get("/admin/").status_code == 200
+
+
+def test_people_who_are_not_staff_are_told_they_cannot_use_the_admin(client, signed_in):
+    response = client.get("/admin/login/?next=/admin/")
+    assert response.status_code == 403
+
+
+def test_the_session_ends_after_30_idle_minutes(client, signed_in):
+    session = client.session
+    session["careid_last_seen"] -= 31 * 60
+    session.save()
+    response = client.get("/profile/")
+    assert response.status_code == 302
+
+
+def test_the_session_ends_after_12_hours_whatever_the_activity(client, signed_in):
+    session = client.session
+    session["careid_auth"] = {**session["careid_auth"], "at": session["careid_auth"]["at"] - 12 * 3600 - 1}
+    session.save()
+    assert client.get("/profile/").status_code == 302
+
+
+def test_failures_are_audited_without_the_password(client, person):
+    client.post(APP, {"email": person.user.email, "password": "hunter2-not-it"})
+    event = AuditEvent.objects.get(event=Event.SIGNIN_FAILED)
+    assert event.outcome == Outcome.FAILURE and event.ip == "127.0.0.1"
+    assert "hunter2" not in str(event.details)

@@ -12,6 +12,7 @@ from datetime import datetime, timezone as dt_timezone
 from functools import cache
 
 from allauth.account.models import EmailAddress, EmailConfirmationHMAC
+from allauth.usersessions.models import UserSession
 from django.conf import settings
 from django.contrib.auth import login, logout
 from django.contrib.auth.hashers import check_password, make_password
@@ -98,10 +99,8 @@ def confirm_email_address(request: HttpRequest, confirmation: EmailConfirmationH
 
 def verify_email_by_code(request: HttpRequest | None, user: User, email: str) -> None:
     """A one-time password sent to `email` came back: the address is proven."""
-    address, _ = EmailAddress.objects.get_or_create(user=user, email=email)
-    if not address.verified:
-        address.verified = True
-        address.save(update_fields=["verified"])
+    verified = EmailAddress.objects.filter(user=user, email__iexact=email, verified=False).update(verified=True)
+    if verified:
         record(Event.EMAIL_VERIFIED, request=request, subject=user, email=email, via="one-time password")
 
 
@@ -160,6 +159,8 @@ def complete_signin(request: HttpRequest, *, user: User, kind) -> None:
         now = time.time()
         request.session[SESSION_AUTH] = {"method": kind.key, "aal": kind.aal, "acr": kind.acr, "at": now}
         request.session[SESSION_LAST_SEEN] = now
+        # allauth's list of a person's sessions: how suspension and closure end them all at once.
+        UserSession.objects.create_from_request(request)
         record(Event.SIGNIN_SUCCEEDED, request=request, actor=user, subject=user, method=kind.key, aal=kind.aal,
                acr=kind.acr)
 
@@ -179,4 +180,5 @@ def sign_out(request: HttpRequest) -> None:
     with transaction.atomic():
         if user is not None:
             record(Event.SIGNED_OUT, request=request, subject=user, method=auth.get("method", ""), aal=auth.get("aal"))
+            UserSession.objects.filter(session_key=request.session.session_key).delete()
         logout(request)  # flushes the session: the id is gone from the store

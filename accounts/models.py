@@ -250,7 +250,7 @@ class EmailOneTimePassword(models.Model):
     def verify(self, code: str) -> Result:
         from django.utils.crypto import constant_time_compare
 
-        self.refresh_from_db(fields=["nonce", "failures", "used_at", "expires_at"])
+        # The checks below read this instance; the conditional updates decide under races.
         if self.used_at is not None:
             return self.Result.USED
         if self.is_exhausted:

@@ -53,7 +53,6 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
-    "allauth.usersessions.middleware.UserSessionsMiddleware",
 ]
 
 ROOT_URLCONF = "careid.urls"
@@ -169,7 +168,7 @@ ACCOUNT_MAX_EMAIL_ADDRESSES = 5
 ACCOUNT_EMAIL_SUBJECT_PREFIX = "NHS Care Identity: "
 ACCOUNT_EMAIL_NOTIFICATIONS = False  # careid sends its own notifications (accounts/notifications)
 ACCOUNT_RATE_LIMITS = {"manage_email": "10/m/user", "confirm_email": "1/3m/key"}
-USERSESSIONS_TRACK_ACTIVITY = False
+USERSESSIONS_TRACK_ACTIVITY = False  # rows are written at sign-in (accounts.flows.complete_signin)
 
 # --- careid ------------------------------------------------------------------------------
 CAREID_BASE_URL = env.str("CAREID_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")

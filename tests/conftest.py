@@ -164,7 +164,7 @@ def seeded_allow_list():
 
 
 @pytest.fixture
-def invite(transactional_db, seeded_allow_list):
+def invite(transactional_db, seeded_allow_list, fast_hashing):
     """Real commits, so e-mails queued with transaction.on_commit are sent."""
 
     from accounts.flows import invite_user

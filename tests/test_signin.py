@@ -70,6 +70,9 @@ def test_signing_in_records_method_aal_and_acr_in_a_new_session(client, person):
     assert client.session.session_key != before
     auth = client.session["careid_auth"]
     assert auth["method"] == "authenticator-app" and auth["aal"] == 2 and auth["acr"] == "AAL2_TOTP"
+    from allauth.usersessions.models import UserSession
+
+    assert UserSession.objects.get(user=person.user).session_key == client.session.session_key
     event = AuditEvent.objects.get(event=Event.SIGNIN_SUCCEEDED)
     assert event.subject == person.user and event.method == "authenticator-app" and event.aal == 2
     assert "Care Identity Management" in client.get("/").content.decode()
@@ -224,6 +227,9 @@ def test_sign_out_ends_the_session(client, signed_in, person):
     from django.contrib.sessions.models import Session
 
     assert not Session.objects.filter(session_key=key).exists()
+    from allauth.usersessions.models import UserSession
+
+    assert not UserSession.objects.filter(session_key=key).exists()
     assert client.get("/profile/").status_code == 302
     assert AuditEvent.objects.filter(event=Event.SIGNED_OUT, subject=person.user).exists()
 

@@ -165,14 +165,12 @@ def complete_registration(request: HttpRequest, link: RegistrationLink, token: s
     user: User = link.user
     try:
         with transaction.atomic():
-            if not link.advance("verify", "done", completed_at=timezone.now()):
+            secret, password_hash = link.pending_secret, link.pending_password
+            if not link.advance("verify", "done", completed_at=timezone.now(), pending_secret="", pending_password=""):
                 raise NO_JOURNEY
-            AuthenticatorApp.objects.create(
-                user=user, name=KIND.name, key=link.pending_secret, last_t=step, confirmed=True
-            )
-            user.password = link.pending_password
+            AuthenticatorApp.objects.create(user=user, name=KIND.name, key=secret, last_t=step, confirmed=True)
+            user.password = password_hash
             user.save(update_fields=["password"])
-            RegistrationLink.objects.filter(pk=link.pk).update(pending_secret="", pending_password="")
             record(Event.PASSWORD_SET, request=request, subject=user, method=KIND.key)
             event = record(Event.AUTHENTICATOR_REGISTERED, request=request, subject=user, method=KIND.key,
                            aal=KIND.aal, kind=KIND.key, name=KIND.name)

@@ -12,7 +12,6 @@ import re
 import time
 
 import pyotp
-import pytest
 from playwright.sync_api import Page, expect
 
 from ..conftest import body

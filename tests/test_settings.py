@@ -1,0 +1,84 @@
+"""Production settings come from the environment, with safe defaults."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def settings_with(env: dict[str, str]) -> dict:
+    code = (
+        "import json, django; from django.conf import settings as s; django.setup(); print(json.dumps({"
+        "'debug': s.DEBUG, 'hashers': s.PASSWORD_HASHERS, 'conn_max_age': s.DATABASES['default']['CONN_MAX_AGE'],"
+        "'engine': s.DATABASES['default']['ENGINE'], 'session_secure': s.SESSION_COOKIE_SECURE,"
+        "'csrf_secure': s.CSRF_COOKIE_SECURE, 'session_name': s.SESSION_COOKIE_NAME, 'hsts': s.SECURE_HSTS_SECONDS,"
+        "'eager': s.CELERY_TASK_ALWAYS_EAGER, 'email': s.EMAIL_BACKEND, 'hosts': s.ALLOWED_HOSTS,"
+        "'cache': s.CACHES['default']['BACKEND'], 'xfo': s.X_FRAME_OPTIONS, 'referrer': s.SECURE_REFERRER_POLICY}))"
+    )
+    clean = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "CACHE_URL", "EMAIL_URL", "DEBUG", "SECRET_KEY", "CAREID_SSL_REDIRECT"}}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+        env={**clean, "DJANGO_SETTINGS_MODULE": "careid.settings", **env},
+    )
+    if result.returncode:
+        return {"error": result.stderr}
+    return json.loads(result.stdout)
+
+
+def test_without_a_secret_key_and_debug_off_it_refuses_to_start():
+    assert "Set SECRET_KEY" in settings_with({})["error"]
+
+
+def test_defaults_are_safe_and_self_contained():
+    s = settings_with({"SECRET_KEY": "k"})
+    assert s["debug"] is False
+    assert s["hashers"][0] == "django.contrib.auth.hashers.Argon2PasswordHasher"
+    assert s["conn_max_age"] == 60
+    assert s["engine"] == "django.db.backends.sqlite3"
+    assert s["eager"] is True and s["email"] == "django.core.mail.backends.console.EmailBackend"
+    assert s["session_secure"] and s["csrf_secure"] and s["session_name"].startswith("__Host-")
+    assert s["hsts"] >= 31536000 and s["xfo"] == "DENY" and s["referrer"] == "same-origin"
+    assert s["hosts"] == ["127.0.0.1", "localhost"]
+
+
+def test_real_components_come_from_the_environment():
+    s = settings_with({
+        "SECRET_KEY": "k", "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/careid",
+        "CELERY_BROKER_URL": "redis://127.0.0.1:6379/1", "CACHE_URL": "redis://127.0.0.1:6379/2",
+        "EMAIL_URL": "smtp://127.0.0.1:2525", "ALLOWED_HOSTS": "careid.example.nhs.uk",
+    })
+    assert s["engine"] == "django.db.backends.postgresql"
+    assert s["eager"] is False and "Redis" in s["cache"]
+    assert s["email"] == "django.core.mail.backends.smtp.EmailBackend"
+    assert s["hosts"] == ["careid.example.nhs.uk"]
+
+
+def test_passwords_are_hashed_with_argon2(db):
+    from accounts.models import User
+
+    user = User.objects.create_user("a@nhs.net", "A", "B", password="a long pass phrase")
+    assert user.password.startswith("argon2$argon2id$")
+
+
+def test_pages_carry_the_security_headers(client, db):
+    response = client.get("/login/")
+    csp = response.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "'unsafe-inline'" not in csp and "frame-ancestors 'none'" in csp
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["Referrer-Policy"] == "same-origin"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_the_nhsuk_frontend_is_served(client, db):
+    response = client.get("/static/nhsuk/nhsuk-frontend.min.css")
+    assert response.status_code == 200
+    page = client.get("/login/").content.decode()
+    for text in ["NHS Care Identity", "Skip to main content", "Terms and Conditions", "Cookies", "Accessibility statement"]:
+        assert text in page

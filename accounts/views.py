@@ -30,7 +30,9 @@ def _level(request: HttpRequest) -> str:
 
 
 def remember_cookie_name(level: str) -> str:
-    return f"careid-login-method-{level}"
+    # One cookie per requested level (as CIS2 does); __Host- wherever cookies are Secure.
+    prefix = "__Host-" if settings.SESSION_COOKIE_SECURE else ""
+    return f"{prefix}careid-login-method-{level}"
 
 
 def signin_url(kind, goto: str | None, level: str) -> str:
@@ -55,7 +57,7 @@ def signin(request: HttpRequest) -> HttpResponse:
         if form.cleaned_data["remember"]:
             response.set_cookie(
                 cookie, kind.key, max_age=settings.CAREID_REMEMBER_METHOD_MAX_AGE,
-                secure=request.is_secure(), httponly=True, samesite="Lax",
+                secure=settings.SESSION_COOKIE_SECURE, httponly=True, samesite="Lax",
             )
         else:
             response.delete_cookie(cookie, samesite="Lax")

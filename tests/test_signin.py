@@ -15,7 +15,7 @@ from .conftest import sign_in
 APP = "/login/authenticator-app/"
 CODE = "/login/authenticator-app/code/"
 BAD = "Enter a correct email address and password"
-COOKIE = "careid-login-method-AAL2_OR_AAL3_ANY"
+COOKIE = "__Host-careid-login-method-AAL2_OR_AAL3_ANY"  # tests run with production (Secure) cookies
 
 
 def test_the_method_page_lists_the_enabled_methods_with_the_cis2_wording(client, db):
@@ -47,7 +47,7 @@ def test_remember_my_selection_skips_to_the_method_for_two_years(client, db):
     cookie = response.cookies[COOKIE]
     assert cookie.value == "authenticator-app"
     assert int(cookie["max-age"]) == 2 * 365 * 24 * 3600
-    assert cookie["httponly"] and cookie["samesite"] == "Lax"
+    assert cookie["httponly"] and cookie["secure"] and cookie["samesite"] == "Lax"
     response = client.get("/login/?goto=/profile/")
     assert response.status_code == 302 and response.url.startswith(APP)
     page = client.get(response.url).content.decode()

@@ -140,7 +140,7 @@ def test_register_sign_in_profile_and_sign_out(page: Page, invite, mailbox, a11y
     cookies = {cookie["name"]: cookie for cookie in page.context.cookies()}
     assert cookies["__Host-careid-session"]["secure"] and cookies["__Host-careid-session"]["httpOnly"]
     assert cookies["__Host-careid-csrf"]["secure"]
-    assert cookies["careid-login-method-AAL2_OR_AAL3_ANY"]["value"] == "authenticator-app"
+    assert cookies["__Host-careid-login-method-AAL2_OR_AAL3_ANY"]["value"] == "authenticator-app"
 
     # Sign out.
     page.get_by_role("button", name="Sign out").click()

@@ -44,6 +44,7 @@ run: install
 	$(DEV_ENV) $(PY) manage.py runserver 127.0.0.1:8000
 
 test: install-test
+	$(VENV)/bin/ruff check .
 	$(TEST_ENV) $(PY) manage.py makemigrations --check --dry-run >/dev/null || \
 		{ echo "Model changes without a migration: run manage.py makemigrations"; exit 1; }
 	$(TEST_ENV) $(VENV)/bin/pytest $(PYTEST_ARGS)

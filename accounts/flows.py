@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import secrets
 import time
-from datetime import datetime, timezone as dt_timezone
+from datetime import UTC, datetime
 from functools import cache
 
 from allauth.account.models import EmailAddress, EmailConfirmationHMAC
 from allauth.usersessions.models import UserSession
-from django.conf import settings
 from django.contrib.auth import login, logout
 from django.contrib.auth.hashers import check_password, make_password
 from django.db import transaction
@@ -171,7 +170,7 @@ def session_auth(request: HttpRequest) -> dict | None:
 
 def auth_time(request: HttpRequest) -> datetime | None:
     auth = session_auth(request)
-    return datetime.fromtimestamp(auth["at"], tz=dt_timezone.utc) if auth else None
+    return datetime.fromtimestamp(auth["at"], tz=UTC) if auth else None
 
 
 def sign_out(request: HttpRequest) -> None:

@@ -3,7 +3,6 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from allauth.account.models import EmailAddress, EmailConfirmationHMAC
-from careid.http import posted
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -13,6 +12,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from authenticators import registry
+from careid.http import posted
 
 from . import flows
 from .decorators import recent_authentication_required

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
-from careid.http import posted
 from django import forms
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.module_loading import import_string
+
+from careid.http import posted
 
 from . import registry
 from .journeys import UNKNOWN_LINK

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 from django.core.exceptions import ValidationError
-from hypothesis import given, settings as hypothesis_settings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from accounts.emails import NOT_ON_ALLOW_LIST
 from accounts.models import AllowedEmailDomain

@@ -13,7 +13,6 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from .conftest import sign_in
 from .test_registration_journey import code_from, link_path, secret_from
 
 MAX = 8

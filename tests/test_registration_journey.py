@@ -206,7 +206,7 @@ def test_a_wrong_code_is_refused_and_five_wrong_codes_kill_it(client, invited, m
     user, link = invited
     right = start(client, mailbox, link)
     wrong = f"{(int(right) + 1) % 10**8:08d}"
-    for attempt in range(4):
+    for _attempt in range(4):
         response = client.post("/register/authenticator-app/code/", {"code": wrong})
         assert response.status_code == 400
         assert "The One Time Password is not correct" in response.content.decode()
@@ -226,7 +226,7 @@ def test_resending_never_resets_the_failure_count(client, invited, mailbox, sett
     user, link = invited
     right = start(client, mailbox, link)
     wrong = f"{(int(right) + 1) % 10**8:08d}"
-    for attempt in range(3):
+    for _attempt in range(3):
         client.post("/register/authenticator-app/code/", {"code": wrong})
     response = client.post("/register/authenticator-app/code/resend/")
     assert response.status_code == 302
@@ -311,7 +311,7 @@ def test_a_wrong_app_code_is_refused_and_the_journey_stops_after_five(client, at
     secret = secret_from(client.get("/register/authenticator-app/qr/").content.decode())
     client.post("/register/authenticator-app/qr/")
     wrong = f"{(int(totp_code(secret)) + 500000) % 10**6:06d}"
-    for attempt in range(4):
+    for _attempt in range(4):
         response = client.post("/register/authenticator-app/verify/", {"token": wrong})
         assert response.status_code == 400 and "The code is not correct" in response.content.decode()
     response = client.post("/register/authenticator-app/verify/", {"token": wrong})

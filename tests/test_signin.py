@@ -145,7 +145,7 @@ def test_two_simultaneous_uses_of_one_code_let_only_one_in(person):
 
 
 def test_growing_delays_from_the_fifth_failure(client, person):
-    for attempt in range(5):
+    for _attempt in range(5):
         client.post(APP, {"email": person.user.email, "password": "wrong password"})
     response = client.post(APP, {"email": person.user.email, "password": person.password})
     assert response.status_code == 400
@@ -159,7 +159,7 @@ def test_growing_delays_from_the_fifth_failure(client, person):
 
 
 def test_unknown_addresses_are_throttled_the_same_way(client, db, fast_hashing):
-    for attempt in range(5):
+    for _attempt in range(5):
         client.post(APP, {"email": "nobody@nhs.net", "password": "wrong password"})
     response = client.post(APP, {"email": "nobody@nhs.net", "password": "wrong password"})
     assert "Too many failed attempts. Wait" in response.content.decode()

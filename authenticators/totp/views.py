@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from functools import wraps
 
-from careid.http import posted
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -15,6 +14,7 @@ from accounts.views import signin_url
 from authenticators.flows import issue_registration_link
 from authenticators.journeys import TOO_MANY_FAILURES, JourneyError
 from authenticators.models import RegistrationLink
+from careid.http import posted
 
 from . import codes, flows
 from .forms import ConfirmForm, EmailCodeForm, EmailForm, PasswordForm, PasswordSignInForm, TokenForm

@@ -1,6 +1,20 @@
+from allauth.account.models import EmailAddress
 from django.contrib import admin
+from django.http import Http404
 
 from .models import AllowedEmailDomain, User
+
+# E-mail addresses change only through careid's flows (verification, audit, notification), and
+# passwords only through the Authenticator app journey: allauth's raw EmailAddress admin and the
+# admin's own password form would bypass all three.
+admin.site.unregister(EmailAddress)
+
+
+def _no_password_change(request, extra_context=None):
+    raise Http404
+
+
+admin.site.password_change = _no_password_change
 
 
 @admin.register(AllowedEmailDomain)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import secrets
 import time
-from datetime import UTC, datetime
+from datetime import timedelta
 from functools import cache
 
 from allauth.account.models import EmailAddress, EmailConfirmationHMAC
 from allauth.usersessions.models import UserSession
+from django.conf import settings
 from django.contrib.auth import login, logout
 from django.contrib.auth.hashers import check_password, make_password
 from django.db import transaction
@@ -60,7 +61,8 @@ def invite_user(
         user.save(update_fields=["invited_at"])
         record(Event.USER_INVITED, request=request, actor=actor, subject=user, email=email)
         link = issue_registration_link(
-            user=user, kind="authenticator-app", purpose=RegistrationLink.Purpose.INVITATION, actor=actor, request=request
+            user=user, kind=settings.CAREID_INVITATION_AUTHENTICATOR, purpose=RegistrationLink.Purpose.INVITATION,
+            actor=actor, request=request,
         )
     return user, link
 
@@ -68,16 +70,27 @@ def invite_user(
 # --- e-mail addresses (allauth's EmailAddress and confirmation keys) ------------------------
 
 
-def add_email_address(request: HttpRequest, email: str) -> EmailAddress:
-    """Add an unverified address (already allow-list checked by the form) and send its link."""
-    from .tasks import send_email_confirmation_task
+def add_email_address(request: HttpRequest, email: str) -> bool:
+    """Add an unverified address (the form checked the allow list) and e-mail it a link.
+
+    The person sees the same answer whether or not someone else holds the address; when
+    someone does, that address is told of the attempt instead. False when over the hourly limit.
+    """
+    from .tasks import send_address_in_use_task, send_email_confirmation_task
 
     user = request.user
+    if not throttle.within_limit(f"email-add:{user.pk}", settings.CAREID_EMAIL_ADD_LIMIT, timedelta(hours=1)):
+        return False
     with transaction.atomic():
+        if EmailAddress.objects.filter(email__iexact=email, verified=True).exclude(user=user).exists():
+            event = record(Event.EMAIL_REFUSED, request=request, subject=user, outcome=Outcome.FAILURE, email=email,
+                           reason="verified on another Care Identity")
+            transaction.on_commit(lambda: send_address_in_use_task.delay(event.pk))
+            return True
         address = EmailAddress.objects.create(user=user, email=email, primary=False, verified=False)
         record(Event.EMAIL_ADDED, request=request, subject=user, email=email)
         transaction.on_commit(lambda: send_email_confirmation_task.delay(address.pk))
-    return address
+    return True
 
 
 def confirm_email_address(request: HttpRequest, confirmation: EmailConfirmationHMAC) -> EmailAddress | None:
@@ -110,50 +123,79 @@ def find_user_for_signin(email: str) -> User | None:
     return User.objects.filter(email__iexact=email.strip()).first() if email else None
 
 
-def check_password_step(request: HttpRequest, *, email: str, password: str, method: str) -> tuple[User | None, str | None]:
-    """The first factor of the Authenticator app method.
+def begin_signin_attempt(request: HttpRequest, *, email: str, user: User | None, method: str) -> str | None:
+    """Take the account's attempt slot before checking anything; the refusal message otherwise."""
+    refused = throttle.begin(request, email, user)
+    if refused is None:
+        return None
+    record(Event.SIGNIN_THROTTLED, request=request, subject=user, outcome=Outcome.FAILURE, method=method,
+           reason=refused.reason, email=email[:254])
+    return refused.message
 
-    Returns (user, None) when the password is right and the person may go on to the code,
-    or (None, message) with a message that is the same for an unknown address, a wrong
+
+def fail_signin_attempt(
+    request: HttpRequest, *, email: str, user: User | None, method: str, reason: str,
+    message: str = throttle.BAD_CREDENTIALS,
+) -> str:
+    """Count and audit a failed attempt; the message to show (the lock message once locked)."""
+    from .tasks import send_notification_task
+
+    with transaction.atomic():
+        locked = throttle.fail(request, email, user)
+        record(Event.SIGNIN_FAILED, request=request, subject=user, outcome=Outcome.FAILURE, method=method,
+               reason=reason, email=email[:254])
+        if locked and user is not None:
+            event = record(Event.ACCOUNT_LOCKED, request=request, subject=user, outcome=Outcome.FAILURE,
+                           method=method, failures=user.signin_failures)
+            transaction.on_commit(lambda: send_notification_task.delay(event.pk))
+    return throttle.LOCKED if locked else message
+
+
+def check_password_step(request: HttpRequest, *, email: str, password: str, method: str) -> tuple[User | None, str | None]:
+    """A password as first factor.
+
+    Returns (user, None) when the password is right and the person may go on to their second
+    factor, or (None, message) with a message that is the same for an unknown address, a wrong
     password and a suspended or closed profile.
     """
     user = find_user_for_signin(email)
-    refused = throttle.refusal(request, email, user)
+    refused = begin_signin_attempt(request, email=email, user=user, method=method)
     if refused:
-        record(Event.SIGNIN_THROTTLED, request=request, subject=user, outcome=Outcome.FAILURE, method=method,
-               reason=refused.reason, email=email[:254])
-        return None, refused.message
+        return None, refused
     if user is None:
-        check_password(password, _dummy_hash())
-        return None, _fail(request, email=email, user=None, method=method, reason="unknown email") or throttle.BAD_CREDENTIALS
-    if not user.check_password(password):
-        return None, _fail(request, email=email, user=user, method=method, reason="wrong password") or throttle.BAD_CREDENTIALS
-    if not user.is_active:
-        return None, _fail(request, email=email, user=user, method=method, reason=f"profile {user.status}") or throttle.BAD_CREDENTIALS
-    return user, None
+        check_password(password, _dummy_hash())  # the same Argon2 work as for a real account
+        reason = "unknown email"
+    elif not user.check_password(password):
+        reason = "wrong password"
+    elif not user.is_active:
+        reason = f"profile {user.status}"
+    else:
+        throttle.release(user, succeeded=False)  # the count resets only when the sign-in completes
+        return user, None
+    return None, fail_signin_attempt(request, email=email, user=user, method=method, reason=reason)
 
 
-def record_second_factor_failure(request: HttpRequest, *, user: User, method: str, reason: str) -> str | None:
-    """A wrong authenticator code counts towards the account's lock, like a wrong password."""
-    return _fail(request, email=user.email, user=user, method=method, reason=reason)
+def unlock_user(*, user: User, reason: str, actor: User | None = None, request: HttpRequest | None = None) -> None:
+    """Clear the sign-in lock and every throttle on the person's account and authenticators."""
+    from authenticators import registry
 
+    from .tasks import send_notification_task
 
-def _fail(request: HttpRequest, *, email: str, user: User | None, method: str, reason: str) -> str | None:
-    """Count and audit a failure; returns the lock message when this failure locked the account."""
     with transaction.atomic():
-        locked = throttle.count_failure(request, email, user)
-        record(Event.SIGNIN_FAILED, request=request, subject=user, outcome=Outcome.FAILURE, method=method,
-               reason=reason, email=email[:254])
-        if locked:
-            record(Event.ACCOUNT_LOCKED, request=request, subject=user, outcome=Outcome.FAILURE, method=method,
-                   failures=user.signin_failures)
-    return throttle.LOCKED if locked else None
+        User.objects.filter(pk=user.pk).update(
+            locked_at=None, signin_failures=0, last_signin_failure_at=None, signin_blocked_until=None
+        )
+        for kind in registry.all_types():
+            kind.model.objects.filter(user=user).update(throttling_failure_count=0, throttling_failure_timestamp=None)
+        event = record(Event.ACCOUNT_UNLOCKED, request=request, actor=actor, subject=user, reason=reason)
+        transaction.on_commit(lambda: send_notification_task.delay(event.pk))
+    user.refresh_from_db()
 
 
 def complete_signin(request: HttpRequest, *, user: User, kind) -> None:
     """Both factors passed: a new session (new id) that records how the person signed in."""
     with transaction.atomic():
-        user.reset_signin_failures()
+        throttle.release(user, succeeded=True)
         login(request, user, backend="accounts.backends.CareIdentityBackend")  # cycles the session key
         now = time.time()
         request.session[SESSION_AUTH] = {"method": kind.key, "aal": kind.aal, "acr": kind.acr, "at": now}
@@ -166,11 +208,6 @@ def complete_signin(request: HttpRequest, *, user: User, kind) -> None:
 
 def session_auth(request: HttpRequest) -> dict | None:
     return request.session.get(SESSION_AUTH) if request.user.is_authenticated else None
-
-
-def auth_time(request: HttpRequest) -> datetime | None:
-    auth = session_auth(request)
-    return datetime.fromtimestamp(auth["at"], tz=UTC) if auth else None
 
 
 def sign_out(request: HttpRequest) -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from allauth.account.models import EmailAddress
 from django import forms
+from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from .models import AllowedEmailDomain
@@ -22,11 +23,15 @@ class AddEmailForm(forms.Form):
 
     def clean_email(self) -> str:
         email = AllowedEmailDomain.objects.check_email(self.cleaned_data["email"])
-        if EmailAddress.objects.filter(user=self.user, email__iexact=email).exists():
+        # Only facts about the person's own profile are told here; whether someone else holds
+        # the address is not (accounts.flows.add_email_address answers the same either way).
+        own = list(EmailAddress.objects.filter(user=self.user).values_list("email", flat=True))
+        if email in (address.lower() for address in own):
             raise ValidationError("This email address is already on your Care Identity profile")
-        if EmailAddress.objects.filter(email__iexact=email, verified=True).exclude(user=self.user).exists():
-            # Same words as for any address we cannot add: no hint whose it is.
-            raise ValidationError("This email address cannot be added to your Care Identity profile")
+        if len(own) >= settings.CAREID_MAX_EMAIL_ADDRESSES:
+            raise ValidationError(
+                f"You can have up to {settings.CAREID_MAX_EMAIL_ADDRESSES} email addresses on your Care Identity profile"
+            )
         return email
 
 

@@ -73,6 +73,7 @@ class User(AbstractBaseUser, PermissionsMixin):
     # Sign-in throttling lives on the row so it holds across every web process.
     signin_failures = models.PositiveIntegerField(default=0)
     last_signin_failure_at = models.DateTimeField(null=True, blank=True)
+    signin_blocked_until = models.DateTimeField(null=True, blank=True)
     locked_at = models.DateTimeField(null=True, blank=True)
 
     objects = UserManager()
@@ -100,38 +101,57 @@ class User(AbstractBaseUser, PermissionsMixin):
     def get_short_name(self) -> str:
         return self.first_name
 
-    # --- sign-in throttling ---------------------------------------------------------
+    # --- sign-in throttling (orchestrated by accounts.throttle) -----------------------------
     @property
     def is_locked(self) -> bool:
         return self.locked_at is not None
 
-    def signin_delay_remaining(self) -> timedelta:
-        """How long this account must wait before the next attempt (zero when none)."""
-        return throttle_delay_remaining(self.signin_failures, self.last_signin_failure_at)
+    def hold_signin_attempt(self) -> bool:
+        """Take this account's single attempt slot; False while locked, delayed or already held.
 
-    def record_signin_failure(self) -> None:
-        """Count a failure atomically (concurrent requests each count) and lock at the limit."""
+        One conditional UPDATE decides, so parallel requests in any number of processes cannot
+        all pass the check before the first failure is counted.
+        """
         now = timezone.now()
-        User.objects.filter(pk=self.pk).update(signin_failures=F("signin_failures") + 1, last_signin_failure_at=now)
-        User.objects.filter(
-            pk=self.pk, locked_at__isnull=True, signin_failures__gte=settings.CAREID_SIGNIN_LOCK_AFTER
-        ).update(locked_at=now)
-        self.refresh_from_db(fields=["signin_failures", "last_signin_failure_at", "locked_at"])
+        held = (
+            User.objects.filter(pk=self.pk, locked_at__isnull=True)
+            .filter(Q(signin_blocked_until__isnull=True) | Q(signin_blocked_until__lte=now))
+            .update(signin_blocked_until=now + settings.CAREID_SIGNIN_ATTEMPT_HOLD)
+        )
+        if not held:  # say why from the row as it is now
+            self.refresh_from_db(fields=_THROTTLE_FIELDS)
+        return bool(held)
 
-    def reset_signin_failures(self) -> None:
-        if self.signin_failures:
-            User.objects.filter(pk=self.pk).update(signin_failures=0, last_signin_failure_at=None)
-            self.signin_failures, self.last_signin_failure_at = 0, None
+    def end_signin_attempt(self, *, failed: bool, reset: bool = False) -> bool:
+        """Release the slot held by hold_signin_attempt; returns True when a failure locked the account."""
+        now = timezone.now()
+        if not failed:
+            fields = {"signin_blocked_until": None}
+            if reset:  # the whole sign-in succeeded
+                fields.update(signin_failures=0, last_signin_failure_at=None, last_login=now)
+        else:
+            self.refresh_from_db(fields=_THROTTLE_FIELDS)  # as the previous holder left it
+            recent = self.last_signin_failure_at and now - self.last_signin_failure_at <= settings.CAREID_SIGNIN_FAILURE_WINDOW
+            failures = (self.signin_failures if recent else 0) + 1
+            fields = {"signin_failures": failures, "last_signin_failure_at": now,
+                      "signin_blocked_until": now + signin_delay(failures)}
+            if failures >= settings.CAREID_SIGNIN_LOCK_AFTER and self.locked_at is None:
+                fields["locked_at"] = now
+        # Only the holder of the slot writes these fields, so this is not a lost update.
+        User.objects.filter(pk=self.pk).update(**fields)
+        for name, value in fields.items():
+            setattr(self, name, value)
+        return "locked_at" in fields
 
 
-def throttle_delay_remaining(failures: int, last_failure_at) -> timedelta:
-    """Growing delays from the CAREID_SIGNIN_DELAY_FROM-th consecutive failure: 1 s, 2 s, 4 s …"""
-    if failures < settings.CAREID_SIGNIN_DELAY_FROM or last_failure_at is None:
+_THROTTLE_FIELDS = ["signin_failures", "last_signin_failure_at", "signin_blocked_until", "locked_at"]
+
+
+def signin_delay(failures: int) -> timedelta:
+    """No delay for the first failures, then 1 s, 2 s, 4 s … from CAREID_SIGNIN_DELAY_FROM on."""
+    if failures < settings.CAREID_SIGNIN_DELAY_FROM:
         return timedelta(0)
-    delay = min(
-        timedelta(seconds=2 ** (failures - settings.CAREID_SIGNIN_DELAY_FROM)), settings.CAREID_SIGNIN_MAX_DELAY
-    )
-    return max(timedelta(0), last_failure_at + delay - timezone.now())
+    return min(timedelta(seconds=2 ** (failures - settings.CAREID_SIGNIN_DELAY_FROM)), settings.CAREID_SIGNIN_MAX_DELAY)
 
 
 class AllowedEmailDomainQuerySet(models.QuerySet["AllowedEmailDomain"]):

@@ -28,6 +28,13 @@ def send_notification_task(audit_event_id: int) -> None:
 
 
 @shared_task(**_RETRY)
+def send_address_in_use_task(audit_event_id: int) -> None:
+    """Someone tried to add an address that is verified on another Care Identity: tell that address."""
+    event = AuditEvent.objects.select_related("subject").get(pk=audit_event_id)
+    mail.send("address_in_use", event.details["email"], {"event": event})
+
+
+@shared_task(**_RETRY)
 def send_email_confirmation_task(email_address_id: int) -> None:
     from allauth.account.models import EmailConfirmationHMAC
 

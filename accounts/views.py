@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from functools import wraps
 from urllib.parse import urlencode
 
 from allauth.account.models import EmailAddress, EmailConfirmationHMAC
@@ -19,20 +20,35 @@ from .decorators import recent_authentication_required
 from .forms import AddEmailForm, SignInMethodForm
 from .redirects import safe_goto
 
-# Levels a relying service may ask for (acr_values) and the AAL each needs.
-LEVELS = {"AAL3_ANY": 3, "AAL2_OR_AAL3_ANY": 2, "AAL2_ANY": 2, "AAL1_USERPASS": 1}
-DEFAULT_LEVEL = "AAL2_OR_AAL3_ANY"
 
-
-def _level(request: HttpRequest) -> str:
-    level = request.GET.get("acr_values", "")
-    return level if level in LEVELS else DEFAULT_LEVEL
+def requested_goto(request: HttpRequest) -> str | None:
+    # `next` is what Django's login_required sends; `goto` what relying services send.
+    return safe_goto(request.GET.get("goto") or request.GET.get("next"))
 
 
 def remember_cookie_name(level: str) -> str:
     # One cookie per requested level (as CIS2 does); __Host- wherever cookies are Secure.
     prefix = "__Host-" if settings.SESSION_COOKIE_SECURE else ""
     return f"{prefix}careid-login-method-{level}"
+
+
+def signin_method(kind):
+    """For the views of one login method: only when it is enabled and reaches the level asked for."""
+
+    def decorator(view):
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            level = registry.level(request.GET.get("acr_values"))
+            if kind not in registry.types_for_level(level):
+                query = {"acr_values": level, "choose": "1"}
+                if goto := requested_goto(request):
+                    query["goto"] = goto
+                return redirect(f"{reverse('login')}?{urlencode(query)}")
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorator
 
 
 def signin_url(kind, goto: str | None, level: str) -> str:
@@ -42,9 +58,9 @@ def signin_url(kind, goto: str | None, level: str) -> str:
 
 def signin(request: HttpRequest) -> HttpResponse:
     """CIS2 Authentication: choose a login method (or go straight to the remembered one)."""
-    goto = safe_goto(request.GET.get("goto"))
-    level = _level(request)
-    kinds = [kind for kind in registry.enabled_types() if kind.aal >= LEVELS[level]]
+    goto = requested_goto(request)
+    level = registry.level(request.GET.get("acr_values"))
+    kinds = registry.types_for_level(level)
     cookie = remember_cookie_name(level)
     remembered = registry.get_enabled(request.COOKIES.get(cookie, ""))
     if request.method == "GET" and remembered in kinds and "choose" not in request.GET:
@@ -98,9 +114,11 @@ def profile(request: HttpRequest) -> HttpResponse:
 def add_email(request: HttpRequest) -> HttpResponse:
     form = AddEmailForm(posted(request), user=request.user)
     if request.method == "POST" and form.is_valid():
-        address = flows.add_email_address(request, form.cleaned_data["email"])
-        messages.success(request, f"We have sent a link to {address.email}. Open it to verify the address.")
-        return redirect("profile")
+        email = form.cleaned_data["email"]
+        if flows.add_email_address(request, email):
+            messages.success(request, f"We have sent an email to {email}. Open the link in it to verify the address.")
+            return redirect("profile")
+        form.add_error("email", "You have added too many email addresses in the last hour. Try again later.")
     return render(request, "accounts/add_email.html", {"form": form}, status=400 if form.errors else 200)
 
 
@@ -110,8 +128,10 @@ def confirm_email(request: HttpRequest, key: str) -> HttpResponse:
     if confirmation is None or confirmation.email_address.verified:
         return render(request, "accounts/confirm_email_invalid.html", status=404)
     if request.method == "POST":
-        flows.confirm_email_address(request, confirmation)
-        return render(request, "accounts/confirm_email_done.html", {"address": confirmation.email_address})
+        address = flows.confirm_email_address(request, confirmation)
+        if address is None:  # verified on another Care Identity meanwhile
+            return render(request, "accounts/confirm_email_invalid.html", status=409)
+        return render(request, "accounts/confirm_email_done.html", {"address": address})
     return render(request, "accounts/confirm_email.html", {"address": confirmation.email_address})
 
 

@@ -24,6 +24,7 @@ class Event(models.TextChoices):
     SIGNIN_FAILED = "signin.failed", "Sign-in failed"
     SIGNIN_THROTTLED = "signin.throttled", "Sign-in throttled"
     ACCOUNT_LOCKED = "account.locked", "Account locked"
+    ACCOUNT_UNLOCKED = "account.unlocked", "Account unlocked"
     SIGNED_OUT = "signout", "Signed out"
 
 

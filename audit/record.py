@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from allauth.account.adapter import get_adapter
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.http import HttpRequest
 
 from .models import AuditEvent, Event, Outcome
@@ -13,9 +15,13 @@ _SECRET_WORDS = ("password", "secret", "token", "code", "key", "otp")
 
 
 def client_ip(request: HttpRequest) -> str | None:
-    # REMOTE_ADDR is the peer; behind the TLS proxy it is set from X-Forwarded-For by the proxy
-    # (gunicorn --forwarded-allow-ips), never trusted from the client here.
-    return request.META.get("REMOTE_ADDR") or None
+    """The client's address: REMOTE_ADDR, or behind CAREID_TRUSTED_PROXY_COUNT proxies the
+    X-Forwarded-For entry they vouch for (allauth's reading of the header; never the leftmost,
+    which the client writes)."""
+    try:
+        return get_adapter().get_client_ip(request)
+    except (ImproperlyConfigured, PermissionDenied):  # fewer X-Forwarded-For entries than proxies
+        return request.META.get("REMOTE_ADDR") or None
 
 
 def user_agent(request: HttpRequest | None) -> str:

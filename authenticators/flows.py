@@ -1,16 +1,21 @@
-"""Use cases shared by every authenticator type: registration links."""
+"""Use cases shared by every authenticator type: registration links and their journeys."""
 
 from __future__ import annotations
 
 from django.db import transaction
+from django.db.models import F
 from django.http import HttpRequest
 from django.utils import timezone
 
-from audit.models import Event
+from audit.models import Event, Outcome
 from audit.record import record
 
 from . import registry
+from .journeys import ExpiredLink, JourneyError, NoJourney, NotActive, OtherUser, UnknownLink, UsedLink, WrongStep
 from .models import RegistrationLink
+
+SESSION_JOURNEY = "careid_registration"
+MAX_JOURNEY_FAILURES = 5
 
 
 def issue_registration_link(
@@ -43,3 +48,83 @@ def issue_registration_link(
         if purpose != RegistrationLink.Purpose.PRESENCE:
             transaction.on_commit(lambda: send_registration_link_task.delay(link.pk))
     return link
+
+
+def refuse(request: HttpRequest, link: RegistrationLink | None, error: JourneyError) -> JourneyError:
+    """Audit a refused POST (a GET only looks) and return the error for the page."""
+    if request.method == "POST":
+        event = Event.LINK_EXPIRED if isinstance(error, ExpiredLink) else Event.LINK_REFUSED
+        record(event, request=request, subject=link.user if link else None, outcome=Outcome.FAILURE,
+               link_id=link.pk if link else None, reason=error.reason)
+    return error
+
+
+def check_link(request: HttpRequest, link: RegistrationLink | None) -> RegistrationLink:
+    """The link if it can be used now by whoever holds it; raises a JourneyError otherwise."""
+    if link is None or registry.get_enabled(link.kind) is None:
+        raise refuse(request, link, UnknownLink())
+    if request.user.is_authenticated and request.user.pk != link.user_id:
+        raise refuse(request, link, OtherUser())
+    if link.is_used:
+        raise refuse(request, link, UsedLink())
+    if link.is_expired:
+        raise refuse(request, link, ExpiredLink())
+    if not link.user.is_active:
+        raise refuse(request, link, NotActive())
+    return link
+
+
+def confirm_sole_access(request: HttpRequest, link: RegistrationLink) -> RegistrationLink:
+    """"I confirm only I will have access to the device": a link sent ahead of time (invitation,
+    e-mail) is exchanged for a link valid CAREID_REGISTRATION_LINK_TTL, as the Register button
+    in Care Identity Management issues one; that one can be opened in another browser too."""
+    with transaction.atomic():
+        if not link.mark_used(step="exchanged"):
+            raise refuse(request, link, UsedLink())
+        record(Event.LINK_USED, request=request, subject=link.user, kind=link.kind, link_id=link.pk,
+               reason="sole access confirmed")
+        return issue_registration_link(
+            user=link.user, kind=link.kind, purpose=RegistrationLink.Purpose.PRESENCE, request=request, confirmed=True
+        )
+
+
+def begin_journey(request: HttpRequest, link: RegistrationLink, *, step: str) -> bool:
+    """Use the link and bind the journey to this browser; False when another request used it first."""
+    if not link.mark_used(step=step):
+        return False
+    record(Event.LINK_USED, request=request, subject=link.user, kind=link.kind, link_id=link.pk)
+    request.session[SESSION_JOURNEY] = link.pk
+    return True
+
+
+def current_journey(request: HttpRequest, kind: str, step: str, *related: str) -> RegistrationLink:
+    """This browser's journey for `kind`, if it is at `step`; a JourneyError otherwise (nothing changes)."""
+    link_id = request.session.get(SESSION_JOURNEY)
+    link = (
+        RegistrationLink.objects.select_related("user", *related).filter(pk=link_id, kind=kind).first()
+        if link_id
+        else None
+    )
+    if link is None or link.journey_is_over:
+        raise NoJourney()
+    if request.user.is_authenticated and request.user.pk != link.user_id:
+        raise OtherUser()
+    if not link.user.is_active:
+        raise NotActive()
+    if link.step != step:
+        raise WrongStep()
+    return link
+
+
+def end_journey(request: HttpRequest) -> None:
+    request.session.pop(SESSION_JOURNEY, None)
+
+
+def count_journey_failure(link: RegistrationLink) -> bool:
+    """One more wrong answer in this journey; True when that was one too many (the journey stops)."""
+    RegistrationLink.objects.filter(pk=link.pk).update(failures=F("failures") + 1)
+    link.refresh_from_db(fields=["failures"])
+    if link.failures < MAX_JOURNEY_FAILURES:
+        return False
+    link.stop()
+    return True

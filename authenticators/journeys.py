@@ -1,52 +1,86 @@
-"""What every registration journey can run into, whatever the authenticator type."""
+"""What any registration journey can run into, whatever the authenticator type.
+
+Each is a class, raised fresh every time (a shared exception instance would collect every
+traceback, and the requests in them, for the life of the process).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
-
-@dataclass
 class JourneyError(Exception):
-    """The link or journey cannot go on; the page shows `title` and `message`."""
+    """The link or journey cannot go on; the page shows `title` and `message`, nothing changes."""
 
-    title: str
-    message: str
-    status: int = 400
+    title = "This registration cannot go on"
+    message = "Ask for a new registration link."
+    status = 400
+    reason = "refused"  # for the audit trail
 
 
-UNKNOWN_LINK = JourneyError(
-    "This registration link is not valid",
-    "Check you copied the whole link from the email, or ask your registration authority for a new one.",
-    404,
-)
-EXPIRED_LINK = JourneyError(
-    "This registration link has expired",
-    "Registration links only work for a short time. Ask for a new registration link.",
-    410,
-)
-USED_LINK = JourneyError(
-    "This registration link has already been used",
-    "Each registration link works once. Ask for a new registration link.",
-    410,
-)
-OTHER_USER = JourneyError(
-    "This registration link is for a different Care Identity",
-    "You are signed in as someone else. Sign out, then open the link again.",
-    403,
-)
-NOT_ACTIVE = JourneyError(
-    "This Care Identity cannot register authenticators",
-    "Contact your registration authority.",
-    403,
-)
-NO_JOURNEY = JourneyError(
-    "Your registration has ended",
-    "The registration was completed, has timed out or was started in another browser. "
-    "Ask for a new registration link to start again.",
-    410,
-)
-TOO_MANY_FAILURES = JourneyError(
-    "You have entered a wrong code too many times",
-    "For your security this registration has stopped. Ask for a new registration link to start again.",
-    403,
-)
+class UnknownLink(JourneyError):
+    title = "This registration link is not valid"
+    message = "Check you copied the whole link from the email, or ask your registration authority for a new one."
+    status = 404
+    reason = "unknown link"
+
+
+class ExpiredLink(JourneyError):
+    title = "This registration link has expired"
+    message = "Registration links only work for a short time. Ask for a new registration link."
+    status = 410
+    reason = "expired"
+
+
+class UsedLink(JourneyError):
+    title = "This registration link has already been used"
+    message = "Each registration link works once. Ask for a new registration link."
+    status = 410
+    reason = "already used"
+
+
+class OtherUser(JourneyError):
+    title = "This registration link is for a different Care Identity"
+    message = "You are signed in as someone else. Sign out, then open the link again."
+    status = 403
+    reason = "signed in as someone else"
+
+
+class NotActive(JourneyError):
+    title = "This Care Identity cannot register authenticators"
+    message = "Contact your registration authority."
+    status = 403
+    reason = "profile not active"
+
+
+class AlreadyRegistered(JourneyError):
+    title = "You already have this authenticator registered"
+    message = "You can register one of each type of authenticator. Ask your registration authority to remove the old one first."
+    status = 409
+    reason = "already registered"
+
+
+class NoJourney(JourneyError):
+    title = "Your registration has ended"
+    message = (
+        "The registration was completed, has timed out or was started in another browser. "
+        "Ask for a new registration link to start again."
+    )
+    status = 410
+    reason = "no journey"
+
+
+class WrongStep(JourneyError):
+    title = "You cannot do this step yet"
+    message = "Finish the registration steps in order. Go back to the step you were on."
+    status = 409
+    reason = "step out of order"
+
+
+class TooManyFailures(JourneyError):
+    title = "You have entered a wrong code too many times"
+    message = "For your security this registration has stopped. Ask for a new registration link to start again."
+    status = 403
+    reason = "too many failures"
+
+
+class TooManyWrongEmails(TooManyFailures):
+    title = "You have entered a wrong email address too many times"

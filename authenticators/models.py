@@ -1,4 +1,4 @@
 from .base.models import Authenticator, RegistrationLink
-from .totp.models import AuthenticatorApp
+from .totp.models import AppRegistration, AuthenticatorApp
 
-__all__ = ["Authenticator", "AuthenticatorApp", "RegistrationLink"]
+__all__ = ["AppRegistration", "Authenticator", "AuthenticatorApp", "RegistrationLink"]

@@ -55,6 +55,10 @@ class AuthenticatorType:
         return reverse(self.signin_url_name)
 
 
+# Levels a relying service may ask for (acr_values) and the AAL each needs.
+LEVELS = {"AAL3_ANY": 3, "AAL2_OR_AAL3_ANY": 2, "AAL2_ANY": 2, "AAL1_USERPASS": 1}
+DEFAULT_LEVEL = "AAL2_OR_AAL3_ANY"
+
 _types: dict[str, AuthenticatorType] | None = None
 
 
@@ -74,6 +78,17 @@ def all_types() -> list[AuthenticatorType]:
 
 def enabled_types() -> list[AuthenticatorType]:
     return [kind for kind in all_types() if kind.enabled]
+
+
+def level(requested: str | None) -> str:
+    """The level asked for, or the default when it is missing or unknown."""
+    return requested if requested in LEVELS else DEFAULT_LEVEL
+
+
+def types_for_level(requested: str | None) -> list[AuthenticatorType]:
+    """The enabled types that reach the level a service asked for (an AAL3 service: AAL3 only)."""
+    needed = LEVELS[level(requested)]
+    return [kind for kind in enabled_types() if kind.aal >= needed]
 
 
 def get(key: str) -> AuthenticatorType | None:
@@ -109,7 +124,7 @@ def authenticators_of(user) -> list[RegisteredAuthenticator]:
     types the registry holds.
     """
     querysets = [
-        kind.model.objects.filter(user=user, confirmed=True)
+        kind.model.objects.registered(user)
         .annotate(kind=Value(position, output_field=IntegerField()))
         .values_list("kind", "pk", "created_at", "last_used_at")
         .order_by()

@@ -15,3 +15,11 @@ def send_registration_link_task(link_id: int) -> None:
         return
     template = "invitation" if link.purpose == RegistrationLink.Purpose.INVITATION else "registration_link"
     mail.send(template, link.user.email, {"user": link.user, "link": link, "kind": registry.get(link.kind)})
+
+
+@shared_task
+def forget_abandoned_registrations_task() -> int:
+    """Hourly (CELERY_BEAT_SCHEDULE): pending secrets of journeys nobody finished."""
+    from .totp.models import AppRegistration
+
+    return AppRegistration.objects.forget_abandoned()

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from functools import wraps
+
 from django import forms
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
@@ -8,8 +10,8 @@ from django.utils.module_loading import import_string
 
 from careid.http import posted
 
-from . import registry
-from .journeys import UNKNOWN_LINK
+from . import flows, registry
+from .journeys import JourneyError, UnknownLink
 from .models import RegistrationLink
 
 
@@ -37,10 +39,30 @@ def select_type(request: HttpRequest) -> HttpResponse:
     )
 
 
+def journey_error(request: HttpRequest, error: JourneyError) -> HttpResponse:
+    return render(request, "authenticators/journey_error.html", {"error": error}, status=error.status)
+
+
+def journey_step(load, step: str):
+    """For a journey step's view: `load(request, step)` gives the link, or the page says why not."""
+
+    def decorator(view):
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            try:
+                return view(request, load(request, step), *args, **kwargs)
+            except JourneyError as error:
+                return journey_error(request, error)
+
+        return wrapper
+
+    return decorator
+
+
 def registration_link(request: HttpRequest, token: str) -> HttpResponse:
     """Every registration link has this one address; its type's own view takes it from here."""
     link = RegistrationLink.objects.by_token(token)
     kind = registry.get_enabled(link.kind) if link else None
     if kind is None:
-        return render(request, "authenticators/journey_error.html", {"error": UNKNOWN_LINK}, status=404)
+        return journey_error(request, flows.refuse(request, link, UnknownLink()))
     return import_string(kind.link_view)(request, link)

@@ -154,6 +154,12 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = env.str("CAREID_CELERY_QUEUE", default="careid")
+CELERY_BEAT_SCHEDULE = {
+    "forget-abandoned-registrations": {
+        "task": "authenticators.tasks.forget_abandoned_registrations_task",
+        "schedule": 3600.0,
+    },
+}
 
 # --- allauth: e-mail addresses and their verification only ---------------------------------
 ACCOUNT_ADAPTER = "accounts.adapter.CareIdentityAccountAdapter"
@@ -164,10 +170,8 @@ ACCOUNT_UNIQUE_EMAIL = True
 ACCOUNT_EMAIL_VERIFICATION = "mandatory"
 ACCOUNT_CONFIRM_EMAIL_ON_GET = False
 ACCOUNT_EMAIL_CONFIRMATION_EXPIRE_DAYS = 1
-ACCOUNT_MAX_EMAIL_ADDRESSES = 5
 ACCOUNT_EMAIL_SUBJECT_PREFIX = "NHS Care Identity: "
 ACCOUNT_EMAIL_NOTIFICATIONS = False  # careid sends its own notifications (accounts/notifications)
-ACCOUNT_RATE_LIMITS = {"manage_email": "10/m/user", "confirm_email": "1/3m/key"}
 USERSESSIONS_TRACK_ACTIVITY = False  # rows are written at sign-in (accounts.flows.complete_signin)
 
 # --- careid ------------------------------------------------------------------------------
@@ -181,8 +185,19 @@ CAREID_EMAIL_CODE_MAX_FAILURES = 5
 CAREID_SIGNIN_LOCK_AFTER = env.int("CAREID_SIGNIN_LOCK_AFTER", default=30)
 CAREID_SIGNIN_DELAY_FROM = 5  # failures before growing delays start
 CAREID_SIGNIN_MAX_DELAY = timedelta(minutes=15)
+# Failures older than this no longer count towards a lock (a lock itself stays until an RA unlocks).
+CAREID_SIGNIN_FAILURE_WINDOW = timedelta(days=30)
+# One attempt per account at a time: held while the password or code is checked, released after.
+CAREID_SIGNIN_ATTEMPT_HOLD = timedelta(seconds=5)
 CAREID_IP_FAILURE_LIMIT = env.int("CAREID_IP_FAILURE_LIMIT", default=100)  # per IP per window
 CAREID_IP_FAILURE_WINDOW = timedelta(minutes=15)
+# Proxies in front of careid that append to X-Forwarded-For (1 behind one TLS proxy). The client
+# IP used for per-IP limits and the audit trail is the entry that many places from the right.
+ALLAUTH_TRUSTED_PROXY_COUNT = env.int("CAREID_TRUSTED_PROXY_COUNT", default=0)
+CAREID_EMAIL_ADD_LIMIT = 5  # addresses a person may add per hour (each sends an e-mail)
+CAREID_MAX_EMAIL_ADDRESSES = 5
+# The authenticator type an invitation registers (the foundation journey).
+CAREID_INVITATION_AUTHENTICATOR = env.str("CAREID_INVITATION_AUTHENTICATOR", default="authenticator-app")
 CAREID_ALLOWED_REDIRECT_HOSTS = env.list("CAREID_ALLOWED_REDIRECT_HOSTS", default=[])
 CAREID_SESSION_IDLE_TIMEOUT = {2: timedelta(minutes=30), 3: timedelta(minutes=15)}
 CAREID_SESSION_ABSOLUTE_TIMEOUT = {2: timedelta(hours=12), 3: timedelta(hours=12)}

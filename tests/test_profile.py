@@ -97,11 +97,32 @@ def test_an_address_already_on_the_profile_is_refused(recently_signed_in, person
     assert "already on your Care Identity profile" in response.content.decode()
 
 
-def test_someone_elses_verified_address_is_refused_without_saying_whose(recently_signed_in, make_person):
-    other = make_person(email="other.person@nhs.net")
-    response = recently_signed_in.post("/profile/email/add/", {"email": other.user.email})
-    assert "This email address cannot be added" in response.content.decode()
-    assert other.user.uid not in response.content.decode()
+def test_someone_elses_address_gets_the_same_answer_and_its_owner_is_told(
+    transactional_db, seeded_allow_list, client, make_person, mailbox
+):
+    person, other = make_person(), make_person(email="other.person@nhs.net")
+    sign_in(client, person)
+    taken = client.post("/profile/email/add/", {"email": other.user.email})
+    free = client.post("/profile/email/add/", {"email": "free.address@nhs.net"})
+    assert taken.status_code == free.status_code == 302
+    assert taken.url == free.url == "/profile/"
+    assert not EmailAddress.objects.filter(user=person.user, email=other.user.email).exists()
+    notice = mailbox.wait_for(other.user.email, "Someone tried to add your email address")
+    assert person.user.uid not in body(notice)
+    mailbox.wait_for("free.address@nhs.net", "Verify your email address")
+    assert AuditEvent.objects.filter(event=Event.EMAIL_REFUSED, subject=person.user).exists()
+
+
+def test_at_most_five_addresses_and_five_additions_an_hour(recently_signed_in, person, settings):
+    for n in range(4):
+        assert recently_signed_in.post("/profile/email/add/", {"email": f"extra{n}@nhs.net"}).status_code == 302
+    response = recently_signed_in.post("/profile/email/add/", {"email": "sixth@nhs.net"})
+    assert "You can have up to 5 email addresses" in response.content.decode()
+    settings.CAREID_MAX_EMAIL_ADDRESSES = 50
+    assert recently_signed_in.post("/profile/email/add/", {"email": "fifth@nhs.net"}).status_code == 302
+    response = recently_signed_in.post("/profile/email/add/", {"email": "one.too.many@nhs.net"})
+    assert "You have added too many email addresses in the last hour" in response.content.decode()
+    assert EmailAddress.objects.filter(user=person.user).count() == 6
 
 
 def test_an_invalid_confirmation_key_shows_a_clear_page(client, db):

@@ -40,11 +40,21 @@ def invited(invite, mailbox):
     return user, link
 
 
+def confirm(client, link: RegistrationLink) -> RegistrationLink:
+    """Tick "only I will have access" on an e-mailed link: it is exchanged for a 3-minute link."""
+    response = client.post(link_path(link), {"confirm": "on"})
+    assert response.status_code == 302 and response.url.startswith("/register/")
+    return RegistrationLink.objects.by_token(response.url.split("/")[2])
+
+
 def start(client, mailbox, link, email="mary.seacole@nhs.net"):
-    client.post(link_path(link), {"confirm": "on"})
-    response = client.post(link_path(link), {"email": email})
+    response = client.post(link_path(confirm(client, link)), {"email": email})
     assert response.status_code == 302 and response.url == "/register/authenticator-app/code/"
     return code_from(mailbox, email)
+
+
+def journey_of(user) -> RegistrationLink:
+    return RegistrationLink.objects.filter(user=user, purpose=RegistrationLink.Purpose.PRESENCE).get()
 
 
 def test_the_whole_journey_registers_the_app_and_sets_the_password(client, invited, mailbox, fast_hashing):
@@ -55,11 +65,14 @@ def test_the_whole_journey_registers_the_app_and_sets_the_password(client, invit
     page = client.get(link_path(link)).content.decode()
     assert "Register Microsoft Authenticator with your Care Identity" in page
     assert "I confirm only I will have access to the device with Microsoft Authenticator installed" in page
-    assert client.post(link_path(link), {"confirm": "on"}).status_code == 302
-    page = client.get(link_path(link)).content.decode()
+    assert "The register link will expire after 3 minutes" in page
+    live = confirm(client, link)
+    assert live.purpose == "presence" and abs((live.expires_at - live.created_at).total_seconds() - 180) < 1
+    page = client.get(link_path(live)).content.decode()
     assert "This must be the email address registered to your NHS Care Identity." in page
+    assert client.get(link_path(link)).status_code == 410  # the invitation has done its work
 
-    response = client.post(link_path(link), {"email": "Mary.Seacole@NHS.net"})
+    response = client.post(link_path(live), {"email": "Mary.Seacole@NHS.net"})
     assert response.url == "/register/authenticator-app/code/"
     page = client.get(response.url).content.decode()
     assert "Check your inbox" in page
@@ -93,12 +106,12 @@ def test_the_whole_journey_registers_the_app_and_sets_the_password(client, invit
     assert "If this was not you" in body(notification)
     events = list(AuditEvent.objects.filter(subject=user).order_by("id").values_list("event", flat=True))
     assert events == [
-        Event.USER_INVITED, Event.LINK_ISSUED, Event.LINK_USED, Event.OTP_SENT, Event.EMAIL_VERIFIED,
-        Event.PASSWORD_SET, Event.AUTHENTICATOR_REGISTERED,
+        Event.USER_INVITED, Event.LINK_ISSUED, Event.LINK_USED, Event.LINK_ISSUED, Event.LINK_USED, Event.OTP_SENT,
+        Event.EMAIL_VERIFIED, Event.PASSWORD_SET, Event.AUTHENTICATOR_REGISTERED,
     ]
     # No secret, code or password anywhere in the trail.
     trail = str(list(AuditEvent.objects.values()))
-    assert secret not in trail and NEW_PASSWORD not in trail and link.token not in trail
+    assert secret not in trail and NEW_PASSWORD not in trail and link.token not in trail and live.token not in trail
 
 
 def test_the_registration_link_is_not_stored_and_the_code_is_not_stored(invited, mailbox):
@@ -128,18 +141,29 @@ def test_a_used_link_is_refused(client, invited, mailbox):
     user, link = invited
     start(client, mailbox, link)
     other_browser = client.__class__()
-    response = other_browser.post(link_path(link), {"email": user.email})
-    assert response.status_code == 410
-    assert "This registration link has already been used" in response.content.decode()
+    for used in (link, journey_of(user)):
+        response = other_browser.post(link_path(used), {"email": user.email})
+        assert response.status_code == 410
+        assert "This registration link has already been used" in response.content.decode()
     assert EmailOneTimePassword.objects.filter(user=user).count() == 1
+    assert AuditEvent.objects.filter(event=Event.LINK_REFUSED, details__reason="already used").count() == 2
 
 
-def test_the_link_can_be_opened_in_another_browser_before_it_is_used(client, invited, mailbox):
+def test_the_3_minute_link_can_be_opened_in_another_browser_before_it_is_used(client, invited, mailbox):
     user, link = invited
-    client.post(link_path(link), {"confirm": "on"})
+    live = confirm(client, link)
     other_browser = client.__class__()
-    response = other_browser.post(link_path(link), {"email": user.email})
+    response = other_browser.post(link_path(live), {"email": user.email})
     assert response.url == "/register/authenticator-app/code/"
+
+
+def test_the_3_minute_link_expires(client, invited):
+    user, link = invited
+    live = confirm(client, link)
+    RegistrationLink.objects.filter(pk=live.pk).update(expires_at=timezone.now())
+    response = client.post(link_path(live), {"email": user.email})
+    assert response.status_code == 410
+    assert not EmailOneTimePassword.objects.exists()
 
 
 def test_the_confirmation_checkbox_is_required(client, invited):
@@ -148,29 +172,35 @@ def test_the_confirmation_checkbox_is_required(client, invited):
     assert response.status_code == 400
     assert "Confirm only you will have access to the device" in response.content.decode()
     link.refresh_from_db()
-    assert link.confirmed_at is None
+    assert link.confirmed_at is None and link.used_at is None
+    assert RegistrationLink.objects.count() == 1
 
 
-def test_an_email_that_is_not_the_persons_is_refused(client, invited):
+def test_an_email_that_is_not_the_persons_is_refused_and_five_kill_the_link(client, invited):
     user, link = invited
-    client.post(link_path(link), {"confirm": "on"})
-    response = client.post(link_path(link), {"email": "someone.else@nhs.net"})
-    assert response.status_code == 400
-    assert "Enter the email address registered to your NHS Care Identity" in response.content.decode()
-    link.refresh_from_db()
-    assert link.used_at is None
+    live = confirm(client, link)
+    for attempt in range(4):
+        response = client.post(link_path(live), {"email": f"someone.else{attempt}@nhs.net"})
+        assert response.status_code == 400
+        assert "Enter the email address registered to your NHS Care Identity" in response.content.decode()
+    live.refresh_from_db()
+    assert live.used_at is None
     assert not EmailOneTimePassword.objects.exists()
+    response = client.post(link_path(live), {"email": "someone.else@nhs.net"})
+    assert response.status_code == 403
+    assert "You have entered a wrong email address too many times" in response.content.decode()
+    assert client.post(link_path(live), {"email": user.email}).status_code == 410
 
 
 @pytest.mark.parametrize("bad", ["", "not an email", "a@", "@nhs.net", "x" * 300 + "@nhs.net"])
 def test_a_malformed_email_gets_a_message_and_changes_nothing(client, invited, bad):
     user, link = invited
-    client.post(link_path(link), {"confirm": "on"})
-    response = client.post(link_path(link), {"email": bad})
+    live = confirm(client, link)
+    response = client.post(link_path(live), {"email": bad})
     assert response.status_code == 400
     assert "nhsuk-error-summary" in response.content.decode()
-    link.refresh_from_db()
-    assert link.used_at is None
+    live.refresh_from_db()
+    assert live.used_at is None
 
 
 def test_posting_a_later_step_first_changes_nothing(client, invited, mailbox):
@@ -184,8 +214,8 @@ def test_posting_a_later_step_first_changes_nothing(client, invited, mailbox):
         response = client.post(path, data)
         assert response.status_code == 409
         assert "You cannot do this step yet" in response.content.decode()
-    link.refresh_from_db()
-    assert link.step == "otp" and link.pending_password == "" and link.pending_secret == ""
+    live = journey_of(user)
+    assert live.step == "otp" and live.app_registration.pending_password == "" and live.app_registration.pending_secret == ""
     assert not user.has_usable_password() and not AuthenticatorApp.objects.exists()
 
 
@@ -215,8 +245,7 @@ def test_a_wrong_code_is_refused_and_five_wrong_codes_kill_it(client, invited, m
     # Dead: even the right code no longer works, and a new code cannot be sent.
     response = client.post("/register/authenticator-app/code/", {"code": right})
     assert "You have entered a wrong code too many times" in response.content.decode()
-    link.refresh_from_db()
-    assert link.step == "otp"
+    assert journey_of(user).step == "otp"
     assert not EmailAddress.objects.get(user=user).verified
     assert AuditEvent.objects.filter(event=Event.OTP_FAILED, subject=user).count() == 6
 
@@ -256,8 +285,7 @@ def test_an_expired_code_is_refused(client, invited, mailbox):
     EmailOneTimePassword.objects.filter(user=user).update(expires_at=timezone.now())
     response = client.post("/register/authenticator-app/code/", {"code": right})
     assert "The One Time Password has expired" in response.content.decode()
-    link.refresh_from_db()
-    assert link.step == "otp"
+    assert journey_of(user).step == "otp"
 
 
 @pytest.mark.parametrize("bad", ["", "1234", "abcdefgh", "123456789", "１２３４５６７８"])
@@ -293,8 +321,9 @@ def test_a_refused_password_says_why_and_changes_nothing(client, at_password_ste
     response = client.post("/register/authenticator-app/password/", {"password1": first, "password2": second})
     assert response.status_code == 400
     assert message in response.content.decode().replace("&#x27;", "'")
-    link.refresh_from_db()
-    assert link.step == "password" and link.pending_password == ""
+    live = journey_of(user)
+    assert live.step == "password" and live.app_registration.pending_password == ""
+    assert AuditEvent.objects.filter(event=Event.PASSWORD_REFUSED, subject=user).exists()
 
 
 def test_long_unicode_passwords_with_spaces_are_accepted(client, at_password_step):
@@ -322,6 +351,7 @@ def test_a_wrong_app_code_is_refused_and_the_journey_stops_after_five(client, at
     user.refresh_from_db()
     assert not user.has_usable_password()
     assert AuditEvent.objects.filter(event=Event.AUTHENTICATOR_REGISTRATION_FAILED, subject=user).count() == 5
+    assert journey_of(user).app_registration.pending_secret == ""  # forgotten once the journey stopped
 
 
 def test_the_registered_app_cannot_be_registered_twice(client, person, fast_hashing):
@@ -349,3 +379,29 @@ def test_the_invitation_link_lasts_24_hours_and_an_immediate_link_3_minutes(invi
     AuthenticatorApp.objects.filter(user=person.user).delete()
     presence = issue_registration_link(user=person.user, kind="authenticator-app", purpose=RegistrationLink.Purpose.PRESENCE)
     assert abs((presence.expires_at - presence.created_at).total_seconds() - 180) < 1
+
+
+def test_a_suspension_during_the_journey_stops_it(client, invited, mailbox):
+    user, link = invited
+    client.post("/register/authenticator-app/code/", {"code": start(client, mailbox, link)})
+    type(user).objects.filter(pk=user.pk).update(status=type(user).Status.SUSPENDED)
+    response = client.post("/register/authenticator-app/password/", {"password1": NEW_PASSWORD, "password2": NEW_PASSWORD})
+    assert response.status_code == 403
+    assert "This Care Identity cannot register authenticators" in response.content.decode()
+    assert journey_of(user).step == "password"
+
+
+def test_abandoned_journeys_forget_their_secrets(client, invited, mailbox):
+    from authenticators.tasks import forget_abandoned_registrations_task
+
+    user, link = invited
+    client.post("/register/authenticator-app/code/", {"code": start(client, mailbox, link)})
+    client.post("/register/authenticator-app/password/", {"password1": NEW_PASSWORD, "password2": NEW_PASSWORD})
+    live = journey_of(user)
+    assert live.app_registration.pending_secret and live.app_registration.pending_password
+    assert forget_abandoned_registrations_task.delay().get() == 0  # still within its 30 minutes
+    RegistrationLink.objects.filter(pk=live.pk).update(journey_expires_at=timezone.now())
+    assert forget_abandoned_registrations_task.delay().get() == 1
+    live.app_registration.refresh_from_db()
+    assert live.app_registration.pending_secret == "" and live.app_registration.pending_password == ""
+    assert client.get("/register/authenticator-app/qr/").status_code == 410

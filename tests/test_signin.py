@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import re
 
 import pytest
 from django.utils import timezone
@@ -73,6 +73,8 @@ def test_signing_in_records_method_aal_and_acr_in_a_new_session(client, person):
     from allauth.usersessions.models import UserSession
 
     assert UserSession.objects.get(user=person.user).session_key == client.session.session_key
+    person.user.refresh_from_db()
+    assert person.user.last_login is not None
     event = AuditEvent.objects.get(event=Event.SIGNIN_SUCCEEDED)
     assert event.subject == person.user and event.method == "authenticator-app" and event.aal == 2
     assert "Care Identity Management" in client.get("/").content.decode()
@@ -152,7 +154,7 @@ def test_growing_delays_from_the_fifth_failure(client, person):
     assert "Too many failed attempts. Wait" in response.content.decode()
     assert AuditEvent.objects.filter(event=Event.SIGNIN_THROTTLED, subject=person.user).exists()
     # Once the delay has passed the right password works, and success resets the count.
-    User.objects.filter(pk=person.user.pk).update(last_signin_failure_at=timezone.now() - timedelta(minutes=20))
+    User.objects.filter(pk=person.user.pk).update(signin_blocked_until=timezone.now())
     sign_in(client, person)
     person.user.refresh_from_db()
     assert person.user.signin_failures == 0
@@ -166,22 +168,22 @@ def test_unknown_addresses_are_throttled_the_same_way(client, db, fast_hashing):
 
 
 def test_thirty_consecutive_failures_lock_the_account(client, person):
-    User.objects.filter(pk=person.user.pk).update(signin_failures=29)
+    User.objects.filter(pk=person.user.pk).update(signin_failures=29, last_signin_failure_at=timezone.now())
     response = client.post(APP, {"email": person.user.email, "password": "wrong password"})
     assert "Your Care Identity is locked" in response.content.decode()
     person.user.refresh_from_db()
     assert person.user.locked_at is not None
     assert AuditEvent.objects.filter(event=Event.ACCOUNT_LOCKED, subject=person.user).exists()
     # Locked: even the right password is refused, in every process (the lock is on the row).
-    User.objects.filter(pk=person.user.pk).update(last_signin_failure_at=timezone.now() - timedelta(days=1))
+    User.objects.filter(pk=person.user.pk).update(signin_blocked_until=None)
     response = client.post(APP, {"email": person.user.email, "password": person.password})
     assert "Your Care Identity is locked" in response.content.decode()
 
 
 def test_wrong_codes_count_towards_the_lock(client, person):
-    User.objects.filter(pk=person.user.pk).update(signin_failures=29)
+    User.objects.filter(pk=person.user.pk).update(signin_failures=29, last_signin_failure_at=timezone.now())
     # Throttle delays are past: only the count matters here.
-    User.objects.filter(pk=person.user.pk).update(last_signin_failure_at=timezone.now() - timedelta(days=1))
+    User.objects.filter(pk=person.user.pk).update(signin_blocked_until=None)
     client.post(APP, {"email": person.user.email, "password": person.password})
     wrong = f"{(int(person.code()) + 500000) % 10**6:06d}"
     response = client.post(CODE, {"token": wrong})
@@ -296,3 +298,96 @@ def test_failures_are_audited_without_the_password(client, person):
     event = AuditEvent.objects.get(event=Event.SIGNIN_FAILED)
     assert event.outcome == Outcome.FAILURE and event.ip == "127.0.0.1"
     assert "hunter2" not in str(event.details)
+
+
+def test_unknown_addresses_get_the_lock_message_on_the_same_failure(client, person, settings):
+    settings.CAREID_SIGNIN_DELAY_FROM = 100  # no delays: only the lock is compared here
+    answers = {}
+    for email in ("nobody@nhs.net", person.user.email):
+        for _attempt in range(30):
+            response = client.post(APP, {"email": email, "password": "wrong password"})
+        page = re.sub(r'name="csrfmiddlewaretoken" value="[^"]+"', "", response.content.decode())
+        answers[email] = (response.status_code, page.replace(email, ""))
+    assert answers["nobody@nhs.net"] == answers[person.user.email]
+    assert "Your Care Identity is locked" in answers["nobody@nhs.net"][1]
+
+
+def test_one_account_has_one_attempt_in_flight(rf, person):
+    """A second attempt while the first is being checked waits: parallel guesses are not all checked."""
+    from accounts import throttle
+
+    request = rf.post("/", REMOTE_ADDR="10.0.0.9")
+    assert throttle.begin(request, person.user.email, person.user) is None
+    second = throttle.begin(request, person.user.email, person.user)
+    assert second is not None and second.reason == "throttled"
+    throttle.fail(request, person.user.email, person.user)
+    person.user.refresh_from_db()
+    assert person.user.signin_failures == 1
+    assert throttle.begin(request, person.user.email, person.user) is None  # no delay before the 5th failure
+
+
+def test_behind_a_trusted_proxy_the_client_address_is_the_forwarded_one(client, db, settings, fast_hashing):
+    settings.ALLAUTH_TRUSTED_PROXY_COUNT = 1
+    settings.CAREID_IP_FAILURE_LIMIT = 2
+    for n in range(2):
+        client.post(APP, {"email": f"p{n}@nhs.net", "password": "x"}, HTTP_X_FORWARDED_FOR="203.0.113.7", REMOTE_ADDR="10.0.0.1")
+    # Another client behind the same proxy is not affected by the first one's failures.
+    response = client.post(APP, {"email": "p9@nhs.net", "password": "x"}, HTTP_X_FORWARDED_FOR="198.51.100.2", REMOTE_ADDR="10.0.0.1")
+    assert "Too many failed attempts" not in response.content.decode()
+    response = client.post(APP, {"email": "p8@nhs.net", "password": "x"}, HTTP_X_FORWARDED_FOR="203.0.113.7", REMOTE_ADDR="10.0.0.1")
+    assert "Too many failed attempts" in response.content.decode()
+    assert AuditEvent.objects.filter(ip="203.0.113.7").exists() and not AuditEvent.objects.filter(ip="10.0.0.1").exists()
+
+
+def test_a_forged_forwarded_header_is_ignored_without_a_trusted_proxy(client, db, fast_hashing):
+    client.post(APP, {"email": "p@nhs.net", "password": "x"}, HTTP_X_FORWARDED_FOR="203.0.113.7", REMOTE_ADDR="10.0.0.1")
+    assert AuditEvent.objects.get(event=Event.SIGNIN_FAILED).ip == "10.0.0.1"
+
+
+def test_a_method_below_the_level_asked_for_cannot_be_used(client, person):
+    response = client.get("/login/?acr_values=AAL3_ANY")
+    assert "Authenticator app" not in response.content.decode()
+    response = client.post(f"{APP}?acr_values=AAL3_ANY&goto=/profile/", {"email": person.user.email, "password": person.password})
+    assert response.status_code == 302 and response.url.startswith("/login/?acr_values=AAL3_ANY")
+    response = client.post(f"{CODE}?acr_values=AAL3_ANY", {"token": person.fresh_code()})
+    assert response.status_code == 302 and not client.session.get("_auth_user_id")
+
+
+def test_the_page_asked_for_is_reached_after_signing_in(client, person):
+    response = client.get("/profile/")
+    assert response.url == "/login/?next=/profile/"
+    response = client.get(response.url)
+    assert response.status_code == 200
+    assert sign_in(client, person, goto="/profile/").url == "/profile/"
+    client.post("/logout/")
+    client.post(f"{APP}?next=/profile/", {"email": person.user.email, "password": person.password})
+    assert client.post(f"{CODE}?next=/profile/", {"token": person.fresh_code()}).url == "/profile/"
+
+
+def test_a_lock_is_notified_and_an_unlock_restores_access(transactional_db, client, make_person, mailbox):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    person = make_person()
+    User.objects.filter(pk=person.user.pk).update(signin_failures=29, last_signin_failure_at=timezone.now())
+    client.post(APP, {"email": person.user.email, "password": "wrong password"})
+    mailbox.wait_for(person.user.email, "Your Care Identity has been locked")
+    with pytest.raises(Exception, match="No Care Identity"):
+        call_command("unlock_user", uid="999999999999", reason="x")
+    out = StringIO()
+    call_command("unlock_user", uid=person.user.uid, reason="Called the service desk", stdout=out)
+    assert "Unlocked" in out.getvalue()
+    mailbox.wait_for(person.user.email, "Your Care Identity has been unlocked")
+    assert AuditEvent.objects.filter(event=Event.ACCOUNT_UNLOCKED, details__reason="Called the service desk").exists()
+    assert sign_in(client, person).status_code == 302
+    assert client.session.get("_auth_user_id")
+
+
+def test_the_admin_password_form_is_gone(client, make_person):
+    staff = make_person(email="ra.manager@nhs.net", is_staff=True, is_superuser=True)
+    sign_in(client, staff, goto="/admin/")
+    assert client.get("/admin/password_change/").status_code == 404
+    assert client.post("/admin/password_change/", {"old_password": staff.password, "new_password1": "x" * 20,
+                                                    "new_password2": "x" * 20}).status_code == 404
+    assert client.get("/admin/account/emailaddress/").status_code == 404

@@ -7,13 +7,21 @@ from django.db import models
 from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
-from django_otp.models import Device, ThrottlingMixin, TimestampMixin
+from django_otp.models import Device, DeviceManager, ThrottlingMixin, TimestampMixin
 
 from careid import tokens
 
 
+class AuthenticatorManager(DeviceManager):
+    def registered(self, user):
+        """The person's confirmed authenticator of this type (a queryset of at most one)."""
+        return self.filter(user=user, confirmed=True)
+
+
 class Authenticator(TimestampMixin, ThrottlingMixin, Device):
     """What every authenticator type shares: one per person, throttled, time-stamped."""
+
+    objects = AuthenticatorManager()
 
     class Meta:
         abstract = True
@@ -49,8 +57,9 @@ class RegistrationLinkQuerySet(models.QuerySet["RegistrationLink"]):
 class RegistrationLink(models.Model):
     """A single-use link that lets one person register one authenticator type.
 
-    After it is used, the row also holds the state of that registration journey, which is
-    bound to the browser session that used it.
+    After it is used, the row also holds where that registration journey is (step, failures,
+    deadline); the journey is bound to the browser session that used the link. State that only
+    one type needs lives in that type's own model (e.g. totp.AppRegistration).
     """
 
     class Purpose(models.TextChoices):
@@ -73,9 +82,6 @@ class RegistrationLink(models.Model):
     # The journey, once the link is used.
     step = models.CharField(max_length=16, blank=True)
     journey_expires_at = models.DateTimeField(null=True, blank=True)
-    pending_secret = models.CharField(max_length=80, blank=True)
-    pending_password = models.CharField(max_length=256, blank=True)  # a hash, applied on completion
-    email_code = models.ForeignKey("accounts.EmailOneTimePassword", null=True, blank=True, on_delete=models.SET_NULL)
     failures = models.PositiveSmallIntegerField(default=0)
     completed_at = models.DateTimeField(null=True, blank=True)
 
@@ -134,6 +140,13 @@ class RegistrationLink(models.Model):
             for name, value in fields.items():
                 setattr(self, name, value)
         return bool(moved)
+
+    def stop(self) -> None:
+        """End the link and its journey for good (too many wrong answers)."""
+        now = timezone.now()
+        RegistrationLink.objects.filter(pk=self.pk, used_at__isnull=True).update(used_at=now)
+        RegistrationLink.objects.filter(pk=self.pk).update(completed_at=now, step="stopped")
+        self.completed_at, self.step = now, "stopped"
 
     @classmethod
     def ttl_for(cls, purpose: str) -> timedelta:

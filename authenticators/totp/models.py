@@ -33,3 +33,30 @@ class AuthenticatorApp(Authenticator):
         else:
             self.throttle_increment()
         return accepted
+
+
+class AppRegistrationQuerySet(models.QuerySet["AppRegistration"]):
+    def forget_abandoned(self) -> int:
+        """Journeys past their deadline keep no pending secret or password hash."""
+        return (
+            self.filter(link__journey_expires_at__lt=timezone.now())
+            .exclude(pending_secret="", pending_password="")
+            .update(pending_secret="", pending_password="")
+        )
+
+
+class AppRegistration(models.Model):
+    """What the Microsoft Authenticator journey keeps between its steps, beside its link."""
+
+    link = models.OneToOneField(
+        "authenticators.RegistrationLink", on_delete=models.CASCADE, primary_key=True, related_name="app_registration"
+    )
+    email_code = models.ForeignKey("accounts.EmailOneTimePassword", null=True, blank=True, on_delete=models.SET_NULL)
+    pending_secret = models.CharField(max_length=80, blank=True)
+    pending_password = models.CharField(max_length=256, blank=True)  # a hash, applied on completion
+
+    objects = AppRegistrationQuerySet.as_manager()
+
+    def forget_secrets(self) -> None:
+        AppRegistration.objects.filter(pk=self.pk).update(pending_secret="", pending_password="")
+        self.pending_secret = self.pending_password = ""

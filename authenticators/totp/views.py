@@ -1,19 +1,18 @@
 from __future__ import annotations
 
-from functools import wraps
-
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
 from accounts.decorators import recent_authentication_required
 from accounts.models import EmailOneTimePassword
-from accounts.redirects import safe_goto
-from accounts.views import signin_url
-from authenticators.flows import issue_registration_link
-from authenticators.journeys import TOO_MANY_FAILURES, JourneyError
+from accounts.views import requested_goto, signin_method, signin_url
+from authenticators import flows as link_flows
+from authenticators.journeys import JourneyError, TooManyFailures
 from authenticators.models import RegistrationLink
+from authenticators.views import journey_error, journey_step
 from careid.http import posted
 
 from . import codes, flows
@@ -22,40 +21,19 @@ from .kind import KIND
 from .models import AuthenticatorApp
 
 
-def _journey_error(request: HttpRequest, error: JourneyError) -> HttpResponse:
-    return render(request, "authenticators/journey_error.html", {"error": error}, status=error.status)
-
-
-def journey_step(step: str):
-    """Load this browser's registration at `step`; any other state gets a clear page."""
-
-    def decorator(view):
-        @wraps(view)
-        def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-            try:
-                link = flows.current_journey(request, step)
-                return view(request, link, *args, **kwargs)
-            except JourneyError as error:
-                return _journey_error(request, error)
-
-        return wrapper
-
-    return decorator
-
-
-def _page(request, template, context, form=None):
+def _page(request: HttpRequest, template: str, context: dict, form=None) -> HttpResponse:
     return render(request, f"authenticators/totp/{template}", {"form": form, **context},
                   status=400 if form is not None and form.errors else 200)
 
 
 @recent_authentication_required
 def register(request: HttpRequest) -> HttpResponse:
-    """Register Microsoft Authenticator with your Care Identity (signed in)."""
-    if AuthenticatorApp.objects.filter(user=request.user, confirmed=True).exists():
-        return _journey_error(request, flows.ALREADY_REGISTERED)
+    """Register Microsoft Authenticator with your Care Identity (signed in): issues a 3-minute link."""
+    if AuthenticatorApp.objects.registered(request.user).exists():
+        return journey_error(request, flows.AppAlreadyRegistered())
     form = ConfirmForm(posted(request))
     if request.method == "POST" and form.is_valid():
-        link = issue_registration_link(
+        link = link_flows.issue_registration_link(
             user=request.user, kind=KIND.key, purpose=RegistrationLink.Purpose.PRESENCE, actor=request.user,
             request=request, confirmed=True,
         )
@@ -64,27 +42,27 @@ def register(request: HttpRequest) -> HttpResponse:
 
 
 def registration_link(request: HttpRequest, link: RegistrationLink) -> HttpResponse:
-    """The link itself (via authenticators.views): confirm sole access when not yet done, then the e-mail address."""
-    token = link.token
+    """A link (via authenticators.views): confirm sole access when not yet done, then the e-mail address."""
     try:
         flows.open_link(request, link)
         if link.confirmed_at is None:
             form = ConfirmForm(posted(request))
             if request.method == "POST" and form.is_valid():
-                flows.confirm_sole_access(request, link)
-                return redirect("registration_link", token)
-            return _page(request, "register.html", {"link": link}, form)
+                link = link_flows.confirm_sole_access(request, link)
+                return redirect("registration_link", link.token)
+            return _page(request, "register.html", {}, form)
         form = EmailForm(posted(request))
         if request.method == "POST" and form.is_valid():
             if flows.start_registration(request, link, form.cleaned_data["email"]):
                 return redirect("totp:code")
             form.add_error("email", "Enter the email address registered to your NHS Care Identity")
-        return _page(request, "email.html", {"link": link}, form)
+        return _page(request, "email.html", {}, form)
     except JourneyError as error:
-        return _journey_error(request, error)
+        return journey_error(request, error)
 
 
-@journey_step("otp")
+@sensitive_post_parameters("code")
+@journey_step(flows.current_journey, "otp")
 def code(request: HttpRequest, link: RegistrationLink) -> HttpResponse:
     form = EmailCodeForm(posted(request))
     Result = EmailOneTimePassword.Result
@@ -93,60 +71,62 @@ def code(request: HttpRequest, link: RegistrationLink) -> HttpResponse:
         if result == Result.ACCEPTED:
             return redirect("totp:password")
         if result == Result.EXHAUSTED:
-            return _journey_error(request, TOO_MANY_FAILURES)
+            return journey_error(request, TooManyFailures())
         form.add_error("code", {
             Result.WRONG: "The One Time Password is not correct. Check the email and try again.",
             Result.EXPIRED: "The One Time Password has expired. Select 'Send a new code'.",
             Result.USED: "This One Time Password has already been used.",
         }[result])
-    return _page(request, "code.html", {"link": link, "sent": request.GET.get("sent") == "1"}, form)
+    return _page(request, "code.html", {"sent": request.GET.get("sent") == "1"}, form)
 
 
 @require_POST
-@journey_step("otp")
+@journey_step(flows.current_journey, "otp")
 def resend(request: HttpRequest, link: RegistrationLink) -> HttpResponse:
     if flows.resend_code(request, link):
         return redirect(reverse("totp:code") + "?sent=1")
-    wait = link.email_code.resend_wait() if link.email_code else None
-    form = EmailCodeForm()
-    seconds = int(wait.total_seconds()) + 1 if wait else 0
+    code = link.app_registration.email_code
+    wait = code.resend_wait() if code and not code.is_exhausted else None
     message = (
-        f"You can ask for a new code in {seconds} seconds." if seconds
+        f"You can ask for a new code in {int(wait.total_seconds()) + 1} seconds." if wait
         else "A new code cannot be sent for this registration. Ask for a new registration link."
     )
-    return _page(request, "code.html", {"link": link, "resend_refused": message}, form)
+    return _page(request, "code.html", {"resend_refused": message}, EmailCodeForm())
 
 
-@journey_step("password")
+@sensitive_post_parameters("password1", "password2")
+@journey_step(flows.current_journey, "password")
 def password(request: HttpRequest, link: RegistrationLink) -> HttpResponse:
     form = PasswordForm(posted(request), user=link.user)
-    if request.method == "POST" and form.is_valid():
-        flows.choose_password(request, link, form.cleaned_data["password1"])
-        return redirect("totp:qr")
-    return _page(request, "password.html", {"link": link}, form)
+    if request.method == "POST":
+        if form.is_valid():
+            flows.choose_password(request, link, form.cleaned_data["password1"])
+            return redirect("totp:qr")
+        flows.refuse_password(request, link, [error.code or "invalid" for errors in form.errors.as_data().values()
+                                              for error in errors])
+    return _page(request, "password.html", {}, form)
 
 
-@journey_step("qr")
+@journey_step(flows.current_journey, "qr")
 def qr(request: HttpRequest, link: RegistrationLink) -> HttpResponse:
     if request.method == "POST":
         flows.continue_to_verify(request, link)
         return redirect("totp:verify")
-    uri = codes.provisioning_uri(link.pending_secret, link.user.email)
-    return _page(request, "qr.html", {"qr_svg": codes.qr_svg(uri), "secret": codes.grouped(link.pending_secret),
+    secret = link.app_registration.pending_secret
+    uri = codes.provisioning_uri(secret, link.user.email)
+    return _page(request, "qr.html", {"qr_svg": codes.qr_svg(uri), "secret": codes.grouped(secret),
                                        "account": link.user.email})
 
 
-@journey_step("verify")
+@sensitive_post_parameters("token")
+@journey_step(flows.current_journey, "verify")
 def verify(request: HttpRequest, link: RegistrationLink) -> HttpResponse:
     form = TokenForm(posted(request))
     if request.method == "POST" and form.is_valid():
-        try:
-            if flows.complete_registration(request, link, form.cleaned_data["token"]):
-                return redirect("totp:done")
-        except JourneyError as error:
-            return _journey_error(request, error)
+        if flows.complete_registration(request, link, form.cleaned_data["token"]):
+            return redirect("totp:done")
         form.add_error("token", "The code is not correct. Enter the latest 6-digit code from your authenticator app.")
-    return _page(request, "verify.html", {"link": link}, form)
+    return _page(request, "verify.html", {}, form)
 
 
 def done(request: HttpRequest) -> HttpResponse:
@@ -162,34 +142,34 @@ def _choose_another(request: HttpRequest) -> str:
     return f"{reverse('login')}?{query.urlencode()}"
 
 
+@sensitive_post_parameters("password")
+@signin_method(KIND)
 def signin(request: HttpRequest) -> HttpResponse:
     """Authenticator app, first step: e-mail address and password."""
     form = PasswordSignInForm(posted(request))
     if request.method == "POST" and form.is_valid():
         message = flows.start_signin(request, email=form.cleaned_data["email"], password=form.cleaned_data["password"])
         if message is None:
-            return redirect(signin_url_for_code(request))
+            query = request.GET.urlencode()
+            return redirect(reverse("totp:signin_code") + (f"?{query}" if query else ""))
         form.add_error(None, message)
     return render(request, "authenticators/totp/signin.html",
                   {"form": form, "choose_another": _choose_another(request)},
                   status=400 if form.errors else 200)
 
 
-def signin_url_for_code(request: HttpRequest) -> str:
-    query = request.GET.urlencode()
-    return reverse("totp:signin_code") + (f"?{query}" if query else "")
-
-
+@sensitive_post_parameters("token")
+@signin_method(KIND)
 def signin_code(request: HttpRequest) -> HttpResponse:
     """Authenticator app, second step: the 6-digit code."""
     user = flows.pending_signin_user(request)
     if user is None:
-        return redirect(signin_url(KIND, safe_goto(request.GET.get("goto")), request.GET.get("acr_values")))
+        return redirect(signin_url(KIND, requested_goto(request), request.GET.get("acr_values")))
     form = TokenForm(posted(request))
     if request.method == "POST" and form.is_valid():
         message = flows.finish_signin(request, user, form.cleaned_data["token"])
         if message is None:
-            return redirect(safe_goto(request.GET.get("goto")) or "home")
+            return redirect(requested_goto(request) or "home")
         form.add_error(None if flows.pending_signin_user(request) is None else "token", message)
     return render(request, "authenticators/totp/signin_code.html",
                   {"form": form, "choose_another": _choose_another(request)},

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
@@ -25,5 +26,7 @@ class Command(BaseCommand):
         if any(registered for registered in registry.authenticators_of(user)):
             self.stdout.write(f"Demo Care Identity {user.uid} <{user.email}> is registered: sign in at /login/.")
             return
-        link = issue_registration_link(user=user, kind="authenticator-app", purpose=RegistrationLink.Purpose.INVITATION)
+        link = issue_registration_link(
+            user=user, kind=settings.CAREID_INVITATION_AUTHENTICATOR, purpose=RegistrationLink.Purpose.INVITATION
+        )
         self.stdout.write(f"Demo Care Identity {user.uid} <{user.email}>: new registration link {link.url}")

@@ -70,3 +70,13 @@ def test_the_allow_list_is_editable_in_the_admin(staff_client):
     from accounts.models import AllowedEmailDomain
 
     assert AllowedEmailDomain.objects.get(domain="example.org").include_subdomains
+
+
+def test_authenticators_appear_in_the_admin_without_their_secrets(staff_client):
+    from authenticators.models import AuthenticatorApp
+
+    device = AuthenticatorApp.objects.first()
+    page = staff_client.get(f"/admin/authenticators/authenticatorapp/{device.pk}/change/").content.decode()
+    assert device.user.email in page or str(device.user.uid) in page
+    assert device.key not in page
+    assert staff_client.get("/admin/authenticators/authenticatorapp/").status_code == 200

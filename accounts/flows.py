@@ -18,6 +18,7 @@ from django.contrib.auth import login, logout
 from django.contrib.auth.hashers import check_password, make_password
 from django.db import transaction
 from django.http import HttpRequest
+from django.utils import timezone
 
 from audit.models import Event, Outcome
 from audit.record import record
@@ -50,21 +51,27 @@ def invite_user(
     Returns (user, registration link). Raises ValidationError for an address outside the
     allow list and IntegrityError when the address already belongs to someone.
     """
-    from authenticators.flows import issue_registration_link
-    from authenticators.models import RegistrationLink
-
     email = AllowedEmailDomain.objects.check_email(email)
     with transaction.atomic():
         user = User.objects.create_user(email, first_name=first_name, last_name=last_name, title=title)
         EmailAddress.objects.create(user=user, email=email, primary=True, verified=False)
-        user.invited_at = user.date_joined
+        link = send_invitation(user=user, actor=actor, request=request)
+    return user, link
+
+
+def send_invitation(*, user: User, actor: User | None = None, request: HttpRequest | None = None):
+    """E-mail an existing Care Identity its invitation (a link to register the Authenticator app)."""
+    from authenticators.flows import issue_registration_link
+    from authenticators.models import RegistrationLink
+
+    with transaction.atomic():
+        user.invited_at = timezone.now()
         user.save(update_fields=["invited_at"])
-        record(Event.USER_INVITED, request=request, actor=actor, subject=user, email=email)
-        link = issue_registration_link(
+        record(Event.USER_INVITED, request=request, actor=actor, subject=user, email=user.email)
+        return issue_registration_link(
             user=user, kind=settings.CAREID_INVITATION_AUTHENTICATOR, purpose=RegistrationLink.Purpose.INVITATION,
             actor=actor, request=request,
         )
-    return user, link
 
 
 # --- e-mail addresses (allauth's EmailAddress and confirmation keys) ------------------------

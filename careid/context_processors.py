@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from functools import cache
+
+from django.http import HttpRequest
+from django.templatetags.static import static
+from django.urls import reverse
+
+
+@cache
+def _site() -> dict[str, dict[str, str]]:
+    # Worked out once per process: every page's header and footer links and assets are the same,
+    # and resolving them on each render was most of the sign-in page's cost (bench/signin_page.py).
+    return {
+        "urls": {name: reverse(name) for name in ("home", "login", "logout", "profile", "terms", "cookies", "accessibility")},
+        "assets": {
+            "css": static("nhsuk/nhsuk-frontend.min.css"),
+            "careid_css": static("careid/careid.css"),
+            "js": static("careid/init.js"),
+            "favicon": static("nhsuk/assets/images/favicon.ico"),
+            "favicon_svg": static("nhsuk/assets/images/favicon.svg"),
+        },
+    }
+
+
+def site(request: HttpRequest) -> dict[str, dict[str, str]]:
+    return _site()

@@ -1,20 +1,33 @@
-from allauth.account.models import EmailAddress
-from django.contrib import admin
-from django.http import Http404
+"""The registration authority back office: Care Identities in the Django admin.
 
+Every change goes through accounts.flows (audit, notification, sessions); this module only
+decides who may do what and shows it.
+"""
+
+from __future__ import annotations
+
+from allauth.account.models import EmailAddress
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Exists, OuterRef
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+
+from audit.models import AuditEvent, Event, Outcome
+from audit.record import record
+from authenticators import flows as authenticator_flows
+from authenticators import registry
+from authenticators.models import RegistrationLink
+
+from . import flows, roles
+from .admin_forms import ChangeUserForm, CreateUserForm, IssueLinkForm, ReasonForm
 from .models import AllowedEmailDomain, User
 
-# E-mail addresses change only through careid's flows (verification, audit, notification), and
-# passwords only through the Authenticator app journey: allauth's raw EmailAddress admin and the
-# admin's own password form would bypass all three.
+# E-mail addresses change only through careid's flows (verification, audit, notification):
+# allauth's raw EmailAddress admin would bypass all three.
 admin.site.unregister(EmailAddress)
-
-
-def _no_password_change(request, extra_context=None):
-    raise Http404
-
-
-admin.site.password_change = _no_password_change
 
 
 @admin.register(AllowedEmailDomain)
@@ -24,16 +37,314 @@ class AllowedEmailDomainAdmin(admin.ModelAdmin):
     search_fields = ["domain"]
 
 
+class AuthenticatorTypeFilter(admin.SimpleListFilter):
+    title = "registered authenticator"
+    parameter_name = "authenticator"
+
+    def lookups(self, request, model_admin):
+        return [(kind.key, kind.name) for kind in registry.all_types()] + [("none", "None")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "none":
+            return queryset.filter(**{_has(position): False for position in range(len(registry.all_types()))})
+        for position, kind in enumerate(registry.all_types()):
+            if self.value() == kind.key:
+                return queryset.filter(**{_has(position): True})
+        return queryset
+
+
+class LockedFilter(admin.SimpleListFilter):
+    title = "locked"
+    parameter_name = "locked"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Locked"), ("no", "Not locked")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("yes", "no"):
+            return queryset.filter(locked_at__isnull=self.value() == "no")
+        return queryset
+
+
+class SignedInFilter(admin.SimpleListFilter):
+    title = "signed in"
+    parameter_name = "signed_in"
+
+    def lookups(self, request, model_admin):
+        return [("never", "Never signed in"), ("yes", "Has signed in")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("never", "yes"):
+            return queryset.filter(last_login__isnull=self.value() == "never")
+        return queryset
+
+
+def _has(position: int) -> str:
+    return f"has_authenticator_{position}"
+
+
+# name -> (permission, page title, button, flow); each needs a reason.
+USER_ACTIONS = {
+    "suspend": ("accounts.suspend_user", "Suspend this Care Identity", "Suspend", flows.suspend_user),
+    "reinstate": ("accounts.suspend_user", "Reinstate this Care Identity", "Reinstate", flows.reinstate_user),
+    "close": ("accounts.close_user", "Close this Care Identity", "Close the profile", flows.close_user),
+    "unlock": ("accounts.unlock_user", "Unlock this Care Identity", "Unlock", flows.unlock_user),
+}
+
+
 @admin.register(User)
 class UserAdmin(admin.ModelAdmin):
-    """Care Identities. The RA back office (roles, actions) builds on this."""
-
-    list_display = ["uid", "first_name", "last_name", "email", "status", "last_login"]
-    list_filter = ["status"]
-    search_fields = ["=uid", "email", "first_name", "last_name"]
+    list_display = ["uid", "full_name", "email", "status", "authenticator_types", "last_login", "is_locked"]
+    list_filter = ["status", AuthenticatorTypeFilter, LockedFilter, SignedInFilter]
+    search_fields = ["=uid"]  # see get_search_results
+    search_help_text = "A 12-digit user ID, an email address, or the start of a first or last name"
+    ordering = ["-id"]
+    list_per_page = 50
     show_full_result_count = False
-    fields = ["uid", "title", "first_name", "last_name", "email", "status", "date_joined", "last_login"]
-    readonly_fields = ["uid", "email", "status", "date_joined", "last_login"]
+    actions = ["suspend_selected", "reinstate_selected", "unlock_selected"]
+    change_form_template = "admin/accounts/user/change_form.html"
+    readonly_fields = ["uid", "status", "date_joined", "last_login", "locked_at"]
 
+    # --- the list ---------------------------------------------------------------------------
+    def get_queryset(self, request):
+        annotations = {
+            _has(position): Exists(kind.model.objects.filter(user=OuterRef("pk"), confirmed=True))
+            for position, kind in enumerate(registry.all_types())
+        }
+        return super().get_queryset(request).annotate(**annotations)
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        if term.isdigit() and len(term) == 12:
+            return queryset.filter(uid=term), False
+        if "@" in term:
+            return queryset.filter(email__iexact=term), False
+        words = term.split()
+        if len(words) >= 2:
+            return queryset.filter(first_name__istartswith=words[0], last_name__istartswith=words[-1]), False
+        return (queryset.filter(last_name__istartswith=term) | queryset.filter(first_name__istartswith=term)), False
+
+    @admin.display(description="Name", ordering="last_name")
+    def full_name(self, user: User) -> str:
+        return user.get_full_name()
+
+    @admin.display(description="Authenticators")
+    def authenticator_types(self, user: User) -> str:
+        names = [kind.name for position, kind in enumerate(registry.all_types()) if getattr(user, _has(position), False)]
+        return ", ".join(names) or "None"
+
+    @admin.display(description="Locked", boolean=True)
+    def is_locked(self, user: User) -> bool:
+        return user.locked_at is not None
+
+    # --- who may do what ----------------------------------------------------------------------
     def has_delete_permission(self, request, obj=None) -> bool:
         return False  # profiles are closed, never deleted: a uid is never reused
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        if obj is not None and roles.is_protected_from(obj, request.user):
+            return False
+        return super().has_change_permission(request, obj)
+
+    def _refuse(self, request: HttpRequest, subject: User | None, what: str, **details) -> None:
+        record(Event.RA_REFUSED, request=request, subject=subject, outcome=Outcome.FAILURE, attempted=what, **details)
+        raise PermissionDenied
+
+    # --- add and change -------------------------------------------------------------------------
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["email", "title", "first_name", "last_name"]
+        fields = ["uid", "title", "first_name", "last_name", "email", "status", "locked_at", "last_login", "date_joined"]
+        if roles.assignable_roles(request.user) and obj.pk != request.user.pk:
+            fields.append("roles")
+        return fields
+
+    def get_readonly_fields(self, request, obj=None):
+        return [] if obj is None else self.readonly_fields
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is None:
+            return CreateUserForm
+        actor = request.user
+
+        class Form(ChangeUserForm):
+            def __init__(self, *args, **kw):
+                super().__init__(*args, actor=actor, **kw)
+
+        return Form
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        if request.method == "POST":
+            target = self.get_object(request, object_id) if object_id else None
+            crafted = sorted(name for name in roles.PRIVILEGE_FIELDS if name in request.POST)
+            allowed_roles = set(roles.assignable_roles(request.user))
+            asked_roles = set(request.POST.getlist("roles"))
+            if crafted or (asked_roles - allowed_roles) or (asked_roles and target is not None and target.pk == request.user.pk):
+                self._refuse(request, target, "change privileges", fields=crafted, roles=sorted(asked_roles))
+            if target is not None and roles.is_protected_from(target, request.user):
+                self._refuse(request, target, "change a protected account")
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def save_model(self, request, obj, form, change) -> None:
+        data = form.cleaned_data
+        if not change:
+            user, _link = flows.create_user(actor=request.user, email=data["email"], first_name=data["first_name"],
+                                            last_name=data["last_name"], title=data.get("title", ""), request=request)
+            obj.pk, obj.uid = user.pk, user.uid
+            return
+        current = User.objects.get(pk=obj.pk)
+        flows.change_user_details(user=current, actor=request.user, request=request,
+                                  changes={name: data[name] for name in ("title", "first_name", "last_name", "email")})
+        if "roles" in form.fields:
+            flows.set_roles(user=current, actor=request.user, roles=set(data["roles"]),
+                            assignable=set(roles.assignable_roles(request.user)), request=request)
+
+    def save_related(self, request, form, formsets, change) -> None:
+        pass  # no related objects are edited here
+
+    def log_addition(self, request, obj, message):
+        return None  # the audit trail records it (user.created), with the reason and the actor
+
+    def log_change(self, request, obj, message):
+        return None
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            may_remove = request.user.has_perm("accounts.remove_authenticator") and not roles.is_protected_from(
+                obj, request.user
+            )
+            context["registered_authenticators"] = [
+                (item, reverse("admin:accounts_user_remove_authenticator", args=[obj.pk, item.kind.key]) if may_remove else None)
+                for item in registry.authenticators_of(obj)
+            ]
+            context["recent_events"] = AuditEvent.objects.filter(subject=obj).select_related("actor")[:50]
+            context["ra_actions"] = [
+                (reverse(f"admin:accounts_user_{name}", args=[obj.pk]), button)
+                for name, (permission, _title, button, _flow) in USER_ACTIONS.items()
+                if request.user.has_perm(permission) and not roles.is_protected_from(obj, request.user)
+                and _applies(name, obj)
+            ]
+            if request.user.has_perm("accounts.issue_registration_link") and obj.is_active:
+                context["ra_actions"].append((reverse("admin:accounts_user_link", args=[obj.pk]), "Issue a registration link"))
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    # --- RA actions on one person -------------------------------------------------------------------
+    def get_urls(self):
+        own = [
+            path(f"<int:pk>/{name}/", self.admin_site.admin_view(self._action_view), {"action": name},
+                 name=f"accounts_user_{name}")
+            for name in USER_ACTIONS
+        ]
+        own += [
+            path("<int:pk>/link/", self.admin_site.admin_view(self.issue_link_view), name="accounts_user_link"),
+            path("<int:pk>/authenticators/<str:kind>/remove/", self.admin_site.admin_view(self.remove_authenticator_view),
+                 name="accounts_user_remove_authenticator"),
+        ]
+        return own + super().get_urls()
+
+    def _target(self, request: HttpRequest, pk: int, permission: str, what: str) -> User:
+        user = get_object_or_404(User, pk=pk)
+        if not request.user.has_perm(permission) or roles.is_protected_from(user, request.user):
+            if request.method == "POST":
+                self._refuse(request, user, what)
+            raise PermissionDenied
+        return user
+
+    def _page(self, request, user, title, form, button, extra=None) -> TemplateResponse:
+        context = {**self.admin_site.each_context(request), "title": title, "subject": user, "form": form,
+                   "button": button, "opts": self.model._meta, **(extra or {})}
+        return TemplateResponse(request, "admin/careid/action_form.html", context, status=400 if form.errors else 200)
+
+    def _action_view(self, request: HttpRequest, pk: int, action: str) -> HttpResponse:
+        permission, title, button, flow = USER_ACTIONS[action]
+        user = self._target(request, pk, permission, action)
+        form = ReasonForm(request.POST if request.method == "POST" else None)
+        if request.method == "POST" and form.is_valid() and not _applies(action, user):
+            form.add_error(None, f"{button} does not apply: this Care Identity is {user.get_status_display().lower()}"
+                                 f"{' and not locked' if action == 'unlock' else ''}.")
+        if request.method == "POST" and form.is_valid():
+            try:
+                flow(user=user, actor=request.user, reason=form.cleaned_data["reason"], request=request)
+            except ValueError as error:
+                form.add_error(None, str(error))
+            else:
+                messages.success(request, f"{button}: done for {user}.")
+                return HttpResponseRedirect(reverse("admin:accounts_user_change", args=[user.pk]))
+        return self._page(request, user, title, form, button)
+
+    def issue_link_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        user = self._target(request, pk, "accounts.issue_registration_link", "issue a registration link")
+        form = IssueLinkForm(request.POST if request.method == "POST" else None, user=user)
+        if request.method == "POST" and form.is_valid():
+            link = authenticator_flows.issue_registration_link(
+                user=user, kind=form.cleaned_data["kind"], purpose=form.cleaned_data["purpose"], actor=request.user,
+                request=request,
+            )
+            return TemplateResponse(request, "admin/careid/link_issued.html", {
+                **self.admin_site.each_context(request), "title": "Registration link issued", "subject": user,
+                "link": link, "shown": link.purpose == RegistrationLink.Purpose.PRESENCE,
+                "kind": registry.get(link.kind), "opts": self.model._meta,
+            })
+        return self._page(request, user, "Issue a registration link", form, "Issue the link")
+
+    def remove_authenticator_view(self, request: HttpRequest, pk: int, kind: str) -> HttpResponse:
+        user = self._target(request, pk, "accounts.remove_authenticator", "remove an authenticator")
+        authenticator_type = registry.get(kind)
+        if authenticator_type is None or not authenticator_type.model.objects.filter(user=user).exists():
+            raise PermissionDenied
+        form = ReasonForm(request.POST if request.method == "POST" else None)
+        if request.method == "POST" and form.is_valid():
+            authenticator_flows.remove_authenticator(user=user, kind=kind, actor=request.user,
+                                                     reason=form.cleaned_data["reason"], request=request)
+            messages.success(request, f"{authenticator_type.name} removed from {user}.")
+            return HttpResponseRedirect(reverse("admin:accounts_user_change", args=[user.pk]))
+        return self._page(request, user, f"Remove {authenticator_type.name}", form, "Remove")
+
+    # --- bulk actions (with a reason page in between) -----------------------------------------------------
+    def _bulk(self, request, queryset, action: str):
+        permission, title, button, flow = USER_ACTIONS[action]
+        if not request.user.has_perm(permission):
+            raise PermissionDenied
+        form = ReasonForm(request.POST if "apply" in request.POST else None)
+        if "apply" in request.POST and form.is_valid():
+            done = 0
+            for user in queryset:
+                if roles.is_protected_from(user, request.user) or not _applies(action, user):
+                    continue
+                flow(user=user, actor=request.user, reason=form.cleaned_data["reason"], request=request)
+                done += 1
+            self.message_user(request, f"{button}: done for {done} Care {'Identity' if done == 1 else 'Identities'}.")
+            return None
+        context = {**self.admin_site.each_context(request), "title": f"{title} ({queryset.count()} selected)",
+                   "form": form, "button": button, "opts": self.model._meta, "queryset": queryset, "action": f"{action}_selected",
+                   "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME)}
+        return TemplateResponse(request, "admin/careid/bulk_action_form.html", context, status=400 if form.errors else 200)
+
+    @admin.action(description="Suspend selected Care Identities", permissions=["suspend"])
+    def suspend_selected(self, request, queryset):
+        return self._bulk(request, queryset, "suspend")
+
+    @admin.action(description="Reinstate selected Care Identities", permissions=["suspend"])
+    def reinstate_selected(self, request, queryset):
+        return self._bulk(request, queryset, "reinstate")
+
+    @admin.action(description="Unlock selected Care Identities", permissions=["unlock"])
+    def unlock_selected(self, request, queryset):
+        return self._bulk(request, queryset, "unlock")
+
+    def has_suspend_permission(self, request) -> bool:
+        return request.user.has_perm("accounts.suspend_user")
+
+    def has_unlock_permission(self, request) -> bool:
+        return request.user.has_perm("accounts.unlock_user")
+
+
+def _applies(action: str, user: User) -> bool:
+    return {
+        "suspend": user.status == User.Status.ACTIVE,
+        "reinstate": user.status == User.Status.SUSPENDED,
+        "close": user.status != User.Status.CLOSED,
+        "unlock": user.locked_at is not None or user.signin_failures > 0,
+    }[action]

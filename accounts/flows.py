@@ -225,3 +225,110 @@ def sign_out(request: HttpRequest) -> None:
             record(Event.SIGNED_OUT, request=request, subject=user, method=auth.get("method", ""), aal=auth.get("aal"))
             UserSession.objects.filter(session_key=request.session.session_key).delete()
         logout(request)  # flushes the session: the id is gone from the store
+
+
+# --- registration authority actions (the admin and commands call these) ------------------------
+
+
+def _end_sessions(user: User) -> int:
+    """End every session of the person at once (allauth's list of them, and each from the store)."""
+    sessions = list(UserSession.objects.filter(user=user))
+    for session in sessions:
+        session.end()
+    return len(sessions)
+
+
+def _notify(event) -> None:
+    from .tasks import send_notification_task
+
+    transaction.on_commit(lambda: send_notification_task.delay(event.pk))
+
+
+def create_user(*, actor: User, email: str, first_name: str, last_name: str, title: str = "",
+                request: HttpRequest | None = None):
+    """An RA creates a Care Identity: the person is invited to register the Authenticator app."""
+    with transaction.atomic():
+        user, link = invite_user(email=email, first_name=first_name, last_name=last_name, title=title,
+                                 actor=actor, request=request)
+        record(Event.USER_CREATED, request=request, actor=actor, subject=user, email=user.email)
+    return user, link
+
+
+def change_user_details(*, user: User, actor: User, changes: dict[str, str], request: HttpRequest | None = None) -> None:
+    """Names, title or Care Identity e-mail. A new e-mail replaces the primary address, unverified
+    until the person proves it, and both the old and the new address are told."""
+    allowed = {"title", "first_name", "last_name", "email"}
+    changes = {name: value for name, value in changes.items() if name in allowed and getattr(user, name) != value}
+    if not changes:
+        return
+    with transaction.atomic():
+        old_email = user.email
+        before = {name: getattr(user, name) for name in changes}
+        for name, value in changes.items():
+            setattr(user, name, value)
+        user.save(update_fields=list(changes))
+        if "email" in changes:
+            EmailAddress.objects.filter(user=user, primary=True).update(primary=False)
+            EmailAddress.objects.update_or_create(user=user, email=user.email, defaults={"primary": True, "verified": False})
+        event = record(Event.USER_CHANGED, request=request, actor=actor, subject=user,
+                       fields=sorted(changes), before=before, after=changes)
+        if "email" in changes:
+            _notify(event)
+            from .tasks import send_email_changed_to_old_address_task
+
+            transaction.on_commit(lambda: send_email_changed_to_old_address_task.delay(event.pk, old_email))
+
+
+def suspend_user(*, user: User, actor: User, reason: str, request: HttpRequest | None = None) -> int:
+    """Suspend the profile and end all its sessions at once; returns how many sessions ended."""
+    with transaction.atomic():
+        User.objects.filter(pk=user.pk).update(status=User.Status.SUSPENDED)
+        user.status = User.Status.SUSPENDED
+        ended = _end_sessions(user)
+        _notify(record(Event.USER_SUSPENDED, request=request, actor=actor, subject=user, reason=reason,
+                       sessions_ended=ended))
+    return ended
+
+
+def reinstate_user(*, user: User, actor: User, reason: str, request: HttpRequest | None = None) -> None:
+    if user.status == User.Status.CLOSED:
+        raise ValueError("A closed Care Identity cannot be reinstated")
+    with transaction.atomic():
+        User.objects.filter(pk=user.pk).update(status=User.Status.ACTIVE)
+        user.status = User.Status.ACTIVE
+        _notify(record(Event.USER_REINSTATED, request=request, actor=actor, subject=user, reason=reason))
+
+
+def close_user(*, user: User, actor: User, reason: str, request: HttpRequest | None = None) -> None:
+    """Close the profile for good: every authenticator cancelled, the password removed, all sessions
+    ended; the audit trail is kept and the uid is never reused."""
+    from authenticators import registry
+
+    if not reason.strip():
+        raise ValueError("A reason is required to close a Care Identity")
+    with transaction.atomic():
+        removed = []
+        for kind in registry.all_types():
+            if kind.model.objects.filter(user=user).delete()[0]:
+                removed.append(kind.key)
+        user.status = User.Status.CLOSED
+        user.set_unusable_password()
+        user.save(update_fields=["status", "password"])
+        ended = _end_sessions(user)
+        _notify(record(Event.USER_CLOSED, request=request, actor=actor, subject=user, reason=reason,
+                       authenticators_removed=removed, sessions_ended=ended))
+
+
+def set_roles(*, user: User, actor: User, roles: set[str], assignable: set[str], request: HttpRequest | None = None) -> None:
+    """Give or take the roles `actor` may assign; staff status follows from having any role."""
+    from django.contrib.auth.models import Group
+
+    current = set(user.groups.values_list("name", flat=True))
+    wanted = (current - assignable) | (roles & assignable)
+    if wanted == current:
+        return
+    with transaction.atomic():
+        user.groups.set(Group.objects.filter(name__in=wanted))
+        User.objects.filter(pk=user.pk).update(is_staff=bool(wanted) or user.is_superuser)
+        record(Event.ROLES_CHANGED, request=request, actor=actor, subject=user,
+               added=sorted(wanted - current), removed=sorted(current - wanted))

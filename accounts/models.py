@@ -83,6 +83,14 @@ class User(AbstractBaseUser, PermissionsMixin):
     REQUIRED_FIELDS = ["first_name", "last_name"]
 
     class Meta:
+        permissions = [
+            ("issue_registration_link", "Can issue registration links"),
+            ("suspend_user", "Can suspend and reinstate Care Identities"),
+            ("close_user", "Can close Care Identities"),
+            ("unlock_user", "Can unlock Care Identities"),
+            ("remove_authenticator", "Can remove authenticators"),
+            ("manage_ra_agents", "Can give and take the RA Agent role"),
+        ]
         constraints = [
             models.UniqueConstraint(Lower("email"), name="user_email_unique_ci"),
             models.CheckConstraint(condition=Q(uid__regex=r"^[1-9][0-9]{11}$"), name="user_uid_12_digits"),

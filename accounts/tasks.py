@@ -28,6 +28,12 @@ def send_notification_task(audit_event_id: int) -> None:
 
 
 @shared_task(**_RETRY)
+def send_email_changed_to_old_address_task(audit_event_id: int, old_email: str) -> None:
+    event = AuditEvent.objects.select_related("subject").get(pk=audit_event_id)
+    mail.send("email_changed_old_address", old_email, {"user": event.subject, "event": event})
+
+
+@shared_task(**_RETRY)
 def send_address_in_use_task(audit_event_id: int) -> None:
     """Someone tried to add an address that is verified on another Care Identity: tell that address."""
     event = AuditEvent.objects.select_related("subject").get(pk=audit_event_id)

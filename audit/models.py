@@ -26,6 +26,16 @@ class Event(models.TextChoices):
     ACCOUNT_LOCKED = "account.locked", "Account locked"
     ACCOUNT_UNLOCKED = "account.unlocked", "Account unlocked"
     SIGNED_OUT = "signout", "Signed out"
+    USER_CREATED = "user.created", "Care Identity created"
+    USER_CHANGED = "user.changed", "Care Identity details changed"
+    USER_SUSPENDED = "user.suspended", "Care Identity suspended"
+    USER_REINSTATED = "user.reinstated", "Care Identity reinstated"
+    USER_CLOSED = "user.closed", "Care Identity closed"
+    AUTHENTICATOR_REMOVED = "authenticator.removed", "Authenticator removed"
+    SESSIONS_ENDED = "sessions.ended", "Sessions ended"
+    ROLES_CHANGED = "roles.changed", "Roles changed"
+    RA_REFUSED = "ra.refused", "Registration authority action refused"
+    AUDIT_EXPORTED = "audit.exported", "Audit trail exported"
 
 
 class Outcome(models.TextChoices):
@@ -55,7 +65,12 @@ class AuditEvent(models.Model):
         ordering = ["-at", "-id"]
         indexes = [
             models.Index(fields=["subject", "-at"], name="audit_subject_at"),
+            models.Index(fields=["actor", "-at"], name="audit_actor_at"),
             models.Index(fields=["event", "-at"], name="audit_event_at"),
+        ]
+        permissions = [
+            ("view_all_auditevents", "Can read every audit event (not only their own actions)"),
+            ("export_auditevent", "Can export the audit trail"),
         ]
 
     def __str__(self) -> str:

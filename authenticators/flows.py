@@ -128,3 +128,20 @@ def count_journey_failure(link: RegistrationLink) -> bool:
         return False
     link.stop()
     return True
+
+
+def remove_authenticator(*, user, kind: str, actor, reason: str, request: HttpRequest | None = None) -> bool:
+    """An RA removes one authenticator (e.g. a lost phone); the person can then register a new one."""
+    from accounts.tasks import send_notification_task
+
+    authenticator_type = registry.get(kind)
+    if authenticator_type is None:
+        raise LookupError(kind)
+    with transaction.atomic():
+        removed, _ = authenticator_type.model.objects.filter(user=user).delete()
+        if not removed:
+            return False
+        event = record(Event.AUTHENTICATOR_REMOVED, request=request, actor=actor, subject=user, kind=kind,
+                       name=authenticator_type.name, reason=reason)
+        transaction.on_commit(lambda: send_notification_task.delay(event.pk))
+    return True

@@ -1,12 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from accounts import views as accounts_views
-
-admin.site.login = accounts_views.admin_login
-admin.site.site_header = "NHS Care Identity administration"
-admin.site.site_title = "NHS Care Identity"
-
 handler400 = "careid.views.bad_request"
 handler403 = "careid.views.permission_denied"
 handler404 = "careid.views.page_not_found"

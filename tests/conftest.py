@@ -211,3 +211,30 @@ def signed_in(client, person):
     response = sign_in(client, person)
     assert response.status_code == 302
     return client
+
+
+@pytest.fixture
+def seeded_roles():
+    """The RA roles of the data migration (transactional tests flush them)."""
+    from importlib import import_module
+
+    from django.apps import apps
+
+    import_module("accounts.migrations.0004_ra_roles").create_roles(apps, None)
+
+
+@pytest.fixture
+def ra_staff(make_person, seeded_roles):
+    """A member of RA staff in `role`, signed in to the admin through CIS2 Authentication."""
+    from django.contrib.auth.models import Group
+    from django.test import Client
+
+    def make(role: str, email: str | None = None):
+        person = make_person(email=email or f"{role.lower().replace(' ', '.')}@nhs.net", is_staff=True)
+        person.user.groups.add(Group.objects.get(name=role))
+        client = Client()
+        response = sign_in(client, person, goto="/admin/")
+        assert response.url == "/admin/"
+        return person, client
+
+    return make

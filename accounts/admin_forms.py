@@ -1,0 +1,78 @@
+"""Forms of the RA back office: each binds only its declared fields (no mass assignment)."""
+
+from __future__ import annotations
+
+from django import forms
+
+from authenticators import registry
+
+from .models import AllowedEmailDomain, User
+from .roles import assignable_roles, roles_of
+
+REASON = forms.CharField(
+    label="Reason", max_length=500, widget=forms.Textarea(attrs={"rows": 3}),
+    help_text="Kept in the audit trail and, where it changes their access, told to the person.",
+    error_messages={"required": "Give a reason"},
+)
+
+
+class CreateUserForm(forms.ModelForm):
+    class Meta:
+        model = User
+        fields = ["email", "title", "first_name", "last_name"]
+
+    def clean_email(self) -> str:
+        email = AllowedEmailDomain.objects.check_email(self.cleaned_data["email"])
+        if User.objects.filter(email__iexact=email).exists():
+            raise forms.ValidationError("A Care Identity with this email address already exists")
+        return email
+
+
+class ChangeUserForm(forms.ModelForm):
+    """Names, title and Care Identity e-mail; roles only for those who may assign them."""
+
+    roles = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple)
+
+    class Meta:
+        model = User
+        fields = ["title", "first_name", "last_name", "email"]
+
+    def __init__(self, *args, actor, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.actor = actor
+        choices = assignable_roles(actor)
+        if choices and self.instance.pk != actor.pk:
+            self.fields["roles"].choices = [(role, role) for role in choices]
+            self.fields["roles"].initial = sorted(roles_of(self.instance) & set(choices))
+        else:
+            del self.fields["roles"]
+
+    def clean_email(self) -> str:
+        email = AllowedEmailDomain.objects.check_email(self.cleaned_data["email"])
+        if User.objects.filter(email__iexact=email).exclude(pk=self.instance.pk).exists():
+            raise forms.ValidationError("A Care Identity with this email address already exists")
+        return email
+
+
+class ReasonForm(forms.Form):
+    reason = REASON
+
+
+class IssueLinkForm(forms.Form):
+    kind = forms.ChoiceField(label="Authenticator type")
+    purpose = forms.ChoiceField(
+        label="How the person will use it",
+        widget=forms.RadioSelect,
+        choices=[
+            ("presence", "Now, in front of me (the link lasts 3 minutes and is shown here)"),
+            ("emailed", "Later, from their email (the link lasts 24 hours)"),
+        ],
+        initial="presence",
+    )
+
+    def __init__(self, *args, user, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        registered = {registered.kind.key for registered in registry.authenticators_of(user)}
+        self.fields["kind"].choices = [
+            (kind.key, kind.name) for kind in registry.enabled_types() if kind.key not in registered
+        ]

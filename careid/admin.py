@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.contrib.admin.apps import AdminConfig
+from django.http import HttpRequest
+
+
+class CareIdAdminSite(admin.AdminSite):
+    """The RA back office: staff signed in through CIS2 Authentication at AAL2 or higher only."""
+
+    site_header = "NHS Care Identity administration"
+    site_title = "NHS Care Identity"
+    index_title = "Registration authority"
+
+    def has_permission(self, request: HttpRequest) -> bool:
+        from accounts.flows import session_auth
+
+        auth = session_auth(request) or {}
+        return super().has_permission(request) and auth.get("aal", 0) >= 2
+
+    def login(self, request: HttpRequest, extra_context=None):
+        from accounts.views import admin_login
+
+        return admin_login(request)
+
+    def password_change(self, request: HttpRequest, extra_context=None):
+        from django.http import Http404
+
+        raise Http404
+
+    def password_change_done(self, request: HttpRequest, extra_context=None):
+        from django.http import Http404
+
+        raise Http404
+
+
+class CareIdAdminConfig(AdminConfig):
+    default_site = "careid.admin.CareIdAdminSite"

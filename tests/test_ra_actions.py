@@ -1,0 +1,204 @@
+"""RA actions in the admin: the change, the audit event (actor, subject, reason), the e-mail, the sessions."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+from django.test import Client
+
+from accounts.models import User
+from accounts.roles import AUDITOR, RA_AGENT, RA_MANAGER
+from audit.models import AuditEvent, Event
+from authenticators.models import AuthenticatorApp, RegistrationLink
+
+from .conftest import body, sign_in
+
+USERS = "/admin/accounts/user/"
+
+
+@pytest.fixture
+def agent(transactional_db, seeded_allow_list, ra_staff):
+    return ra_staff(RA_AGENT)
+
+
+@pytest.fixture
+def signed_in_person(make_person):
+    person = make_person()
+    browser = Client()
+    sign_in(browser, person)
+    assert browser.get("/profile/").status_code == 200
+    return person, browser
+
+
+def event_of(kind, subject):
+    return AuditEvent.objects.filter(event=kind, subject=subject).latest("id")
+
+
+def test_creating_a_user_sends_the_invitation(agent, mailbox):
+    agent_person, client = agent
+    response = client.post(f"{USERS}add/", {"email": "New.Starter@nhs.net", "title": "Mr", "first_name": "New",
+                                            "last_name": "Starter"})
+    assert response.status_code == 302
+    user = User.objects.get(email="new.starter@nhs.net")
+    assert event_of(Event.USER_CREATED, user).actor == agent_person.user
+    assert event_of(Event.USER_INVITED, user).actor == agent_person.user
+    assert "/register/" in body(mailbox.wait_for(user.email, "Set up your NHS Care Identity"))
+
+
+@pytest.mark.parametrize("email, message", [
+    ("someone@example.com", "This email domain is not on the Care Identity allow list"),
+    ("edith.cavell@nhs.net", "A Care Identity with this email address already exists"),
+])
+def test_creating_a_user_with_a_bad_email_says_why(agent, make_person, email, message):
+    make_person()
+    _, client = agent
+    response = client.post(f"{USERS}add/", {"email": email, "first_name": "A", "last_name": "B"})
+    assert response.status_code == 200 and message in response.content.decode()
+    assert User.objects.count() == 2
+
+
+def test_suspending_ends_every_session_and_tells_the_person(agent, signed_in_person, mailbox):
+    agent_person, client = agent
+    person, browser = signed_in_person
+    response = client.post(f"{USERS}{person.user.pk}/suspend/", {"reason": "Left the trust"})
+    assert response.status_code == 302
+    person.user.refresh_from_db()
+    assert person.user.status == User.Status.SUSPENDED
+    event = event_of(Event.USER_SUSPENDED, person.user)
+    assert event.actor == agent_person.user and event.details["reason"] == "Left the trust"
+    assert event.details["sessions_ended"] == 1
+    assert browser.get("/profile/").status_code == 302
+    assert "Left the trust" in body(mailbox.wait_for(person.user.email, "Your Care Identity has been suspended"))
+    response = client.post(f"{USERS}{person.user.pk}/reinstate/", {"reason": "Back from leave"})
+    person.user.refresh_from_db()
+    assert person.user.status == User.Status.ACTIVE
+    mailbox.wait_for(person.user.email, "Your Care Identity has been reinstated")
+
+
+def test_an_action_without_a_reason_changes_nothing(agent, person):
+    _, client = agent
+    response = client.post(f"{USERS}{person.user.pk}/suspend/", {"reason": ""})
+    assert response.status_code == 400 and "Give a reason" in response.content.decode()
+    person.user.refresh_from_db()
+    assert person.user.status == User.Status.ACTIVE
+    assert client.get(f"{USERS}{person.user.pk}/suspend/").status_code == 200  # GET only shows the form
+
+
+def test_closing_removes_every_authenticator_ends_sessions_and_keeps_the_audit(agent, signed_in_person, mailbox):
+    _, client = agent
+    person, browser = signed_in_person
+    before = AuditEvent.objects.filter(subject=person.user).count()
+    response = client.post(f"{USERS}{person.user.pk}/close/", {"reason": "Deceased"})
+    assert response.status_code == 302
+    person.user.refresh_from_db()
+    assert person.user.status == User.Status.CLOSED and not person.user.has_usable_password()
+    assert not AuthenticatorApp.objects.filter(user=person.user).exists()
+    assert browser.get("/profile/").status_code == 302
+    assert event_of(Event.USER_CLOSED, person.user).details["authenticators_removed"] == ["authenticator-app"]
+    assert AuditEvent.objects.filter(subject=person.user).count() == before + 1
+    mailbox.wait_for(person.user.email, "Your Care Identity has been closed")
+    response = client.post(f"{USERS}{person.user.pk}/reinstate/", {"reason": "mistake"})
+    assert response.status_code == 400 and "Reinstate does not apply: this Care Identity is closed" in response.content.decode()
+    person.user.refresh_from_db()
+    assert person.user.status == User.Status.CLOSED
+
+
+def test_unlocking_clears_the_lock(agent, make_person, mailbox):
+    from django.utils import timezone
+
+    _, client = agent
+    person = make_person()
+    User.objects.filter(pk=person.user.pk).update(locked_at=timezone.now(), signin_failures=30)
+    assert client.post(f"{USERS}{person.user.pk}/unlock/", {"reason": "Identity checked by phone"}).status_code == 302
+    person.user.refresh_from_db()
+    assert person.user.locked_at is None and person.user.signin_failures == 0
+    mailbox.wait_for(person.user.email, "Your Care Identity has been unlocked")
+
+
+def test_removing_a_lost_phone_lets_the_person_register_a_new_one(agent, signed_in_person, mailbox):
+    agent_person, client = agent
+    person, browser = signed_in_person
+    page = client.get(f"{USERS}{person.user.pk}/change/").content.decode()
+    assert "Remove Microsoft Authenticator" in page
+    response = client.post(f"{USERS}{person.user.pk}/authenticators/authenticator-app/remove/", {"reason": "Lost phone"})
+    assert response.status_code == 302
+    assert not AuthenticatorApp.objects.filter(user=person.user).exists()
+    event = event_of(Event.AUTHENTICATOR_REMOVED, person.user)
+    assert event.actor == agent_person.user and event.details["reason"] == "Lost phone"
+    assert "Lost phone" in body(mailbox.wait_for(person.user.email, "was removed from your Care Identity"))
+    # The RA issues a link for a new phone in the person's presence.
+    response = client.post(f"{USERS}{person.user.pk}/link/", {"kind": "authenticator-app", "purpose": "presence"})
+    link = RegistrationLink.objects.filter(user=person.user).latest("id")
+    assert link.url in response.content.decode()
+    assert abs((link.expires_at - link.created_at).total_seconds() - 180) < 1
+    assert len(mailbox.to(person.user.email)) == 1  # shown, not e-mailed
+
+
+def test_an_emailed_link_lasts_24_hours_and_arrives(agent, make_person, mailbox):
+    _, client = agent
+    person = make_person()
+    AuthenticatorApp.objects.filter(user=person.user).delete()
+    response = client.post(f"{USERS}{person.user.pk}/link/", {"kind": "authenticator-app", "purpose": "emailed"})
+    assert "It has been sent to" in response.content.decode()
+    link = RegistrationLink.objects.get(user=person.user)
+    assert abs((link.expires_at - link.created_at).total_seconds() - 24 * 3600) < 1
+    assert link.url in body(mailbox.wait_for(person.user.email, "Your link to register"))
+
+
+def test_a_registered_type_cannot_get_a_link(agent, person):
+    _, client = agent
+    response = client.post(f"{USERS}{person.user.pk}/link/", {"kind": "authenticator-app", "purpose": "presence"})
+    assert response.status_code == 400
+    assert not RegistrationLink.objects.exists()
+
+
+def test_bulk_suspend_asks_for_a_reason_then_suspends_each(agent, make_person):
+    _, client = agent
+    people = [make_person(email=f"bulk{n}@nhs.net") for n in range(3)]
+    ids = [str(person.user.pk) for person in people]
+    response = client.post(USERS, {"action": "suspend_selected", "_selected_action": ids})
+    assert response.status_code == 200 and "Reason" in response.content.decode()
+    assert User.objects.filter(status=User.Status.SUSPENDED).count() == 0
+    response = client.post(USERS, {"action": "suspend_selected", "_selected_action": ids, "apply": "1",
+                                   "reason": "Agency contract ended"})
+    assert response.status_code == 302
+    assert User.objects.filter(status=User.Status.SUSPENDED).count() == 3
+    assert AuditEvent.objects.filter(event=Event.USER_SUSPENDED, details__reason="Agency contract ended").count() == 3
+
+
+def test_changing_the_email_tells_both_addresses(agent, make_person, mailbox):
+    _, client = agent
+    person = make_person()
+    response = client.post(f"{USERS}{person.user.pk}/change/", {
+        "first_name": "Edith", "last_name": "Cavell", "email": "edith.new@nhs.net"})
+    assert response.status_code == 302
+    person.user.refresh_from_db()
+    assert person.user.email == "edith.new@nhs.net"
+    mailbox.wait_for("edith.cavell@nhs.net", "The email address of your Care Identity has changed")
+    mailbox.wait_for("edith.new@nhs.net", "The email address of your Care Identity has changed")
+
+
+def test_the_export_is_filtered_streamed_and_formula_safe(transactional_db, seeded_allow_list, ra_staff, make_person):
+    from audit.record import record
+
+    _, client = ra_staff(RA_MANAGER)
+    person = make_person()
+    record(Event.USER_CHANGED, subject=person.user, reason="=HYPERLINK(\"http://evil\")")
+    record(Event.USER_CHANGED, subject=person.user, reason="+1", note="@SUM(1)")
+    response = client.get(f"/admin/audit/auditevent/export/?event__exact=user.changed&q={person.user.uid}")
+    assert response.status_code == 200 and response.streaming
+    lines = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert lines[0][0] == "time" and len(lines) == 3
+    details = [line[-1] for line in lines[1:]]
+    assert all(not cell.startswith(("=", "+", "-", "@")) for line in lines for cell in line)
+    assert any("HYPERLINK" in cell for cell in details)
+
+
+def test_the_user_page_shows_authenticators_and_the_last_50_events(ra_staff, signed_in_person):
+    _, client = ra_staff(AUDITOR)
+    person, _ = signed_in_person
+    _, agent_client = ra_staff(RA_AGENT, email="agent2@nhs.net")
+    page = agent_client.get(f"{USERS}{person.user.pk}/change/").content.decode()
+    assert "Microsoft Authenticator" in page and "Last 50 audit events" in page and "Signed in" in page

@@ -1,0 +1,149 @@
+"""RA roles: what an RA Manager, an RA Agent and an Auditor can and cannot see and do."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Group
+from django.test import Client
+
+from accounts.models import User
+from accounts.roles import AUDITOR, RA_AGENT, RA_MANAGER, ROLES
+from audit.models import AuditEvent, Event
+
+from .conftest import sign_in
+
+USERS = "/admin/accounts/user/"
+EVENTS = "/admin/audit/auditevent/"
+
+
+def test_the_roles_have_exactly_their_permissions(db):
+    for name, permissions in ROLES.items():
+        group = Group.objects.get(name=name)
+        have = {f"{p.content_type.app_label}.{p.codename}" for p in group.permissions.select_related("content_type")}
+        assert have == set(permissions), name
+
+
+def test_the_admin_needs_a_cis2_sign_in_at_aal2(client, make_person, seeded_roles):
+    staff = make_person(email="staff@nhs.net", is_staff=True, is_superuser=True)
+    client.force_login(staff.user)  # a session that did not come through CIS2 Authentication
+    response = client.get("/admin/")
+    assert response.status_code == 302 and response.url.startswith("/admin/login/")
+
+
+@pytest.fixture
+def agent(ra_staff):
+    return ra_staff(RA_AGENT)
+
+
+@pytest.fixture
+def manager(ra_staff):
+    return ra_staff(RA_MANAGER)
+
+
+def test_an_agent_sees_users_but_not_roles_or_permissions(agent, person):
+    _, client = agent
+    assert client.get(USERS).status_code == 200
+    assert person.user.uid in client.get(USERS).content.decode()
+    assert client.get("/admin/auth/group/").status_code == 403
+    page = client.get(f"{USERS}{person.user.pk}/change/").content.decode()
+    for field in ("is_staff", "is_superuser", "groups", "user_permissions", 'name="roles"'):
+        assert field not in page
+
+
+@pytest.mark.parametrize(
+    "crafted",
+    [{"is_staff": "on"}, {"is_superuser": "on"}, {"groups": "1"}, {"user_permissions": "1"}, {"status": "active"},
+     {"roles": RA_MANAGER}, {"roles": RA_AGENT}],
+)
+def test_crafted_privilege_posts_are_refused_changed_nothing_and_audited(agent, person, crafted):
+    agent_person, client = agent
+    data = {"title": "", "first_name": "Edith", "last_name": "Changed", "email": person.user.email, **crafted}
+    response = client.post(f"{USERS}{person.user.pk}/change/", data)
+    assert response.status_code == 403
+    person.user.refresh_from_db()
+    assert person.user.last_name == "Cavell" and not person.user.is_staff and not person.user.is_superuser
+    assert not person.user.groups.exists()
+    assert AuditEvent.objects.filter(event=Event.RA_REFUSED, actor=agent_person.user, subject=person.user).exists()
+
+
+def test_an_agent_cannot_make_themselves_a_manager(agent):
+    agent_person, client = agent
+    response = client.post(f"{USERS}{agent_person.user.pk}/change/", {
+        "first_name": "A", "last_name": "B", "email": agent_person.user.email, "roles": RA_MANAGER})
+    assert response.status_code == 403
+    assert set(agent_person.user.groups.values_list("name", flat=True)) == {RA_AGENT}
+    assert AuditEvent.objects.filter(event=Event.RA_REFUSED, actor=agent_person.user).exists()
+
+
+def test_an_agent_cannot_change_an_ra_manager(agent, manager):
+    agent_person, client = agent
+    manager_person, _ = manager
+    response = client.post(f"{USERS}{manager_person.user.pk}/change/", {
+        "first_name": "Renamed", "last_name": "B", "email": manager_person.user.email})
+    assert response.status_code == 403
+    manager_person.user.refresh_from_db()
+    assert manager_person.user.first_name == "Edith"
+    assert AuditEvent.objects.filter(event=Event.RA_REFUSED, actor=agent_person.user, subject=manager_person.user).exists()
+    response = client.post(f"{USERS}{manager_person.user.pk}/suspend/", {"reason": "x"})
+    assert response.status_code == 403
+    manager_person.user.refresh_from_db()
+    assert manager_person.user.status == User.Status.ACTIVE
+
+
+def test_an_agent_changes_names_and_the_change_is_audited(agent, person):
+    agent_person, client = agent
+    response = client.post(f"{USERS}{person.user.pk}/change/", {
+        "title": "Dr", "first_name": "Edith", "last_name": "Cavell-Smith", "email": person.user.email})
+    assert response.status_code == 302
+    person.user.refresh_from_db()
+    assert (person.user.title, person.user.last_name) == ("Dr", "Cavell-Smith")
+    event = AuditEvent.objects.get(event=Event.USER_CHANGED)
+    assert event.actor == agent_person.user and event.subject == person.user
+    assert event.details["before"] == {"title": "", "last_name": "Cavell"}
+
+
+def test_a_manager_gives_and_takes_the_agent_role_only(manager, person):
+    manager_person, client = manager
+    base = {"first_name": "Edith", "last_name": "Cavell", "email": person.user.email}
+    assert client.post(f"{USERS}{person.user.pk}/change/", {**base, "roles": RA_AGENT}).status_code == 302
+    person.user.refresh_from_db()
+    assert person.user.is_staff and set(person.user.groups.values_list("name", flat=True)) == {RA_AGENT}
+    assert AuditEvent.objects.get(event=Event.ROLES_CHANGED).details == {"added": [RA_AGENT], "removed": []}
+    assert client.post(f"{USERS}{person.user.pk}/change/", {**base, "roles": RA_MANAGER}).status_code == 403
+    assert client.post(f"{USERS}{person.user.pk}/change/", base).status_code == 302
+    person.user.refresh_from_db()
+    assert not person.user.is_staff and not person.user.groups.exists()
+
+
+def test_an_auditor_reads_and_exports_the_trail_and_changes_nothing(ra_staff, person):
+    auditor, client = ra_staff(AUDITOR)
+    assert client.get(EVENTS).status_code == 200
+    assert client.get(USERS).status_code == 403
+    assert client.post(f"{USERS}{person.user.pk}/suspend/", {"reason": "x"}).status_code == 403
+    response = client.get(f"{EVENTS}export/")
+    assert response.status_code == 200 and response.streaming
+    assert AuditEvent.objects.filter(event=Event.AUDIT_EXPORTED, actor=auditor.user).exists()
+
+
+def test_an_agent_reads_only_their_own_actions_and_cannot_export(agent, person):
+    agent_person, client = agent
+    sign_in(Client(), person)  # the person's own events: not this agent's to read
+    client.post(f"{USERS}{person.user.pk}/unlock/", {"reason": "phoned in"})
+    response = client.get(EVENTS)
+    assert "Account unlocked" in response.content.decode()
+    shown = list(response.context["cl"].result_list)
+    assert shown and {event.actor_id for event in shown} == {agent_person.user.pk}
+    assert AuditEvent.objects.filter(actor=person.user).exists()
+    assert client.get(f"{EVENTS}export/").status_code == 403
+    assert AuditEvent.objects.filter(event=Event.RA_REFUSED, actor=agent_person.user).exists()
+
+
+def test_nobody_deletes_a_care_identity(manager, person):
+    _, client = manager
+    assert client.post(f"{USERS}{person.user.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert User.objects.filter(pk=person.user.pk).exists()
+
+
+def test_people_without_a_role_cannot_use_the_admin(client, person):
+    sign_in(client, person)
+    assert client.get("/admin/").status_code in (302, 403)

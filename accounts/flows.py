@@ -319,7 +319,7 @@ def close_user(*, user: User, actor: User, reason: str, request: HttpRequest | N
                        authenticators_removed=removed, sessions_ended=ended))
 
 
-def set_roles(*, user: User, actor: User, roles: set[str], assignable: set[str], request: HttpRequest | None = None) -> None:
+def set_roles(*, user: User, actor: User | None, roles: set[str], assignable: set[str], request: HttpRequest | None = None) -> None:
     """Give or take the roles `actor` may assign; staff status follows from having any role."""
     from django.contrib.auth.models import Group
 

@@ -70,11 +70,24 @@ def test_uids_are_unique_and_random(db):
     assert len(set(uids)) == 20 and all(re.fullmatch(r"[1-9]\d{11}", uid) for uid in uids)
 
 
-def test_demo_data_invites_the_demo_user_once_then_sends_fresh_links(db):
+def test_demo_data_invites_the_demo_people_once_then_sends_fresh_links(db):
     out = StringIO()
     call_command("demo_data", stdout=out)
-    assert "Registration link: http" in out.getvalue()
+    assert out.getvalue().count("Registration link: http") == 2
+    assert User.objects.get(email="mary.seacole@nhs.net").groups.filter(name="RA Manager").exists()
     out = StringIO()
     call_command("demo_data", stdout=out)
-    assert "new registration link http" in out.getvalue()
-    assert User.objects.count() == 1 and RegistrationLink.objects.count() == 2
+    assert out.getvalue().count("new registration link http") == 2
+    assert User.objects.count() == 2 and RegistrationLink.objects.count() == 4
+
+
+def test_grant_role_gives_and_takes_a_role(db, person):
+    out = StringIO()
+    call_command("grant_role", email=person.user.email, role="Auditor", stdout=out)
+    person.user.refresh_from_db()
+    assert person.user.is_staff and list(person.user.groups.values_list("name", flat=True)) == ["Auditor"]
+    call_command("grant_role", email=person.user.email, role="Auditor", remove=True, stdout=out)
+    person.user.refresh_from_db()
+    assert not person.user.is_staff and not person.user.groups.exists()
+    with pytest.raises(CommandError, match="No Care Identity"):
+        call_command("grant_role", email="nobody@nhs.net", role="Auditor")

@@ -1,0 +1,52 @@
+"""The RA lists make the same number of queries with 10 and with 1,000 rows."""
+
+from __future__ import annotations
+
+import pytest
+from allauth.account.models import EmailAddress
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from accounts.models import User, generate_uid
+from accounts.roles import RA_MANAGER
+from audit.models import AuditEvent, Event
+from authenticators.models import AuthenticatorApp
+
+
+def fill(count: int) -> None:
+    users = User.objects.bulk_create(
+        User(uid=generate_uid(), email=f"bulk{n}-{generate_uid()}@nhs.net", first_name="Bulk", last_name=f"User{n}",
+             password="!", last_login=timezone.now() if n % 2 else None)
+        for n in range(count)
+    )
+    EmailAddress.objects.bulk_create(EmailAddress(user=user, email=user.email, primary=True) for user in users)
+    AuthenticatorApp.objects.bulk_create(
+        AuthenticatorApp(user=user, name="Microsoft Authenticator", key="00" * 20, confirmed=True) for user in users[::3]
+    )
+    AuditEvent.objects.bulk_create(
+        AuditEvent(event=Event.SIGNIN_SUCCEEDED, subject=user, actor=user, method="authenticator-app", aal=2)
+        for user in users
+    )
+
+
+def queries_for(client, path: str) -> int:
+    with CaptureQueriesContext(connection) as captured:
+        assert client.get(path).status_code == 200
+    return len(captured.captured_queries)
+
+
+@pytest.mark.parametrize("path", [
+    "/admin/accounts/user/",
+    "/admin/accounts/user/?authenticator=authenticator-app",
+    "/admin/accounts/user/?locked=no&signed_in=never",
+    "/admin/accounts/user/?q=Bulk",
+    "/admin/audit/auditevent/",
+    "/admin/audit/auditevent/?event__exact=signin.succeeded&period=7d",
+])
+def test_the_lists_do_not_grow_with_the_rows(ra_staff, path):
+    _, client = ra_staff(RA_MANAGER)
+    fill(10)
+    few = queries_for(client, path)
+    fill(990)
+    assert queries_for(client, path) == few

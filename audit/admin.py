@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, datetime, time, timedelta
 
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
@@ -62,23 +62,59 @@ class MethodFilter(admin.SimpleListFilter):
         return queryset.filter(method=self.value()) if self.value() else queryset
 
 
-class UidFilter(admin.SimpleListFilter):
-    """A text box for a 12-digit user ID (admin/careid/uid_filter.html)."""
+class InputFilter(admin.SimpleListFilter):
+    """A box to type in rather than a list to pick from (admin/careid/input_filter.html)."""
 
-    template = "admin/careid/uid_filter.html"
-    field = ""
+    template = "admin/careid/input_filter.html"
+    input_type = "text"
+    label = ""
 
     def lookups(self, request, model_admin):
         return [("", "")]  # the box, not a list; Django needs something to show the filter
+
+    def choices(self, changelist):
+        # The box submits with the other filters kept, as hidden fields.
+        others = QueryDict(changelist.get_query_string(remove=[self.parameter_name, "p"]).lstrip("?"))
+        yield {"hidden": [(name, value) for name, values in others.lists() for value in values],
+               "input_type": self.input_type, "label": self.label}
+
+
+class UidFilter(InputFilter):
+    label = "User ID"
+    field = ""
 
     def queryset(self, request, queryset):
         value = (self.value() or "").strip()
         return queryset.filter(**{f"{self.field}__uid": value}) if value else queryset
 
-    def choices(self, changelist):
-        # The box submits with the other filters kept, as hidden fields.
-        others = QueryDict(changelist.get_query_string(remove=[self.parameter_name, "p"]).lstrip("?"))
-        yield {"hidden": [(name, value) for name, values in others.lists() for value in values]}
+
+class DateFilter(InputFilter):
+    input_type = "date"
+    label = "Date"
+    lookup = ""
+
+    def queryset(self, request, queryset):
+        try:
+            day = date.fromisoformat((self.value() or "").strip())
+        except ValueError:
+            return queryset  # an empty or malformed date filters nothing
+        # A range on `at` itself (not DATE(at)), so the (time) index serves it.
+        if self.lookup == "lte":
+            day += timedelta(days=1)
+        start = timezone.make_aware(datetime.combine(day, time.min))
+        return queryset.filter(**{"at__gte" if self.lookup == "gte" else "at__lt": start})
+
+
+class FromDateFilter(DateFilter):
+    title = "from date"
+    parameter_name = "from"
+    lookup = "gte"
+
+
+class ToDateFilter(DateFilter):
+    title = "to date (inclusive)"
+    parameter_name = "to"
+    lookup = "lte"
 
 
 class ActorFilter(UidFilter):
@@ -96,7 +132,7 @@ class SubjectFilter(UidFilter):
 @admin.register(AuditEvent)
 class AuditEventAdmin(admin.ModelAdmin):
     list_display = ["at", "event", "outcome", "subject", "actor", "method", "aal", "ip"]
-    list_filter = ["event", "outcome", PeriodFilter, MethodFilter, ActorFilter, SubjectFilter]
+    list_filter = ["event", "outcome", PeriodFilter, FromDateFilter, ToDateFilter, MethodFilter, ActorFilter, SubjectFilter]
     list_select_related = ["subject", "actor"]
     search_fields = ["=subject__uid"]  # see get_search_results
     search_help_text = "A 12-digit user ID or an email address (of the person the event is about)"

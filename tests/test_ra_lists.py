@@ -50,3 +50,22 @@ def test_the_lists_do_not_grow_with_the_rows(ra_staff, path):
     few = queries_for(client, path)
     fill(990)
     assert queries_for(client, path) == few
+
+
+def test_audit_filters_narrow_the_list(ra_staff, make_person):
+    from datetime import timedelta
+
+    _, client = ra_staff(RA_MANAGER)
+    person = make_person(email="subject@nhs.net")
+    old = AuditEvent.objects.create(event=Event.USER_CHANGED, subject=person.user, at=timezone.now() - timedelta(days=40))
+    new = AuditEvent.objects.create(event=Event.USER_CHANGED, subject=person.user)
+
+    def shown(query: str) -> set[int]:
+        return {event.pk for event in client.get(f"/admin/audit/auditevent/?{query}").context["cl"].result_list}
+
+    assert shown(f"subject_uid={person.user.uid}") == {old.pk, new.pk}
+    assert shown(f"subject_uid={person.user.uid}&period=30d") == {new.pk}
+    day = (timezone.now() - timedelta(days=40)).date().isoformat()
+    assert shown(f"subject_uid={person.user.uid}&from={day}&to={day}") == {old.pk}
+    assert shown(f"subject_uid={person.user.uid}&from=not-a-date") == {old.pk, new.pk}
+    assert shown("q=subject@nhs.net&event__exact=user.changed") == {old.pk, new.pk}

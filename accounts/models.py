@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from datetime import timedelta
 
 from django.conf import settings
@@ -70,6 +71,8 @@ class User(AbstractBaseUser, PermissionsMixin):
     is_staff = models.BooleanField(default=False)
     date_joined = models.DateTimeField(default=timezone.now)
     invited_at = models.DateTimeField(null=True, blank=True)
+    # The person's number in the employer's HR system (ESR), kept from bulk onboarding.
+    external_id = models.CharField("external ID (HR/ESR number)", max_length=64, blank=True, default="")
     # Sign-in throttling lives on the row so it holds across every web process.
     signin_failures = models.PositiveIntegerField(default=0)
     last_signin_failure_at = models.DateTimeField(null=True, blank=True)
@@ -94,6 +97,7 @@ class User(AbstractBaseUser, PermissionsMixin):
         constraints = [
             models.UniqueConstraint(Lower("email"), name="user_email_unique_ci"),
             models.CheckConstraint(condition=Q(uid__regex=r"^[1-9][0-9]{11}$"), name="user_uid_12_digits"),
+            models.UniqueConstraint(fields=["external_id"], condition=~Q(external_id=""), name="user_external_id_unique"),
         ]
 
     def __str__(self) -> str:
@@ -170,6 +174,24 @@ class AllowedEmailDomainQuerySet(models.QuerySet["AllowedEmailDomain"]):
             return False
         exact, *parents = domain_and_parents(domain)
         return self.filter(Q(domain=exact) | Q(domain__in=parents, include_subdomains=True)).exists()
+
+    def allows_many(self) -> Callable[[str], bool]:
+        """allows() for a stream of addresses (bulk onboarding): the list is read once, here."""
+        exact: set[str] = set()
+        with_subdomains: set[str] = set()
+        for domain, include_subdomains in self.values_list("domain", "include_subdomains"):
+            exact.add(domain)
+            if include_subdomains:
+                with_subdomains.add(domain)
+
+        def allows(email: str) -> bool:
+            domain = email.rpartition("@")[2]
+            if not domain:
+                return False
+            own, *parents = domain_and_parents(domain)
+            return own in exact or any(parent in with_subdomains for parent in parents)
+
+        return allows
 
     def check_email(self, email: str) -> str:
         """Normalise and check an address; raises ValidationError with the person's message."""

@@ -46,13 +46,17 @@ def roles_of(user) -> set[str]:
 
 
 def is_protected_from(target, actor) -> bool:
-    """RA Agents may not change RA Managers, Auditors, superusers or other staff's roles."""
+    """Whom `actor` may not change or act on: their own account (separation of duties: no RA
+    issues themselves a link or unlocks themselves), superusers, and for RA Agents also RA
+    Managers and Auditors."""
     if actor.is_superuser:
         return False
+    if target.pk == actor.pk:
+        return True
     if target.is_superuser:
         return True
     if actor.has_perm("accounts.manage_ra_agents"):
-        return bool(roles_of(target) & {RA_MANAGER}) and target.pk != actor.pk
+        return RA_MANAGER in roles_of(target)
     return bool(roles_of(target) & {RA_MANAGER, AUDITOR})
 
 

@@ -8,7 +8,7 @@ from celery import shared_task
 from audit.models import AuditEvent
 
 from . import mail
-from .models import EmailOneTimePassword
+from .models import EmailOneTimePassword, User
 
 _RETRY = {"autoretry_for": (OSError,), "retry_backoff": True, "max_retries": 5}
 
@@ -47,6 +47,22 @@ def send_email_confirmation_task(email_address_id: int) -> None:
     address = EmailAddress.objects.select_related("user").get(pk=email_address_id)
     if not address.verified:
         EmailConfirmationHMAC(address).send(request=None, signup=False)
+
+
+@shared_task(**_RETRY)
+def send_invitations_task(user_ids: list[int]) -> None:
+    """Invite each of these Care Identities that was never invited (bulk onboarding queues them in
+    chunks): a chunk delivered twice, or alongside a re-run, invites nobody twice."""
+    from django.db import transaction
+
+    from .flows import send_invitation
+
+    for user_id in user_ids:
+        with transaction.atomic():
+            user = (User.objects.select_for_update()
+                    .filter(pk=user_id, invited_at__isnull=True, status=User.Status.ACTIVE).first())
+            if user is not None:
+                send_invitation(user=user)
 
 
 def code_ttl_minutes() -> int:

@@ -23,6 +23,16 @@ class CareIdAdminSite(admin.AdminSite):
 
         return admin_login(request)
 
+    def logout(self, request: HttpRequest, extra_context=None):
+        """The admin's sign-out is careid's: audited, and the session record ends with it."""
+        from django.shortcuts import render
+
+        from accounts.flows import sign_out
+
+        if request.method == "POST":
+            sign_out(request)
+        return render(request, "accounts/signed_out.html")
+
     def password_change(self, request: HttpRequest, extra_context=None):
         from django.http import Http404
 

@@ -12,6 +12,8 @@ CONTENT_SECURITY_POLICY = "; ".join(
         "script-src 'self'",
         "style-src 'self'",
         "img-src 'self' data:",
+        # NHS.UK frontend's stylesheet loads the Frutiger web fonts from the NHS asset host.
+        "font-src 'self' https://assets.nhs.uk",
         "object-src 'none'",
         "base-uri 'none'",
         "frame-ancestors 'none'",

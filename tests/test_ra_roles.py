@@ -147,3 +147,25 @@ def test_nobody_deletes_a_care_identity(manager, person):
 def test_people_without_a_role_cannot_use_the_admin(client, person):
     sign_in(client, person)
     assert client.get("/admin/").status_code in (302, 403)
+
+
+def test_staff_cannot_act_on_their_own_care_identity(agent):
+    agent_person, client = agent
+    for action in ("suspend", "close", "unlock", "link"):
+        response = client.post(f"{USERS}{agent_person.user.pk}/{action}/", {"reason": "x", "kind": "authenticator-app",
+                                                                           "purpose": "presence"})
+        assert response.status_code == 403, action
+    agent_person.user.refresh_from_db()
+    assert agent_person.user.status == User.Status.ACTIVE
+
+
+def test_signing_out_of_the_admin_is_careids_sign_out(agent):
+    from allauth.usersessions.models import UserSession
+
+    agent_person, client = agent
+    assert "Change password" not in client.get("/admin/").content.decode()
+    response = client.post("/admin/logout/")
+    assert "You have signed out" in response.content.decode()
+    assert AuditEvent.objects.filter(event=Event.SIGNED_OUT, subject=agent_person.user).exists()
+    assert not UserSession.objects.filter(user=agent_person.user).exists()
+    assert client.get("/admin/").status_code == 302

@@ -1,0 +1,203 @@
+"""The registration authority back office in a real Chromium, as an RA Agent uses it.
+
+An RA Agent signs in through CIS2 Authentication (/login/?goto=/admin/, "Authenticator app", e-mail
+and password, 6-digit code), creates a Care Identity with "Add user" (the invitation goes out through
+the real SMTP server), issues a registration link to use in the person's presence, and suspends the
+person with a reason. axe-core checks every admin page on the way.
+
+Unlike the journey tests, this page's context keeps the site's Content-Security-Policy in force (no
+bypass_csp), so the admin is exercised under the real policy: a CSP report in the browser console on
+an admin page, or an uncaught script error there, fails the test. axe is injected with
+page.evaluate (DevTools protocol, not governed by the policy); its own CSSOM preload then adds
+<style> elements for @import-ed sheets (the admin's forms.css imports widgets.css), which the policy
+refuses: those reports come from axe, not from the admin, and are set aside while axe runs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import pyotp
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect
+
+from ..conftest import body
+
+USERS = "/admin/accounts/user/"
+NEW_EMAIL = "florence.nightingale@nhs.net"
+REASON = "Left the trust"
+
+
+@dataclass
+class BrowserConsole:
+    """What the console says, sorted: CSP reports and script errors on admin pages count."""
+
+    page: Page
+    axe_running: bool = False
+    admin_problems: list[str] = field(default_factory=list)
+    during_axe: list[str] = field(default_factory=list)
+    elsewhere: list[str] = field(default_factory=list)  # the CIS2 sign-in pages (see the report)
+
+    def __post_init__(self) -> None:
+        self.page.on("console", self._console)
+        self.page.on("pageerror", lambda error: self._file(f"uncaught error: {error}", self.page.url))
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text:
+            self._file(f"{message.type}: {message.text}", message.location.get("url") or self.page.url)
+
+    def _file(self, text: str, url: str) -> None:
+        if self.axe_running:
+            self.during_axe.append(text)
+        elif urlsplit(url).path.startswith("/admin/"):
+            self.admin_problems.append(f"{text} (on {url})")
+        else:
+            self.elsewhere.append(text)
+
+
+@pytest.fixture
+def admin_page(browser: Browser, browser_context_args):
+    """A page in a context with the real CSP (the shared contexts bypass it for axe)."""
+    context = browser.new_context(**{**browser_context_args, "bypass_csp": False})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    page.set_default_navigation_timeout(15_000)
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def agent(transactional_db, seeded_roles, seeded_allow_list, make_person):
+    """An RA Agent (staff, RA Agent role) with a password and an Authenticator app; not signed in."""
+    from django.contrib.auth.models import Group
+
+    from accounts.roles import RA_AGENT
+
+    person = make_person(email="ra.agent@nhs.net", is_staff=True)
+    person.user.groups.add(Group.objects.get(name=RA_AGENT))
+    return person
+
+
+def heading(page: Page, text: str):
+    return expect(page.get_by_role("heading", level=1)).to_have_text(text)
+
+
+def test_ra_agent_creates_a_user_issues_a_link_and_suspends(admin_page: Page, agent, mailbox, a11y, base_url):
+    from accounts.models import User
+    from audit.models import AuditEvent, Event
+    from authenticators.models import RegistrationLink
+    from authenticators.totp import codes
+
+    page = admin_page
+    console = BrowserConsole(page)
+
+    def check(name: str) -> None:
+        console.axe_running = True
+        try:
+            a11y.check(page, name)
+        finally:
+            console.axe_running = False
+
+    # Sign in as a person does, through CIS2 Authentication, and land on the admin.
+    page.goto("/login/?goto=/admin/")
+    heading(page, "CIS2 Authentication")
+    page.get_by_role("radio", name="Authenticator app").check()
+    page.get_by_role("button", name="Continue").click()
+    heading(page, "Sign in with the Authenticator app")
+    page.get_by_label("Email address").fill(agent.user.email)
+    page.get_by_label("Password", exact=True).fill(agent.password)
+    page.get_by_role("button", name="Continue").click()
+    heading(page, "Check your authenticator app")
+    page.get_by_label("Enter verification code").fill(pyotp.TOTP(codes.base32(agent.secret)).now())
+    page.get_by_role("button", name="Submit").click()
+
+    expect(page).to_have_url(base_url + "/admin/")
+    heading(page, "Registration authority")
+    check("admin index")
+
+    # The user list, then "Add user".
+    page.get_by_role("link", name="Users", exact=True).first.click()
+    expect(page).to_have_url(base_url + USERS)
+    heading(page, "Select user to change")
+    check("user list")
+    page.get_by_role("link", name="Add user").click()
+    heading(page, "Add user")
+    check("add user form")
+    page.get_by_label("Email").fill(NEW_EMAIL)
+    page.get_by_label("First name").fill("Florence")
+    page.get_by_label("Last name").fill("Nightingale")
+    page.get_by_role("button", name="Save", exact=True).click()
+
+    # Saved: back on the list, with the new Care Identity in it.
+    heading(page, "Select user to change")
+    expect(page).to_have_url(base_url + USERS)
+    expect(page.locator(".messagelist .success")).to_contain_text("was added successfully")
+    user = User.objects.get(email=NEW_EMAIL)
+    row = page.get_by_role("row").filter(has_text=NEW_EMAIL)
+    expect(row).to_contain_text("Florence Nightingale")
+    expect(row).to_contain_text("Active")
+    row.get_by_role("link", name=user.uid).click()
+
+    # The person's page, with the RA actions.
+    heading(page, "Change user")
+    expect(page).to_have_url(base_url + f"{USERS}{user.pk}/change/")
+    check("change user page")
+    page.get_by_role("link", name="Issue a registration link").click()
+
+    # A link for the Authenticator app, to open now, in front of the RA: shown on the page.
+    heading(page, "Issue a registration link")
+    check("issue a registration link form")
+    page.get_by_label("Authenticator type").select_option(label="Microsoft Authenticator")
+    page.get_by_role("radio", name=re.compile(r"^Now, in front of me")).check()
+    page.get_by_role("button", name="Issue the link").click()
+
+    heading(page, "Registration link issued")
+    link = RegistrationLink.objects.get(user=user, purpose=RegistrationLink.Purpose.PRESENCE)
+    assert link.url.startswith(base_url + "/register/")
+    expect(page.locator("#registration-link")).to_have_text(link.url)
+    expect(page.get_by_role("link", name=link.url)).to_have_attribute("href", link.url)
+    check("registration link issued page")
+
+    # Suspend, with a reason.
+    page.get_by_role("link", name="Back to Florence Nightingale").click()
+    heading(page, "Change user")
+    page.get_by_role("link", name="Suspend", exact=True).click()
+    heading(page, "Suspend this Care Identity")
+    check("suspend form")
+    page.get_by_label("Reason").fill(REASON)
+    page.get_by_role("button", name="Suspend", exact=True).click()
+
+    heading(page, "Change user")
+    expect(page).to_have_url(base_url + f"{USERS}{user.pk}/change/")
+    expect(page.locator(".messagelist .success")).to_contain_text("Suspend: done for")
+    expect(page.locator(".field-status .readonly")).to_have_text("Suspended")
+    expect(page.get_by_role("link", name="Reinstate", exact=True)).to_be_visible()
+    check("change user page, suspended")
+
+    page.get_by_role("link", name="Users", exact=True).first.click()
+    heading(page, "Select user to change")
+    expect(page.get_by_role("row").filter(has_text=NEW_EMAIL)).to_contain_text("Suspended")
+    check("user list, suspended")
+
+    # The database: the Care Identity, the link and the audit trail, all by this RA Agent.
+    user.refresh_from_db()
+    assert (user.first_name, user.last_name, user.status) == ("Florence", "Nightingale", User.Status.SUSPENDED)
+    assert (link.kind, link.issued_by, link.used_at) == ("authenticator-app", agent.user, None)
+    events = {event.event: event for event in AuditEvent.objects.filter(subject=user)}
+    assert {Event.USER_CREATED, Event.USER_INVITED, Event.LINK_ISSUED, Event.USER_SUSPENDED} <= set(events)
+    for kind in (Event.USER_CREATED, Event.USER_INVITED, Event.USER_SUSPENDED):
+        assert events[kind].actor == agent.user, kind
+    assert AuditEvent.objects.filter(event=Event.LINK_ISSUED, subject=user, actor=agent.user,
+                                     details__purpose="presence").exists()
+    assert events[Event.USER_SUSPENDED].details["reason"] == REASON
+
+    # The mailbox: the invitation (with its own link, not the one shown), then the suspension notice.
+    invitation = body(mailbox.wait_for(NEW_EMAIL, "Set up your NHS Care Identity"))
+    assert re.search(re.escape(base_url) + r"/register/\S+/", invitation)
+    assert link.url not in invitation
+    assert REASON in body(mailbox.wait_for(NEW_EMAIL, "Your Care Identity has been suspended"))
+
+    # The admin worked under the real Content-Security-Policy.
+    assert not console.admin_problems, "\n".join(console.admin_problems)

@@ -23,7 +23,7 @@ class CreateUserForm(forms.ModelForm):
 
     def clean_email(self) -> str:
         email = AllowedEmailDomain.objects.check_email(self.cleaned_data["email"])
-        if User.objects.filter(email__iexact=email).exists():
+        if User.objects.with_email(email).exists():
             raise forms.ValidationError("A Care Identity with this email address already exists")
         return email
 
@@ -49,7 +49,7 @@ class ChangeUserForm(forms.ModelForm):
 
     def clean_email(self) -> str:
         email = AllowedEmailDomain.objects.check_email(self.cleaned_data["email"])
-        if User.objects.filter(email__iexact=email).exclude(pk=self.instance.pk).exists():
+        if User.objects.with_email(email).exclude(pk=self.instance.pk).exists():
             raise forms.ValidationError("A Care Identity with this email address already exists")
         return email
 

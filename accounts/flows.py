@@ -89,7 +89,7 @@ def add_email_address(request: HttpRequest, email: str) -> bool:
     if not throttle.within_limit(f"email-add:{user.pk}", settings.CAREID_EMAIL_ADD_LIMIT, timedelta(hours=1)):
         return False
     with transaction.atomic():
-        if EmailAddress.objects.filter(email__iexact=email, verified=True).exclude(user=user).exists():
+        if EmailAddress.objects.filter(email=email.lower(), verified=True).exclude(user=user).exists():
             event = record(Event.EMAIL_REFUSED, request=request, subject=user, outcome=Outcome.FAILURE, email=email,
                            reason="verified on another Care Identity")
             transaction.on_commit(lambda: send_address_in_use_task.delay(event.pk))
@@ -118,7 +118,7 @@ def confirm_email_address(request: HttpRequest, confirmation: EmailConfirmationH
 
 def verify_email_by_code(request: HttpRequest | None, user: User, email: str) -> None:
     """A one-time password sent to `email` came back: the address is proven."""
-    verified = EmailAddress.objects.filter(user=user, email__iexact=email, verified=False).update(verified=True)
+    verified = EmailAddress.objects.filter(user=user, email=email.lower(), verified=False).update(verified=True)
     if verified:
         record(Event.EMAIL_VERIFIED, request=request, subject=user, email=email, via="one-time password")
 
@@ -127,7 +127,7 @@ def verify_email_by_code(request: HttpRequest | None, user: User, email: str) ->
 
 
 def find_user_for_signin(email: str) -> User | None:
-    return User.objects.filter(email__iexact=email.strip()).first() if email else None
+    return User.objects.with_email(email).first() if email else None
 
 
 def begin_signin_attempt(request: HttpRequest, *, email: str, user: User | None, method: str) -> str | None:

@@ -23,6 +23,10 @@ def generate_uid() -> str:
 class UserManager(BaseUserManager["User"]):
     use_in_migrations = True
 
+    def with_email(self, email: str):
+        """Lookup by Care Identity e-mail through the lower(email) unique index (iexact's UPPER() cannot use it)."""
+        return self.alias(email_lower=Lower("email")).filter(email_lower=(email or "").strip().lower())
+
     def create_user(
         self,
         email: str,
@@ -44,7 +48,7 @@ class UserManager(BaseUserManager["User"]):
                 return user
             except IntegrityError:
                 # A clash on the random uid is retried; a clash on the e-mail is not.
-                if self.filter(email__iexact=email).exists() or attempt == 4:
+                if self.with_email(email).exists() or attempt == 4:
                     raise
                 fields.pop("uid", None)
         raise AssertionError("unreachable")

@@ -26,7 +26,7 @@ class Command(BaseCommand):
                 call_command("grant_role", email=person["email"], role=role, stdout=self.stdout)
 
     def _invite(self, person: dict[str, str]) -> None:
-        user = User.objects.filter(email__iexact=person["email"]).first()
+        user = User.objects.with_email(person["email"]).first()
         if user is None:
             call_command(
                 "invite_user", email=person["email"], first_name=person["first_name"], last_name=person["last_name"],

@@ -16,7 +16,7 @@ class Command(BaseCommand):
         parser.add_argument("--remove", action="store_true", help="Take the role away instead")
 
     def handle(self, *args, email: str, role: str, remove: bool, **options) -> None:
-        user = User.objects.filter(email__iexact=email.strip()).first()
+        user = User.objects.with_email(email).first()
         if user is None:
             raise CommandError(f"No Care Identity with the email address {email}.")
         current = set(user.groups.values_list("name", flat=True))

@@ -1,4 +1,4 @@
-"""Production gunicorn settings: `gunicorn careid.wsgi` picks this file up from the working directory.
+"""Production gunicorn settings: `gunicorn -c deploy/gunicorn.conf.py careid.wsgi`.
 
 Threaded workers: a long download (a million-row audit export streams for about a minute) keeps its
 worker alive, since the worker's heartbeat runs beside the request instead of behind it.

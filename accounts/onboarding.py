@@ -176,7 +176,7 @@ def _column_positions(records: Iterator[tuple[int, list[str]]]) -> dict[str, int
         raise OnboardingError(f"Line {line} (the header) is not UTF-8 text. Save the file as CSV UTF-8.")
     names = [name.strip().lower() for name in names]
     problems = []
-    unknown = [name or f"(column {position} has no name)" for position, name in enumerate(names, 1)
+    unknown = [_shown(name) or f"(column {position} has no name)" for position, name in enumerate(names, 1)
                if name not in COLUMNS]
     if unknown:
         shown = ", ".join(unknown[:10]) + (", ..." if len(unknown) > 10 else "")
@@ -195,6 +195,12 @@ def _column_positions(records: Iterator[tuple[int, list[str]]]) -> dict[str, int
     return {name: position for position, name in enumerate(names)}
 
 
+def _shown(name: str) -> str:
+    """A name from the file as it may be printed on the operator's terminal: no escape sequences."""
+    name = "".join(character if character.isprintable() else "?" for character in name)
+    return name if len(name) <= 40 else name[:40] + "..."
+
+
 def _readable(value: str) -> str:
     """What a rejected value can be stored and reported as: bytes that were not UTF-8 and NUL
     (which PostgreSQL text cannot hold) become U+FFFD."""
@@ -210,28 +216,35 @@ class _RowChecker:
     def __init__(self, positions: dict[str, int], allows: Callable[[str], bool], summary: Summary) -> None:
         self._positions = positions
         self._width = len(positions)
+        # An optional column the file does not have reads the "" appended to every row (position -1).
+        self._at = {name: positions.get(name, -1) for name in COLUMNS}
         self._allows = allows
+        self._allowed_by_domain: dict[str, bool] = {}
         self._summary = summary
         self._max_length = {name: User._meta.get_field(name).max_length for name in COLUMNS}
 
     def staged_row(self, line: int, values: list[str]) -> tuple:
         if len(values) != self._width:
-            return self._rejected(line, values, [f"Expected {self._width} values, as in the header, found {len(values)}"])
-        if _UNDECODABLE_BYTE.search("".join(values)):
+            problem = f"Expected {self._width} values, as in the header, found {len(values)}"
+            return self._rejected(line, values, [problem])
+        joined = "".join(values)
+        if _UNDECODABLE_BYTE.search(joined):
             self._summary.undecodable += 1
             if len(self._summary.undecodable_lines) < 10:
                 self._summary.undecodable_lines.append(line)
             return self._rejected(line, values, [NOT_UTF8])
+        cells = [unescape_cell(value) for value in values] if "'" in joined else values[:]
+        cells.append("")
+        at = self._at
         problems: list[str] = []
-        cells = {name: unescape_cell(values[position]) for name, position in self._positions.items()}
-        email = self._email(cells["email"], problems)
-        title = self._name(cells.get("title", ""), "title", problems, required=False)
-        first_name = self._name(cells["first_name"], "first_name", problems, required=True)
-        last_name = self._name(cells["last_name"], "last_name", problems, required=True)
-        uid = cells.get("uid", "").strip()
+        email = self._email(cells[at["email"]], problems)
+        title = self._name(cells[at["title"]], "title", problems, required=False)
+        first_name = self._name(cells[at["first_name"]], "first_name", problems, required=True)
+        last_name = self._name(cells[at["last_name"]], "last_name", problems, required=True)
+        uid = cells[at["uid"]].strip()
         if uid and not _UID.fullmatch(uid):
             problems.append("UID must be 12 digits, not starting with 0")
-        external_id = self._external_id(cells.get("external_id", ""), problems)
+        external_id = self._external_id(cells[at["external_id"]], problems)
         if problems:
             return self._rejected(line, values, problems)
         return (line, NEW, "", email, title, first_name, last_name, uid or generate_uid(), bool(uid), external_id)
@@ -247,9 +260,18 @@ class _RowChecker:
             return ""
         if len(email) > self._max_length["email"]:
             problems.append(f"Email address must be {self._max_length['email']} characters or fewer")
-        elif not self._allows(email):
+        elif not self._domain_allowed(email):
             problems.append(NOT_ON_ALLOW_LIST)
         return email
+
+    def _domain_allowed(self, email: str) -> bool:
+        domain = email.rpartition("@")[2]
+        allowed = self._allowed_by_domain.get(domain)
+        if allowed is None:
+            if len(self._allowed_by_domain) >= 10_000:  # a file of made-up domains: memory stays flat
+                self._allowed_by_domain.clear()
+            allowed = self._allowed_by_domain[domain] = self._allows(email)
+        return allowed
 
     def _name(self, value: str, name: str, problems: list[str], *, required: bool) -> str:
         # Line breaks and tabs inside a quoted value (a cell edited in a spreadsheet) are spacing.
@@ -332,9 +354,11 @@ FROM (
 ) AS d
 WHERE {rows}.line = d.line AND (d.email_first < d.line OR d.uid_first < d.line OR d.external_first < d.line)"""
 
+# The import never changes an existing Care Identity: what differs is said, not applied.
 _MATCH_EMAIL = """
 UPDATE {rows} SET status = 'exists', user_id = u.id,
        reason = 'A Care Identity with this email address already exists (UID ' || u.uid || ')'
+                || CASE WHEN {rows}.uid_given AND {rows}.uid <> u.uid THEN ', not UID ' || {rows}.uid ELSE '' END
 FROM {users} u
 WHERE {rows}.status = 'new' AND lower(u.email) = {rows}.email"""
 
@@ -364,19 +388,18 @@ UPDATE {rows} SET status = 'rejected',
 FROM {addresses} a JOIN {users} u ON u.id = a.user_id
 WHERE {rows}.status = 'new' AND a.email = {rows}.email AND a.verified"""
 
-# Generated UIDs also keep clear of UIDs given anywhere in the file, rejected rows included: once
-# such a row is corrected and imported, its UID must still be free.
+# A generated UID must be free: not a user's, and not given or generated on another line of the file,
+# rejected lines included (once such a line is corrected and imported, its UID must still be free).
 _CLASHING_GENERATED_UIDS = """
 SELECT s.line FROM {rows} s
 WHERE s.status = 'new' AND NOT s.uid_given AND (
     EXISTS (SELECT 1 FROM {users} u WHERE u.uid = s.uid)
-    OR EXISTS (SELECT 1 FROM {rows} t WHERE t.uid = s.uid AND t.line <> s.line
-               AND (t.uid_given OR (t.status = 'new' AND t.line < s.line))))"""
+    OR s.uid IN (SELECT uid FROM {rows} GROUP BY uid HAVING count(*) > 1))"""
 
 _REPORTED_PAGE = """
 SELECT line, status, reason, email, title, first_name, last_name, CASE WHEN uid_given THEN uid ELSE '' END,
        external_id
-FROM {rows} WHERE status <> 'new' AND line > %s ORDER BY line LIMIT %s"""
+FROM {rows} WHERE status IN (%s, %s) AND line > %s ORDER BY line LIMIT %s"""
 
 _UNINVITED = """
 FROM {rows} s JOIN {users} u ON u.id = s.user_id
@@ -408,7 +431,7 @@ class _Staging:
         self.cursor.execute(self.sql(template), params)
         return self.cursor.fetchall()
 
-    def lock_out_other_runs(self, progress: Progress) -> None:
+    def begin(self, progress: Progress) -> None:
         pass
 
     def create(self) -> None:
@@ -420,9 +443,6 @@ class _Staging:
 
     def load(self, rows: Iterable[tuple]) -> None:
         raise NotImplementedError
-
-    def index(self) -> None:
-        self.execute("CREATE INDEX onboarding_rows_uid ON {rows} (uid)")
 
     def classify(self) -> None:
         for step in (_REJECT_DUPLICATES, _MATCH_EMAIL, _MATCH_UID, _MATCH_EXTERNAL_ID, _MATCH_VERIFIED_ELSEWHERE):
@@ -442,9 +462,10 @@ class _Staging:
     def counts(self) -> dict[str, int]:
         return dict(self.fetch("SELECT status, count(*) FROM {rows} GROUP BY status"))
 
-    def reported_rows(self) -> Iterator[ReportedRow]:
+    def reported_rows(self, *, existing: bool) -> Iterator[ReportedRow]:
+        statuses = [REJECTED, EXISTS] if existing else [REJECTED, REJECTED]
         after = 0
-        while page := self.fetch(_REPORTED_PAGE, [after, self.page_size]):
+        while page := self.fetch(_REPORTED_PAGE, [*statuses, after, self.page_size]):
             for line, status, reason, *values in page:
                 yield ReportedRow(line, status, reason, dict(zip(COLUMNS, values, strict=True)))
             after = page[-1][0]
@@ -457,7 +478,8 @@ class _Staging:
         return [user_id for (user_id,) in self.fetch(sql, [User.Status.ACTIVE, after, size])]
 
     def remember_new_user_ids(self) -> None:
-        self.execute("UPDATE {rows} SET user_id = u.id FROM {users} u WHERE {rows}.status = 'new' AND u.uid = {rows}.uid")
+        self.execute("UPDATE {rows} SET user_id = u.id FROM {users} u "
+                     "WHERE {rows}.status = 'new' AND u.uid = {rows}.uid")
         self.execute("CREATE INDEX onboarding_rows_user_id ON {rows} (user_id)")
 
     def write(self, *, run_id: int, now: datetime) -> int:
@@ -510,7 +532,9 @@ class _PostgresStaging(_Staging):
     # Any number: runs on one database wait for each other, so each sees what the previous created.
     advisory_lock = 4_020_011_001
 
-    def lock_out_other_runs(self, progress: Progress) -> None:
+    def begin(self, progress: Progress) -> None:
+        # Sorts and hashes over the whole file (duplicates, joins) fit in memory for this run only.
+        self.execute("SET LOCAL work_mem = '64MB'")
         if not self.fetch("SELECT pg_try_advisory_xact_lock(%s)", [self.advisory_lock])[0][0]:
             progress.phase("Waiting for another onboarding run to finish")
             self.execute("SELECT pg_advisory_xact_lock(%s)", [self.advisory_lock])
@@ -521,7 +545,6 @@ class _PostgresStaging(_Staging):
         ) as copy:
             for row in rows:
                 copy.write_row(row)
-        self.index()
         # Autovacuum never analyses temporary tables; the joins below need the row count.
         self.execute("ANALYZE {rows}")
 
@@ -540,7 +563,6 @@ class _SQLiteStaging(_Staging):
                 batch.clear()
         if batch:
             self.cursor.executemany(insert, batch)
-        self.index()
 
 
 def _staging(cursor: CursorWrapper) -> _Staging:
@@ -560,11 +582,13 @@ def onboard_users(
     skip_invalid: bool = False,
     invite: bool = False,
     report: Callable[[ReportedRow], None] = lambda row: None,
+    report_existing: bool = True,
     progress: Progress | None = None,
 ) -> Summary:
     """Create a Care Identity for each new valid row of the CSV `source`, all or nothing.
 
-    `report` receives, in line order, every row that was rejected or already exists. Raises
+    `report` receives, in line order, every row that was rejected and, with `report_existing`, every
+    row that is already a Care Identity (a re-run of a big file has a great many). Raises
     OnboardingError (nothing written) when the file cannot be read as a whole; rejected rows
     instead set `refusal` (unless `skip_invalid`) and nothing is written either.
     """
@@ -583,15 +607,16 @@ def onboard_users(
         allows = AllowedEmailDomain.objects.allows_many()
         with transaction.atomic(), connection.cursor() as cursor:
             staging = _staging(cursor)
-            staging.lock_out_other_runs(progress)
+            staging.begin(progress)
             staging.create()
             staging.load(_staged_rows(source_reader, delimiter, allows, summary, progress))
             summary.sha256 = source_reader.sha256.hexdigest()
             progress.phase("Checking for duplicates and existing Care Identities")
             staging.classify()
             counts = staging.counts()
-            summary.new, summary.exists, summary.rejected = counts.get(NEW, 0), counts.get(EXISTS, 0), counts.get(REJECTED, 0)
-            for row in staging.reported_rows():
+            summary.new, summary.exists = counts.get(NEW, 0), counts.get(EXISTS, 0)
+            summary.rejected = counts.get(REJECTED, 0)
+            for row in staging.reported_rows(existing=report_existing):
                 report(row)
             if invite:
                 summary.to_invite = summary.new + staging.count_uninvited()
@@ -602,6 +627,8 @@ def onboard_users(
                 progress.phase(f"Writing {summary.new:,} Care Identities")
                 run = record(Event.ONBOARDING_RUN, **details, **_counts(summary), sha256=summary.sha256)
                 summary.created = staging.write(run_id=run.pk, now=run.at)
+                if summary.created != summary.new:  # the audit event says how many: it must be true
+                    raise DatabaseError(f"{summary.created} users inserted where {summary.new} were new")
                 if invite:
                     staging.remember_new_user_ids()
                 written = True

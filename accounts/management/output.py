@@ -22,6 +22,7 @@ def open_private(path: str) -> TextIO:
     """A new UTF-8 CSV file only its owner can read: these files hold personal data. The BOM makes
     spreadsheets read it as UTF-8 (what they save as "CSV UTF-8"); the import accepts it."""
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # also when the file was already there
     return open(descriptor, "w", encoding="utf-8-sig", newline="")
 
 

@@ -26,7 +26,7 @@ class Command(BaseCommand):
     def handle(self, *args, file: str, status: list[str], operator: str, **options) -> None:
         if file == "-":
             count = onboarding.export_users(self.stdout, statuses=status, operator=operator, file_name="<stdout>")
-            self.stderr.write(f"Exported {count:,} Care Identities.", style_func=lambda plain: plain)
+            self.stderr.write(f"Exported {_care_identities(count)}.", style_func=lambda plain: plain)
             return
         path = os.path.abspath(file)
         # Written beside the target and renamed when complete: a failed export leaves no partial file,
@@ -42,4 +42,8 @@ class Command(BaseCommand):
         except BaseException:
             os.unlink(partial)
             raise
-        self.stdout.write(f"Exported {count:,} Care Identities to {file}.")
+        self.stdout.write(f"Exported {_care_identities(count)} to {file}.")
+
+
+def _care_identities(count: int) -> str:
+    return f"{count:,} Care {'Identity' if count == 1 else 'Identities'}"

@@ -6,7 +6,7 @@ import os
 import stat
 import sys
 from contextlib import ExitStack
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -30,12 +30,14 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("file", help="the CSV file (UTF-8, with or without BOM, a header line); - reads standard input")
+        parser.add_argument("file", help="the CSV file (UTF-8, with or without BOM, a header line); - reads stdin")
         parser.add_argument("--dry-run", action="store_true", help="check and report everything, write nothing")
-        parser.add_argument("--skip-invalid", action="store_true", help="create the valid rows even when others are rejected")
+        parser.add_argument("--skip-invalid", action="store_true",
+                            help="create the valid rows even when others are rejected")
         parser.add_argument("--invite", action="store_true",
                             help="then e-mail an invitation to every Care Identity of the file never invited before")
-        parser.add_argument("--delimiter", type=_delimiter, default=",", help="the field separator (default ,; tab for tab)")
+        parser.add_argument("--delimiter", type=_delimiter, default=",",
+                            help="the field separator (default ,; tab for tab)")
         parser.add_argument("--report", metavar="REJECTS.csv",
                             help="write every rejected or existing row, with the reason, to this CSV file")
         parser.add_argument("--operator", default=os_user(),
@@ -43,9 +45,11 @@ class Command(BaseCommand):
 
     def handle(self, *args, file: str, dry_run: bool, skip_invalid: bool, invite: bool, delimiter: str,
                report: str | None, operator: str, verbosity: int, **options) -> None:
+        if report and _same_file(file, report):
+            raise CommandError("The report would overwrite the file being imported: choose another --report file.")
         with ExitStack() as stack:
             source = self._open(file, stack)
-            report_writer = csv.writer(stack.enter_context(open_private(report))) if report else None
+            report_writer = csv.writer(self._create(report, stack)) if report else None
             if report_writer:
                 report_writer.writerow(["line", "outcome", "reason", *onboarding.COLUMNS])
 
@@ -63,7 +67,8 @@ class Command(BaseCommand):
                 summary = onboarding.onboard_users(
                     source, file_name="<stdin>" if file == "-" else os.path.abspath(file), operator=operator,
                     delimiter=delimiter, dry_run=dry_run, skip_invalid=skip_invalid, invite=invite,
-                    report=report_row, progress=progress if verbosity else None,
+                    report=report_row, report_existing=bool(report) or verbosity > 1,
+                    progress=progress if verbosity else None,
                 )
             except onboarding.OnboardingError as error:
                 progress.finish()
@@ -76,9 +81,11 @@ class Command(BaseCommand):
         if summary.refusal:
             raise CommandError(summary.refusal)
         if summary.invitation_error:
+            waiting = summary.invitations_not_queued
             raise CommandError(
-                f"Could not queue invitations ({summary.invitation_error}): {summary.invitations_not_queued:,} "
-                "Care Identities of this file are not invited yet. Run the command again with --invite to invite them."
+                f"Could not queue invitations ({summary.invitation_error}): {waiting:,} Care "
+                f"{'Identity' if waiting == 1 else 'Identities'} of this file {'is' if waiting == 1 else 'are'} not "
+                "invited yet. Run the command again with --invite to invite them."
             )
 
     def _open(self, file: str, stack: ExitStack) -> BinaryIO:
@@ -88,6 +95,12 @@ class Command(BaseCommand):
             return stack.enter_context(open(file, "rb"))
         except OSError as error:
             raise CommandError(f"Cannot read {file}: {error.strerror}.") from None
+
+    def _create(self, report: str, stack: ExitStack) -> TextIO:
+        try:
+            return stack.enter_context(open_private(report))
+        except OSError as error:
+            raise CommandError(f"Cannot write {report}: {error.strerror}.") from None
 
     def _write_progress(self, text: str) -> None:
         self.stderr.write(text, style_func=lambda plain: plain, ending="")
@@ -116,6 +129,13 @@ class Command(BaseCommand):
         self.stdout.write("\n".join(f"{label:<20}{value}" for label, value in lines))
         if dry_run:
             self.stdout.write("Dry run: nothing was written.")
+
+
+def _same_file(file: str, report: str) -> bool:
+    try:
+        return file != "-" and os.path.samefile(file, report)
+    except OSError:  # one of them does not exist (yet)
+        return False
 
 
 def _size(source: BinaryIO) -> int | None:

@@ -10,7 +10,7 @@ from allauth.account.models import EmailAddress
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
-from django.db.models import Exists, IntegerField, OuterRef, Value
+from django.db.models import Exists, IntegerField, OuterRef, Q, Value
 from django.db.models.functions import Lower
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -132,13 +132,13 @@ class UserAdmin(admin.ModelAdmin):
     list_display = ["uid", "full_name", "email", "status", "authenticator_types", "last_login", "is_locked"]
     list_filter = ["status", AuthenticatorTypeFilter, LockedFilter, SignedInFilter]
     search_fields = ["=uid"]  # see get_search_results
-    search_help_text = "A 12-digit user ID, an email address, or the start of a first or last name"
+    search_help_text = "A 12-digit user ID, an email address, an HR/ESR number, or the start of a first or last name"
     ordering = ["-id"]
     list_per_page = 50
     show_full_result_count = False
     actions = ["suspend_selected", "reinstate_selected", "unlock_selected"]
     change_form_template = "admin/accounts/user/change_form.html"
-    readonly_fields = ["uid", "status", "date_joined", "last_login", "locked_at"]
+    readonly_fields = ["uid", "external_id", "status", "date_joined", "last_login", "locked_at"]
 
     # --- the list ---------------------------------------------------------------------------
     def get_changelist(self, request, **kwargs):
@@ -156,7 +156,9 @@ class UserAdmin(admin.ModelAdmin):
         words = term.split()
         if len(words) >= 2:
             return queryset.filter(first_name__istartswith=words[0], last_name__istartswith=words[-1]), False
-        return (queryset.filter(last_name__istartswith=term) | queryset.filter(first_name__istartswith=term)), False
+        return queryset.filter(
+            Q(last_name__istartswith=term) | Q(first_name__istartswith=term) | Q(external_id=term)
+        ), False
 
     @admin.display(description="Name", ordering="last_name")
     def full_name(self, user: User) -> str:
@@ -188,7 +190,8 @@ class UserAdmin(admin.ModelAdmin):
     def get_fields(self, request, obj=None):
         if obj is None:
             return ["email", "title", "first_name", "last_name"]
-        fields = ["uid", "title", "first_name", "last_name", "email", "status", "locked_at", "last_login", "date_joined"]
+        fields = ["uid", "external_id", "title", "first_name", "last_name", "email", "status", "locked_at", "last_login",
+                  "date_joined"]
         if roles.assignable_roles(request.user) and obj.pk != request.user.pk:
             fields.append("roles")
         return fields

@@ -69,3 +69,17 @@ def test_audit_filters_narrow_the_list(ra_staff, make_person):
     assert shown(f"subject_uid={person.user.uid}&from={day}&to={day}") == {old.pk}
     assert shown(f"subject_uid={person.user.uid}&from=not-a-date") == {old.pk, new.pk}
     assert shown("q=subject@nhs.net&event__exact=user.changed") == {old.pk, new.pk}
+
+
+def test_the_user_search_finds_by_uid_email_hr_number_and_name(ra_staff, make_person):
+    _, client = ra_staff(RA_MANAGER)
+    person = make_person(email="mary.jones@nhs.net", external_id="ESR-12345")
+    User.objects.filter(pk=person.user.pk).update(first_name="Mary", last_name="Jones")
+    make_person(email="someone.else@nhs.net")
+
+    def found(term: str) -> set[int]:
+        return {user.pk for user in client.get("/admin/accounts/user/", {"q": term}).context["cl"].result_list}
+
+    for term in (person.user.uid, "MARY.JONES@nhs.net", "ESR-12345", "jon", "mary jo"):
+        assert found(term) == {person.user.pk}, term
+    assert found("nobody@nhs.net") == set()

@@ -17,6 +17,7 @@ import io
 import logging
 import re
 import time
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -406,7 +407,7 @@ FROM {rows} s JOIN {users} u ON u.id = s.user_id
 WHERE s.status <> 'rejected' AND u.invited_at IS NULL AND u.status = %s"""
 
 
-class _Staging:
+class _Staging(ABC):
     """The run's rows in a temporary table of the run's own database connection."""
 
     table = "onboarding_rows"
@@ -441,8 +442,9 @@ class _Staging:
     def drop(self) -> None:
         self.execute("DROP TABLE IF EXISTS {rows}")
 
+    @abstractmethod
     def load(self, rows: Iterable[tuple]) -> None:
-        raise NotImplementedError
+        """Put the checked rows into the staging table, the fastest way the database has."""
 
     def classify(self) -> None:
         for step in (_REJECT_DUPLICATES, _MATCH_EMAIL, _MATCH_UID, _MATCH_EXTERNAL_ID, _MATCH_VERIFIED_ELSEWHERE):

@@ -432,8 +432,8 @@ class _Staging(ABC):
         self.cursor.execute(self.sql(template), params)
         return self.cursor.fetchall()
 
-    def begin(self, progress: Progress) -> None:
-        pass
+    def begin(self, progress: Progress) -> None:  # noqa: B027 (a hook: most databases need no preparation)
+        return None
 
     def create(self) -> None:
         self.drop()

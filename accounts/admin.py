@@ -10,6 +10,7 @@ from allauth.account.models import EmailAddress
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.db.models import Exists, IntegerField, OuterRef, Q, Value
 from django.db.models.functions import Lower
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -22,6 +23,7 @@ from audit.record import record
 from authenticators import flows as authenticator_flows
 from authenticators import registry
 from authenticators.models import RegistrationLink
+from careid.admin import DeclaredFiltersOnly
 
 from . import flows, roles
 from .admin_forms import ChangeUserForm, CreateUserForm, IssueLinkForm, ReasonForm
@@ -33,10 +35,25 @@ admin.site.unregister(EmailAddress)
 
 
 @admin.register(AllowedEmailDomain)
-class AllowedEmailDomainAdmin(admin.ModelAdmin):
+class AllowedEmailDomainAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
     list_display = ["domain", "include_subdomains"]
     list_filter = ["include_subdomains"]
     search_fields = ["domain"]
+
+    def save_model(self, request, obj, form, change) -> None:
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            record(Event.ALLOW_LIST_CHANGED, request=request, domain=obj.domain,
+                   include_subdomains=obj.include_subdomains, change="changed" if change else "added")
+
+    def delete_model(self, request, obj) -> None:
+        with transaction.atomic():
+            record(Event.ALLOW_LIST_CHANGED, request=request, domain=obj.domain, change="removed")
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for domain in queryset:
+            self.delete_model(request, domain)
 
 
 class AuthenticatorTypeFilter(admin.SimpleListFilter):
@@ -128,7 +145,7 @@ USER_ACTIONS = {
 
 
 @admin.register(User)
-class UserAdmin(admin.ModelAdmin):
+class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
     list_display = ["uid", "full_name", "email", "status", "authenticator_types", "last_login", "is_locked"]
     list_filter = ["status", AuthenticatorTypeFilter, LockedFilter, SignedInFilter]
     search_fields = ["=uid"]  # see get_search_results
@@ -189,7 +206,7 @@ class UserAdmin(admin.ModelAdmin):
     # --- add and change -------------------------------------------------------------------------
     def get_fields(self, request, obj=None):
         if obj is None:
-            return ["email", "title", "first_name", "last_name"]
+            return ["email", "title", "first_name", "last_name", "reason"]
         fields = ["uid", "external_id", "title", "first_name", "last_name", "email", "status", "locked_at", "last_login",
                   "date_joined"]
         if roles.assignable_roles(request.user) and obj.pk != request.user.pk:
@@ -226,7 +243,8 @@ class UserAdmin(admin.ModelAdmin):
         data = form.cleaned_data
         if not change:
             user, _link = flows.create_user(actor=request.user, email=data["email"], first_name=data["first_name"],
-                                            last_name=data["last_name"], title=data.get("title", ""), request=request)
+                                            last_name=data["last_name"], title=data.get("title", ""),
+                                            reason=data.get("reason", ""), request=request)
             obj.pk, obj.uid = user.pk, user.uid
             return
         current = User.objects.get(pk=obj.pk)
@@ -254,7 +272,12 @@ class UserAdmin(admin.ModelAdmin):
                 (item, reverse("admin:accounts_user_remove_authenticator", args=[obj.pk, item.kind.key]) if may_remove else None)
                 for item in registry.authenticators_of(obj)
             ]
-            context["recent_events"] = AuditEvent.objects.filter(subject=obj).select_related("actor")[:50]
+            # The person's own trail, for answering "who signed in, when, with what"; not for the accounts
+            # an RA Agent may not touch (another RA's trail is the Auditors' and RA Managers' to read).
+            readable = request.user.has_perm("audit.view_all_auditevents") or not roles.is_protected_from(obj, request.user)
+            context["recent_events"] = (
+                AuditEvent.objects.filter(subject=obj).select_related("actor")[:50] if readable else None
+            )
             context["ra_actions"] = [
                 (reverse(f"admin:accounts_user_{name}", args=[obj.pk]), button)
                 for name, (permission, _title, button, _flow) in USER_ACTIONS.items()
@@ -312,10 +335,12 @@ class UserAdmin(admin.ModelAdmin):
     def issue_link_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         user = self._target(request, pk, "accounts.issue_registration_link", "issue a registration link")
         form = IssueLinkForm(request.POST if request.method == "POST" else None, user=user)
+        if request.method == "POST" and not user.is_active:
+            self._refuse(request, user, "issue a registration link", reason=f"profile {user.status}")
         if request.method == "POST" and form.is_valid():
             link = authenticator_flows.issue_registration_link(
                 user=user, kind=form.cleaned_data["kind"], purpose=form.cleaned_data["purpose"], actor=request.user,
-                request=request,
+                request=request, reason=form.cleaned_data["reason"],
             )
             return TemplateResponse(request, "admin/careid/link_issued.html", {
                 **self.admin_site.each_context(request), "title": "Registration link issued", "subject": user,
@@ -346,7 +371,10 @@ class UserAdmin(admin.ModelAdmin):
         if "apply" in request.POST and form.is_valid():
             done = 0
             for user in queryset:
-                if roles.is_protected_from(user, request.user) or not _applies(action, user):
+                if roles.is_protected_from(user, request.user):
+                    record(Event.RA_REFUSED, request=request, subject=user, outcome=Outcome.FAILURE, attempted=action)
+                    continue
+                if not _applies(action, user):
                     continue
                 flow(user=user, actor=request.user, reason=form.cleaned_data["reason"], request=request)
                 done += 1

@@ -16,7 +16,15 @@ REASON = forms.CharField(
 )
 
 
+OPTIONAL_REASON = forms.CharField(
+    label="Reason (optional)", max_length=500, required=False, widget=forms.Textarea(attrs={"rows": 2}),
+    help_text="Kept in the audit trail, e.g. the request you are acting on.",
+)
+
+
 class CreateUserForm(forms.ModelForm):
+    reason = OPTIONAL_REASON
+
     class Meta:
         model = User
         fields = ["email", "title", "first_name", "last_name"]
@@ -69,6 +77,7 @@ class IssueLinkForm(forms.Form):
         ],
         initial="presence",
     )
+    reason = OPTIONAL_REASON
 
     def __init__(self, *args, user, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -92,11 +92,11 @@ def add_email_address(request: HttpRequest, email: str) -> bool:
         if EmailAddress.objects.filter(email=email.lower(), verified=True).exclude(user=user).exists():
             event = record(Event.EMAIL_REFUSED, request=request, subject=user, outcome=Outcome.FAILURE, email=email,
                            reason="verified on another Care Identity")
-            transaction.on_commit(lambda: send_address_in_use_task.delay(event.pk))
+            transaction.on_commit(lambda: send_address_in_use_task.delay(event.pk), robust=True)
             return True
         address = EmailAddress.objects.create(user=user, email=email, primary=False, verified=False)
         record(Event.EMAIL_ADDED, request=request, subject=user, email=email)
-        transaction.on_commit(lambda: send_email_confirmation_task.delay(address.pk))
+        transaction.on_commit(lambda: send_email_confirmation_task.delay(address.pk), robust=True)
     return True
 
 
@@ -112,7 +112,7 @@ def confirm_email_address(request: HttpRequest, confirmation: EmailConfirmationH
             EmailAddress.objects.filter(user=address.user, primary=True).update(primary=False)
             address.set_as_primary()
         event = record(Event.EMAIL_VERIFIED, request=request, subject=address.user, email=address.email, via="link")
-        transaction.on_commit(lambda: send_notification_task.delay(event.pk))
+        transaction.on_commit(lambda: send_notification_task.delay(event.pk), robust=True)
     return address
 
 
@@ -154,7 +154,7 @@ def fail_signin_attempt(
         if locked and user is not None:
             event = record(Event.ACCOUNT_LOCKED, request=request, subject=user, outcome=Outcome.FAILURE,
                            method=method, failures=user.signin_failures)
-            transaction.on_commit(lambda: send_notification_task.delay(event.pk))
+            transaction.on_commit(lambda: send_notification_task.delay(event.pk), robust=True)
     return throttle.LOCKED if locked else message
 
 
@@ -195,7 +195,7 @@ def unlock_user(*, user: User, reason: str, actor: User | None = None, request: 
         for kind in registry.all_types():
             kind.model.objects.filter(user=user).update(throttling_failure_count=0, throttling_failure_timestamp=None)
         event = record(Event.ACCOUNT_UNLOCKED, request=request, actor=actor, subject=user, reason=reason)
-        transaction.on_commit(lambda: send_notification_task.delay(event.pk))
+        transaction.on_commit(lambda: send_notification_task.delay(event.pk), robust=True)
     user.refresh_from_db()
 
 
@@ -230,6 +230,14 @@ def sign_out(request: HttpRequest) -> None:
 # --- registration authority actions (the admin and commands call these) ------------------------
 
 
+def _revoke_links(user: User) -> int:
+    """Registration links not yet used stop working (a reinstated person needs a new one)."""
+    from authenticators.models import RegistrationLink
+
+    now = timezone.now()
+    return RegistrationLink.objects.filter(user=user, used_at__isnull=True, expires_at__gt=now).update(expires_at=now)
+
+
 def _end_sessions(user: User) -> int:
     """End every session of the person at once (allauth's list of them, and each from the store)."""
     sessions = list(UserSession.objects.filter(user=user))
@@ -241,16 +249,16 @@ def _end_sessions(user: User) -> int:
 def _notify(event) -> None:
     from .tasks import send_notification_task
 
-    transaction.on_commit(lambda: send_notification_task.delay(event.pk))
+    transaction.on_commit(lambda: send_notification_task.delay(event.pk), robust=True)
 
 
-def create_user(*, actor: User, email: str, first_name: str, last_name: str, title: str = "",
+def create_user(*, actor: User, email: str, first_name: str, last_name: str, title: str = "", reason: str = "",
                 request: HttpRequest | None = None):
     """An RA creates a Care Identity: the person is invited to register the Authenticator app."""
     with transaction.atomic():
         user, link = invite_user(email=email, first_name=first_name, last_name=last_name, title=title,
                                  actor=actor, request=request)
-        record(Event.USER_CREATED, request=request, actor=actor, subject=user, email=user.email)
+        record(Event.USER_CREATED, request=request, actor=actor, subject=user, email=user.email, reason=reason)
     return user, link
 
 
@@ -276,7 +284,7 @@ def change_user_details(*, user: User, actor: User, changes: dict[str, str], req
             _notify(event)
             from .tasks import send_email_changed_to_old_address_task
 
-            transaction.on_commit(lambda: send_email_changed_to_old_address_task.delay(event.pk, old_email))
+            transaction.on_commit(lambda: send_email_changed_to_old_address_task.delay(event.pk, old_email), robust=True)
 
 
 def suspend_user(*, user: User, actor: User, reason: str, request: HttpRequest | None = None) -> int:
@@ -286,7 +294,7 @@ def suspend_user(*, user: User, actor: User, reason: str, request: HttpRequest |
         user.status = User.Status.SUSPENDED
         ended = _end_sessions(user)
         _notify(record(Event.USER_SUSPENDED, request=request, actor=actor, subject=user, reason=reason,
-                       sessions_ended=ended))
+                       sessions_ended=ended, links_revoked=_revoke_links(user)))
     return ended
 
 
@@ -316,7 +324,7 @@ def close_user(*, user: User, actor: User, reason: str, request: HttpRequest | N
         user.save(update_fields=["status", "password"])
         ended = _end_sessions(user)
         _notify(record(Event.USER_CLOSED, request=request, actor=actor, subject=user, reason=reason,
-                       authenticators_removed=removed, sessions_ended=ended))
+                       authenticators_removed=removed, sessions_ended=ended, links_revoked=_revoke_links(user)))
 
 
 def set_roles(*, user: User, actor: User | None, roles: set[str], assignable: set[str], request: HttpRequest | None = None) -> None:
@@ -330,5 +338,5 @@ def set_roles(*, user: User, actor: User | None, roles: set[str], assignable: se
     with transaction.atomic():
         user.groups.set(Group.objects.filter(name__in=wanted))
         User.objects.filter(pk=user.pk).update(is_staff=bool(wanted) or user.is_superuser)
-        record(Event.ROLES_CHANGED, request=request, actor=actor, subject=user,
-               added=sorted(wanted - current), removed=sorted(current - wanted))
+        _notify(record(Event.ROLES_CHANGED, request=request, actor=actor, subject=user,
+                       added=sorted(wanted - current), removed=sorted(current - wanted)))

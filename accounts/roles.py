@@ -46,18 +46,21 @@ def roles_of(user) -> set[str]:
 
 
 def is_protected_from(target, actor) -> bool:
-    """Whom `actor` may not change or act on: their own account (separation of duties: no RA
-    issues themselves a link or unlocks themselves), superusers, and for RA Agents also RA
-    Managers and Auditors."""
+    """Whom `actor` may not change or act on.
+
+    Their own account (separation of duties: no RA issues themselves a link or unlocks themselves)
+    and superusers; for an RA Manager also other RA Managers and Auditors; for an RA Agent every
+    holder of an RA role. Otherwise one RA could take over another's Care Identity (change its
+    e-mail, issue it a link) and act in their name.
+    """
     if actor.is_superuser:
         return False
-    if target.pk == actor.pk:
+    if target.pk == actor.pk or target.is_superuser:
         return True
-    if target.is_superuser:
-        return True
+    held = roles_of(target)
     if actor.has_perm("accounts.manage_ra_agents"):
-        return RA_MANAGER in roles_of(target)
-    return bool(roles_of(target) & {RA_MANAGER, AUDITOR})
+        return bool(held & {RA_MANAGER, AUDITOR})
+    return bool(held) or target.is_staff
 
 
 def assignable_roles(actor) -> list[str]:

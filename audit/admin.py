@@ -18,6 +18,7 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 
 from authenticators import registry
+from careid.admin import DeclaredFiltersOnly
 
 from .export import rows, stream_csv
 from .models import AuditEvent, Event
@@ -156,7 +157,7 @@ def in_one_transaction(lines: Iterable[str]) -> Iterator[str]:
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
     list_display = ["at", "event", "outcome", "subject", "actor", "method", "aal", "ip"]
     list_filter = ["event", "outcome", PeriodFilter, FromDateFilter, ToDateFilter, MethodFilter, ActorFilter, SubjectFilter]
     list_select_related = ["subject", "actor"]
@@ -166,6 +167,7 @@ class AuditEventAdmin(admin.ModelAdmin):
     paginator = EstimatedCountPaginator
     list_per_page = 50
     change_list_template = "admin/audit/auditevent/change_list.html"
+
 
     def get_queryset(self, request):
         queryset = super().get_queryset(request)

@@ -36,6 +36,7 @@ class Event(models.TextChoices):
     ROLES_CHANGED = "roles.changed", "Roles changed"
     RA_REFUSED = "ra.refused", "Registration authority action refused"
     AUDIT_EXPORTED = "audit.exported", "Audit trail exported"
+    ALLOW_LIST_CHANGED = "allowlist.changed", "Email domain allow list changed"
     USER_ONBOARDED = "user.onboarded", "Care Identity created by bulk onboarding"
     ONBOARDING_RUN = "onboarding.run", "Bulk onboarding run"
     USERS_EXPORTED = "users.exported", "Care Identities exported"

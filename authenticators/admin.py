@@ -15,6 +15,9 @@ class AuthenticatorAdmin(admin.ModelAdmin):
     readonly_fields = SHARED_FIELDS
     show_full_result_count = False
 
+    def lookup_allowed(self, lookup, value, request=None) -> bool:
+        return False  # no filtering on a type's own fields from the query string (e.g. ?key__startswith=)
+
     def has_add_permission(self, request) -> bool:
         return False  # authenticators are registered by their owner, through the journey
 

@@ -26,12 +26,15 @@ def issue_registration_link(
     actor=None,
     request: HttpRequest | None = None,
     confirmed: bool = False,
+    reason: str = "",
 ) -> RegistrationLink:
     """A single-use link for `user` to register `kind`; e-mailed unless issued for immediate use."""
     from .tasks import send_registration_link_task
 
     if registry.get_enabled(kind) is None:
         raise LookupError(f"No enabled authenticator type {kind!r}")
+    if not user.is_active:
+        raise ValueError(f"A {user.status} Care Identity cannot be given a registration link")
     now = timezone.now()
     with transaction.atomic():
         link = RegistrationLink.objects.create(
@@ -44,9 +47,9 @@ def issue_registration_link(
             confirmed_at=now if confirmed else None,
         )
         record(Event.LINK_ISSUED, request=request, actor=actor, subject=user, kind=kind, purpose=purpose,
-               link_id=link.pk, expires_at=link.expires_at.isoformat())
+               link_id=link.pk, expires_at=link.expires_at.isoformat(), **({"reason": reason} if reason else {}))
         if purpose != RegistrationLink.Purpose.PRESENCE:
-            transaction.on_commit(lambda: send_registration_link_task.delay(link.pk))
+            transaction.on_commit(lambda: send_registration_link_task.delay(link.pk), robust=True)
     return link
 
 
@@ -143,5 +146,5 @@ def remove_authenticator(*, user, kind: str, actor, reason: str, request: HttpRe
             return False
         event = record(Event.AUTHENTICATOR_REMOVED, request=request, actor=actor, subject=user, kind=kind,
                        name=authenticator_type.name, reason=reason)
-        transaction.on_commit(lambda: send_notification_task.delay(event.pk))
+        transaction.on_commit(lambda: send_notification_task.delay(event.pk), robust=True)
     return True

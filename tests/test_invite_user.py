@@ -91,3 +91,13 @@ def test_grant_role_gives_and_takes_a_role(db, person):
     assert not person.user.is_staff and not person.user.groups.exists()
     with pytest.raises(CommandError, match="No Care Identity"):
         call_command("grant_role", email="nobody@nhs.net", role="Auditor")
+
+
+def test_an_invitation_that_cannot_be_delivered_is_not_counted_as_sent(transactional_db, seeded_allow_list, settings):
+    from accounts.flows import invite_user
+
+    settings.EMAIL_PORT = 9  # nothing listens: every send fails
+    user, link = invite_user(email="undeliverable@nhs.net", first_name="A", last_name="B")
+    user.refresh_from_db()
+    assert user.invited_at is None  # so `onboard_users --invite` will invite them again
+    assert User.objects.filter(pk=user.pk).exists()  # the Care Identity itself was created

@@ -169,3 +169,80 @@ def test_signing_out_of_the_admin_is_careids_sign_out(agent):
     assert AuditEvent.objects.filter(event=Event.SIGNED_OUT, subject=agent_person.user).exists()
     assert not UserSession.objects.filter(user=agent_person.user).exists()
     assert client.get("/admin/").status_code == 302
+
+
+def test_no_list_can_be_filtered_on_undeclared_fields(agent, manager):
+    manager_person, _ = manager
+    _, client = agent
+    prefix = manager_person.user.password[:8]
+    for path in (f"{USERS}?password__startswith={prefix}&uid={manager_person.user.uid}",
+                 f"{USERS}?is_superuser=1", f"{EVENTS}?details__contains=x", f"{EVENTS}?actor__password__startswith=a"):
+        assert client.get(path).status_code == 400, path  # DisallowedModelAdminLookup
+
+
+def test_an_agent_cannot_act_on_another_agent_or_an_auditor(ra_staff, agent, person):
+    _, client = agent
+    peer, _ = ra_staff(RA_AGENT, email="peer.agent@nhs.net")
+    auditor, _ = ra_staff(AUDITOR)
+    for target in (peer, auditor):
+        assert client.post(f"{USERS}{target.user.pk}/authenticators/authenticator-app/remove/", {"reason": "x"}).status_code == 403
+        assert client.post(f"{USERS}{target.user.pk}/change/", {"first_name": "A", "last_name": "B",
+                                                                "email": "evil@nhs.net"}).status_code == 403
+        target.user.refresh_from_db()
+        assert target.user.email != "evil@nhs.net"
+        page = client.get(f"{USERS}{target.user.pk}/change/").content.decode()
+        assert "The audit trail of RA staff is for Auditors and RA Managers to read." in page
+    # Ordinary people's trails are there to answer "who signed in, when, with what".
+    assert "Last 50 audit events" in client.get(f"{USERS}{person.user.pk}/change/").content.decode()
+
+
+def test_a_manager_acts_on_agents_but_not_on_auditors(ra_staff, manager):
+    _, client = manager
+    agent_person, _ = ra_staff(RA_AGENT, email="an.agent@nhs.net")
+    auditor, _ = ra_staff(AUDITOR)
+    assert client.post(f"{USERS}{agent_person.user.pk}/unlock/", {"reason": "asked"}).status_code in (302, 400)
+    assert client.post(f"{USERS}{auditor.user.pk}/suspend/", {"reason": "x"}).status_code == 403
+
+
+def test_bulk_actions_skip_and_audit_protected_accounts(agent, manager, person):
+    agent_person, client = agent
+    manager_person, _ = manager
+    ids = [str(person.user.pk), str(manager_person.user.pk)]
+    client.post(USERS, {"action": "suspend_selected", "_selected_action": ids, "apply": "1", "reason": "test"})
+    person.user.refresh_from_db()
+    manager_person.user.refresh_from_db()
+    assert person.user.status == User.Status.SUSPENDED and manager_person.user.status == User.Status.ACTIVE
+    assert AuditEvent.objects.filter(event=Event.RA_REFUSED, actor=agent_person.user, subject=manager_person.user).exists()
+
+
+def test_no_link_for_a_suspended_or_closed_profile(agent, make_person):
+    from authenticators.models import AuthenticatorApp, RegistrationLink
+
+    _, client = agent
+    person = make_person(email="closed.person@nhs.net")
+    AuthenticatorApp.objects.filter(user=person.user).delete()
+    for status in (User.Status.SUSPENDED, User.Status.CLOSED):
+        User.objects.filter(pk=person.user.pk).update(status=status)
+        response = client.post(f"{USERS}{person.user.pk}/link/", {"kind": "authenticator-app", "purpose": "emailed"})
+        assert response.status_code == 403
+    assert not RegistrationLink.objects.exists()
+
+
+def test_suspension_revokes_unused_links(agent, make_person):
+    from authenticators.flows import issue_registration_link
+    from authenticators.models import AuthenticatorApp, RegistrationLink
+
+    _, client = agent
+    person = make_person(email="leaver@nhs.net")
+    AuthenticatorApp.objects.filter(user=person.user).delete()
+    link = issue_registration_link(user=person.user, kind="authenticator-app", purpose=RegistrationLink.Purpose.EMAILED)
+    client.post(f"{USERS}{person.user.pk}/suspend/", {"reason": "left"})
+    link.refresh_from_db()
+    assert link.is_expired
+
+
+def test_allow_list_changes_are_audited(manager):
+    manager_person, client = manager
+    client.post("/admin/accounts/allowedemaildomain/add/", {"domain": "example.org"})
+    event = AuditEvent.objects.get(event=Event.ALLOW_LIST_CHANGED)
+    assert event.actor == manager_person.user and event.details["domain"] == "example.org"

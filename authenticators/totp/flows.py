@@ -70,7 +70,7 @@ def start_registration(request: HttpRequest, link: RegistrationLink, email: str)
 
 def _send_code(request: HttpRequest, code: EmailOneTimePassword) -> None:
     record(Event.OTP_SENT, request=request, subject=code.user, email=code.email, purpose=code.purpose)
-    transaction.on_commit(lambda: send_email_code_task.delay(code.pk))
+    transaction.on_commit(lambda: send_email_code_task.delay(code.pk), robust=True)
 
 
 def current_journey(request: HttpRequest, step: str) -> RegistrationLink:
@@ -150,7 +150,7 @@ def complete_registration(request: HttpRequest, link: RegistrationLink, token: s
             record(Event.PASSWORD_SET, request=request, subject=user, method=KIND.key)
             event = record(Event.AUTHENTICATOR_REGISTERED, request=request, subject=user, method=KIND.key,
                            aal=KIND.aal, kind=KIND.key, name=KIND.name)
-            transaction.on_commit(lambda: send_notification_task.delay(event.pk))
+            transaction.on_commit(lambda: send_notification_task.delay(event.pk), robust=True)
     except IntegrityError:
         raise AppAlreadyRegistered() from None
     link_flows.end_journey(request)

@@ -75,7 +75,11 @@ class Command(BaseCommand):
                 raise CommandError(f"{error} Nothing was written.") from None
             except KeyboardInterrupt:
                 progress.finish()
-                raise CommandError("Interrupted: nothing was written.", returncode=130) from None
+                raise CommandError(
+                    "Interrupted. The import is all or nothing: run the same command again to finish the job "
+                    "(rows already written are skipped as existing, and --invite invites only people never invited).",
+                    returncode=130,
+                ) from None
             progress.finish()
         self._print_summary(summary, dry_run=dry_run, invite=invite, report=report)
         if summary.refusal:

@@ -20,7 +20,7 @@ from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
-from audit.models import Event, Outcome
+from audit.models import AuditEvent, Event, Outcome
 from audit.record import record
 
 from . import throttle
@@ -28,6 +28,15 @@ from .models import AllowedEmailDomain, User
 
 SESSION_AUTH = "careid_auth"
 SESSION_LAST_SEEN = "careid_last_seen"
+
+
+def notify_person(event: AuditEvent) -> AuditEvent:
+    """E-mail the person what the event changed about their access, once its transaction commits
+    (accounts.tasks.send_notification_task renders templates/emails/notification_<event>)."""
+    from .tasks import send_notification_task
+
+    transaction.on_commit(lambda: send_notification_task.delay(event.pk), robust=True)
+    return event
 
 
 @cache
@@ -102,8 +111,6 @@ def add_email_address(request: HttpRequest, email: str) -> bool:
 
 def confirm_email_address(request: HttpRequest, confirmation: EmailConfirmationHMAC) -> EmailAddress | None:
     """Verify the address of a confirmation link; the first verified address becomes primary."""
-    from .tasks import send_notification_task
-
     with transaction.atomic():
         address = confirmation.confirm(request)
         if address is None:
@@ -111,8 +118,7 @@ def confirm_email_address(request: HttpRequest, confirmation: EmailConfirmationH
         if not EmailAddress.objects.filter(user=address.user, primary=True, verified=True).exists():
             EmailAddress.objects.filter(user=address.user, primary=True).update(primary=False)
             address.set_as_primary()
-        event = record(Event.EMAIL_VERIFIED, request=request, subject=address.user, email=address.email, via="link")
-        transaction.on_commit(lambda: send_notification_task.delay(event.pk), robust=True)
+        notify_person(record(Event.EMAIL_VERIFIED, request=request, subject=address.user, email=address.email, via="link"))
     return address
 
 
@@ -145,16 +151,13 @@ def fail_signin_attempt(
     message: str = throttle.BAD_CREDENTIALS,
 ) -> str:
     """Count and audit a failed attempt; the message to show (the lock message once locked)."""
-    from .tasks import send_notification_task
-
     with transaction.atomic():
         locked = throttle.fail(request, email, user)
         record(Event.SIGNIN_FAILED, request=request, subject=user, outcome=Outcome.FAILURE, method=method,
                reason=reason, email=email[:254])
         if locked and user is not None:
-            event = record(Event.ACCOUNT_LOCKED, request=request, subject=user, outcome=Outcome.FAILURE,
-                           method=method, failures=user.signin_failures)
-            transaction.on_commit(lambda: send_notification_task.delay(event.pk), robust=True)
+            notify_person(record(Event.ACCOUNT_LOCKED, request=request, subject=user, outcome=Outcome.FAILURE,
+                                 method=method, failures=user.signin_failures))
     return throttle.LOCKED if locked else message
 
 
@@ -186,17 +189,11 @@ def unlock_user(*, user: User, reason: str, actor: User | None = None, request: 
     """Clear the sign-in lock and every throttle on the person's account and authenticators."""
     from authenticators import registry
 
-    from .tasks import send_notification_task
-
     with transaction.atomic():
-        User.objects.filter(pk=user.pk).update(
-            locked_at=None, signin_failures=0, last_signin_failure_at=None, signin_blocked_until=None
-        )
+        user.unlock()
         for kind in registry.all_types():
             kind.model.objects.filter(user=user).update(throttling_failure_count=0, throttling_failure_timestamp=None)
-        event = record(Event.ACCOUNT_UNLOCKED, request=request, actor=actor, subject=user, reason=reason)
-        transaction.on_commit(lambda: send_notification_task.delay(event.pk), robust=True)
-    user.refresh_from_db()
+        notify_person(record(Event.ACCOUNT_UNLOCKED, request=request, actor=actor, subject=user, reason=reason))
 
 
 def complete_signin(request: HttpRequest, *, user: User, kind) -> None:
@@ -246,12 +243,6 @@ def _end_sessions(user: User) -> int:
     return len(sessions)
 
 
-def _notify(event) -> None:
-    from .tasks import send_notification_task
-
-    transaction.on_commit(lambda: send_notification_task.delay(event.pk), robust=True)
-
-
 def create_user(*, actor: User, email: str, first_name: str, last_name: str, title: str = "", reason: str = "",
                 request: HttpRequest | None = None):
     """An RA creates a Care Identity: the person is invited to register the Authenticator app."""
@@ -281,7 +272,7 @@ def change_user_details(*, user: User, actor: User, changes: dict[str, str], req
         event = record(Event.USER_CHANGED, request=request, actor=actor, subject=user,
                        fields=sorted(changes), before=before, after=changes)
         if "email" in changes:
-            _notify(event)
+            notify_person(event)
             from .tasks import send_email_changed_to_old_address_task
 
             transaction.on_commit(lambda: send_email_changed_to_old_address_task.delay(event.pk, old_email), robust=True)
@@ -293,7 +284,7 @@ def suspend_user(*, user: User, actor: User, reason: str, request: HttpRequest |
         User.objects.filter(pk=user.pk).update(status=User.Status.SUSPENDED)
         user.status = User.Status.SUSPENDED
         ended = _end_sessions(user)
-        _notify(record(Event.USER_SUSPENDED, request=request, actor=actor, subject=user, reason=reason,
+        notify_person(record(Event.USER_SUSPENDED, request=request, actor=actor, subject=user, reason=reason,
                        sessions_ended=ended, links_revoked=_revoke_links(user)))
     return ended
 
@@ -304,7 +295,7 @@ def reinstate_user(*, user: User, actor: User, reason: str, request: HttpRequest
     with transaction.atomic():
         User.objects.filter(pk=user.pk).update(status=User.Status.ACTIVE)
         user.status = User.Status.ACTIVE
-        _notify(record(Event.USER_REINSTATED, request=request, actor=actor, subject=user, reason=reason))
+        notify_person(record(Event.USER_REINSTATED, request=request, actor=actor, subject=user, reason=reason))
 
 
 def close_user(*, user: User, actor: User, reason: str, request: HttpRequest | None = None) -> None:
@@ -323,7 +314,7 @@ def close_user(*, user: User, actor: User, reason: str, request: HttpRequest | N
         user.set_unusable_password()
         user.save(update_fields=["status", "password"])
         ended = _end_sessions(user)
-        _notify(record(Event.USER_CLOSED, request=request, actor=actor, subject=user, reason=reason,
+        notify_person(record(Event.USER_CLOSED, request=request, actor=actor, subject=user, reason=reason,
                        authenticators_removed=removed, sessions_ended=ended, links_revoked=_revoke_links(user)))
 
 
@@ -338,5 +329,5 @@ def set_roles(*, user: User, actor: User | None, roles: set[str], assignable: se
     with transaction.atomic():
         user.groups.set(Group.objects.filter(name__in=wanted))
         User.objects.filter(pk=user.pk).update(is_staff=bool(wanted) or user.is_superuser)
-        _notify(record(Event.ROLES_CHANGED, request=request, actor=actor, subject=user,
+        notify_person(record(Event.ROLES_CHANGED, request=request, actor=actor, subject=user,
                        added=sorted(wanted - current), removed=sorted(current - wanted)))

@@ -160,6 +160,14 @@ class User(AbstractBaseUser, PermissionsMixin):
         return "locked_at" in fields
 
 
+    def unlock(self) -> None:
+        """Clear the lock and every count and delay of sign-in throttling."""
+        fields = {"locked_at": None, "signin_failures": 0, "last_signin_failure_at": None, "signin_blocked_until": None}
+        User.objects.filter(pk=self.pk).update(**fields)
+        for name, value in fields.items():
+            setattr(self, name, value)
+
+
 _THROTTLE_FIELDS = ["signin_failures", "last_signin_failure_at", "signin_blocked_until", "locked_at"]
 
 

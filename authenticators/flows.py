@@ -135,7 +135,7 @@ def count_journey_failure(link: RegistrationLink) -> bool:
 
 def remove_authenticator(*, user, kind: str, actor, reason: str, request: HttpRequest | None = None) -> bool:
     """An RA removes one authenticator (e.g. a lost phone); the person can then register a new one."""
-    from accounts.tasks import send_notification_task
+    from accounts.flows import notify_person
 
     authenticator_type = registry.get(kind)
     if authenticator_type is None:
@@ -144,7 +144,6 @@ def remove_authenticator(*, user, kind: str, actor, reason: str, request: HttpRe
         removed, _ = authenticator_type.model.objects.filter(user=user).delete()
         if not removed:
             return False
-        event = record(Event.AUTHENTICATOR_REMOVED, request=request, actor=actor, subject=user, kind=kind,
-                       name=authenticator_type.name, reason=reason)
-        transaction.on_commit(lambda: send_notification_task.delay(event.pk), robust=True)
+        notify_person(record(Event.AUTHENTICATOR_REMOVED, request=request, actor=actor, subject=user, kind=kind,
+                             name=authenticator_type.name, reason=reason))
     return True

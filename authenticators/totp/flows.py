@@ -14,7 +14,7 @@ from django.utils import timezone
 from accounts import flows as account_flows
 from accounts import throttle
 from accounts.models import EmailOneTimePassword, User
-from accounts.tasks import send_email_code_task, send_notification_task
+from accounts.tasks import send_email_code_task
 from audit.models import Event, Outcome
 from audit.record import record
 from authenticators import flows as link_flows
@@ -148,9 +148,8 @@ def complete_registration(request: HttpRequest, link: RegistrationLink, token: s
             user.save(update_fields=["password"])
             registration.forget_secrets()
             record(Event.PASSWORD_SET, request=request, subject=user, method=KIND.key)
-            event = record(Event.AUTHENTICATOR_REGISTERED, request=request, subject=user, method=KIND.key,
-                           aal=KIND.aal, kind=KIND.key, name=KIND.name)
-            transaction.on_commit(lambda: send_notification_task.delay(event.pk), robust=True)
+            account_flows.notify_person(record(Event.AUTHENTICATOR_REGISTERED, request=request, subject=user,
+                                               method=KIND.key, aal=KIND.aal, kind=KIND.key, name=KIND.name))
     except IntegrityError:
         raise AppAlreadyRegistered() from None
     link_flows.end_journey(request)

@@ -11,7 +11,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.db.models import Exists, IntegerField, OuterRef, Q, Value
+from django.db.models import Exists, OuterRef, Q
 from django.db.models.functions import Lower
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -98,27 +98,8 @@ class SignedInFilter(admin.SimpleListFilter):
         return queryset
 
 
-def _has(position: int) -> str:
-    return f"has_authenticator_{position}"
-
-
 def _registered(kind) -> Exists:
     return Exists(kind.model.objects.filter(user=OuterRef("pk"), confirmed=True))
-
-
-def mark_registered_types(users: list[User]) -> None:
-    """Set has_authenticator_<position> on each user: one query over the page's users, whatever the types."""
-    per_type = [
-        kind.model.objects.filter(user__in=users, confirmed=True)
-        .annotate(position=Value(position, output_field=IntegerField())).values_list("user_id", "position")
-        for position, kind in enumerate(registry.all_types())
-    ]
-    if not users or not per_type:
-        return
-    registered = set(per_type[0].union(*per_type[1:], all=True) if len(per_type) > 1 else per_type[0])
-    for user in users:
-        for position in range(len(per_type)):
-            setattr(user, _has(position), (user.pk, position) in registered)
 
 
 class UserChangeList(ChangeList):
@@ -132,7 +113,9 @@ class UserChangeList(ChangeList):
     def get_results(self, request):
         super().get_results(request)
         self.result_list = list(self.result_list)
-        mark_registered_types(self.result_list)
+        registered = registry.registered_types_of(self.result_list)
+        for user in self.result_list:
+            user.registered_types = registered.get(user.pk, [])
 
 
 # name -> (permission, page title, button, flow); each needs a reason.
@@ -183,8 +166,7 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
 
     @admin.display(description="Authenticators")
     def authenticator_types(self, user: User) -> str:
-        names = [kind.name for position, kind in enumerate(registry.all_types()) if getattr(user, _has(position), False)]
-        return ", ".join(names) or "None"
+        return ", ".join(kind.name for kind in user.registered_types) or "None"
 
     @admin.display(description="Locked", boolean=True)
     def is_locked(self, user: User) -> bool:

@@ -100,13 +100,6 @@ def get_enabled(key: str) -> AuthenticatorType | None:
     return kind if kind is not None and kind.enabled else None
 
 
-def for_model(model: type) -> AuthenticatorType:
-    for kind in all_types():
-        if kind.model is model or issubclass(model, kind.model):
-            return kind
-    raise LookupError(model)
-
-
 @dataclass(frozen=True)
 class RegisteredAuthenticator:
     """What the profile and admin show of one registered authenticator (no secrets)."""
@@ -117,24 +110,34 @@ class RegisteredAuthenticator:
     last_used_at: datetime | None
 
 
-def authenticators_of(user) -> list[RegisteredAuthenticator]:
-    """Every authenticator a person has registered, in registry order, in one query.
-
-    A UNION over the per-type tables keeps the page's query count flat however many
-    types the registry holds.
-    """
+def _union_over_types(select, *fields: str) -> list[tuple]:
+    """Rows of (type position, *fields) from every type's table in one UNION query, so a page's
+    query count stays flat however many types the registry holds."""
     querysets = [
-        kind.model.objects.registered(user)
-        .annotate(kind=Value(position, output_field=IntegerField()))
-        .values_list("kind", "pk", "created_at", "last_used_at")
-        .order_by()
+        select(kind.model).annotate(position=Value(position, output_field=IntegerField()))
+        .values_list("position", *fields).order_by()
         for position, kind in enumerate(all_types())
     ]
     if not querysets:
         return []
-    rows = querysets[0].union(*querysets[1:], all=True) if len(querysets) > 1 else querysets[0]
+    return list(querysets[0].union(*querysets[1:], all=True) if len(querysets) > 1 else querysets[0])
+
+
+def authenticators_of(user) -> list[RegisteredAuthenticator]:
+    """Every authenticator a person has registered, in registry order."""
     types = all_types()
-    return sorted(
-        (RegisteredAuthenticator(types[position], pk, created, last_used) for position, pk, created, last_used in rows),
-        key=lambda registered: types.index(registered.kind),
-    )
+    rows = _union_over_types(lambda model: model.objects.registered(user), "pk", "created_at", "last_used_at")
+    return [
+        RegisteredAuthenticator(types[position], pk, created, last_used)
+        for position, pk, created, last_used in sorted(rows, key=lambda row: row[0])
+    ]
+
+
+def registered_types_of(users) -> dict[int, list[AuthenticatorType]]:
+    """For a page of people: user id -> the types they have registered, in registry order."""
+    types = all_types()
+    found: dict[int, list[AuthenticatorType]] = {}
+    rows = _union_over_types(lambda model: model.objects.filter(user__in=users, confirmed=True), "user_id")
+    for position, user_id in sorted(rows):
+        found.setdefault(user_id, []).append(types[position])
+    return found

@@ -83,3 +83,14 @@ def test_the_user_search_finds_by_uid_email_hr_number_and_name(ra_staff, make_pe
     for term in (person.user.uid, "MARY.JONES@nhs.net", "ESR-12345", "jon", "mary jo"):
         assert found(term) == {person.user.pk}, term
     assert found("nobody@nhs.net") == set()
+
+
+def test_the_user_list_shows_each_persons_registered_types(ra_staff, make_person):
+    _, client = ra_staff(RA_MANAGER)
+    with_app = make_person(email="with.app@nhs.net")
+    without = make_person(email="without.app@nhs.net")
+    AuthenticatorApp.objects.filter(user=without.user).delete()
+    page = client.get("/admin/accounts/user/")
+    shown = {user.pk: [kind.name for kind in user.registered_types] for user in page.context["cl"].result_list}
+    assert shown[with_app.user.pk] == ["Microsoft Authenticator"] and shown[without.user.pk] == []
+    assert "Microsoft Authenticator" in page.content.decode()

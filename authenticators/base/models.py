@@ -29,12 +29,6 @@ class Authenticator(TimestampMixin, ThrottlingMixin, Device):
             models.UniqueConstraint(fields=["user"], name="%(app_label)s_%(class)s_one_per_user"),
         ]
 
-    @property
-    def kind(self):
-        from authenticators import registry
-
-        return registry.for_model(type(self))
-
     def throttle_increment(self, commit: bool = True) -> None:
         # Counted in the database so that concurrent requests in several processes all count.
         now = timezone.now()

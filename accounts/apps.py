@@ -4,11 +4,3 @@ from django.apps import AppConfig
 class AccountsConfig(AppConfig):
     name = "accounts"
     verbose_name = "Care Identities"
-
-    def ready(self) -> None:
-        from django.contrib.auth.models import update_last_login
-        from django.contrib.auth.signals import user_logged_in
-
-        # last_login is written with the sign-in's throttle reset, in the same UPDATE
-        # (accounts.throttle.release), instead of by a second UPDATE from this receiver.
-        user_logged_in.disconnect(update_last_login, dispatch_uid="update_last_login")

@@ -117,7 +117,7 @@ class User(AbstractBaseUser, PermissionsMixin):
     def get_short_name(self) -> str:
         return self.first_name
 
-    # --- sign-in throttling (orchestrated by accounts.throttle) -----------------------------
+    # --- sign-in throttling (orchestrated by signin.throttle) -----------------------------
     @property
     def is_locked(self) -> bool:
         return self.locked_at is not None

@@ -4,8 +4,6 @@ from . import views
 
 urlpatterns = [
     path("", views.home, name="home"),
-    path("login/", views.signin, name="login"),
-    path("logout/", views.signout, name="logout"),
     path("profile/", views.profile, name="profile"),
     path("profile/email/add/", views.add_email, name="add_email"),
     path("profile/email/confirm/<str:key>/", views.confirm_email, name="confirm_email"),

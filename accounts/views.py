@@ -1,96 +1,17 @@
 from __future__ import annotations
 
-from functools import wraps
-from urllib.parse import urlencode
-
 from allauth.account.models import EmailAddress, EmailConfirmationHMAC
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.urls import reverse
-from django.views.decorators.http import require_POST
 
 from authenticators import registry
 from careid.http import posted
+from signin.decorators import recent_authentication_required
 
 from . import flows
-from .decorators import recent_authentication_required
-from .forms import AddEmailForm, SignInMethodForm
-from .redirects import safe_goto
-
-
-def requested_goto(request: HttpRequest) -> str | None:
-    # `next` is what Django's login_required sends; `goto` what relying services send.
-    return safe_goto(request.GET.get("goto") or request.GET.get("next"))
-
-
-def remember_cookie_name(level: str) -> str:
-    # One cookie per requested level (as CIS2 does); __Host- wherever cookies are Secure.
-    prefix = "__Host-" if settings.SESSION_COOKIE_SECURE else ""
-    return f"{prefix}careid-login-method-{level}"
-
-
-def signin_method(kind):
-    """For the views of one login method: only when it is enabled and reaches the level asked for."""
-
-    def decorator(view):
-        @wraps(view)
-        def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-            level = registry.level(request.GET.get("acr_values"))
-            if kind not in registry.types_for_level(level):
-                query = {"acr_values": level, "choose": "1"}
-                if goto := requested_goto(request):
-                    query["goto"] = goto
-                return redirect(f"{reverse('login')}?{urlencode(query)}")
-            return view(request, *args, **kwargs)
-
-        return wrapper
-
-    return decorator
-
-
-def signin_url(kind, goto: str | None, level: str) -> str:
-    query = {key: value for key, value in (("goto", goto), ("acr_values", level)) if value}
-    return kind.signin_url() + (f"?{urlencode(query)}" if query else "")
-
-
-def signin(request: HttpRequest) -> HttpResponse:
-    """CIS2 Authentication: choose a login method (or go straight to the remembered one)."""
-    goto = requested_goto(request)
-    level = registry.level(request.GET.get("acr_values"))
-    kinds = registry.types_for_level(level)
-    cookie = remember_cookie_name(level)
-    remembered = registry.get_enabled(request.COOKIES.get(cookie, ""))
-    if request.method == "GET" and remembered in kinds and "choose" not in request.GET:
-        return redirect(signin_url(remembered, goto, level))
-
-    form = SignInMethodForm(posted(request), kinds=kinds, initial={"method": remembered and remembered.key})
-    if request.method == "POST" and form.is_valid():
-        kind = registry.get_enabled(form.cleaned_data["method"])
-        response = redirect(signin_url(kind, goto, level))
-        if form.cleaned_data["remember"]:
-            response.set_cookie(
-                cookie, kind.key, max_age=settings.CAREID_REMEMBER_METHOD_MAX_AGE,
-                secure=settings.SESSION_COOKIE_SECURE, httponly=True, samesite="Lax",
-            )
-        else:
-            response.delete_cookie(cookie, samesite="Lax")
-        return response
-    return render(
-        request,
-        "accounts/signin.html",
-        {"form": form, "kinds": kinds, "reauth": "reauth" in request.GET,
-         "timed_out": getattr(request, "session_timed_out", False)},
-        status=400 if form.errors else 200,
-    )
-
-
-@require_POST
-def signout(request: HttpRequest) -> HttpResponse:
-    flows.sign_out(request)
-    return render(request, "accounts/signed_out.html")
+from .forms import AddEmailForm
 
 
 @login_required
@@ -140,11 +61,3 @@ def page(template: str):
         return render(request, template)
 
     return view
-
-
-def admin_login(request: HttpRequest) -> HttpResponse:
-    """The Django admin signs in through CIS2 Authentication like everything else."""
-    if request.user.is_authenticated and not request.user.is_staff:
-        return render(request, "403.html", {"message": "Your Care Identity does not give access to administration."}, status=403)
-    goto = safe_goto(request.GET.get("next")) or reverse("admin:index")
-    return redirect(f"{reverse('login')}?{urlencode({'goto': goto})}")

@@ -26,6 +26,7 @@ class Event(models.TextChoices):
     ACCOUNT_LOCKED = "account.locked", "Account locked"
     ACCOUNT_UNLOCKED = "account.unlocked", "Account unlocked"
     SIGNED_OUT = "signout", "Signed out"
+    SESSION_EXPIRED = "session.expired", "Session timed out"
     USER_CREATED = "user.created", "Care Identity created"
     USER_CHANGED = "user.changed", "Care Identity details changed"
     USER_SUSPENDED = "user.suspended", "Care Identity suspended"

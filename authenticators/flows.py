@@ -7,6 +7,7 @@ from django.db.models import F
 from django.http import HttpRequest
 from django.utils import timezone
 
+from accounts.notifications import notify_person
 from audit.models import Event, Outcome
 from audit.record import record
 
@@ -135,8 +136,6 @@ def count_journey_failure(link: RegistrationLink) -> bool:
 
 def remove_authenticator(*, user, kind: str, actor, reason: str, request: HttpRequest | None = None) -> bool:
     """An RA removes one authenticator (e.g. a lost phone); the person can then register a new one."""
-    from accounts.flows import notify_person
-
     authenticator_type = registry.get(kind)
     if authenticator_type is None:
         raise LookupError(kind)

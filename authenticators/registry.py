@@ -1,6 +1,6 @@
 """The single place that knows the list of authenticator types.
 
-The sign-in page, the profile, the admin and (later) OIDC ask the registry; none of them
+The sign-in page, the profile, the admin and the OpenID Connect provider ask the registry; none of them
 names a type. A new technology adds its module to KIND_MODULES and nothing else changes.
 """
 
@@ -33,7 +33,8 @@ class AuthenticatorType:
     signin_label: str  # as on "Select your login method", e.g. "Authenticator app"
     description: str
     aal: int
-    acr: str
+    acr: str  # the class this method reaches (CIS2's names, e.g. AAL2_TOTP)
+    amr: tuple[str, ...]  # authentication method references (RFC 8176) the ID token carries
     model_label: str  # "app_label.ModelName"
     enrol_url_name: str  # the page that starts registration for a signed-in person
     signin_url_name: str  # the first page of this login method

@@ -13,13 +13,13 @@ class CareIdAdminSite(admin.AdminSite):
     index_title = "Registration authority"
 
     def has_permission(self, request: HttpRequest) -> bool:
-        from accounts.flows import session_auth
+        from signin.session import current
 
-        auth = session_auth(request) or {}
-        return super().has_permission(request) and auth.get("aal", 0) >= 2
+        auth = current(request)
+        return super().has_permission(request) and auth is not None and auth.aal >= 2
 
     def login(self, request: HttpRequest, extra_context=None):
-        from accounts.views import admin_login
+        from signin.views import admin_login
 
         return admin_login(request)
 
@@ -27,11 +27,11 @@ class CareIdAdminSite(admin.AdminSite):
         """The admin's sign-out is careid's: audited, and the session record ends with it."""
         from django.shortcuts import render
 
-        from accounts.flows import sign_out
+        from signin.flows import sign_out
 
         if request.method == "POST":
             sign_out(request)
-        return render(request, "accounts/signed_out.html")
+        return render(request, "signin/signed_out.html")
 
     def password_change(self, request: HttpRequest, extra_context=None):
         from django.http import Http404

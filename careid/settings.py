@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "allauth.usersessions",
     "django_otp",
     "accounts",
+    "signin",
     "authenticators",
     "audit",
 ]
@@ -49,7 +50,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "accounts.middleware.session_timeouts",
+    "signin.middleware.session_timeouts",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
@@ -173,7 +174,7 @@ ACCOUNT_CONFIRM_EMAIL_ON_GET = False
 ACCOUNT_EMAIL_CONFIRMATION_EXPIRE_DAYS = 1
 ACCOUNT_EMAIL_SUBJECT_PREFIX = "NHS Care Identity: "
 ACCOUNT_EMAIL_NOTIFICATIONS = False  # careid sends its own notifications (accounts/notifications)
-USERSESSIONS_TRACK_ACTIVITY = False  # rows are written at sign-in (accounts.flows.complete_signin)
+USERSESSIONS_TRACK_ACTIVITY = False  # rows are written at sign-in (signin.flows.complete_signin)
 
 # --- careid ------------------------------------------------------------------------------
 CAREID_BASE_URL = env.str("CAREID_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
@@ -200,8 +201,9 @@ CAREID_MAX_EMAIL_ADDRESSES = 5
 # The authenticator type an invitation registers (the foundation journey).
 CAREID_INVITATION_AUTHENTICATOR = env.str("CAREID_INVITATION_AUTHENTICATOR", default="authenticator-app")
 CAREID_ALLOWED_REDIRECT_HOSTS = env.list("CAREID_ALLOWED_REDIRECT_HOSTS", default=[])
-CAREID_SESSION_IDLE_TIMEOUT = {2: timedelta(minutes=30), 3: timedelta(minutes=15)}
-CAREID_SESSION_ABSOLUTE_TIMEOUT = {2: timedelta(hours=12), 3: timedelta(hours=12)}
+# By the level signed in at (AAL1 exists only in test environments and is held to AAL2's limits).
+CAREID_SESSION_IDLE_TIMEOUT = {1: timedelta(minutes=30), 2: timedelta(minutes=30), 3: timedelta(minutes=15)}
+CAREID_SESSION_ABSOLUTE_TIMEOUT = {1: timedelta(hours=12), 2: timedelta(hours=12), 3: timedelta(hours=12)}
 CAREID_REAUTHENTICATION_MAX_AGE = timedelta(minutes=5)
 CAREID_REMEMBER_METHOD_MAX_AGE = int(timedelta(days=730).total_seconds())
 # Authenticator types switched off here disappear from every page (registry.enabled_types()).

@@ -7,6 +7,7 @@ handler404 = "careid.views.page_not_found"
 handler500 = "careid.views.server_error"
 
 urlpatterns = [
+    path("", include("signin.urls")),
     path("", include("accounts.urls")),
     path("", include("authenticators.urls")),
     path("admin/", admin.site.urls),

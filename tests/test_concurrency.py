@@ -9,9 +9,9 @@ from django.db import connection, connections
 from django.test import RequestFactory
 from django.utils import timezone
 
-from accounts import flows
 from accounts.models import User
 from audit.models import AuditEvent, Event
+from signin import flows
 
 from .conftest import require
 

@@ -314,7 +314,7 @@ def test_unknown_addresses_get_the_lock_message_on_the_same_failure(client, pers
 
 def test_one_account_has_one_attempt_in_flight(rf, person):
     """A second attempt while the first is being checked waits: parallel guesses are not all checked."""
-    from accounts import throttle
+    from signin import throttle
 
     request = rf.post("/", REMOTE_ADDR="10.0.0.9")
     assert throttle.begin(request, person.user.email, person.user) is None

@@ -12,9 +12,8 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from accounts import flows as account_flows
-from accounts import throttle
 from accounts.models import EmailOneTimePassword, User
-from accounts.tasks import send_email_code_task
+from accounts.notifications import notify_person, send_email_code
 from audit.models import Event, Outcome
 from audit.record import record
 from authenticators import flows as link_flows
@@ -27,6 +26,8 @@ from authenticators.journeys import (
     UsedLink,
 )
 from authenticators.models import RegistrationLink
+from signin import flows as signin_flows
+from signin import throttle
 
 from . import codes
 from .kind import KIND
@@ -70,7 +71,7 @@ def start_registration(request: HttpRequest, link: RegistrationLink, email: str)
 
 def _send_code(request: HttpRequest, code: EmailOneTimePassword) -> None:
     record(Event.OTP_SENT, request=request, subject=code.user, email=code.email, purpose=code.purpose)
-    transaction.on_commit(lambda: send_email_code_task.delay(code.pk), robust=True)
+    send_email_code(code)
 
 
 def current_journey(request: HttpRequest, step: str) -> RegistrationLink:
@@ -148,7 +149,7 @@ def complete_registration(request: HttpRequest, link: RegistrationLink, token: s
             user.save(update_fields=["password"])
             registration.forget_secrets()
             record(Event.PASSWORD_SET, request=request, subject=user, method=KIND.key)
-            account_flows.notify_person(record(Event.AUTHENTICATOR_REGISTERED, request=request, subject=user,
+            notify_person(record(Event.AUTHENTICATOR_REGISTERED, request=request, subject=user,
                                                method=KIND.key, aal=KIND.aal, kind=KIND.key, name=KIND.name))
     except IntegrityError:
         raise AppAlreadyRegistered() from None
@@ -164,7 +165,7 @@ PENDING_TTL_SECONDS = 300
 
 def start_signin(request: HttpRequest, *, email: str, password: str) -> str | None:
     """Password step: None when the person may go on to the code, else the message to show."""
-    user, message = account_flows.check_password_step(request, email=email, password=password, method=KIND.key)
+    user, message = signin_flows.check_password_step(request, email=email, password=password, method=KIND.key)
     if user is None:
         return message
     request.session[SESSION_PENDING] = {"user": user.pk, "at": timezone.now().timestamp()}
@@ -180,7 +181,7 @@ def pending_signin_user(request: HttpRequest) -> User | None:
 
 def finish_signin(request: HttpRequest, user: User, token: str) -> str | None:
     """Code step: None when signed in, else the message to show."""
-    refused = account_flows.begin_signin_attempt(request, email=user.email, user=user, method=KIND.key)
+    refused = signin_flows.begin_signin_attempt(request, email=user.email, user=user, method=KIND.key)
     if refused:
         if user.is_locked:
             request.session.pop(SESSION_PENDING, None)
@@ -190,14 +191,14 @@ def finish_signin(request: HttpRequest, user: User, token: str) -> str | None:
         # Someone with a password but no app (e.g. removed after a lost phone) gets what a wrong
         # password gets: the app is the second factor, not an option.
         request.session.pop(SESSION_PENDING, None)
-        return account_flows.fail_signin_attempt(request, email=user.email, user=user, method=KIND.key,
+        return signin_flows.fail_signin_attempt(request, email=user.email, user=user, method=KIND.key,
                                                  reason="no authenticator app" if device is None else f"profile {user.status}")
     allowed, why = device.verify_is_allowed()
     if not allowed:
         throttle.release(user, succeeded=False)
         return throttle.wait_message(why["locked_until"] - timezone.now())
     if not device.verify_token(token):
-        message = account_flows.fail_signin_attempt(
+        message = signin_flows.fail_signin_attempt(
             request, email=user.email, user=user, method=KIND.key, reason="wrong code",
             message="The code is not correct. Check your authenticator app and enter the latest code.",
         )
@@ -205,5 +206,5 @@ def finish_signin(request: HttpRequest, user: User, token: str) -> str | None:
             request.session.pop(SESSION_PENDING, None)
         return message
     request.session.pop(SESSION_PENDING, None)
-    account_flows.complete_signin(request, user=user, kind=KIND)
+    signin_flows.complete_signin(request, user=user, kind=KIND)
     return None

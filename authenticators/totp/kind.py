@@ -7,6 +7,7 @@ KIND = AuthenticatorType(
     description="Uses an approved email and security code to access National Care Records Service",
     aal=2,
     acr="AAL2_TOTP",
+    amr=("pwd", "otp"),
     model_label="authenticators.AuthenticatorApp",
     enrol_url_name="totp:register",
     signin_url_name="totp:signin",

@@ -6,14 +6,14 @@ from django.urls import reverse
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
-from accounts.decorators import recent_authentication_required
 from accounts.models import EmailOneTimePassword
-from accounts.views import requested_goto, signin_method, signin_url
 from authenticators import flows as link_flows
 from authenticators.journeys import JourneyError, TooManyFailures
 from authenticators.models import RegistrationLink
 from authenticators.views import journey_error, journey_step
 from careid.http import posted
+from signin.decorators import recent_authentication_required
+from signin.views import requested_goto, signin_method, signin_url
 
 from . import codes, flows
 from .forms import ConfirmForm, EmailCodeForm, EmailForm, PasswordForm, PasswordSignInForm, TokenForm

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import time
 from functools import wraps
 from urllib.parse import urlencode
 
@@ -9,7 +8,7 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect
 from django.urls import reverse
 
-from .flows import session_auth
+from .session import current
 
 
 def recent_authentication_required(view):
@@ -18,9 +17,8 @@ def recent_authentication_required(view):
     @login_required
     @wraps(view)
     def wrapper(request, *args, **kwargs):
-        auth = session_auth(request)
-        max_age = settings.CAREID_REAUTHENTICATION_MAX_AGE.total_seconds()
-        if auth is None or time.time() - auth["at"] > max_age:
+        auth = current(request)
+        if auth is None or auth.age() > settings.CAREID_REAUTHENTICATION_MAX_AGE.total_seconds():
             query = urlencode({"goto": request.get_full_path(), "reauth": "1"})
             return redirect(f"{reverse('login')}?{query}")
         return view(request, *args, **kwargs)

@@ -20,9 +20,8 @@ from django.core.cache import cache
 from django.http import HttpRequest
 from django.utils import timezone
 
+from accounts.models import User, signin_delay
 from audit.record import client_ip
-
-from .models import User, signin_delay
 
 BAD_CREDENTIALS = "Enter a correct email address and password"
 LOCKED = (

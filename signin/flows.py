@@ -1,0 +1,149 @@
+"""Use cases of CIS2 Authentication: a password as first factor, completing a sign-in, the
+session's end (signing out, timing out, an RA ending every session).
+
+Each flow writes its audit event in the transaction of its change. The login methods
+(authenticators/<type>/flows.py) call these; none of this names a type.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from functools import cache
+
+from allauth.usersessions.models import UserSession
+from django.contrib.auth import login, logout
+from django.contrib.auth.hashers import check_password, make_password
+from django.db import transaction
+from django.http import HttpRequest
+
+from accounts.models import User
+from accounts.notifications import notify_person
+from audit.models import Event, Outcome
+from audit.record import record
+
+from . import throttle
+from .session import SESSION_AUTH, SESSION_LAST_SEEN, Authentication, current
+from .signals import sessions_ended
+
+
+@cache
+def _dummy_hash() -> str:
+    """Checked against when the e-mail is unknown, so that an unknown address costs the
+    same Argon2 work as a wrong password (no timing enumeration)."""
+    return make_password(secrets.token_urlsafe(16))
+
+
+def find_user_for_signin(email: str) -> User | None:
+    return User.objects.with_email(email).first() if email else None
+
+
+def begin_signin_attempt(request: HttpRequest, *, email: str, user: User | None, method: str) -> str | None:
+    """Take the account's attempt slot before checking anything; the refusal message otherwise."""
+    refused = throttle.begin(request, email, user)
+    if refused is None:
+        return None
+    record(Event.SIGNIN_THROTTLED, request=request, subject=user, outcome=Outcome.FAILURE, method=method,
+           reason=refused.reason, email=email[:254])
+    return refused.message
+
+
+def fail_signin_attempt(
+    request: HttpRequest, *, email: str, user: User | None, method: str, reason: str,
+    message: str = throttle.BAD_CREDENTIALS,
+) -> str:
+    """Count and audit a failed attempt; the message to show (the lock message once locked)."""
+    with transaction.atomic():
+        locked = throttle.fail(request, email, user)
+        record(Event.SIGNIN_FAILED, request=request, subject=user, outcome=Outcome.FAILURE, method=method,
+               reason=reason, email=email[:254])
+        if locked and user is not None:
+            notify_person(record(Event.ACCOUNT_LOCKED, request=request, subject=user, outcome=Outcome.FAILURE,
+                                 method=method, failures=user.signin_failures))
+    return throttle.LOCKED if locked else message
+
+
+def check_password_step(request: HttpRequest, *, email: str, password: str, method: str) -> tuple[User | None, str | None]:
+    """A password as first factor.
+
+    Returns (user, None) when the password is right and the person may go on to their second
+    factor, or (None, message) with a message that is the same for an unknown address, a wrong
+    password and a suspended or closed profile.
+    """
+    user = find_user_for_signin(email)
+    refused = begin_signin_attempt(request, email=email, user=user, method=method)
+    if refused:
+        return None, refused
+    if user is None:
+        check_password(password, _dummy_hash())  # the same Argon2 work as for a real account
+        reason = "unknown email"
+    elif not user.check_password(password):
+        reason = "wrong password"
+    elif not user.is_active:
+        reason = f"profile {user.status}"
+    else:
+        throttle.release(user, succeeded=False)  # the count resets only when the sign-in completes
+        return user, None
+    return None, fail_signin_attempt(request, email=email, user=user, method=method, reason=reason)
+
+
+def complete_signin(request: HttpRequest, *, user: User, kind) -> None:
+    """Both factors passed: a new session (new id) that records how the person signed in.
+
+    The OpenID Connect session id (sid) stays the same when the same person signs in again in this
+    browser (a step-up or a re-authentication), so relying services keep one session to end.
+    """
+    previous = current(request)
+    sid = previous.sid if previous is not None and request.user.pk == user.pk and previous.sid else secrets.token_urlsafe(24)
+    with transaction.atomic():
+        throttle.release(user, succeeded=True)
+        login(request, user, backend="accounts.backends.CareIdentityBackend")  # cycles the session key
+        now = time.time()
+        auth = Authentication(method=kind.key, aal=kind.aal, acr=kind.acr, amr=tuple(kind.amr), at=now, sid=sid)
+        request.session[SESSION_AUTH] = auth.to_session()
+        request.session[SESSION_LAST_SEEN] = now
+        # allauth's list of a person's sessions: how suspension and closure end them all at once.
+        UserSession.objects.create_from_request(request)
+        record(Event.SIGNIN_SUCCEEDED, request=request, actor=user, subject=user, method=kind.key, aal=kind.aal,
+               acr=kind.acr)
+
+
+def _end_this_session(request: HttpRequest, event: Event, **details) -> None:
+    user = request.user if request.user.is_authenticated else None
+    auth = current(request)
+    session_key = request.session.session_key
+    with transaction.atomic():
+        if user is not None:
+            record(event, request=request, subject=user, method=auth.method if auth else "",
+                   aal=auth.aal if auth else None, **details)
+            UserSession.objects.filter(session_key=session_key).delete()
+        logout(request)  # flushes the session: the id is gone from the store
+        if user is not None and session_key:
+            reason = details.get("reason", "signed out")
+            transaction.on_commit(
+                lambda: sessions_ended.send(sender=User, user=user, session_keys=[session_key], reason=reason),
+                robust=True,
+            )
+
+
+def sign_out(request: HttpRequest) -> None:
+    _end_this_session(request, Event.SIGNED_OUT)
+
+
+def end_timed_out_session(request: HttpRequest) -> None:
+    """The middleware found the session past its idle or absolute timeout."""
+    _end_this_session(request, Event.SESSION_EXPIRED, reason="timed out")
+
+
+def end_sessions(user: User, *, reason: str) -> int:
+    """End every session of the person at once (allauth's list of them, and each from the store);
+    returns how many ended. Called inside the RA action's transaction."""
+    sessions = list(UserSession.objects.filter(user=user))
+    for session in sessions:
+        session.end()
+    keys = [session.session_key for session in sessions]
+    if keys:
+        transaction.on_commit(
+            lambda: sessions_ended.send(sender=User, user=user, session_keys=keys, reason=reason), robust=True
+        )
+    return len(sessions)

@@ -138,7 +138,7 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
     show_full_result_count = False
     actions = ["suspend_selected", "reinstate_selected", "unlock_selected"]
     change_form_template = "admin/accounts/user/change_form.html"
-    readonly_fields = ["uid", "external_id", "status", "date_joined", "last_login", "locked_at"]
+    readonly_fields = ["uid", "external_id", "status", "date_joined", "last_login", "locked_at", "lock_reason"]
 
     # --- the list ---------------------------------------------------------------------------
     def get_changelist(self, request, **kwargs):
@@ -189,7 +189,7 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
     def get_fields(self, request, obj=None):
         if obj is None:
             return ["email", "title", "first_name", "last_name", "reason"]
-        fields = ["uid", "external_id", "title", "first_name", "last_name", "email", "status", "locked_at", "last_login",
+        fields = ["uid", "external_id", "title", "first_name", "last_name", "email", "status", "locked_at", "lock_reason", "last_login",
                   "date_joined"]
         if roles.assignable_roles(request.user) and obj.pk != request.user.pk:
             fields.append("roles")
@@ -391,5 +391,5 @@ def _applies(action: str, user: User) -> bool:
         "suspend": user.status == User.Status.ACTIVE,
         "reinstate": user.status == User.Status.SUSPENDED,
         "close": user.status != User.Status.CLOSED,
-        "unlock": user.locked_at is not None or user.signin_failures > 0,
+        "unlock": user.locked_at is not None or user.signin_failures > 0 or user.code_failures > 0,
     }[action]

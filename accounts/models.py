@@ -12,6 +12,8 @@ from django.db.models import F, Q
 from django.db.models.functions import Lower
 from django.utils import timezone
 
+from signin.models import SigninThrottle
+
 from .emails import NOT_ON_ALLOW_LIST, domain_and_parents, normalise_domain, normalise_email
 
 
@@ -58,8 +60,10 @@ class UserManager(BaseUserManager["User"]):
         return self.create_user(email, first_name, last_name, password, **fields)
 
 
-class User(AbstractBaseUser, PermissionsMixin):
-    """A Care Identity profile. Never deleted: closing it keeps the uid out of circulation."""
+class User(AbstractBaseUser, PermissionsMixin, SigninThrottle):
+    """A Care Identity profile. Never deleted: closing it keeps the uid out of circulation.
+
+    Its sign-in throttle state (SigninThrottle) lives on the row so it holds across every web process."""
 
     class Status(models.TextChoices):
         ACTIVE = "active", "Active"
@@ -77,11 +81,6 @@ class User(AbstractBaseUser, PermissionsMixin):
     invited_at = models.DateTimeField(null=True, blank=True)
     # The person's number in the employer's HR system (ESR), kept from bulk onboarding.
     external_id = models.CharField("external ID (HR/ESR number)", max_length=64, blank=True, default="")
-    # Sign-in throttling lives on the row so it holds across every web process.
-    signin_failures = models.PositiveIntegerField(default=0)
-    last_signin_failure_at = models.DateTimeField(null=True, blank=True)
-    signin_blocked_until = models.DateTimeField(null=True, blank=True)
-    locked_at = models.DateTimeField(null=True, blank=True)
 
     objects = UserManager()
 
@@ -117,65 +116,8 @@ class User(AbstractBaseUser, PermissionsMixin):
     def get_short_name(self) -> str:
         return self.first_name
 
-    # --- sign-in throttling (orchestrated by signin.throttle) -----------------------------
-    @property
-    def is_locked(self) -> bool:
-        return self.locked_at is not None
-
-    def hold_signin_attempt(self) -> bool:
-        """Take this account's single attempt slot; False while locked, delayed or already held.
-
-        One conditional UPDATE decides, so parallel requests in any number of processes cannot
-        all pass the check before the first failure is counted.
-        """
-        now = timezone.now()
-        held = (
-            User.objects.filter(pk=self.pk, locked_at__isnull=True)
-            .filter(Q(signin_blocked_until__isnull=True) | Q(signin_blocked_until__lte=now))
-            .update(signin_blocked_until=now + settings.CAREID_SIGNIN_ATTEMPT_HOLD)
-        )
-        if not held:  # say why from the row as it is now
-            self.refresh_from_db(fields=_THROTTLE_FIELDS)
-        return bool(held)
-
-    def end_signin_attempt(self, *, failed: bool, reset: bool = False) -> bool:
-        """Release the slot held by hold_signin_attempt; returns True when a failure locked the account."""
-        now = timezone.now()
-        if not failed:
-            fields = {"signin_blocked_until": None}
-            if reset:  # the whole sign-in succeeded
-                fields.update(signin_failures=0, last_signin_failure_at=None, last_login=now)
-        else:
-            self.refresh_from_db(fields=_THROTTLE_FIELDS)  # as the previous holder left it
-            recent = self.last_signin_failure_at and now - self.last_signin_failure_at <= settings.CAREID_SIGNIN_FAILURE_WINDOW
-            failures = (self.signin_failures if recent else 0) + 1
-            fields = {"signin_failures": failures, "last_signin_failure_at": now,
-                      "signin_blocked_until": now + signin_delay(failures)}
-            if failures >= settings.CAREID_SIGNIN_LOCK_AFTER and self.locked_at is None:
-                fields["locked_at"] = now
-        # Only the holder of the slot writes these fields, so this is not a lost update.
-        User.objects.filter(pk=self.pk).update(**fields)
-        for name, value in fields.items():
-            setattr(self, name, value)
-        return "locked_at" in fields
-
-
-    def unlock(self) -> None:
-        """Clear the lock and every count and delay of sign-in throttling."""
-        fields = {"locked_at": None, "signin_failures": 0, "last_signin_failure_at": None, "signin_blocked_until": None}
-        User.objects.filter(pk=self.pk).update(**fields)
-        for name, value in fields.items():
-            setattr(self, name, value)
-
-
-_THROTTLE_FIELDS = ["signin_failures", "last_signin_failure_at", "signin_blocked_until", "locked_at"]
-
-
-def signin_delay(failures: int) -> timedelta:
-    """No delay for the first failures, then 1 s, 2 s, 4 s … from CAREID_SIGNIN_DELAY_FROM on."""
-    if failures < settings.CAREID_SIGNIN_DELAY_FROM:
-        return timedelta(0)
-    return min(timedelta(seconds=2 ** (failures - settings.CAREID_SIGNIN_DELAY_FROM)), settings.CAREID_SIGNIN_MAX_DELAY)
+    def _on_signin(self) -> dict:
+        return {"last_login": timezone.now()}  # with the throttle reset, in the same UPDATE
 
 
 class AllowedEmailDomainQuerySet(models.QuerySet["AllowedEmailDomain"]):

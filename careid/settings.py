@@ -161,6 +161,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "authenticators.tasks.forget_abandoned_registrations_task",
         "schedule": 3600.0,
     },
+    "forget-stale-unknown-addresses": {
+        "task": "signin.tasks.forget_stale_unknown_addresses_task",
+        "schedule": 3600.0,
+    },
 }
 
 # --- allauth: e-mail addresses and their verification only ---------------------------------
@@ -184,10 +188,14 @@ CAREID_REGISTRATION_JOURNEY_TTL = timedelta(seconds=env.int("CAREID_REGISTRATION
 CAREID_EMAIL_CODE_TTL = timedelta(seconds=env.int("CAREID_EMAIL_CODE_TTL", default=600))
 CAREID_EMAIL_CODE_COOLDOWN = timedelta(seconds=env.int("CAREID_EMAIL_CODE_COOLDOWN", default=60))
 CAREID_EMAIL_CODE_MAX_FAILURES = 5
-CAREID_SIGNIN_LOCK_AFTER = env.int("CAREID_SIGNIN_LOCK_AFTER", default=30)
+# Wrong passwords lock at the 100th (NIST SP 800-63B's cap; anyone who knows an address can cause them, so
+# the person lifts that lock by resetting their password); wrong codes, which need the right password
+# first, lock at the 30th until a registration authority unlocks.
+CAREID_PASSWORD_LOCK_AFTER = min(100, env.int("CAREID_PASSWORD_LOCK_AFTER", default=100))
+CAREID_CODE_LOCK_AFTER = min(100, env.int("CAREID_CODE_LOCK_AFTER", default=30))
 CAREID_SIGNIN_DELAY_FROM = 5  # failures before growing delays start
 CAREID_SIGNIN_MAX_DELAY = timedelta(minutes=15)
-# Failures older than this no longer count towards a lock (a lock itself stays until an RA unlocks).
+# Failures older than this no longer count towards a lock (a lock itself stays until it is lifted).
 CAREID_SIGNIN_FAILURE_WINDOW = timedelta(days=30)
 # One attempt per account at a time: held while the password or code is checked, released after.
 CAREID_SIGNIN_ATTEMPT_HOLD = timedelta(seconds=5)

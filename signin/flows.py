@@ -23,6 +23,7 @@ from audit.models import Event, Outcome
 from audit.record import record
 
 from . import throttle
+from .models import Factor, LockReason
 from .session import SESSION_AUTH, SESSION_LAST_SEEN, Authentication, current
 from .signals import sessions_ended
 
@@ -38,9 +39,10 @@ def find_user_for_signin(email: str) -> User | None:
     return User.objects.with_email(email).first() if email else None
 
 
-def begin_signin_attempt(request: HttpRequest, *, email: str, user: User | None, method: str) -> str | None:
+def begin_signin_attempt(request: HttpRequest, *, email: str, user: User | None, method: str,
+                         factor: Factor = Factor.PASSWORD) -> str | None:
     """Take the account's attempt slot before checking anything; the refusal message otherwise."""
-    refused = throttle.begin(request, email, user)
+    refused = throttle.begin(request, email, user, factor)
     if refused is None:
         return None
     record(Event.SIGNIN_THROTTLED, request=request, subject=user, outcome=Outcome.FAILURE, method=method,
@@ -50,17 +52,20 @@ def begin_signin_attempt(request: HttpRequest, *, email: str, user: User | None,
 
 def fail_signin_attempt(
     request: HttpRequest, *, email: str, user: User | None, method: str, reason: str,
-    message: str = throttle.BAD_CREDENTIALS,
+    message: str = throttle.BAD_CREDENTIALS, factor: Factor = Factor.PASSWORD,
 ) -> str:
     """Count and audit a failed attempt; the message to show (the lock message once locked)."""
     with transaction.atomic():
-        locked = throttle.fail(request, email, user)
+        locked = throttle.fail(request, email, user, factor)
         record(Event.SIGNIN_FAILED, request=request, subject=user, outcome=Outcome.FAILURE, method=method,
                reason=reason, email=email[:254])
         if locked and user is not None:
+            failures = user.signin_failures if factor == Factor.PASSWORD else user.code_failures
             notify_person(record(Event.ACCOUNT_LOCKED, request=request, subject=user, outcome=Outcome.FAILURE,
-                                 method=method, failures=user.signin_failures))
-    return throttle.LOCKED if locked else message
+                                 method=method, reason=user.lock_reason, failures=failures))
+    if not locked:
+        return message
+    return throttle.LOCKED_CODES if user is not None and user.lock_reason == LockReason.CODES else throttle.LOCKED
 
 
 def check_password_step(request: HttpRequest, *, email: str, password: str, method: str) -> tuple[User | None, str | None]:
@@ -81,8 +86,13 @@ def check_password_step(request: HttpRequest, *, email: str, password: str, meth
         reason = "wrong password"
     elif not user.is_active:
         reason = f"profile {user.status}"
+    elif user.is_locked:  # locked for wrong codes: only someone with the right password learns it
+        throttle.release(request, user, succeeded=False)
+        record(Event.SIGNIN_THROTTLED, request=request, subject=user, outcome=Outcome.FAILURE, method=method,
+               reason="locked", email=email[:254])
+        return None, throttle.LOCKED_CODES
     else:
-        throttle.release(user, succeeded=False)  # the count resets only when the sign-in completes
+        throttle.release(request, user, succeeded=False)  # the code count resets only when the sign-in completes
         return user, None
     return None, fail_signin_attempt(request, email=email, user=user, method=method, reason=reason)
 
@@ -96,7 +106,7 @@ def complete_signin(request: HttpRequest, *, user: User, kind) -> None:
     previous = current(request)
     sid = previous.sid if previous is not None and request.user.pk == user.pk and previous.sid else secrets.token_urlsafe(24)
     with transaction.atomic():
-        throttle.release(user, succeeded=True)
+        throttle.release(request, user, succeeded=True)
         login(request, user, backend="accounts.backends.CareIdentityBackend")  # cycles the session key
         now = time.time()
         auth = Authentication(method=kind.key, aal=kind.aal, acr=kind.acr, amr=tuple(kind.amr), at=now, sid=sid)

@@ -28,6 +28,7 @@ from authenticators.journeys import (
 from authenticators.models import RegistrationLink
 from signin import flows as signin_flows
 from signin import throttle
+from signin.models import Factor
 
 from . import codes
 from .kind import KIND
@@ -181,7 +182,7 @@ def pending_signin_user(request: HttpRequest) -> User | None:
 
 def finish_signin(request: HttpRequest, user: User, token: str) -> str | None:
     """Code step: None when signed in, else the message to show."""
-    refused = signin_flows.begin_signin_attempt(request, email=user.email, user=user, method=KIND.key)
+    refused = signin_flows.begin_signin_attempt(request, email=user.email, user=user, method=KIND.key, factor=Factor.CODE)
     if refused:
         if user.is_locked:
             request.session.pop(SESSION_PENDING, None)
@@ -191,15 +192,15 @@ def finish_signin(request: HttpRequest, user: User, token: str) -> str | None:
         # Someone with a password but no app (e.g. removed after a lost phone) gets what a wrong
         # password gets: the app is the second factor, not an option.
         request.session.pop(SESSION_PENDING, None)
-        return signin_flows.fail_signin_attempt(request, email=user.email, user=user, method=KIND.key,
-                                                 reason="no authenticator app" if device is None else f"profile {user.status}")
+        return signin_flows.fail_signin_attempt(request, email=user.email, user=user, method=KIND.key, factor=Factor.CODE,
+                                                reason="no authenticator app" if device is None else f"profile {user.status}")
     allowed, why = device.verify_is_allowed()
     if not allowed:
-        throttle.release(user, succeeded=False)
+        throttle.release(request, user, succeeded=False)
         return throttle.wait_message(why["locked_until"] - timezone.now())
     if not device.verify_token(token):
         message = signin_flows.fail_signin_attempt(
-            request, email=user.email, user=user, method=KIND.key, reason="wrong code",
+            request, email=user.email, user=user, method=KIND.key, reason="wrong code", factor=Factor.CODE,
             message="The code is not correct. Check your authenticator app and enter the latest code.",
         )
         if user.is_locked:

@@ -1,0 +1,115 @@
+"""Lock-outs that strangers cannot hand out (NIST SP 800-63B: at most 100 consecutive failures).
+
+Wrong passwords bring growing delays and lock only at the 100th, a lock the person lifts by resetting
+their password; wrong codes, which need the right password first, lock at the 30th until an RA unlocks.
+Addresses that belong to nobody answer exactly like a Care Identity throughout, whatever the cache does.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.core.cache import cache
+from django.utils import timezone
+
+from accounts.models import User
+from audit.models import AuditEvent, Event
+
+from .conftest import sign_in
+
+APP = "/login/authenticator-app/"
+CODE = "/login/authenticator-app/code/"
+
+
+@pytest.fixture
+def no_delays(settings):
+    """Only counts and locks are compared here, not the waits between attempts (nor the per-IP limit,
+    which these tests' hundreds of attempts from one address would reach)."""
+    settings.CAREID_SIGNIN_DELAY_FROM = 1000
+    settings.CAREID_IP_FAILURE_LIMIT = 10_000
+
+
+def answer(response, email: str) -> tuple[int, str]:
+    page = re.sub(r'name="csrfmiddlewaretoken" value="[^"]+"', "", response.content.decode())
+    return response.status_code, page.replace(email, "")
+
+
+def wrong_code(person) -> str:
+    return f"{(int(person.code()) + 500000) % 10**6:06d}"
+
+
+def test_thirty_wrong_passwords_from_a_stranger_do_not_lock_the_owner_out(client, person, no_delays):
+    for _attempt in range(30):
+        client.post(APP, {"email": person.user.email, "password": "wrong password"})
+    person.user.refresh_from_db()
+    assert person.user.locked_at is None and person.user.signin_failures == 30
+    assert sign_in(client, person).status_code == 302
+    assert client.session.get("_auth_user_id")
+    person.user.refresh_from_db()
+    assert person.user.signin_failures == 0
+
+
+def test_the_hundredth_wrong_password_locks_until_the_password_is_reset(client, person, no_delays, settings):
+    assert settings.CAREID_PASSWORD_LOCK_AFTER == 100
+    User.objects.filter(pk=person.user.pk).update(signin_failures=99, last_signin_failure_at=timezone.now())
+    response = client.post(APP, {"email": person.user.email, "password": "wrong password"})
+    page = response.content.decode()
+    assert "Your Care Identity is locked" in page and "Reset your password" in page
+    person.user.refresh_from_db()
+    assert person.user.locked_at is not None and person.user.lock_reason == "passwords"
+    assert AuditEvent.objects.filter(event=Event.ACCOUNT_LOCKED, subject=person.user, details__reason="passwords").exists()
+    # Even the right password is refused now.
+    response = client.post(APP, {"email": person.user.email, "password": person.password})
+    assert "Your Care Identity is locked" in response.content.decode()
+    assert not client.session.get("careid_pending_signin")
+
+
+def test_an_unknown_address_answers_like_a_locked_care_identity(client, person, no_delays):
+    answers = {}
+    for email in ("nobody@nhs.net", person.user.email):
+        for _attempt in range(100):
+            response = client.post(APP, {"email": email, "password": "wrong password"})
+        answers[email] = answer(response, email)
+    assert answers["nobody@nhs.net"] == answers[person.user.email]
+    assert "Your Care Identity is locked" in answers["nobody@nhs.net"][1]
+
+
+def test_an_unknown_address_keeps_its_lock_when_the_cache_is_emptied(client, person, no_delays):
+    User.objects.filter(pk=person.user.pk).update(signin_failures=99, last_signin_failure_at=timezone.now())
+    client.post(APP, {"email": person.user.email, "password": "wrong password"})
+    for _attempt in range(100):
+        client.post(APP, {"email": "nobody@nhs.net", "password": "wrong password"})
+    cache.clear()  # what eviction or a Redis restart does to anything kept only there
+    unknown = answer(client.post(APP, {"email": "nobody@nhs.net", "password": "wrong password"}), "nobody@nhs.net")
+    known = answer(client.post(APP, {"email": person.user.email, "password": "wrong password"}), person.user.email)
+    assert unknown == known
+    assert "Your Care Identity is locked" in unknown[1]
+
+
+def test_thirty_wrong_codes_lock_until_a_registration_authority_unlocks(client, person, no_delays):
+    User.objects.filter(pk=person.user.pk).update(code_failures=29, last_signin_failure_at=timezone.now())
+    client.post(APP, {"email": person.user.email, "password": person.password})
+    response = client.post(CODE, {"token": wrong_code(person)})
+    page = response.content.decode()
+    assert "Your Care Identity is locked" in page and "registration authority" in page
+    person.user.refresh_from_db()
+    assert person.user.locked_at is not None and person.user.lock_reason == "codes"
+    assert AuditEvent.objects.filter(event=Event.ACCOUNT_LOCKED, subject=person.user, details__reason="codes").exists()
+    # A stranger's wrong password gets the ordinary answer: the lock tells nothing about the account.
+    stranger = answer(client.post(APP, {"email": person.user.email, "password": "wrong password"}), person.user.email)
+    nobody = answer(client.post(APP, {"email": "nobody@nhs.net", "password": "wrong password"}), "nobody@nhs.net")
+    assert stranger == nobody
+    # The owner, with the right password, is told to contact their registration authority.
+    response = client.post(APP, {"email": person.user.email, "password": person.password})
+    assert "Contact your registration authority" in response.content.decode()
+    assert not client.session.get("careid_pending_signin")
+
+
+def test_wrong_codes_and_wrong_passwords_are_counted_apart(client, person, no_delays):
+    client.post(APP, {"email": person.user.email, "password": "wrong password"})
+    client.post(APP, {"email": person.user.email, "password": person.password})
+    client.post(CODE, {"token": wrong_code(person)})
+    person.user.refresh_from_db()
+    # The right password ends the run of wrong passwords; the wrong code starts a run of its own.
+    assert (person.user.signin_failures, person.user.code_failures) == (0, 1)

@@ -391,5 +391,5 @@ def _applies(action: str, user: User) -> bool:
         "suspend": user.status == User.Status.ACTIVE,
         "reinstate": user.status == User.Status.SUSPENDED,
         "close": user.status != User.Status.CLOSED,
-        "unlock": user.locked_at is not None or user.signin_failures > 0 or user.code_failures > 0,
+        "unlock": user.locked_at is not None or user.password_failures > 0 or user.code_failures > 0,
     }[action]

@@ -51,7 +51,8 @@ def send_email_confirmation(address: EmailAddress) -> None:
 @shared_task(**_RETRY)
 def send_email_code_task(code_id: int) -> None:
     code = EmailOneTimePassword.objects.select_related("user").get(pk=code_id)
-    mail.send("email_code", code.email, {"user": code.user, "code": code.code, "minutes": code_ttl_minutes()})
+    mail.send("email_code", code.email, {"user": code.user, "code": code.code, "minutes": code_ttl_minutes(),
+                                         "purpose": code.purpose})
 
 
 @shared_task(**_RETRY)

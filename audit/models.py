@@ -18,6 +18,8 @@ class Event(models.TextChoices):
     EMAIL_REFUSED = "email.refused", "Email address refused"
     PASSWORD_SET = "password.set", "Password set"
     PASSWORD_REFUSED = "password.refused", "Password refused"
+    PASSWORD_RESET_STARTED = "password.reset_started", "Password reset asked for"
+    PASSWORD_RESET = "password.reset", "Password reset"
     AUTHENTICATOR_REGISTERED = "authenticator.registered", "Authenticator registered"
     AUTHENTICATOR_REGISTRATION_FAILED = "authenticator.registration_failed", "Authenticator registration failed"
     SIGNIN_SUCCEEDED = "signin.succeeded", "Signed in"

@@ -300,7 +300,7 @@ def fill(wanted: Fill) -> None:
         generated: list[GeneratedUser] = []
         step = time.perf_counter()
         copy_into(User, ["password", "uid", "title", "first_name", "last_name", "email", "status", "is_staff",
-                         "date_joined", "invited_at", "last_login", "locked_at", "signin_failures"],
+                         "date_joined", "invited_at", "last_login", "locked_at", "password_failures"],
                   user_rows(rng, wanted.users, now, generated))
         ids = dict(User.objects.values_list("uid", "id"))
         report_rate("users", wanted.users, step)
@@ -370,8 +370,8 @@ def make_staff() -> Staff:
         user = User.objects.create_user(staff.email, "Bench", "Manager", password=staff.password, is_staff=True)
     user.set_password(staff.password)
     user.is_staff, user.status = True, User.Status.ACTIVE
-    user.locked_at = user.last_signin_failure_at = user.signin_blocked_until = None
-    user.signin_failures = 0
+    user.locked_at = user.last_signin_failure_at = user.password_blocked_until = None
+    user.password_failures = 0
     user.save()
     user.groups.set([Group.objects.get(name=roles.RA_MANAGER)])
     EmailAddress.objects.update_or_create(user=user, email=user.email, defaults={"primary": True, "verified": True})

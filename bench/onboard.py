@@ -79,8 +79,9 @@ def generate(count: int, directory: Path, layout: dict[str, list[str]]) -> tuple
                     "id": number, "password": "!" + randomness.getrandbits(128).to_bytes(16, "big").hex(),
                     "last_login": null, "is_superuser": "f", "uid": given_uid or str(100_000_000_000 + number),
                     "title": title, "first_name": first, "last_name": last, "email": email, "status": "active",
-                    "is_staff": "f", "date_joined": now, "invited_at": null, "signin_failures": 0,
-                    "last_signin_failure_at": null, "signin_blocked_until": null, "locked_at": null,
+                    "is_staff": "f", "date_joined": now, "invited_at": null, "password_failures": 0,
+                    "last_signin_failure_at": null, "password_blocked_until": null, "locked_at": null,
+                    "code_failures": 0, "code_blocked_until": null, "lock_reason": "",
                     "external_id": external_id,
                 },
                 "address": {"id": number, "email": email, "verified": "f", "primary": "t", "user_id": number},
@@ -101,8 +102,9 @@ def table_layout(connection: psycopg.Connection) -> dict[str, list[str]]:
     """The columns of careid's tables in order; the bench knows what careid stores in each."""
     known = {
         "user": {"id", "password", "last_login", "is_superuser", "uid", "title", "first_name", "last_name", "email",
-                 "status", "is_staff", "date_joined", "invited_at", "signin_failures", "last_signin_failure_at",
-                 "signin_blocked_until", "locked_at", "external_id"},
+                 "status", "is_staff", "date_joined", "invited_at", "password_failures", "last_signin_failure_at",
+                 "password_blocked_until", "locked_at", "code_failures", "code_blocked_until", "lock_reason",
+                 "external_id"},
         "address": {"id", "email", "verified", "primary", "user_id"},
         "event": {"id", "at", "event", "outcome", "ip", "user_agent", "method", "aal", "actor_id", "subject_id",
                   "details"},

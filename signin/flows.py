@@ -40,9 +40,9 @@ def find_user_for_signin(email: str) -> User | None:
 
 
 def begin_signin_attempt(request: HttpRequest, *, email: str, user: User | None, method: str,
-                         factor: Factor = Factor.PASSWORD) -> str | None:
+                         factor: Factor = Factor.PASSWORD, resetting_password: bool = False) -> str | None:
     """Take the account's attempt slot before checking anything; the refusal message otherwise."""
-    refused = throttle.begin(request, email, user, factor)
+    refused = throttle.begin(request, email, user, factor, resetting_password=resetting_password)
     if refused is None:
         return None
     record(Event.SIGNIN_THROTTLED, request=request, subject=user, outcome=Outcome.FAILURE, method=method,
@@ -60,7 +60,7 @@ def fail_signin_attempt(
         record(Event.SIGNIN_FAILED, request=request, subject=user, outcome=Outcome.FAILURE, method=method,
                reason=reason, email=email[:254])
         if locked and user is not None:
-            failures = user.signin_failures if factor == Factor.PASSWORD else user.code_failures
+            failures = user.password_failures if factor == Factor.PASSWORD else user.code_failures
             notify_person(record(Event.ACCOUNT_LOCKED, request=request, subject=user, outcome=Outcome.FAILURE,
                                  method=method, reason=user.lock_reason, failures=failures))
     if not locked:
@@ -87,18 +87,19 @@ def check_password_step(request: HttpRequest, *, email: str, password: str, meth
     elif not user.is_active:
         reason = f"profile {user.status}"
     elif user.is_locked:  # locked for wrong codes: only someone with the right password learns it
-        throttle.release(request, user, succeeded=False)
+        throttle.release(request, user, Factor.PASSWORD)
         record(Event.SIGNIN_THROTTLED, request=request, subject=user, outcome=Outcome.FAILURE, method=method,
                reason="locked", email=email[:254])
         return None, throttle.LOCKED_CODES
     else:
-        throttle.release(request, user, succeeded=False)  # the code count resets only when the sign-in completes
+        throttle.release(request, user, Factor.PASSWORD)  # the code count resets only when the sign-in completes
         return user, None
     return None, fail_signin_attempt(request, email=email, user=user, method=method, reason=reason)
 
 
 def complete_signin(request: HttpRequest, *, user: User, kind) -> None:
-    """Both factors passed: a new session (new id) that records how the person signed in.
+    """Both factors passed (the last one checked holding the code slot): a new session (new id) that
+    records how the person signed in.
 
     The OpenID Connect session id (sid) stays the same when the same person signs in again in this
     browser (a step-up or a re-authentication), so relying services keep one session to end.
@@ -106,7 +107,7 @@ def complete_signin(request: HttpRequest, *, user: User, kind) -> None:
     previous = current(request)
     sid = previous.sid if previous is not None and request.user.pk == user.pk and previous.sid else secrets.token_urlsafe(24)
     with transaction.atomic():
-        throttle.release(request, user, succeeded=True)
+        throttle.release(request, user, Factor.CODE, succeeded=True)
         login(request, user, backend="accounts.backends.CareIdentityBackend")  # cycles the session key
         now = time.time()
         auth = Authentication(method=kind.key, aal=kind.aal, acr=kind.acr, amr=tuple(kind.amr), at=now, sid=sid)

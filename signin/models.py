@@ -7,7 +7,7 @@ fields, under the same rules, on an UnknownAddress row, so the answers never tel
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, models, transaction
@@ -40,17 +40,22 @@ def lock_after(factor: Factor) -> int:
     return settings.CAREID_PASSWORD_LOCK_AFTER if factor == Factor.PASSWORD else settings.CAREID_CODE_LOCK_AFTER
 
 
-THROTTLE_FIELDS = ["signin_failures", "code_failures", "last_signin_failure_at", "signin_blocked_until", "locked_at",
-                   "lock_reason"]
+THROTTLE_FIELDS = ["password_failures", "password_blocked_until", "code_failures", "code_blocked_until",
+                   "last_signin_failure_at", "locked_at", "lock_reason"]
 
 
 class SigninThrottle(models.Model):
-    """Consecutive failures per factor, growing delays, one attempt in flight, and the lock."""
+    """Per factor: consecutive failures, growing delays and one attempt in flight; and the lock.
 
-    signin_failures = models.PositiveIntegerField("consecutive wrong passwords", default=0)
+    The factors are counted and delayed apart, so a stranger's wrong passwords never hold up the codes
+    of the person who knows the password (nor the code step of their password reset).
+    """
+
+    password_failures = models.PositiveIntegerField("consecutive wrong passwords", default=0)
+    password_blocked_until = models.DateTimeField(null=True, blank=True)
     code_failures = models.PositiveIntegerField("consecutive wrong security codes", default=0)
+    code_blocked_until = models.DateTimeField(null=True, blank=True)
     last_signin_failure_at = models.DateTimeField(null=True, blank=True)
-    signin_blocked_until = models.DateTimeField(null=True, blank=True)
     locked_at = models.DateTimeField(null=True, blank=True)
     lock_reason = models.CharField(max_length=10, choices=LockReason.choices, blank=True, default="")
 
@@ -66,49 +71,56 @@ class SigninThrottle(models.Model):
         """Only a lock that wrong passwords alone caused: wrong codes need the right password first."""
         return self.lock_reason == LockReason.PASSWORDS and self.code_failures < lock_after(Factor.CODE)
 
-    def hold_signin_attempt(self, factor: Factor) -> bool:
-        """Take this account's single attempt slot; False while locked, delayed or already held.
+    def blocked_until(self, factor: Factor) -> datetime | None:
+        return self.password_blocked_until if factor == Factor.PASSWORD else self.code_blocked_until
+
+    def hold_signin_attempt(self, factor: Factor, *, resetting_password: bool = False) -> bool:
+        """Take this account's single attempt slot for `factor`; False while locked, delayed or held.
 
         One conditional UPDATE decides, so parallel requests in any number of processes cannot all
         pass the check before the first failure is counted. A lock for wrong codes still lets the
-        password be checked: only the person who knows it learns that the account is locked.
+        password be checked: only the person who knows it learns that the account is locked. The
+        code of a password reset may be checked under a lock that the reset lifts.
         """
         now = timezone.now()
         unlocked = Q(locked_at__isnull=True)
         if factor == Factor.PASSWORD:
             unlocked |= Q(lock_reason=LockReason.CODES)
+        elif resetting_password:
+            unlocked |= Q(lock_reason=LockReason.PASSWORDS, code_failures__lt=lock_after(Factor.CODE))
+        slot = f"{factor}_blocked_until"
         held = (
             type(self)._default_manager.filter(unlocked, pk=self.pk)
-            .filter(Q(signin_blocked_until__isnull=True) | Q(signin_blocked_until__lte=now))
-            .update(signin_blocked_until=now + settings.CAREID_SIGNIN_ATTEMPT_HOLD)
+            .filter(Q(**{f"{slot}__isnull": True}) | Q(**{f"{slot}__lte": now}))
+            .update(**{slot: now + settings.CAREID_SIGNIN_ATTEMPT_HOLD})
         )
         if not held:  # say why from the row as it is now
             self.refresh_from_db(fields=THROTTLE_FIELDS)
         return bool(held)
 
-    def end_signin_attempt(self, *, failed: Factor | None, succeeded: bool = False) -> bool:
+    def end_signin_attempt(self, factor: Factor, *, failed: bool, succeeded: bool = False) -> bool:
         """Release the slot held by hold_signin_attempt; returns True when a failure locked the account.
 
         A right password ends the run of wrong passwords; a whole sign-in (`succeeded`) ends both runs.
         """
         now = timezone.now()
-        if failed is None:
-            fields = {"signin_blocked_until": None, "signin_failures": 0}
+        counter, slot = f"{factor}_failures", f"{factor}_blocked_until"
+        if not failed:
+            fields = {slot: None, counter: 0}
             if succeeded:
-                fields.update(code_failures=0, last_signin_failure_at=None, **self._on_signin())
+                fields.update(password_failures=0, code_failures=0, last_signin_failure_at=None, **self._on_signin())
         else:
             self.refresh_from_db(fields=THROTTLE_FIELDS)  # as the previous holder left it
             recent = self.last_signin_failure_at and now - self.last_signin_failure_at <= settings.CAREID_SIGNIN_FAILURE_WINDOW
-            counter = "signin_failures" if failed == Factor.PASSWORD else "code_failures"
             failures = (getattr(self, counter) if recent else 0) + 1
-            fields = {counter: failures, "last_signin_failure_at": now, "signin_blocked_until": now + signin_delay(failures)}
-            if not recent:
-                fields["signin_failures" if counter == "code_failures" else "code_failures"] = 0
-            if failures >= lock_after(failed) and self.lock_reason != LockReason.PASSWORDS:
+            fields = {counter: failures, slot: now + signin_delay(failures), "last_signin_failure_at": now}
+            if not recent:  # the other factor's old run is over too
+                fields["code_failures" if factor == Factor.PASSWORD else "password_failures"] = 0
+            if failures >= lock_after(factor) and self.lock_reason != LockReason.PASSWORDS:
                 # Wrong passwords lock even an account locked for wrong codes, so that it answers like any
                 # other at the 100th; the codes it had counted still keep a password reset from lifting it.
                 fields.update(locked_at=self.locked_at or now,
-                              lock_reason=LockReason.PASSWORDS if failed == Factor.PASSWORD else LockReason.CODES)
+                              lock_reason=LockReason.PASSWORDS if factor == Factor.PASSWORD else LockReason.CODES)
         # Only the holder of the slot writes these fields, so this is not a lost update.
         type(self)._default_manager.filter(pk=self.pk).update(**fields)
         for name, value in fields.items():
@@ -117,8 +129,8 @@ class SigninThrottle(models.Model):
 
     def unlock(self) -> None:
         """Clear the lock and every count and delay of sign-in throttling."""
-        fields = {"locked_at": None, "lock_reason": "", "signin_failures": 0, "code_failures": 0,
-                  "last_signin_failure_at": None, "signin_blocked_until": None}
+        fields = {"locked_at": None, "lock_reason": "", "password_failures": 0, "password_blocked_until": None,
+                  "code_failures": 0, "code_blocked_until": None, "last_signin_failure_at": None}
         type(self)._default_manager.filter(pk=self.pk).update(**fields)
         for name, value in fields.items():
             setattr(self, name, value)

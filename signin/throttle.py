@@ -50,10 +50,10 @@ def wait_message(wait: timedelta) -> str:
     return f"Too many failed attempts. Wait {seconds} {unit} and try again."
 
 
-def _refusal(subject: SigninThrottle) -> Refusal:
-    if subject.is_locked:
+def _refusal(subject: SigninThrottle, factor: Factor) -> Refusal:
+    if subject.is_locked and not (factor == Factor.PASSWORD and subject.lock_reason == LockReason.CODES):
         return Refusal("locked", LOCKED if subject.lock_reason == LockReason.PASSWORDS else LOCKED_CODES)
-    blocked_until = subject.signin_blocked_until
+    blocked_until = subject.blocked_until(factor)
     wait = (blocked_until - timezone.now()) if blocked_until else settings.CAREID_SIGNIN_ATTEMPT_HOLD
     return Refusal("throttled", wait_message(wait))
 
@@ -98,7 +98,8 @@ def _subject(email: str, user: User | None) -> SigninThrottle:
     return user if user is not None else UnknownAddress.objects.for_email(email)
 
 
-def begin(request: HttpRequest, email: str, user: User | None, factor: Factor = Factor.PASSWORD) -> Refusal | None:
+def begin(request: HttpRequest, email: str, user: User | None, factor: Factor = Factor.PASSWORD, *,
+          resetting_password: bool = False) -> Refusal | None:
     """Count the attempt against the client's address and hold the account for it, or say why the
     attempt may not even be checked (then nothing stays counted)."""
     ip_key = _ip_key(request)
@@ -106,18 +107,19 @@ def begin(request: HttpRequest, email: str, user: User | None, factor: Factor = 
         uncount(ip_key)
         return Refusal("ip_throttled", wait_message(settings.CAREID_IP_FAILURE_WINDOW))
     subject = _subject(email, user)
-    if subject.hold_signin_attempt(factor):
+    if subject.hold_signin_attempt(factor, resetting_password=resetting_password):
         return None
     uncount(ip_key)
-    return _refusal(subject)
+    return _refusal(subject, factor)
 
 
 def fail(request: HttpRequest, email: str, user: User | None, factor: Factor = Factor.PASSWORD) -> bool:
     """End the attempt as a failure (it stays counted against the address); True when it locked."""
-    return _subject(email, user).end_signin_attempt(failed=factor)
+    return _subject(email, user).end_signin_attempt(factor, failed=True)
 
 
-def release(request: HttpRequest, user: User, *, succeeded: bool) -> None:
-    """End the attempt without a failure: a right password, or a whole sign-in (which resets the counts)."""
+def release(request: HttpRequest, user: User, factor: Factor, *, succeeded: bool = False) -> None:
+    """End the attempt without a failure: a right password or code; `succeeded` for a whole sign-in,
+    which resets both counts."""
     uncount(_ip_key(request))
-    user.end_signin_attempt(failed=None, succeeded=succeeded)
+    user.end_signin_attempt(factor, failed=False, succeeded=succeeded)

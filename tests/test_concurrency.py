@@ -40,7 +40,7 @@ def test_parallel_guesses_cannot_pass_the_lock(transactional_db, make_person, se
     require(connection.vendor == "postgresql", "PostgreSQL (real concurrent transactions)")
     person = make_person()
     lock_after = settings.CAREID_PASSWORD_LOCK_AFTER
-    User.objects.filter(pk=person.user.pk).update(signin_failures=lock_after - 1, last_signin_failure_at=timezone.now())
+    User.objects.filter(pk=person.user.pk).update(password_failures=lock_after - 1, last_signin_failure_at=timezone.now())
     factory = RequestFactory()
 
     def guess(index: int):
@@ -50,7 +50,7 @@ def test_parallel_guesses_cannot_pass_the_lock(transactional_db, make_person, se
     results = in_parallel(16, guess)
     assert all(user is None for user, _message in results)
     person.user.refresh_from_db()
-    assert person.user.signin_failures == lock_after and person.user.is_locked
+    assert person.user.password_failures == lock_after and person.user.is_locked
     # Exactly one guess was checked; the others were turned away while it was (SIGNIN_THROTTLED).
     assert AuditEvent.objects.filter(event=Event.SIGNIN_FAILED).count() == 1
 

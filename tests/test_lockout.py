@@ -43,16 +43,16 @@ def test_thirty_wrong_passwords_from_a_stranger_do_not_lock_the_owner_out(client
     for _attempt in range(30):
         client.post(APP, {"email": person.user.email, "password": "wrong password"})
     person.user.refresh_from_db()
-    assert person.user.locked_at is None and person.user.signin_failures == 30
+    assert person.user.locked_at is None and person.user.password_failures == 30
     assert sign_in(client, person).status_code == 302
     assert client.session.get("_auth_user_id")
     person.user.refresh_from_db()
-    assert person.user.signin_failures == 0
+    assert person.user.password_failures == 0
 
 
 def test_the_hundredth_wrong_password_locks_until_the_password_is_reset(client, person, no_delays, settings):
     assert settings.CAREID_PASSWORD_LOCK_AFTER == 100
-    User.objects.filter(pk=person.user.pk).update(signin_failures=99, last_signin_failure_at=timezone.now())
+    User.objects.filter(pk=person.user.pk).update(password_failures=99, last_signin_failure_at=timezone.now())
     response = client.post(APP, {"email": person.user.email, "password": "wrong password"})
     page = response.content.decode()
     assert "Your Care Identity is locked" in page and "Reset your password" in page
@@ -76,7 +76,7 @@ def test_an_unknown_address_answers_like_a_locked_care_identity(client, person, 
 
 
 def test_an_unknown_address_keeps_its_lock_when_the_cache_is_emptied(client, person, no_delays):
-    User.objects.filter(pk=person.user.pk).update(signin_failures=99, last_signin_failure_at=timezone.now())
+    User.objects.filter(pk=person.user.pk).update(password_failures=99, last_signin_failure_at=timezone.now())
     client.post(APP, {"email": person.user.email, "password": "wrong password"})
     for _attempt in range(100):
         client.post(APP, {"email": "nobody@nhs.net", "password": "wrong password"})
@@ -112,4 +112,4 @@ def test_wrong_codes_and_wrong_passwords_are_counted_apart(client, person, no_de
     client.post(CODE, {"token": wrong_code(person)})
     person.user.refresh_from_db()
     # The right password ends the run of wrong passwords; the wrong code starts a run of its own.
-    assert (person.user.signin_failures, person.user.code_failures) == (0, 1)
+    assert (person.user.password_failures, person.user.code_failures) == (0, 1)

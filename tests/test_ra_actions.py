@@ -110,10 +110,10 @@ def test_unlocking_clears_the_lock(agent, make_person, mailbox):
 
     _, client = agent
     person = make_person()
-    User.objects.filter(pk=person.user.pk).update(locked_at=timezone.now(), signin_failures=30)
+    User.objects.filter(pk=person.user.pk).update(locked_at=timezone.now(), password_failures=30)
     assert client.post(f"{USERS}{person.user.pk}/unlock/", {"reason": "Identity checked by phone"}).status_code == 302
     person.user.refresh_from_db()
-    assert person.user.locked_at is None and person.user.signin_failures == 0
+    assert person.user.locked_at is None and person.user.password_failures == 0
     mailbox.wait_for(person.user.email, "Your Care Identity has been unlocked")
 
 

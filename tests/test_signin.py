@@ -152,10 +152,10 @@ def test_growing_delays_from_the_fifth_failure(client, person):
     assert "Too many failed attempts. Wait" in response.content.decode()
     assert AuditEvent.objects.filter(event=Event.SIGNIN_THROTTLED, subject=person.user).exists()
     # Once the delay has passed the right password works, and success resets the count.
-    User.objects.filter(pk=person.user.pk).update(signin_blocked_until=timezone.now())
+    User.objects.filter(pk=person.user.pk).update(password_blocked_until=None)
     sign_in(client, person)
     person.user.refresh_from_db()
-    assert person.user.signin_failures == 0
+    assert person.user.password_failures == 0
 
 
 def test_unknown_addresses_are_throttled_the_same_way(client, db, fast_hashing):
@@ -233,7 +233,7 @@ def test_a_post_without_a_csrf_token_is_refused_and_changes_nothing(person):
     assert response.status_code == 403
     assert "Your form could not be sent" in response.content.decode()
     person.user.refresh_from_db()
-    assert person.user.signin_failures == 0
+    assert person.user.password_failures == 0
 
 
 def test_the_admin_signs_in_through_this_page(client, db):
@@ -294,7 +294,7 @@ def test_one_account_has_one_attempt_in_flight(rf, person):
     assert second is not None and second.reason == "throttled"
     throttle.fail(request, person.user.email, person.user)
     person.user.refresh_from_db()
-    assert person.user.signin_failures == 1
+    assert person.user.password_failures == 1
     assert throttle.begin(request, person.user.email, person.user) is None  # no delay before the 5th failure
 
 
@@ -342,7 +342,7 @@ def test_a_lock_is_notified_and_an_unlock_restores_access(transactional_db, clie
     from django.core.management import call_command
 
     person = make_person()
-    User.objects.filter(pk=person.user.pk).update(signin_failures=99, last_signin_failure_at=timezone.now())
+    User.objects.filter(pk=person.user.pk).update(password_failures=99, last_signin_failure_at=timezone.now())
     client.post(APP, {"email": person.user.email, "password": "wrong password"})
     mailbox.wait_for(person.user.email, "Your Care Identity has been locked")
     with pytest.raises(Exception, match="No Care Identity"):

@@ -6,6 +6,11 @@ conditional update, so a replayed or skipped post changes nothing.
 
 from __future__ import annotations
 
+import time
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+
+from django.conf import settings
 from django.contrib.auth.hashers import make_password
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest
@@ -15,7 +20,7 @@ from accounts import flows as account_flows
 from accounts.models import EmailOneTimePassword, User
 from accounts.notifications import notify_person, send_email_code
 from audit.models import Event, Outcome
-from audit.record import record
+from audit.record import client_ip, record
 from authenticators import flows as link_flows
 from authenticators.journeys import (
     AlreadyRegistered,
@@ -196,7 +201,7 @@ def finish_signin(request: HttpRequest, user: User, token: str) -> str | None:
                                                 reason="no authenticator app" if device is None else f"profile {user.status}")
     allowed, why = device.verify_is_allowed()
     if not allowed:
-        throttle.release(request, user, succeeded=False)
+        throttle.release(request, user, Factor.CODE)
         return throttle.wait_message(why["locked_until"] - timezone.now())
     if not device.verify_token(token):
         message = signin_flows.fail_signin_attempt(
@@ -209,3 +214,165 @@ def finish_signin(request: HttpRequest, user: User, token: str) -> str | None:
     request.session.pop(SESSION_PENDING, None)
     signin_flows.complete_signin(request, user=user, kind=KIND)
     return None
+
+
+# --- forgotten password: e-mail -> e-mailed One Time Password -> app code -> new password ----------
+#
+# The same answers for every address: an unknown one, a suspended profile or one without the app gets
+# the same pages (its holder, if any, is e-mailed why instead), and its code is simply never right.
+
+SESSION_RESET = "careid_password_reset"
+RESET_TTL_SECONDS = 900
+RESET_PURPOSE = "password-reset"
+RESET_CODES_PER_DAY = 5  # new e-mailed codes per Care Identity per day (each dies after 5 wrong tries)
+RESET_STARTS_PER_HOUR = 20  # per client address
+
+
+@dataclass
+class PasswordReset:
+    """This browser's reset journey, kept in its session."""
+
+    email: str
+    step: str  # "otp" -> "app" -> "password"
+    at: float
+    user: int | None = None
+    code: int | None = None
+    failures: int = 0  # wrong One Time Passwords when there is no real code to count them
+
+    @classmethod
+    def of(cls, request: HttpRequest, step: str) -> PasswordReset | None:
+        data = request.session.get(SESSION_RESET)
+        if not isinstance(data, dict):
+            return None
+        reset = cls(**data)
+        if reset.step != step or time.time() - reset.at > RESET_TTL_SECONDS:
+            return None
+        return reset
+
+    def save(self, request: HttpRequest) -> None:
+        request.session[SESSION_RESET] = asdict(self)
+
+    def load_user(self) -> User | None:
+        return User.objects.filter(pk=self.user).first() if self.user else None
+
+
+def _reset_refusal(user: User) -> str | None:
+    """Why this Care Identity cannot reset its password, if it cannot (told only to its own address)."""
+    if not user.is_active:
+        return f"profile {user.status}"
+    if user.is_locked and not user.lock_is_lifted_by_password_reset:
+        return "locked"
+    if not AuthenticatorApp.objects.registered(user).exists():
+        return "no authenticator app"
+    return None
+
+
+def start_password_reset(request: HttpRequest, email: str) -> bool:
+    """Send a One Time Password to `email` if it can reset a password; False when this client has
+    started too many resets (the answer is otherwise the same for every address)."""
+    if not throttle.within_limit(f"password-reset:{client_ip(request)}", RESET_STARTS_PER_HOUR, timedelta(hours=1)):
+        return False
+    user = signin_flows.find_user_for_signin(email)
+    reset = PasswordReset(email=email, step="otp", at=time.time(), user=user.pk if user else None)
+    with transaction.atomic():
+        if user is None:
+            record(Event.PASSWORD_RESET_STARTED, request=request, outcome=Outcome.FAILURE, email=email[:254],
+                   reason="unknown email")
+        elif why := _reset_refusal(user):
+            notify_person(record(Event.PASSWORD_RESET_STARTED, request=request, subject=user, outcome=Outcome.FAILURE,
+                                 reason=why))
+        else:
+            record(Event.PASSWORD_RESET_STARTED, request=request, subject=user)
+            code = _live_reset_code(user)
+            if code is None and throttle.within_limit(f"password-reset-codes:{user.pk}", RESET_CODES_PER_DAY,
+                                                      timedelta(days=1)):
+                code = EmailOneTimePassword.issue(user=user, email=user.email, purpose=RESET_PURPOSE)
+                _send_code(request, code)
+            elif code is not None and code.replace():  # a new code for the same challenge: the failures stay
+                _send_code(request, code)
+            reset.code = code.pk if code else None
+        reset.save(request)
+    return True
+
+
+def _live_reset_code(user: User) -> EmailOneTimePassword | None:
+    return (EmailOneTimePassword.objects
+            .filter(user=user, purpose=RESET_PURPOSE, used_at__isnull=True, expires_at__gt=timezone.now(),
+                    failures__lt=settings.CAREID_EMAIL_CODE_MAX_FAILURES)
+            .order_by("-sent_at").first())
+
+
+def resend_reset_code(request: HttpRequest, reset: PasswordReset) -> bool:
+    code = EmailOneTimePassword.objects.filter(pk=reset.code).select_related("user").first() if reset.code else None
+    with transaction.atomic():
+        if code is None or not code.replace():
+            return code is None  # nothing to send to, but the page says the same as when a code went
+        _send_code(request, code)
+    return True
+
+
+def check_reset_code(request: HttpRequest, reset: PasswordReset, entered: str) -> EmailOneTimePassword.Result:
+    Result = EmailOneTimePassword.Result
+    code = EmailOneTimePassword.objects.filter(pk=reset.code).select_related("user").first() if reset.code else None
+    with transaction.atomic():
+        if code is None:
+            reset.failures += 1
+            result = Result.EXHAUSTED if reset.failures >= settings.CAREID_EMAIL_CODE_MAX_FAILURES else Result.WRONG
+        else:
+            result = code.verify(entered)
+        if result == Result.ACCEPTED:
+            reset.step = "app"
+        else:
+            record(Event.OTP_FAILED, request=request, subject=code.user if code else None, outcome=Outcome.FAILURE,
+                   purpose=RESET_PURPOSE, reason=result.value)
+        if result == Result.EXHAUSTED:
+            request.session.pop(SESSION_RESET, None)
+        else:
+            reset.save(request)
+    return result
+
+
+def check_reset_app_code(request: HttpRequest, reset: PasswordReset, token: str) -> str | None:
+    """The authenticator app's code proves the second factor; None when right, else the message."""
+    user = reset.load_user()
+    if user is None or _reset_refusal(user):
+        request.session.pop(SESSION_RESET, None)
+        return "This password reset cannot go on. Contact your registration authority."
+    refused = signin_flows.begin_signin_attempt(request, email=user.email, user=user, method=KIND.key,
+                                                factor=Factor.CODE, resetting_password=True)
+    if refused:
+        return refused
+    device = AuthenticatorApp.objects.registered(user).first()
+    if device is None or not device.verify_token(token):
+        message = signin_flows.fail_signin_attempt(
+            request, email=user.email, user=user, method=KIND.key, reason="wrong code in password reset",
+            factor=Factor.CODE, message="The code is not correct. Check your authenticator app and enter the latest code.",
+        )
+        if user.is_locked and not user.lock_is_lifted_by_password_reset:
+            request.session.pop(SESSION_RESET, None)
+        return message
+    throttle.release(request, user, Factor.CODE)
+    reset.step = "password"
+    reset.save(request)
+    return None
+
+
+def finish_password_reset(request: HttpRequest, reset: PasswordReset, password: str) -> User | None:
+    """Set the new password: a lock that wrong passwords caused is lifted, every session of the
+    person ends, and they are e-mailed. None when the reset can no longer go on."""
+    user = reset.load_user()
+    request.session.pop(SESSION_RESET, None)
+    if user is None or _reset_refusal(user):
+        return None
+    with transaction.atomic():
+        user.set_password(password)
+        user.save(update_fields=["password"])
+        unlocked = user.is_locked
+        if unlocked:
+            user.unlock()
+        else:
+            User.objects.filter(pk=user.pk).update(password_failures=0)
+        ended = signin_flows.end_sessions(user, reason="password reset")
+        notify_person(record(Event.PASSWORD_RESET, request=request, subject=user, method=KIND.key,
+                             unlocked=unlocked, sessions_ended=ended))
+    return user

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from functools import wraps
+
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -174,3 +176,89 @@ def signin_code(request: HttpRequest) -> HttpResponse:
     return render(request, "authenticators/totp/signin_code.html",
                   {"form": form, "choose_another": _choose_another(request)},
                   status=400 if form.errors else 200)
+
+
+# --- forgotten password --------------------------------------------------------------------------
+
+
+def reset_step(step: str):
+    """For a reset step's view: this browser's reset journey at `step`, or back to its start."""
+
+    def decorator(view):
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            reset = flows.PasswordReset.of(request, step)
+            if reset is None:
+                return redirect(reverse("totp:forgotten_password") + "?expired=1")
+            return view(request, reset, *args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+def forgotten_password(request: HttpRequest) -> HttpResponse:
+    """Forgotten your password? The e-mail address registered to the Care Identity."""
+    form = EmailForm(posted(request))
+    if request.method == "POST" and form.is_valid():
+        if flows.start_password_reset(request, form.cleaned_data["email"]):
+            return redirect("totp:reset_code")
+        form.add_error(None, "You have asked to reset a password too many times. Try again in an hour.")
+    return _page(request, "forgotten_password.html", {"expired": request.GET.get("expired") == "1"}, form)
+
+
+@sensitive_post_parameters("code")
+@reset_step("otp")
+def reset_code(request: HttpRequest, reset: flows.PasswordReset) -> HttpResponse:
+    form = EmailCodeForm(posted(request))
+    Result = EmailOneTimePassword.Result
+    if request.method == "POST" and form.is_valid():
+        result = flows.check_reset_code(request, reset, form.cleaned_data["code"])
+        if result == Result.ACCEPTED:
+            return redirect("totp:reset_app")
+        if result == Result.EXHAUSTED:
+            return _page(request, "reset_stopped.html", {})
+        form.add_error("code", {
+            Result.WRONG: "The One Time Password is not correct. Check the email and try again.",
+            Result.EXPIRED: "The One Time Password has expired. Select 'Send a new code'.",
+            Result.USED: "This One Time Password has already been used.",
+        }[result])
+    return _page(request, "code.html", {"sent": request.GET.get("sent") == "1", "resend_url": reverse("totp:reset_resend"),
+                                        "purpose": "reset"}, form)
+
+
+@require_POST
+@reset_step("otp")
+def reset_resend(request: HttpRequest, reset: flows.PasswordReset) -> HttpResponse:
+    if flows.resend_reset_code(request, reset):
+        return redirect(reverse("totp:reset_code") + "?sent=1")
+    return _page(request, "code.html", {"resend_refused": "You can ask for a new code once a minute. Wait, then try again.",
+                                        "resend_url": reverse("totp:reset_resend"), "purpose": "reset"}, EmailCodeForm())
+
+
+@sensitive_post_parameters("token")
+@reset_step("app")
+def reset_app(request: HttpRequest, reset: flows.PasswordReset) -> HttpResponse:
+    form = TokenForm(posted(request))
+    if request.method == "POST" and form.is_valid():
+        message = flows.check_reset_app_code(request, reset, form.cleaned_data["token"])
+        if message is None:
+            return redirect("totp:reset_password")
+        form.add_error("token", message)
+    return _page(request, "reset_app.html", {}, form)
+
+
+@sensitive_post_parameters("password1", "password2")
+@reset_step("password")
+def reset_password(request: HttpRequest, reset: flows.PasswordReset) -> HttpResponse:
+    user = reset.load_user()
+    form = PasswordForm(posted(request), user=user)
+    if request.method == "POST" and form.is_valid():
+        if flows.finish_password_reset(request, reset, form.cleaned_data["password1"]) is None:
+            return _page(request, "reset_stopped.html", {"cannot_go_on": True})
+        return redirect("totp:reset_done")
+    return _page(request, "password.html", {"purpose": "reset"}, form)
+
+
+def reset_done(request: HttpRequest) -> HttpResponse:
+    return render(request, "authenticators/totp/reset_done.html")

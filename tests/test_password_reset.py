@@ -1,0 +1,145 @@
+"""Forgotten your password? E-mail -> e-mailed One Time Password -> authenticator app code -> new password.
+
+The same pages for every address; a lock that wrong passwords caused is lifted, one that wrong codes
+caused is not; every other session ends; the person is e-mailed.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.contrib.auth.hashers import check_password
+from django.test import Client
+from django.utils import timezone
+
+from accounts.models import User
+from audit.models import AuditEvent, Event
+
+from .conftest import body, sign_in
+
+START = "/login/authenticator-app/forgotten-password/"
+CODE = START + "code/"
+APP = START + "app/"
+NEW = START + "password/"
+NEW_PASSWORD = "a brand new passphrase for the ward"
+
+
+@pytest.fixture
+def person(transactional_db, make_person):
+    return make_person()
+
+
+def code_from(mailbox, email: str, count: int = 1) -> str:
+    return re.search(r"\b(\d{8})\b", body(mailbox.wait_for(email, "One Time Password", count=count))).group(1)
+
+
+def same_page(response, email: str = "") -> tuple[int, str]:
+    page = re.sub(r'name="csrfmiddlewaretoken" value="[^"]+"', "", response.content.decode())
+    return response.status_code, page.replace(email, "") if email else page
+
+
+def wrong(code: str) -> str:
+    return f"{(int(code) + 1) % 10**8:08d}"
+
+
+def test_a_person_locked_by_wrong_passwords_resets_and_signs_in_again(client, person, mailbox):
+    user = person.user
+    elsewhere = Client()
+    sign_in(elsewhere, person)
+    User.objects.filter(pk=user.pk).update(password_failures=100, locked_at=timezone.now(), lock_reason="passwords",
+                                           last_signin_failure_at=timezone.now())
+    assert "Forgotten your password?" in client.get("/login/authenticator-app/").content.decode()
+    assert "Reset your password" in client.get(START).content.decode()
+    response = client.post(START, {"email": user.email.upper()})
+    assert response.status_code == 302 and response.url == CODE
+    assert client.post(CODE, {"code": code_from(mailbox, user.email)}).url == APP
+    assert client.post(APP, {"token": person.fresh_code()}).url == NEW
+    response = client.post(NEW, {"password1": NEW_PASSWORD, "password2": NEW_PASSWORD})
+    assert response.status_code == 302
+    assert "Your password has been changed" in client.get(response.url).content.decode()
+
+    user.refresh_from_db()
+    assert not user.is_locked and user.password_failures == 0 and check_password(NEW_PASSWORD, user.password)
+    notice = mailbox.wait_for(user.email, "Your Care Identity password has been changed")
+    assert "Your Care Identity is unlocked" in body(notice)
+    event = AuditEvent.objects.get(event=Event.PASSWORD_RESET, subject=user)
+    assert event.details["unlocked"] is True and event.details["sessions_ended"] == 1
+    assert NEW_PASSWORD not in str(event.details)
+    # Signed out everywhere else; the old password is gone, the new one works.
+    assert elsewhere.get("/profile/").status_code == 302
+    refused = client.post("/login/authenticator-app/", {"email": user.email, "password": person.password})
+    assert "Enter a correct email address and password" in refused.content.decode()
+    person.password = NEW_PASSWORD
+    assert sign_in(client, person).status_code == 302 and client.session.get("_auth_user_id")
+
+
+def test_an_unknown_address_gets_the_same_pages(client, person, mailbox):
+    known, unknown = Client(), Client()
+    assert same_page(known.post(START, {"email": person.user.email})) == same_page(
+        unknown.post(START, {"email": "nobody@nhs.net"}))
+    code = code_from(mailbox, person.user.email)
+    assert same_page(known.get(CODE)) == same_page(unknown.get(CODE))
+    for _attempt in range(4):
+        assert same_page(known.post(CODE, {"code": wrong(code)})) == same_page(unknown.post(CODE, {"code": wrong(code)}))
+    last_known, last_unknown = known.post(CODE, {"code": wrong(code)}), unknown.post(CODE, {"code": wrong(code)})
+    assert same_page(last_known) == same_page(last_unknown)
+    assert "You have entered a wrong code too many times" in last_known.content.decode()
+    assert [m["To"] for m in mailbox.messages] == [person.user.email]  # nothing went to the unknown address
+    # The code is dead: the right one no longer works, and the journey has to start again.
+    assert known.post(CODE, {"code": code}).url == START + "?expired=1"
+
+
+def test_a_lock_for_wrong_codes_cannot_be_reset(client, person, mailbox):
+    user = person.user
+    User.objects.filter(pk=user.pk).update(code_failures=30, locked_at=timezone.now(), lock_reason="codes")
+    response = client.post(START, {"email": user.email})
+    assert response.url == CODE  # the same answer as for anyone
+    notice = mailbox.wait_for(user.email, "Your Care Identity password cannot be reset")
+    assert "locked after too many wrong security codes" in body(notice)
+    assert not mailbox.to(user.email)[0]["Subject"].endswith("One Time Password")
+    assert AuditEvent.objects.filter(event=Event.PASSWORD_RESET_STARTED, subject=user, outcome="failure",
+                                     details__reason="locked").exists()
+
+
+def test_a_suspended_care_identity_cannot_reset_its_password(client, person, mailbox):
+    user = person.user
+    User.objects.filter(pk=user.pk).update(status=User.Status.SUSPENDED)
+    assert client.post(START, {"email": user.email}).url == CODE
+    assert "not active" in body(mailbox.wait_for(user.email, "cannot be reset"))
+    assert client.post(CODE, {"code": "12345678"}).status_code == 400
+
+
+def test_wrong_app_codes_count_towards_the_code_lock(client, person, mailbox, settings):
+    user = person.user
+    User.objects.filter(pk=user.pk).update(code_failures=settings.CAREID_CODE_LOCK_AFTER - 1,
+                                           last_signin_failure_at=timezone.now())
+    client.post(START, {"email": user.email})
+    client.post(CODE, {"code": code_from(mailbox, user.email)})
+    wrong_token = f"{(int(person.code()) + 500000) % 10**6:06d}"
+    response = client.post(APP, {"token": wrong_token})
+    assert "Contact your registration authority" in response.content.decode()
+    user.refresh_from_db()
+    assert user.lock_reason == "codes"
+    assert client.post(APP, {"token": person.fresh_code()}).url == START + "?expired=1"
+
+
+def test_the_new_password_follows_the_registration_rules(client, person, mailbox):
+    user = person.user
+    client.post(START, {"email": user.email})
+    client.post(CODE, {"code": code_from(mailbox, user.email)})
+    client.post(APP, {"token": person.fresh_code()})
+    response = client.post(NEW, {"password1": "password", "password2": "password"})
+    assert response.status_code == 400 and "too common" in response.content.decode()
+    response = client.post(NEW, {"password1": NEW_PASSWORD, "password2": NEW_PASSWORD + "x"})
+    assert "Passwords must match" in response.content.decode()
+    user.refresh_from_db()
+    assert check_password(person.password, user.password)
+
+
+def test_steps_cannot_be_skipped(client, person, mailbox):
+    client.post(START, {"email": person.user.email})
+    assert client.post(APP, {"token": person.fresh_code()}).url == START + "?expired=1"
+    assert client.post(NEW, {"password1": NEW_PASSWORD, "password2": NEW_PASSWORD}).url == START + "?expired=1"
+    person.user.refresh_from_db()
+    assert check_password(person.password, person.user.password)

@@ -45,6 +45,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "careid.middleware.security_headers",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Inside whitenoise (static files keep its caching), outside the rest (it sees their final headers).
+    "careid.middleware.no_store_by_default",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

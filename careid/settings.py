@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from csp.constants import NONE, SELF
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -36,6 +37,7 @@ INSTALLED_APPS = [
     "allauth.account",
     "allauth.usersessions",
     "django_otp",
+    "csp",  # for its system checks (a policy in the pre-4.0 format, a string of URL prefixes)
     "accounts",
     "signin",
     "authenticators",
@@ -44,8 +46,11 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "careid.middleware.security_headers",
+    "csp.middleware.CSPMiddleware",
+    "careid.middleware.permissions_policy",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Inside whitenoise (static files keep its caching), outside the rest (it sees their final headers).
+    "careid.middleware.no_store_by_default",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -145,6 +150,52 @@ if not DEBUG and env.bool("CAREID_SECURE_COOKIES", default=True):
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env.bool("CAREID_SSL_REDIRECT", default=True)
+
+# --- Content Security Policy (django-csp) --------------------------------------------------
+# No inline script or style anywhere, so no nonces; a view that needs one adds csp.constants.NONCE
+# with django-csp's csp_update decorator and uses request.csp_nonce.
+CAREID_CSP_REPORT_URI = env.str("CAREID_CSP_REPORT_URI", default="")
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        # NHS.UK frontend's stylesheet loads the Frutiger web fonts from the NHS asset host.
+        "font-src": [SELF, "https://assets.nhs.uk"],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "frame-ancestors": [NONE],
+        "report-uri": [CAREID_CSP_REPORT_URI] if CAREID_CSP_REPORT_URI else None,
+    },
+}
+
+
+def _csp_directives(policy: str, *, report_uri: str) -> dict[str, list[str] | bool | None]:
+    """A policy written as in the header ("default-src 'self'; img-src 'self' data:") as django-csp's
+    DIRECTIVES, exactly as written: django-csp would add `default-src 'self'` to a policy without one
+    and silently drop a directive it does not know, so a misspelt one refuses to start instead."""
+    from csp.utils import DEFAULT_DIRECTIVES
+
+    directives: dict[str, list[str] | bool | None] = {"default-src": None}
+    for part in filter(None, (part.strip() for part in policy.split(";"))):
+        name, *values = part.split()
+        if name.lower() not in DEFAULT_DIRECTIVES:
+            from django.core.exceptions import ImproperlyConfigured
+
+            raise ImproperlyConfigured(f"CAREID_CSP_REPORT_ONLY: unknown directive {name!r}")
+        directives[name.lower()] = values or True  # a directive without values (upgrade-insecure-requests)
+    if report_uri and "report-uri" not in directives:
+        directives["report-uri"] = [report_uri]
+    return directives
+
+
+# A second policy the browser reports on but does not enforce: try a stricter one before making it
+# CONTENT_SECURITY_POLICY. The enforced policy above cannot be weakened or switched off from here.
+if _report_only := env.str("CAREID_CSP_REPORT_ONLY", default=""):
+    CONTENT_SECURITY_POLICY_REPORT_ONLY = {
+        "DIRECTIVES": _csp_directives(_report_only, report_uri=CAREID_CSP_REPORT_URI),
+    }
 
 # --- Celery -----------------------------------------------------------------------------
 # Without a broker, tasks run in-process (make run); with one, a worker runs them.

@@ -65,13 +65,81 @@ def test_passwords_are_hashed_with_argon2(db):
     assert user.password.startswith("argon2$argon2id$")
 
 
+# The policy careid enforces, directive by directive (django-csp may write them in any order).
+POLICY = {
+    "default-src": ["'self'"],
+    "script-src": ["'self'"],
+    "style-src": ["'self'"],
+    "img-src": ["'self'", "data:"],
+    "font-src": ["'self'", "https://assets.nhs.uk"],
+    "object-src": ["'none'"],
+    "base-uri": ["'none'"],
+    "frame-ancestors": ["'none'"],
+}
+
+
+def parsed(policy: str) -> dict[str, list[str]]:
+    return {name: values for name, *values in (part.split() for part in policy.split(";") if part.strip())}
+
+
 def test_pages_carry_the_security_headers(client, db):
     response = client.get("/login/")
-    csp = response.headers["Content-Security-Policy"]
-    assert "script-src 'self'" in csp and "'unsafe-inline'" not in csp and "frame-ancestors 'none'" in csp
+    assert parsed(response.headers["Content-Security-Policy"]) == POLICY
+    assert "Content-Security-Policy-Report-Only" not in response.headers  # none unless asked for
+    assert response.headers["Permissions-Policy"] == "camera=(), microphone=(), geolocation=()"
     assert response.headers["X-Frame-Options"] == "DENY"
     assert response.headers["Referrer-Policy"] == "same-origin"
     assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_static_files_carry_the_policy_too(client, db):
+    response = client.get("/static/nhsuk/nhsuk-frontend.min.css")
+    assert response.status_code == 200
+    assert parsed(response.headers["Content-Security-Policy"]) == POLICY
+    assert response.headers["Permissions-Policy"] == "camera=(), microphone=(), geolocation=()"
+
+
+def headers_with(env: dict[str, str]) -> dict:
+    """The headers of /login/ from a process started with `env` (settings are read once, at start)."""
+    code = (
+        "import json, django; django.setup(); from django.test.utils import setup_test_environment;"
+        "setup_test_environment(); from django.test import Client;"
+        "print(json.dumps(dict(Client().get('/login/').headers)))"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CAREID_CSP_")}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+        env={**clean, "DJANGO_SETTINGS_MODULE": "careid.settings", "SECRET_KEY": "k", **env},
+    )
+    if result.returncode:
+        return {"error": result.stderr}
+    return json.loads(result.stdout)
+
+
+def test_a_report_uri_and_a_report_only_policy_come_from_the_environment():
+    headers = headers_with({
+        "CAREID_CSP_REPORT_URI": "https://csp-reports.example.nhs.uk/careid",
+        "CAREID_CSP_REPORT_ONLY": "script-src 'self'; style-src 'none' ; require-trusted-types-for 'script'; "
+                                  "upgrade-insecure-requests",
+    })
+    # The enforced policy is unchanged, and now says where to report what it blocks.
+    assert parsed(headers["Content-Security-Policy"]) == {**POLICY, "report-uri": ["https://csp-reports.example.nhs.uk/careid"]}
+    # The report-only policy is exactly what was written (no default-src added), reporting to the same place.
+    assert parsed(headers["Content-Security-Policy-Report-Only"]) == {
+        "script-src": ["'self'"], "style-src": ["'none'"], "require-trusted-types-for": ["'script'"],
+        "upgrade-insecure-requests": [], "report-uri": ["https://csp-reports.example.nhs.uk/careid"],
+    }
+
+
+def test_a_report_uri_alone_adds_no_report_only_policy():
+    headers = headers_with({"CAREID_CSP_REPORT_URI": "/csp-report/"})
+    assert parsed(headers["Content-Security-Policy"]) == {**POLICY, "report-uri": ["/csp-report/"]}
+    assert "Content-Security-Policy-Report-Only" not in headers
+
+
+def test_a_misspelt_report_only_directive_refuses_to_start():
+    headers = headers_with({"CAREID_CSP_REPORT_ONLY": "default-src 'self'; scirpt-src 'self'"})
+    assert "CAREID_CSP_REPORT_ONLY: unknown directive 'scirpt-src'" in headers["error"]
 
 
 def test_the_nhsuk_frontend_is_served(client, db):

@@ -38,9 +38,11 @@ def invite_user(
     """Create a Care Identity and e-mail it a link to register the Authenticator app.
 
     Returns (user, registration link). Raises ValidationError for an address outside the
-    allow list and IntegrityError when the address already belongs to someone.
+    allow list or one that belongs to another Care Identity (IntegrityError when another
+    process gives it to someone meanwhile).
     """
     email = AllowedEmailDomain.objects.check_email(email)
+    User.objects.check_email_free(email)
     with transaction.atomic():
         user = User.objects.create_user(email, first_name=first_name, last_name=last_name, title=title)
         EmailAddress.objects.create(user=user, email=email, primary=True, verified=False)

@@ -15,6 +15,9 @@ from django.utils import timezone
 
 from .emails import NOT_ON_ALLOW_LIST, domain_and_parents, normalise_domain, normalise_email
 
+EMAIL_EXISTS = "A Care Identity with this email address already exists"
+EMAIL_VERIFIED_ELSEWHERE = "This email address is verified on another Care Identity (UID {uid})"
+
 
 class EmailTaken(Exception):
     """The address belongs to another Care Identity (UserManager.holding_email); nothing was verified."""
@@ -42,6 +45,19 @@ class UserManager(BaseUserManager["User"]):
         email = (email or "").strip().lower()
         verified_on = EmailAddress.objects.filter(email=email, verified=True).values("user_id")
         return self.filter(pk__in=self.with_email(email).values("pk").union(verified_on))
+
+    def check_email_free(self, email: str, *, other_than: User | None = None) -> None:
+        """For the registration authority and operators, who may be told who holds an address:
+        ValidationError when `email` belongs to a Care Identity other than `other_than`."""
+        holders = self.holding_email(email)
+        if other_than is not None:
+            holders = holders.exclude(pk=other_than.pk)
+        holder = holders.only("uid", "email").first()
+        if holder is None:
+            return
+        if holder.email.lower() == email.strip().lower():
+            raise ValidationError(EMAIL_EXISTS, code="email_exists")
+        raise ValidationError(EMAIL_VERIFIED_ELSEWHERE.format(uid=holder.uid), code="email_verified_elsewhere")
 
     def create_user(
         self,

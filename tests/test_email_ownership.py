@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from allauth.account.models import EmailAddress
+from django.core.management import CommandError, call_command
 from django.test import Client
 
-from accounts.models import EmailOneTimePassword
+from accounts.models import EmailOneTimePassword, User
+from accounts.roles import RA_AGENT
 from audit.models import AuditEvent, Event
 from authenticators.models import AuthenticatorApp, RegistrationLink
 
@@ -132,3 +135,57 @@ def test_a_verified_conflict_gets_a_clear_page_an_audit_event_and_leaves_the_jou
     response = client.post(CODE_STEP, {"code": code})
     assert response.url == "/register/authenticator-app/password/"
     assert EmailAddress.objects.get(user=owner, email=OWNER).verified
+
+
+# --- the registration authority and operators ----------------------------------------------
+
+USERS = "/admin/accounts/user/"
+
+
+@pytest.fixture
+def agent(transactional_db, seeded_allow_list, ra_staff):
+    return ra_staff(RA_AGENT)
+
+
+@pytest.fixture
+def holder(make_person):
+    """Someone with a second, verified address."""
+    person = make_person(email="holder@nhs.net")
+    EmailAddress.objects.create(user=person.user, email="second.address@nhs.net", verified=True, primary=False)
+    return person
+
+
+def test_the_ra_cannot_create_a_care_identity_with_an_address_verified_on_another(agent, holder):
+    _, client = agent
+    response = client.post(f"{USERS}add/", {"email": "Second.Address@nhs.net", "first_name": "A", "last_name": "B"})
+    assert response.status_code == 200
+    assert f"This email address is verified on another Care Identity (UID {holder.user.uid})" in response.content.decode()
+    assert not User.objects.with_email("second.address@nhs.net").exists()
+
+
+def test_the_ra_cannot_change_an_email_to_an_address_verified_on_another(agent, holder, make_person, mailbox):
+    _, client = agent
+    person = make_person()
+    response = client.post(f"{USERS}{person.user.pk}/change/", {
+        "first_name": "Edith", "last_name": "Cavell", "email": "second.address@nhs.net"})
+    assert response.status_code == 200
+    assert f"This email address is verified on another Care Identity (UID {holder.user.uid})" in response.content.decode()
+    person.user.refresh_from_db()
+    assert person.user.email == "edith.cavell@nhs.net"
+    assert not EmailAddress.objects.filter(user=person.user, email="second.address@nhs.net").exists()
+    assert not AuditEvent.objects.filter(event=Event.USER_CHANGED, subject=person.user).exists()
+
+
+def test_the_ra_may_still_give_a_person_an_address_verified_on_their_own_profile(agent, holder):
+    _, client = agent
+    response = client.post(f"{USERS}{holder.user.pk}/change/", {
+        "first_name": "Edith", "last_name": "Cavell", "email": "second.address@nhs.net"})
+    assert response.status_code == 302
+    holder.user.refresh_from_db()
+    assert holder.user.email == "second.address@nhs.net"
+
+
+def test_the_invite_command_refuses_an_address_verified_on_another(db, holder):
+    with pytest.raises(CommandError, match=f"verified on another Care Identity \\(UID {holder.user.uid}\\)"):
+        call_command("invite_user", email="second.address@nhs.net", first_name="A", last_name="B")
+    assert User.objects.count() == 1

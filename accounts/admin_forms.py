@@ -31,8 +31,7 @@ class CreateUserForm(forms.ModelForm):
 
     def clean_email(self) -> str:
         email = AllowedEmailDomain.objects.check_email(self.cleaned_data["email"])
-        if User.objects.with_email(email).exists():
-            raise forms.ValidationError("A Care Identity with this email address already exists")
+        User.objects.check_email_free(email)
         return email
 
 
@@ -57,8 +56,7 @@ class ChangeUserForm(forms.ModelForm):
 
     def clean_email(self) -> str:
         email = AllowedEmailDomain.objects.check_email(self.cleaned_data["email"])
-        if User.objects.with_email(email).exclude(pk=self.instance.pk).exists():
-            raise forms.ValidationError("A Care Identity with this email address already exists")
+        User.objects.check_email_free(email, other_than=self.instance)
         return email
 
 

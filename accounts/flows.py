@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from allauth.account.models import EmailAddress, EmailConfirmationHMAC
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -22,7 +22,7 @@ from authenticators.models import RegistrationLink
 from signin import throttle
 from signin.flows import end_sessions
 
-from .models import AllowedEmailDomain, User
+from .models import AllowedEmailDomain, EmailTaken, User
 from .notifications import notify_person, send_email_confirmation, tell_address_in_use, tell_old_address
 
 
@@ -38,9 +38,11 @@ def invite_user(
     """Create a Care Identity and e-mail it a link to register the Authenticator app.
 
     Returns (user, registration link). Raises ValidationError for an address outside the
-    allow list and IntegrityError when the address already belongs to someone.
+    allow list or one that belongs to another Care Identity (IntegrityError when another
+    process gives it to someone meanwhile).
     """
     email = AllowedEmailDomain.objects.check_email(email)
+    User.objects.check_email_free(email)
     with transaction.atomic():
         user = User.objects.create_user(email, first_name=first_name, last_name=last_name, title=title)
         EmailAddress.objects.create(user=user, email=email, primary=True, verified=False)
@@ -66,16 +68,17 @@ def send_invitation(*, user: User, actor: User | None = None, request: HttpReque
 def add_email_address(request: HttpRequest, email: str) -> bool:
     """Add an unverified address (the form checked the allow list) and e-mail it a link.
 
-    The person sees the same answer whether or not someone else holds the address; when
-    someone does, that address is told of the attempt instead. False when over the hourly limit.
+    The person sees the same answer whether or not the address belongs to someone else (as
+    their Care Identity e-mail, even before they have registered, or verified on their profile);
+    when it does, that address is told of the attempt instead. False when over the hourly limit.
     """
     user = request.user
     if not throttle.within_limit(f"email-add:{user.pk}", settings.CAREID_EMAIL_ADD_LIMIT, timedelta(hours=1)):
         return False
     with transaction.atomic():
-        if EmailAddress.objects.filter(email=email.lower(), verified=True).exclude(user=user).exists():
+        if User.objects.holding_email(email).exclude(pk=user.pk).exists():
             event = record(Event.EMAIL_REFUSED, request=request, subject=user, outcome=Outcome.FAILURE, email=email,
-                           reason="verified on another Care Identity")
+                           reason="belongs to another Care Identity")
             tell_address_in_use(event)
             return True
         address = EmailAddress.objects.create(user=user, email=email, primary=False, verified=False)
@@ -85,23 +88,56 @@ def add_email_address(request: HttpRequest, email: str) -> bool:
 
 
 def confirm_email_address(request: HttpRequest, confirmation: EmailConfirmationHMAC) -> EmailAddress | None:
-    """Verify the address of a confirmation link; the first verified address becomes primary."""
-    with transaction.atomic():
-        address = confirmation.confirm(request)
-        if address is None:
-            return None
-        if not EmailAddress.objects.filter(user=address.user, primary=True, verified=True).exists():
-            EmailAddress.objects.filter(user=address.user, primary=True).update(primary=False)
-            address.set_as_primary()
-        notify_person(record(Event.EMAIL_VERIFIED, request=request, subject=address.user, email=address.email, via="link"))
-    return address
+    """Verify the address of a confirmation link; the first verified address becomes primary.
+
+    None when the link verifies nothing any more. Raises EmailTaken (nothing verified, the refusal
+    audited) when the address has become another Care Identity's since the link was sent.
+    """
+    address = confirmation.email_address
+    try:
+        with transaction.atomic():
+            if User.objects.holding_email(address.email).exclude(pk=address.user_id).exists():
+                raise EmailTaken()
+            confirmed = confirmation.confirm(request)
+            if confirmed is None:
+                return None
+            if not EmailAddress.objects.filter(user=confirmed.user, primary=True, verified=True).exists():
+                EmailAddress.objects.filter(user=confirmed.user, primary=True).update(primary=False)
+                confirmed.set_as_primary()
+            notify_person(record(Event.EMAIL_VERIFIED, request=request, subject=confirmed.user, email=confirmed.email,
+                                 via="link"))
+    except (EmailTaken, IntegrityError):
+        # IntegrityError: verified elsewhere by a transaction that committed after the check above
+        # (the unique_verified_email constraint decides between the two).
+        refuse_taken_email(request, user=address.user, email=address.email, via="link")
+        raise EmailTaken() from None
+    return confirmed
 
 
 def verify_email_by_code(request: HttpRequest | None, user: User, email: str) -> None:
-    """A one-time password sent to `email` came back: the address is proven."""
-    verified = EmailAddress.objects.filter(user=user, email=email.lower(), verified=False).update(verified=True)
+    """A one-time password sent to `email` came back: the address is proven.
+
+    Raises EmailTaken when the address belongs to another Care Identity (also when another
+    transaction verified it first); the caller rolls back, and audits with refuse_taken_email.
+    """
+    email = email.lower()
+    if User.objects.holding_email(email).exclude(pk=user.pk).exists():
+        raise EmailTaken()
+    try:
+        with transaction.atomic():
+            verified = EmailAddress.objects.filter(user=user, email=email, verified=False).update(verified=True)
+    except IntegrityError:
+        raise EmailTaken() from None
     if verified:
         record(Event.EMAIL_VERIFIED, request=request, subject=user, email=email, via="one-time password")
+
+
+def refuse_taken_email(request: HttpRequest | None, *, user: User, email: str, via: str, **details) -> None:
+    """Audit a verification refused because the address is another Care Identity's, naming the
+    holders for the registration authority (the person is only told to contact them)."""
+    held_by = list(User.objects.holding_email(email).exclude(pk=user.pk).order_by("uid").values_list("uid", flat=True))
+    record(Event.EMAIL_REFUSED, request=request, subject=user, outcome=Outcome.FAILURE, email=email, via=via,
+           reason="belongs to another Care Identity", held_by=held_by, **details)
 
 
 # --- registration authority actions (the admin and commands call these) ------------------------

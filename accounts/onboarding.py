@@ -383,6 +383,7 @@ WHERE {rows}.external_id <> '' AND {rows}.status IN ('new', 'exists')
   AND ({rows}.user_id IS NULL OR {rows}.user_id <> u.id)"""
 
 # A new primary address could never be verified there (allauth: one verified owner per address).
+# With _MATCH_EMAIL this is User.objects.holding_email, set-based: an address belongs to one Care Identity.
 _MATCH_VERIFIED_ELSEWHERE = """
 UPDATE {rows} SET status = 'rejected',
        reason = 'This email address is verified on another Care Identity (UID ' || u.uid || ')'

@@ -12,6 +12,7 @@ from signin.decorators import recent_authentication_required
 
 from . import flows
 from .forms import AddEmailForm
+from .models import EmailTaken
 
 
 @login_required
@@ -49,8 +50,11 @@ def confirm_email(request: HttpRequest, key: str) -> HttpResponse:
     if confirmation is None or confirmation.email_address.verified:
         return render(request, "accounts/confirm_email_invalid.html", status=404)
     if request.method == "POST":
-        address = flows.confirm_email_address(request, confirmation)
-        if address is None:  # verified on another Care Identity meanwhile
+        try:
+            address = flows.confirm_email_address(request, confirmation)
+        except EmailTaken:  # another Care Identity's since the link was sent
+            return render(request, "accounts/confirm_email_in_use.html", status=409)
+        if address is None:
             return render(request, "accounts/confirm_email_invalid.html", status=409)
         return render(request, "accounts/confirm_email_done.html", {"address": address})
     return render(request, "accounts/confirm_email.html", {"address": confirmation.email_address})

@@ -58,6 +58,17 @@ class AlreadyRegistered(JourneyError):
     reason = "already registered"
 
 
+class EmailInUse(JourneyError):
+    title = "Your email address is in use on another Care Identity"
+    message = (
+        "Your Care Identity email address is in use on another Care Identity profile, so it cannot be verified on "
+        "yours and this registration cannot go on for now. Contact your registration authority. When they have "
+        "sorted it out, you can carry on from this step, or ask them for a new registration link."
+    )
+    status = 409
+    reason = "email belongs to another Care Identity"
+
+
 class NoJourney(JourneyError):
     title = "Your registration has ended"
     message = (

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
-from django.db import connection, connections
-from django.test import RequestFactory
+from allauth.account.models import EmailAddress, EmailConfirmationHMAC
+from django.db import connection, connections, transaction
+from django.test import Client, RequestFactory
 from django.utils import timezone
 
 from accounts.models import User
 from audit.models import AuditEvent, Event
+from authenticators.models import RegistrationLink
 from signin import flows
 
 from .conftest import require
@@ -79,3 +84,79 @@ def test_the_per_ip_limit_holds_under_parallel_attempts(transactional_db, settin
     assert all(user is None for user, _message in results)
     assert AuditEvent.objects.filter(event=Event.SIGNIN_FAILED).count() == 10
     assert AuditEvent.objects.filter(event=Event.SIGNIN_THROTTLED, details__reason="ip_throttled").count() == 30
+
+
+@contextmanager
+def verified_meanwhile(address: EmailAddress) -> Iterator[list[bool]]:
+    """Another transaction verifies `address` and commits only once a request of the block waits on
+    it, so that request passed every check before the database's unique_verified_email decides.
+    Yields [True] once someone waited (the race really happened)."""
+    updated, waited = threading.Event(), []
+
+    def verify() -> None:
+        try:
+            with transaction.atomic():
+                EmailAddress.objects.filter(pk=address.pk).update(verified=True)
+                updated.set()
+                deadline = time.monotonic() + 10
+                with connection.cursor() as cursor:
+                    while time.monotonic() < deadline and not waited:
+                        cursor.execute("SELECT count(*) FROM pg_stat_activity "
+                                       "WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))")
+                        if cursor.fetchone()[0]:
+                            waited.append(True)
+                        else:
+                            time.sleep(0.02)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=verify)
+    thread.start()
+    assert updated.wait(10)
+    try:
+        yield waited
+    finally:
+        thread.join()
+
+
+def test_a_registration_that_loses_the_race_for_its_address_gets_the_conflict_page(invite, make_person, mailbox):
+    require(connection.vendor == "postgresql", "PostgreSQL (real concurrent transactions)")
+    from .test_registration_journey import start
+
+    owner, link = invite()
+    other = make_person()
+    # Added before the invitation made it the owner's Care Identity e-mail, verified just as the owner does.
+    pending = EmailAddress.objects.create(user=other.user, email=owner.email, verified=False, primary=False)
+    client = Client()
+    code = start(client, mailbox, link)
+
+    with verified_meanwhile(pending) as waited:
+        response = client.post("/register/authenticator-app/code/", {"code": code})
+
+    assert waited, "the registration never waited on the other transaction: no race happened"
+    assert response.status_code == 409
+    assert "Your email address is in use on another Care Identity" in response.content.decode()
+    assert not EmailAddress.objects.get(user=owner, email=owner.email).verified
+    assert RegistrationLink.objects.get(user=owner, purpose=RegistrationLink.Purpose.PRESENCE).step == "otp"
+    event = AuditEvent.objects.get(event=Event.EMAIL_REFUSED, subject=owner)
+    assert event.details["held_by"] == [other.user.uid]
+
+
+def test_a_verification_link_that_loses_the_race_gets_a_clear_page(transactional_db, make_person):
+    require(connection.vendor == "postgresql", "PostgreSQL (real concurrent transactions)")
+    first, second = make_person(), make_person(email="someone.else@nhs.net")
+    # Nobody's Care Identity e-mail, waiting for its link on two profiles: the first verified wins.
+    winner = EmailAddress.objects.create(user=first.user, email="shared.inbox@nhs.net", verified=False)
+    loser = EmailAddress.objects.create(user=second.user, email="shared.inbox@nhs.net", verified=False)
+    path = f"/profile/email/confirm/{EmailConfirmationHMAC(loser).key}/"
+
+    with verified_meanwhile(winner) as waited:
+        response = Client().post(path)
+
+    assert waited, "the confirmation never waited on the other transaction: no race happened"
+    assert response.status_code == 409
+    assert "This email address cannot be verified on this Care Identity" in response.content.decode()
+    loser.refresh_from_db()
+    assert not loser.verified
+    event = AuditEvent.objects.get(event=Event.EMAIL_REFUSED, subject=second.user)
+    assert event.details["via"] == "link" and event.details["held_by"] == [first.user.uid]

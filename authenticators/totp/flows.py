@@ -17,13 +17,14 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from accounts import flows as account_flows
-from accounts.models import EmailOneTimePassword, User
+from accounts.models import EmailOneTimePassword, EmailTaken, User
 from accounts.notifications import notify_person, send_email_code
 from audit.models import Event, Outcome
 from audit.record import client_ip, record
 from authenticators import flows as link_flows
 from authenticators.journeys import (
     AlreadyRegistered,
+    EmailInUse,
     NoJourney,
     NotActive,
     TooManyFailures,
@@ -94,17 +95,25 @@ def resend_code(request: HttpRequest, link: RegistrationLink) -> bool:
 
 
 def check_email_code(request: HttpRequest, link: RegistrationLink, entered: str) -> EmailOneTimePassword.Result:
+    """The one-time password proves the address; EmailInUse (nothing changed, the refusal audited)
+    when the address belongs to another Care Identity, so the RA can sort it out and the person
+    carry on from this step."""
     code = link.app_registration.email_code
     Result = EmailOneTimePassword.Result
-    with transaction.atomic():
-        result = code.verify(entered) if code else Result.EXHAUSTED
-        if result == Result.ACCEPTED:
-            if not link.advance("otp", "password"):
-                raise NoJourney()
-            account_flows.verify_email_by_code(request, link.user, code.email)
-        else:
-            record(Event.OTP_FAILED, request=request, subject=link.user, outcome=Outcome.FAILURE,
-                   reason=result.value, failures=code.failures if code else None)
+    try:
+        with transaction.atomic():
+            result = code.verify(entered) if code else Result.EXHAUSTED
+            if result == Result.ACCEPTED:
+                if not link.advance("otp", "password"):
+                    raise NoJourney()
+                account_flows.verify_email_by_code(request, link.user, code.email)
+            else:
+                record(Event.OTP_FAILED, request=request, subject=link.user, outcome=Outcome.FAILURE,
+                       reason=result.value, failures=code.failures if code else None)
+    except EmailTaken:
+        account_flows.refuse_taken_email(request, user=link.user, email=code.email, via="one-time password",
+                                         link_id=link.pk)
+        raise EmailInUse() from None
     return result
 
 

@@ -1,0 +1,191 @@
+"""An address belongs to one Care Identity: nobody else can add it, verify it or be given it.
+
+Issue 7, item 1: a signed-in person could add an invited person's Care Identity e-mail to their own
+profile and, once it was verified there, the owner's registration died with a 500 at the one-time
+password step; an RA could cause the same by giving someone an address verified on another profile.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from allauth.account.models import EmailAddress
+from django.core.management import CommandError, call_command
+from django.test import Client
+
+from accounts.models import EmailOneTimePassword, User
+from accounts.roles import RA_AGENT
+from audit.models import AuditEvent, Event
+from authenticators.models import AuthenticatorApp, RegistrationLink
+
+from .conftest import body, sign_in, totp_code
+from .test_registration_journey import NEW_PASSWORD, code_from, confirm, link_path, secret_from
+
+OWNER = "mary.seacole@nhs.net"
+CODE_STEP = "/register/authenticator-app/code/"
+
+
+def register(client: Client, mailbox, link: RegistrationLink, email: str = OWNER) -> str:
+    """The owner's whole registration through the real pages; returns the final page."""
+    response = client.post(link_path(confirm(client, link)), {"email": email})
+    assert response.url == CODE_STEP
+    response = client.post(CODE_STEP, {"code": code_from(mailbox, email)})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    client.post(response.url, {"password1": NEW_PASSWORD, "password2": NEW_PASSWORD})
+    secret = secret_from(client.get("/register/authenticator-app/qr/").content.decode())
+    client.post("/register/authenticator-app/qr/")
+    response = client.post("/register/authenticator-app/verify/", {"token": totp_code(secret)})
+    assert response.url == "/register/authenticator-app/done/"
+    return client.get(response.url).content.decode()
+
+
+def verification_path(mailbox, email: str) -> str:
+    message = mailbox.wait_for(email, "Verify your email address")
+    return re.search(r"https?://[^/]+(/profile/email/confirm/[^/\s]+/)", body(message)).group(1)
+
+
+def test_nobody_can_add_an_invited_persons_email_and_the_owner_still_registers(invite, make_person, mailbox):
+    owner, link = invite(email=OWNER)
+    other = make_person()
+    browser = Client()
+    sign_in(browser, other)
+
+    taken = browser.post("/profile/email/add/", {"email": "Mary.Seacole@NHS.net"})
+    free = browser.post("/profile/email/add/", {"email": "free.address@nhs.net"})
+
+    # The same answer as for a free address, and the address is not added.
+    assert taken.status_code == free.status_code == 302
+    assert taken.url == free.url == "/profile/"
+    assert not EmailAddress.objects.filter(user=other.user, email=OWNER).exists()
+    refused = AuditEvent.objects.get(event=Event.EMAIL_REFUSED, subject=other.user)
+    assert refused.details["email"] == OWNER
+    # The holder is told instead, and never gets a link that would verify it on the other profile.
+    notice = mailbox.wait_for(OWNER, "Someone tried to add your email address")
+    assert other.user.uid not in body(notice)
+    mailbox.wait_for("free.address@nhs.net", "Verify your email address")
+    assert not [m for m in mailbox.to(OWNER) if "Verify your email address" in m["Subject"]]
+
+    page = register(Client(), mailbox, link)
+    assert "Registration successful" in page
+    assert EmailAddress.objects.get(user=owner, email=OWNER).verified
+    assert AuthenticatorApp.objects.filter(user=owner, confirmed=True).exists()
+
+
+def test_a_link_for_an_address_that_became_someones_care_identity_email_verifies_nothing(
+    invite, make_person, mailbox
+):
+    other = make_person()
+    browser = Client()
+    sign_in(browser, other)
+    assert browser.post("/profile/email/add/", {"email": OWNER}).status_code == 302  # nobody's yet
+    path = verification_path(mailbox, OWNER)
+    owner, link = invite(email=OWNER)  # the RA gives it to a new starter before the link is used
+
+    assert "Verify your email address" in browser.get(path).content.decode()
+    response = browser.post(path)
+
+    assert response.status_code == 409
+    page = response.content.decode()
+    assert "This email address cannot be verified on this Care Identity" in page
+    assert not EmailAddress.objects.get(user=other.user, email=OWNER).verified
+    refused = AuditEvent.objects.get(event=Event.EMAIL_REFUSED, subject=other.user)
+    assert refused.details["email"] == OWNER and refused.details["via"] == "link"
+    assert not AuditEvent.objects.filter(event=Event.EMAIL_VERIFIED, subject=other.user).exists()
+
+    assert "Registration successful" in register(Client(), mailbox, link)
+    assert EmailAddress.objects.get(user=owner, email=OWNER).verified
+    assert browser.post(path).status_code == 409  # and still refused once the owner has verified it
+    assert not EmailAddress.objects.get(user=other.user, email=OWNER).verified
+
+
+def test_a_verified_conflict_gets_a_clear_page_an_audit_event_and_leaves_the_journey_as_it_was(
+    invite, make_person, mailbox
+):
+    owner, link = invite(email=OWNER)
+    other = make_person()
+    # Left in the database by the old code (or by a race the constraint decided).
+    conflict = EmailAddress.objects.create(user=other.user, email=OWNER, verified=True, primary=False)
+    client = Client()
+    response = client.post(link_path(confirm(client, link)), {"email": OWNER})
+    assert response.url == CODE_STEP
+    code = code_from(mailbox, OWNER)
+
+    for _attempt in range(2):  # every retry gets the same clear page, never a 500
+        response = client.post(CODE_STEP, {"code": code})
+        assert response.status_code == 409
+        page = response.content.decode()
+        assert "Your email address is in use on another Care Identity" in page
+        assert "Contact your registration authority" in page
+
+    events = AuditEvent.objects.filter(event=Event.EMAIL_REFUSED, subject=owner)
+    assert events.count() == 2
+    event = events.latest("id")
+    assert event.details["email"] == OWNER and event.details["held_by"] == [other.user.uid]
+    assert event.details["via"] == "one-time password" and event.outcome == "failure"
+    # Nothing changed: the step, the code and the address are as they were.
+    journey = RegistrationLink.objects.get(user=owner, purpose=RegistrationLink.Purpose.PRESENCE)
+    assert journey.step == "otp"
+    assert EmailOneTimePassword.objects.get(user=owner).used_at is None
+    assert not EmailAddress.objects.get(user=owner, email=OWNER).verified
+    assert not AuditEvent.objects.filter(event=Event.EMAIL_VERIFIED, subject=owner).exists()
+
+    # Once the registration authority has sorted the conflict out, the same journey goes on.
+    conflict.delete()
+    response = client.post(CODE_STEP, {"code": code})
+    assert response.url == "/register/authenticator-app/password/"
+    assert EmailAddress.objects.get(user=owner, email=OWNER).verified
+
+
+# --- the registration authority and operators ----------------------------------------------
+
+USERS = "/admin/accounts/user/"
+
+
+@pytest.fixture
+def agent(transactional_db, seeded_allow_list, ra_staff):
+    return ra_staff(RA_AGENT)
+
+
+@pytest.fixture
+def holder(make_person):
+    """Someone with a second, verified address."""
+    person = make_person(email="holder@nhs.net")
+    EmailAddress.objects.create(user=person.user, email="second.address@nhs.net", verified=True, primary=False)
+    return person
+
+
+def test_the_ra_cannot_create_a_care_identity_with_an_address_verified_on_another(agent, holder):
+    _, client = agent
+    response = client.post(f"{USERS}add/", {"email": "Second.Address@nhs.net", "first_name": "A", "last_name": "B"})
+    assert response.status_code == 200
+    assert f"This email address is verified on another Care Identity (UID {holder.user.uid})" in response.content.decode()
+    assert not User.objects.with_email("second.address@nhs.net").exists()
+
+
+def test_the_ra_cannot_change_an_email_to_an_address_verified_on_another(agent, holder, make_person, mailbox):
+    _, client = agent
+    person = make_person()
+    response = client.post(f"{USERS}{person.user.pk}/change/", {
+        "first_name": "Edith", "last_name": "Cavell", "email": "second.address@nhs.net"})
+    assert response.status_code == 200
+    assert f"This email address is verified on another Care Identity (UID {holder.user.uid})" in response.content.decode()
+    person.user.refresh_from_db()
+    assert person.user.email == "edith.cavell@nhs.net"
+    assert not EmailAddress.objects.filter(user=person.user, email="second.address@nhs.net").exists()
+    assert not AuditEvent.objects.filter(event=Event.USER_CHANGED, subject=person.user).exists()
+
+
+def test_the_ra_may_still_give_a_person_an_address_verified_on_their_own_profile(agent, holder):
+    _, client = agent
+    response = client.post(f"{USERS}{holder.user.pk}/change/", {
+        "first_name": "Edith", "last_name": "Cavell", "email": "second.address@nhs.net"})
+    assert response.status_code == 302
+    holder.user.refresh_from_db()
+    assert holder.user.email == "second.address@nhs.net"
+
+
+def test_the_invite_command_refuses_an_address_verified_on_another(db, holder):
+    with pytest.raises(CommandError, match=f"verified on another Care Identity \\(UID {holder.user.uid}\\)"):
+        call_command("invite_user", email="second.address@nhs.net", first_name="A", last_name="B")
+    assert User.objects.count() == 1

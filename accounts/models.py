@@ -8,6 +8,7 @@ from allauth.account.models import EmailAddress
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator
 from django.db import IntegrityError, models, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Lower
@@ -111,6 +112,12 @@ class User(AbstractBaseUser, PermissionsMixin, SigninThrottle):
     is_staff = models.BooleanField(default=False)
     date_joined = models.DateTimeField(default=timezone.now)
     invited_at = models.DateTimeField(null=True, blank=True)
+    # How well the person's identity was checked (0-3, NHS identity assurance), released to relying
+    # services as id_assurance_level and idassurancelevel.
+    identity_assurance_level = models.PositiveSmallIntegerField(
+        "identity assurance level", default=0, validators=[MaxValueValidator(3)],
+        help_text="0 (not checked) to 3 (checked in person against photo ID)",
+    )
     # The person's number in the employer's HR system (ESR), kept from bulk onboarding.
     external_id = models.CharField("external ID (HR/ESR number)", max_length=64, blank=True, default="")
 

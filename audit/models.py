@@ -43,6 +43,11 @@ class Event(models.TextChoices):
     USER_ONBOARDED = "user.onboarded", "Care Identity created by bulk onboarding"
     ONBOARDING_RUN = "onboarding.run", "Bulk onboarding run"
     USERS_EXPORTED = "users.exported", "Care Identities exported"
+    OIDC_TOKEN_ISSUED = "oidc.token_issued", "Tokens issued to a relying service"
+    OIDC_REFUSED = "oidc.refused", "Relying service request refused"
+    OIDC_LOGOUT = "oidc.logout", "Signed out at a relying service's request"
+    OIDC_BACKCHANNEL_LOGOUT = "oidc.backchannel_logout", "Back-channel logout sent to a relying service"
+    CLIENT_CHANGED = "client.changed", "Relying service registered or changed"
 
 
 class Outcome(models.TextChoices):

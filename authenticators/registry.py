@@ -56,7 +56,7 @@ class AuthenticatorType:
         return reverse(self.signin_url_name)
 
 
-# Levels a relying service may ask for (acr_values) and the AAL each needs.
+# Levels a relying service may ask for (acr_values) and the AAL each needs (CIS2's names).
 LEVELS = {"AAL3_ANY": 3, "AAL2_OR_AAL3_ANY": 2, "AAL2_ANY": 2, "AAL1_USERPASS": 1}
 DEFAULT_LEVEL = "AAL2_OR_AAL3_ANY"
 
@@ -81,15 +81,39 @@ def enabled_types() -> list[AuthenticatorType]:
     return [kind for kind in all_types() if kind.enabled]
 
 
+def specific_classes() -> list[str]:
+    """The classes a service may ask for by name (each method's own, e.g. AAL2_TOTP)."""
+    return list(dict.fromkeys(kind.acr for kind in enabled_types()))
+
+
 def level(requested: str | None) -> str:
-    """The level asked for, or the default when it is missing or unknown."""
-    return requested if requested in LEVELS else DEFAULT_LEVEL
+    """The first level or class a service asked for that careid knows (acr_values lists them in order
+    of preference), or the default when none is known."""
+    known = set(LEVELS) | set(specific_classes())
+    for value in (requested or "").split():
+        if value in known:
+            return value
+    return DEFAULT_LEVEL
 
 
 def types_for_level(requested: str | None) -> list[AuthenticatorType]:
-    """The enabled types that reach the level a service asked for (an AAL3 service: AAL3 only)."""
-    needed = LEVELS[level(requested)]
-    return [kind for kind in enabled_types() if kind.aal >= needed]
+    """The enabled types that reach the level a service asked for (an AAL3 service: AAL3 only;
+    AAL2_ANY: the AAL2 types; a named class: the types that reach that class)."""
+    wanted = level(requested)
+    if wanted not in LEVELS:
+        return [kind for kind in enabled_types() if kind.acr == wanted]
+    if wanted == "AAL2_ANY":
+        return [kind for kind in enabled_types() if kind.aal == 2]
+    return [kind for kind in enabled_types() if kind.aal >= LEVELS[wanted]]
+
+
+def reaches(requested: str | None, *, aal: int, acr: str) -> bool:
+    """Whether a sign-in at `aal` with class `acr` satisfies the level asked for: a higher level
+    always satisfies a lower one, a named class only itself."""
+    wanted = level(requested)
+    if wanted in LEVELS:
+        return aal >= LEVELS[wanted]
+    return acr == wanted
 
 
 def get(key: str) -> AuthenticatorType | None:

@@ -36,11 +36,13 @@ INSTALLED_APPS = [
     "allauth",
     "allauth.account",
     "allauth.usersessions",
+    "allauth.idp.oidc",
     "django_otp",
     "csp",  # for its system checks (a policy in the pre-4.0 format, a string of URL prefixes)
     "accounts",
     "signin",
     "authenticators",
+    "oidc",
     "audit",
 ]
 
@@ -216,6 +218,14 @@ CELERY_BEAT_SCHEDULE = {
         "task": "signin.tasks.forget_stale_unknown_addresses_task",
         "schedule": 3600.0,
     },
+    "sweep-timed-out-sessions": {
+        "task": "oidc.tasks.sweep_timed_out_sessions_task",
+        "schedule": 300.0,
+    },
+    "forget-used-assertions": {
+        "task": "oidc.tasks.forget_used_assertions_task",
+        "schedule": 3600.0,
+    },
 }
 
 # --- allauth: e-mail addresses and their verification only ---------------------------------
@@ -230,6 +240,42 @@ ACCOUNT_EMAIL_CONFIRMATION_EXPIRE_DAYS = 1
 ACCOUNT_EMAIL_SUBJECT_PREFIX = "NHS Care Identity: "
 ACCOUNT_EMAIL_NOTIFICATIONS = False  # careid sends its own notifications (accounts/notifications)
 USERSESSIONS_TRACK_ACTIVITY = False  # rows are written at sign-in (signin.flows.complete_signin)
+
+# --- OpenID Connect provider (allauth.idp.oidc, extended in oidc/) ---------------------------------
+IDP_OIDC_ADAPTER = "oidc.adapter.CareIdOIDCAdapter"
+IDP_OIDC_AUTH_METHODS = ["private_key_jwt", "client_secret_basic", "client_secret_post", "none"]
+IDP_OIDC_AUTHORIZATION_CODE_EXPIRES_IN = 60
+IDP_OIDC_ID_TOKEN_EXPIRES_IN = 300
+IDP_OIDC_ACCESS_TOKEN_EXPIRES_IN = env.int("CAREID_OIDC_ACCESS_TOKEN_LIFETIME", default=3600)
+IDP_OIDC_REFRESH_TOKEN_EXPIRES_IN = env.int("CAREID_OIDC_REFRESH_TOKEN_LIFETIME", default=12 * 3600)
+IDP_OIDC_RP_INITIATED_LOGOUT_ASKS_FOR_OP_LOGOUT = False  # careid's own logout view decides (oidc/views.py)
+
+
+def _signing_keys() -> list[dict]:
+    """PEM files from CAREID_OIDC_PRIVATE_KEY_FILES (comma-separated): the first signs, every one is
+    published in the JWKS (the next key ahead of a rollover, the last one until its tokens expire).
+    Development without one gets a key made on first use, kept in a git-ignored file."""
+    from datetime import UTC, datetime, timedelta
+
+    paths = env.list("CAREID_OIDC_PRIVATE_KEY_FILES", default=[])
+    if not paths and DEBUG:
+        development_key = BASE_DIR / ".oidc-development-key.pem"
+        if not development_key.exists():
+            from cryptography.hazmat.primitives import serialization
+            from cryptography.hazmat.primitives.asymmetric import rsa
+
+            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            development_key.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                          serialization.NoEncryption()))
+            development_key.chmod(0o600)
+        paths = [str(development_key)]
+    now = datetime.now(UTC)
+    return [{"pem": Path(path).read_text(), "issued_at": now - timedelta(days=index)} for index, path in enumerate(paths)]
+
+
+IDP_OIDC_PRIVATE_KEYS = _signing_keys()
+CAREID_BACKCHANNEL_TIMEOUT = 5  # seconds a service has to answer a logout token
+CAREID_BACKCHANNEL_MAX_RETRIES = 30  # 1 min doubling to an hour apart: more than 24 hours in all
 
 # --- careid ------------------------------------------------------------------------------
 CAREID_BASE_URL = env.str("CAREID_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")

@@ -10,5 +10,6 @@ urlpatterns = [
     path("", include("signin.urls")),
     path("", include("accounts.urls")),
     path("", include("authenticators.urls")),
+    path("", include("oidc.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -107,8 +107,14 @@ def complete_signin(request: HttpRequest, *, user: User, kind) -> None:
     previous = current(request)
     sid = previous.sid if previous is not None and request.user.pk == user.pk and previous.sid else secrets.token_urlsafe(24)
     with transaction.atomic():
+        if request.user.is_authenticated and request.user.pk != user.pk:
+            # Someone else was signed in here (a shared practice computer): their session ends first.
+            _end_this_session(request, Event.SIGNED_OUT, reason="another person signed in")
         throttle.release(request, user, Factor.CODE, succeeded=True)
-        login(request, user, backend="accounts.backends.CareIdentityBackend")  # cycles the session key
+        signed_in_already = request.user.is_authenticated
+        login(request, user, backend="accounts.backends.CareIdentityBackend")  # a new session key ...
+        if signed_in_already:
+            request.session.cycle_key()  # ... which login() leaves alone when the same person signs in again
         now = time.time()
         auth = Authentication(method=kind.key, aal=kind.aal, acr=kind.acr, amr=tuple(kind.amr), at=now, sid=sid)
         request.session[SESSION_AUTH] = auth.to_session()
@@ -122,19 +128,14 @@ def complete_signin(request: HttpRequest, *, user: User, kind) -> None:
 def _end_this_session(request: HttpRequest, event: Event, **details) -> None:
     user = request.user if request.user.is_authenticated else None
     auth = current(request)
-    session_key = request.session.session_key
     with transaction.atomic():
         if user is not None:
             record(event, request=request, subject=user, method=auth.method if auth else "",
                    aal=auth.aal if auth else None, **details)
-            UserSession.objects.filter(session_key=session_key).delete()
+            UserSession.objects.filter(session_key=request.session.session_key).delete()
+            if auth is not None and auth.sid:
+                sessions_ended.send(sender=User, user=user, sids=[auth.sid], reason=details.get("reason", "signed out"))
         logout(request)  # flushes the session: the id is gone from the store
-        if user is not None and session_key:
-            reason = details.get("reason", "signed out")
-            transaction.on_commit(
-                lambda: sessions_ended.send(sender=User, user=user, session_keys=[session_key], reason=reason),
-                robust=True,
-            )
 
 
 def sign_out(request: HttpRequest) -> None:
@@ -152,9 +153,5 @@ def end_sessions(user: User, *, reason: str) -> int:
     sessions = list(UserSession.objects.filter(user=user))
     for session in sessions:
         session.end()
-    keys = [session.session_key for session in sessions]
-    if keys:
-        transaction.on_commit(
-            lambda: sessions_ended.send(sender=User, user=user, session_keys=keys, reason=reason), robust=True
-        )
+    sessions_ended.send(sender=User, user=user, sids=None, reason=reason)
     return len(sessions)

@@ -2,5 +2,6 @@
 
 from django.dispatch import Signal
 
-# Sent once the sessions are gone from the store: user, session_keys (list[str]), reason (str).
+# Sent inside the transaction that ends them: user, sids (list[str], or None for every session of the
+# person), reason (str). Receivers write what they owe (e.g. back-channel logouts) in that transaction.
 sessions_ended = Signal()

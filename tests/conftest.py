@@ -116,6 +116,30 @@ def celery_in_process():
     celery_app.conf.task_always_eager = previous
 
 
+@pytest.fixture(scope="session")
+def op_signing_key_file(tmp_path_factory) -> str:
+    """The OpenID Connect provider's signing key for this run, in a file that subprocesses (a Celery
+    worker, gunicorn) are pointed at with CAREID_OIDC_PRIVATE_KEY_FILES."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = tmp_path_factory.mktemp("op-key") / "signing.pem"
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    return str(path)
+
+
+@pytest.fixture(autouse=True)
+def op_signing_key(settings, op_signing_key_file, monkeypatch) -> str:
+    from pathlib import Path
+
+    pem = Path(op_signing_key_file).read_text()
+    settings.IDP_OIDC_PRIVATE_KEYS = [{"pem": pem}]
+    monkeypatch.setenv("CAREID_OIDC_PRIVATE_KEY_FILES", op_signing_key_file)
+    return pem
+
+
 @pytest.fixture
 def fast_hashing(settings):
     """Argon2 at full cost is the point in production and only slows the tests down."""
@@ -200,7 +224,9 @@ def person(make_person) -> Person:
 
 def sign_in(client, person: Person, goto: str | None = None):
     """Through the real pages: e-mail and password, then the 6-digit code."""
-    query = f"?goto={goto}" if goto else ""
+    from urllib.parse import urlencode
+
+    query = f"?{urlencode({'goto': goto})}" if goto else ""
     response = client.post(f"/login/authenticator-app/{query}", {"email": person.user.email, "password": person.password})
     assert response.status_code == 302, response.content.decode()[:2000]
     return client.post(f"/login/authenticator-app/code/{query}", {"token": person.fresh_code()})

@@ -1,0 +1,68 @@
+"""careid's adapter on allauth's OpenID Connect provider: who the subject is, what each scope
+releases, the issuer and the signing keys (CIS2's claim names, ../shared/CIS2-OIDC.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Literal
+
+from allauth.account.models import EmailAddress
+from allauth.idp.oidc.adapter import DefaultOIDCAdapter
+from allauth.idp.oidc.models import Client
+from django.conf import settings
+
+from accounts.models import User
+
+SCOPES = ["openid", "profile", "email", "nhsperson"]
+SCOPE_CLAIMS = {
+    "profile": ["name", "family_name", "given_name", "uid"],
+    "email": ["email", "email_verified"],
+    "nhsperson": ["nhsid_useruid", "title", "idassurancelevel", "initials", "middle_names", "display_name"],
+}
+ID_TOKEN_CLAIMS = ["iss", "sub", "aud", "azp", "exp", "iat", "jti", "auth_time", "nonce", "acr", "amr", "sid",
+                   "at_hash", "authentication_assurance_level", "id_assurance_level"]
+
+
+def claims_of(user: User, scopes: Iterable[str]) -> dict[str, Any]:
+    """The claims each granted scope releases (userinfo; the ID token carries only who and how)."""
+    scopes = set(scopes)
+    claims: dict[str, Any] = {}
+    if "profile" in scopes:
+        claims.update(name=user.get_full_name(), given_name=user.first_name, family_name=user.last_name, uid=user.uid)
+    if "email" in scopes:
+        verified = EmailAddress.objects.filter(user=user, email__iexact=user.email, verified=True).exists()
+        claims.update(email=user.email, email_verified=verified)
+    if "nhsperson" in scopes:
+        names = [user.first_name, user.last_name]
+        claims.update(
+            nhsid_useruid=user.uid,
+            title=user.title,
+            idassurancelevel=str(user.identity_assurance_level),
+            initials="".join(name[0].upper() for name in names if name),
+            middle_names="",
+            display_name=" ".join(name for name in (user.title, user.first_name, user.last_name) if name),
+        )
+    return claims
+
+
+class CareIdOIDCAdapter(DefaultOIDCAdapter):
+    scope_display = {"openid": "Your user ID", "profile": "Your name", "email": "Your email address",
+                     "nhsperson": "Your NHS person details"}
+
+    def get_issuer(self) -> str:
+        # From settings, not the request: Celery workers sign logout tokens with no request at all.
+        return settings.CAREID_BASE_URL
+
+    def get_user_sub(self, client: Client, user) -> str:
+        return user.uid
+
+    def get_user_by_sub(self, client: Client, sub: str) -> User | None:
+        user = User.objects.filter(uid=sub).first() if isinstance(sub, str) else None
+        return user if user is not None and user.is_active else None
+
+    def get_claims(self, purpose: Literal["id_token", "userinfo"], user, client: Client, scopes: Iterable[str],
+                   email: str | None = None, **kwargs: Any) -> dict[str, Any]:
+        claims: dict[str, Any] = {"sub": user.uid}
+        if purpose == "userinfo":
+            claims.update(claims_of(user, scopes))
+        return claims

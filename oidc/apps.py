@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class OidcConfig(AppConfig):
+    name = "oidc"
+    verbose_name = "Relying services (OpenID Connect)"
+
+    def ready(self) -> None:
+        from . import receivers  # noqa: F401  (sessions ending -> back-channel logout)

@@ -1,0 +1,168 @@
+"""Use cases of the OpenID Connect provider: ending a person's sessions at relying services
+(back-channel logout), signing out at a service's request, sweeping sessions that timed out."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+from importlib import import_module
+
+import requests
+from allauth.core.internal import jwkkit
+from allauth.idp.oidc.adapter import get_adapter
+from allauth.idp.oidc.models import Token
+from allauth.usersessions.models import UserSession
+from django.conf import settings
+from django.db import transaction
+from django.http import HttpRequest
+from django.utils import timezone
+from jwt import encode as jwt_encode
+
+from accounts.models import User
+from audit.models import Event, Outcome
+from audit.record import record
+from signin import flows as signin_flows
+from signin.session import Authentication, current, has_timed_out
+
+from .models import BackchannelLogout, Grant, RelyingService
+
+BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+LOGOUT_TOKEN_LIFETIME = 120
+
+
+def end_service_sessions(*, user: User, sids: Iterable[str] | None, reason: str, except_client_id: str | None = None) -> int:
+    """The person's careid session(s) ended: their services' tokens stop at once, and each service
+    that asked for back-channel logout is owed a logout token (queued in this transaction, sent by
+    Celery after it commits). Returns how many logout tokens are owed."""
+    from .tasks import send_backchannel_logout_task
+
+    grants = Grant.objects.live().filter(user=user)
+    if sids is not None:
+        grants = grants.filter(sid__in=list(sids))
+    grants = list(grants.select_related("client"))
+    if not grants:
+        return 0
+    Token.objects.filter(user=user, type__in=[Token.Type.ACCESS_TOKEN, Token.Type.REFRESH_TOKEN],
+                         data__grant_id__in=[grant.grant_id for grant in grants]).delete()
+    Grant.objects.filter(pk__in=[grant.pk for grant in grants]).update(ended_at=timezone.now())
+    owed = {}
+    for grant in grants:
+        service = RelyingService(pk=grant.client_id, data=grant.client.data)
+        if service.backchannel_logout_uri and grant.client_id != except_client_id:
+            owed[(grant.client_id, grant.sid)] = BackchannelLogout(client_id=grant.client_id, user=user, sid=grant.sid,
+                                                                  reason=reason)
+    logouts = BackchannelLogout.objects.bulk_create(owed.values())
+    for logout in logouts:
+        transaction.on_commit(lambda pk=logout.pk: send_backchannel_logout_task.delay(pk), robust=True)
+    return len(logouts)
+
+
+def logout_token(logout: BackchannelLogout) -> str:
+    """A signed logout token (OpenID Connect Back-Channel Logout 1.0, section 2.4)."""
+    adapter = get_adapter()
+    now = int(time.time())
+    claims = {
+        "iss": adapter.get_issuer(), "aud": logout.client_id, "iat": now, "exp": now + LOGOUT_TOKEN_LIFETIME,
+        "jti": uuid.uuid4().hex, "sub": logout.user.uid, "sid": logout.sid, "events": {BACKCHANNEL_EVENT: {}},
+    }
+    jwk, private_key = jwkkit.load_jwk_from_pem(adapter.get_signing_key().pem)
+    return jwt_encode(claims, private_key, algorithm="RS256", headers={"kid": jwk["kid"], "typ": "logout+jwt"})
+
+
+def deliver_backchannel_logout(logout_id: int) -> bool:
+    """POST the logout token to the service; True once delivered (or nothing is owed any more).
+    Raises OSError (requests' errors are OSErrors) for the task to retry."""
+    logout = BackchannelLogout.objects.select_related("client", "user").filter(pk=logout_id).first()
+    if logout is None or logout.state != BackchannelLogout.State.QUEUED:
+        return True
+    uri = RelyingService(pk=logout.client_id, data=logout.client.data).backchannel_logout_uri
+    BackchannelLogout.objects.filter(pk=logout.pk).update(attempts=logout.attempts + 1)
+    try:
+        response = requests.post(uri, data={"logout_token": logout_token(logout)}, timeout=settings.CAREID_BACKCHANNEL_TIMEOUT,
+                                 allow_redirects=False)
+        if response.status_code not in (200, 204):
+            raise requests.HTTPError(f"HTTP {response.status_code}", response=response)
+    except requests.RequestException as error:
+        BackchannelLogout.objects.filter(pk=logout.pk).update(last_error=str(error)[:300])
+        raise
+    with transaction.atomic():
+        BackchannelLogout.objects.filter(pk=logout.pk).update(state=BackchannelLogout.State.DELIVERED,
+                                                              delivered_at=timezone.now(), last_error="")
+        record(Event.OIDC_BACKCHANNEL_LOGOUT, subject=logout.user, client=logout.client_id,
+               service=logout.client.name, reason=logout.reason, attempts=logout.attempts + 1)
+    return True
+
+
+def give_up_backchannel_logout(logout_id: int, error: str) -> None:
+    with transaction.atomic():
+        logout = BackchannelLogout.objects.select_related("client", "user").get(pk=logout_id)
+        BackchannelLogout.objects.filter(pk=logout.pk).update(state=BackchannelLogout.State.FAILED, last_error=error[:300])
+        record(Event.OIDC_BACKCHANNEL_LOGOUT, subject=logout.user, outcome=Outcome.FAILURE, client=logout.client_id,
+               service=logout.client.name, reason=logout.reason, error=error[:300], attempts=logout.attempts)
+
+
+def sign_out_at_service_request(request: HttpRequest, *, client: RelyingService | None) -> None:
+    """RP-initiated logout: the careid session ends (and with it every other service's session)."""
+    auth = current(request)
+    with transaction.atomic():
+        if request.user.is_authenticated:
+            record(Event.OIDC_LOGOUT, request=request, subject=request.user,
+                   client=client.pk if client else "", service=client.name if client else "")
+            if auth is not None and client is not None:  # that service knows already: the others are told
+                end_service_sessions(user=request.user, sids=[auth.sid], reason="signed out at a service",
+                                     except_client_id=client.pk)
+        signin_flows.sign_out(request)
+
+
+def sweep_timed_out_sessions() -> int:
+    """Periodic: careid sessions with services that ended without a request (the person walked away:
+    idle or absolute timeout, or the store lost them) get their back-channel logouts. Returns how many."""
+    store_class = import_module(settings.SESSION_ENGINE).SessionStore
+    ended = 0
+    live = Grant.objects.live().values_list("user_id", "sid", "session_key").distinct()
+    for user_id, sid, session_key in live.iterator():
+        session = store_class(session_key)
+        data = session.load() if session_key else {}
+        auth = Authentication.from_session(data)
+        if data and auth is not None and auth.sid == sid and not has_timed_out(data):
+            continue
+        with transaction.atomic():
+            user = User.objects.get(pk=user_id)
+            if data and auth is not None and auth.sid == sid:  # timed out but still in the store
+                session.delete()
+                UserSession.objects.filter(session_key=session_key).delete()
+            record(Event.SESSION_EXPIRED, subject=user, reason="timed out (swept)", method=auth.method if auth else "")
+            end_service_sessions(user=user, sids=[sid], reason="session timed out")
+        ended += 1
+    return ended
+
+
+# --- registering relying services (the admin and `manage.py register_client`) ------------------
+
+
+def save_relying_service(form, *, actor: User | None, request: HttpRequest | None = None,
+                         new_secret: bool = False) -> tuple[RelyingService, str | None]:
+    """Register or change a relying service from a valid RelyingServiceForm; audited. Returns the
+    service and, for a new confidential client that authenticates with a secret (or when asked), its
+    secret: shown once, stored hashed."""
+    from django.contrib.auth.hashers import make_password
+
+    from .models import AuthMethod
+
+    adding = form.instance._state.adding
+    with transaction.atomic():
+        service = form.apply()
+        secret = None
+        if service.auth_method in (AuthMethod.CLIENT_SECRET_BASIC, AuthMethod.CLIENT_SECRET_POST):
+            if adding or new_secret:
+                secret = get_adapter().generate_client_secret()
+                service.set_secret(secret)
+        else:
+            service.secret = make_password(None)  # no secret will ever match: it authenticates otherwise
+        service.save()
+        record(Event.CLIENT_CHANGED, request=request, actor=actor, client=service.pk, service=service.name,
+               change="registered" if adding else "changed", auth_method=service.auth_method,
+               redirect_uris=service.get_redirect_uris(), scopes=service.get_scopes(),
+               backchannel_logout_uri=service.backchannel_logout_uri, new_credentials=secret is not None)
+    return service, secret

@@ -1,0 +1,167 @@
+"""What the OpenID Connect provider keeps beside allauth's Client and Token models.
+
+- RelyingService: allauth's Client with the registration metadata careid needs (how it authenticates,
+  its keys, its back-channel logout endpoint), kept in Client.data["client_metadata"] under the
+  names RFC 7591 and OpenID Connect registration give them.
+- Grant: one sign-in of a person into a service (an authorization code and the tokens it brings),
+  with how the person signed in (acr, amr, auth_time) and the careid session (sid) it belongs to.
+- UsedAssertion: the `jti` of every private_key_jwt client assertion until it expires (replay).
+- BackchannelLogout: one logout token to deliver to one service, until delivered or given up.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from allauth.idp.oidc.models import Client
+from django.conf import settings
+from django.db import IntegrityError, models, transaction
+from django.utils import timezone
+
+
+class AuthMethod(models.TextChoices):
+    PRIVATE_KEY_JWT = "private_key_jwt", "private_key_jwt (signed assertion, recommended)"
+    CLIENT_SECRET_BASIC = "client_secret_basic", "client_secret_basic"
+    CLIENT_SECRET_POST = "client_secret_post", "client_secret_post"
+    NONE = "none", "none (public client: PKCE required)"
+
+
+class RelyingService(Client):
+    """A relying service (eRS and others) registered to sign people in through careid."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "relying service"
+        verbose_name_plural = "relying services"
+        permissions = [("manage_relyingservice", "Can register and change relying services")]
+
+    # --- registration metadata (RFC 7591 names) ---------------------------------------------
+    def metadata(self) -> dict[str, Any]:
+        data = self.data if isinstance(self.data, dict) else {}
+        metadata = data.get("client_metadata")
+        return metadata if isinstance(metadata, dict) else {}
+
+    def set_metadata(self, **values: Any) -> None:
+        data = dict(self.data) if isinstance(self.data, dict) else {}
+        metadata = dict(data.get("client_metadata") or {})
+        for name, value in values.items():
+            if value in (None, "", []):
+                metadata.pop(name, None)
+            else:
+                metadata[name] = value
+        data["client_metadata"] = metadata
+        self.data = data
+
+    @property
+    def auth_method(self) -> str:
+        if self.type == Client.Type.PUBLIC:
+            return AuthMethod.NONE
+        return self.metadata().get("token_endpoint_auth_method") or AuthMethod.CLIENT_SECRET_BASIC
+
+    @property
+    def jwks_uri(self) -> str:
+        return self.metadata().get("jwks_uri") or ""
+
+    @property
+    def jwks(self) -> dict | None:
+        jwks = self.metadata().get("jwks")
+        return jwks if isinstance(jwks, dict) else None
+
+    @property
+    def backchannel_logout_uri(self) -> str:
+        return self.metadata().get("backchannel_logout_uri") or ""
+
+
+class GrantQuerySet(models.QuerySet["Grant"]):
+    def of_session(self, user_id: int, sid: str) -> GrantQuerySet:
+        return self.filter(user_id=user_id, sid=sid)
+
+    def live(self) -> GrantQuerySet:
+        return self.filter(ended_at__isnull=True)
+
+    def services_of(self, user) -> list[dict]:
+        """For the RA's person page: each service the person signed into, first and last time, how often."""
+        return list(self.filter(user=user).values("client__name", "client_id")
+                    .annotate(first=models.Min("created_at"), last=models.Max("created_at"), times=models.Count("id"))
+                    .order_by("-last"))
+
+
+class Grant(models.Model):
+    """A person signed into a relying service from one careid session (one authorization code)."""
+
+    grant_id = models.CharField(max_length=64, unique=True)  # allauth's grant id on the code and its tokens
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="service_grants")
+    sid = models.CharField(max_length=64)
+    session_key = models.CharField(max_length=64, blank=True)
+    acr = models.CharField(max_length=32)  # what the ID token says: the class asked for, or reached
+    amr = models.JSONField(default=list)
+    aal = models.PositiveSmallIntegerField()
+    method = models.CharField(max_length=32)
+    auth_time = models.DateTimeField()
+    created_at = models.DateTimeField(default=timezone.now)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    objects = GrantQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["user", "sid"], name="grant_user_sid"),
+            models.Index(fields=["session_key"], name="grant_session_key", condition=models.Q(ended_at__isnull=True)),
+            models.Index(fields=["user", "-created_at"], name="grant_user_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} into {self.client_id} ({self.acr})"
+
+
+class UsedAssertionQuerySet(models.QuerySet["UsedAssertion"]):
+    def use(self, client_id: str, jti: str, expires_at) -> bool:
+        """Record a client assertion's jti; False when it was used before (a replay)."""
+        try:
+            with transaction.atomic():
+                self.create(client_id=client_id, jti=jti, expires_at=expires_at)
+        except IntegrityError:
+            return False
+        return True
+
+    def forget_expired(self) -> int:
+        return self.filter(expires_at__lt=timezone.now()).delete()[0]
+
+
+class UsedAssertion(models.Model):
+    client_id = models.CharField(max_length=100)
+    jti = models.CharField(max_length=255)
+    expires_at = models.DateTimeField()
+
+    objects = UsedAssertionQuerySet.as_manager()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["client_id", "jti"], name="used_assertion_once")]
+        indexes = [models.Index(fields=["expires_at"], name="used_assertion_expiry")]
+
+
+class BackchannelLogout(models.Model):
+    """A logout token owed to one service for one ended session (an outbox row: nothing is lost
+    if the broker or the service is down; the task retries, and the hourly sweep re-queues)."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        DELIVERED = "delivered", "Delivered"
+        FAILED = "failed", "Failed (gave up)"
+
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    sid = models.CharField(max_length=64)
+    reason = models.CharField(max_length=64)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_error = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["state", "created_at"], name="backchannel_state")]
+
+    def __str__(self) -> str:
+        return f"logout of {self.sid[:8]}… to {self.client_id} ({self.state})"

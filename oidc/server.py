@@ -1,0 +1,183 @@
+"""allauth's oauthlib server with careid's request validator.
+
+allauth's validator is extended, not forked: each override adds what CIS2 relying services need and
+calls allauth's own code for the rest (codes, tokens, PKCE, scopes, refresh rotation, reuse detection).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from allauth.core import context
+from allauth.core.internal import httpkit
+from allauth.idp.oidc import app_settings
+from allauth.idp.oidc.internal.oauthlib.request_validator import OAuthLibRequestValidator
+from allauth.idp.oidc.internal.oauthlib.server import (
+    claim_authorization_code,
+    generate_access_token,
+    generate_refresh_token,
+    validate_code_challenge_method,
+)
+from allauth.idp.oidc.internal.oauthlib.utils import get_validator_context
+from django.urls import reverse
+from oauthlib.openid import Server
+
+from audit.models import Event
+from audit.record import record
+from signin.session import current
+
+from . import levels
+from .client_auth import JWT_BEARER, ClientAssertionError, unverified_client_id, verify_client_assertion
+from .models import AuthMethod, Grant, RelyingService
+
+
+def token_endpoint() -> str:
+    from django.conf import settings
+
+    return settings.CAREID_BASE_URL + reverse("oidc:token")
+
+
+def refuse(reason: str, client_id: str | None = None) -> None:
+    """Remember why this request is refused, for the audit event the view writes."""
+    context.request.oidc_refusal = (reason, client_id)
+
+
+def refusal(request) -> tuple[str, str | None] | None:
+    return getattr(request, "oidc_refusal", None)
+
+
+class CareIdRequestValidator(OAuthLibRequestValidator):
+    # --- client authentication: private_key_jwt beside allauth's client secrets -----------------
+    def client_authentication_required(self, request, *args, **kwargs) -> bool:
+        if context.request.POST.get("client_assertion"):
+            return True
+        return super().client_authentication_required(request, *args, **kwargs)
+
+    def authenticate_client(self, request, *args, **kwargs) -> bool:
+        post = context.request.POST
+        assertion_type, assertion = post.get("client_assertion_type"), post.get("client_assertion")
+        secret_id, _ = httpkit.extract_basic_auth(request.headers)
+        if assertion_type or assertion:
+            if assertion_type != JWT_BEARER or not assertion:
+                refuse("unsupported client_assertion_type")
+                return False
+            if secret_id or post.get("client_secret"):
+                refuse("more than one client authentication method")
+                return False
+            try:
+                client = verify_client_assertion(assertion, token_endpoint=token_endpoint())
+            except ClientAssertionError as error:
+                refuse(error.reason, error.client_id)
+                return False
+            if request.client_id and request.client_id != client.pk:
+                refuse("client_id does not match the client assertion", client.pk)
+                return False
+            self._use_client(request, client)
+            return True
+        client_id = secret_id or post.get("client_id")
+        service = RelyingService.objects.filter(pk=client_id).first() if isinstance(client_id, str) else None
+        if service is not None and service.auth_method == AuthMethod.PRIVATE_KEY_JWT:
+            refuse("client is registered for private_key_jwt, not a secret", service.pk)
+            return False
+        if not super().authenticate_client(request, *args, **kwargs):
+            refuse("client authentication failed", client_id if isinstance(client_id, str) else None)
+            return False
+        return True
+
+    def get_authorization_code_scopes(self, client_id, code, redirect_uri, request) -> list[str]:
+        # oauthlib picks the OpenID grant (the one that adds an ID token) from the code's scopes before
+        # the client is authenticated; with private_key_jwt the client_id is only inside the assertion.
+        if not client_id and (assertion := context.request.POST.get("client_assertion")):
+            client_id = unverified_client_id(assertion)
+        return super().get_authorization_code_scopes(client_id, code, redirect_uri, request)
+
+    def authenticate_client_id(self, client_id, request, *args, **kwargs) -> bool:
+        if not super().authenticate_client_id(client_id, request, *args, **kwargs):
+            refuse("public client unknown, or confidential client without authentication", client_id)
+            return False
+        return True
+
+    # --- redirect URIs: registered exactly ------------------------------------------------------
+    def validate_redirect_uri(self, client_id, redirect_uri, request, *args, **kwargs) -> bool:
+        return redirect_uri in request.client.get_redirect_uris()
+
+    # --- codes and tokens -----------------------------------------------------------------------
+    def validate_code(self, client_id, code, client, request, *args, **kwargs) -> bool:
+        if not super().validate_code(client_id, code, client, request, *args, **kwargs):
+            refuse("unknown or expired authorization code", client_id)
+            return False
+        if not request.user.is_active:
+            refuse(f"profile {request.user.status}", client_id)
+            return False
+        return True
+
+    def validate_refresh_token(self, refresh_token, client, request, *args, **kwargs) -> bool:
+        if not super().validate_refresh_token(refresh_token, client, request, *args, **kwargs):
+            refuse("unknown, revoked or expired refresh token, or the person is not active", client.pk)
+            return False
+        return True
+
+    def save_authorization_code(self, client_id, code, request, *args, **kwargs) -> None:
+        super().save_authorization_code(client_id, code, request, *args, **kwargs)
+        auth = current(context.request)
+        Grant.objects.create(
+            grant_id=get_validator_context().grant_id, client=request.client, user=request.user, sid=auth.sid,
+            session_key=context.request.session.session_key or "", method=auth.method, aal=auth.aal,
+            amr=list(auth.amr), auth_time=datetime.fromtimestamp(auth.at, UTC),
+            acr=levels.acr_claim(request.acr_values, auth),
+        )
+
+    def finalize_id_token(self, id_token: dict, token: dict, token_handler, request) -> str:
+        grant = _grant_of_this_request()
+        id_token.update(
+            azp=request.client.pk, acr=grant.acr, amr=grant.amr, auth_time=int(grant.auth_time.timestamp()),
+            sid=grant.sid, authentication_assurance_level=str(grant.aal),
+            id_assurance_level=str(request.user.identity_assurance_level),
+        )
+        return super().finalize_id_token(id_token, token, token_handler, request)
+
+    def save_bearer_token(self, token: dict, request, *args, **kwargs) -> None:
+        super().save_bearer_token(token, request, *args, **kwargs)
+        grant = _grant_of_this_request()
+        record(Event.OIDC_TOKEN_ISSUED, subject=request.user, method=grant.method, aal=grant.aal,
+               client=request.client.pk, service=request.client.name, grant_type=request.grant_type,
+               scopes=list(request.scopes), acr=grant.acr)
+
+    # --- prompt=none: only a session that already reaches what is asked ---------------------------
+    def validate_silent_login(self, request) -> bool:
+        if not levels.session_satisfies(context.request, request.acr_values, request.max_age):
+            return False
+        request.user = context.request.user
+        return True
+
+    def validate_silent_authorization(self, request) -> bool:
+        return True  # no consent screen: using CIS2 implies consent under its terms of use
+
+
+def _grant_of_this_request() -> Grant:
+    ctx = get_validator_context()
+    grant_id = ctx.grant_id or (ctx.refresh_token.get_grant_id() if ctx.refresh_token else None)
+    return Grant.objects.select_related("user").get(grant_id=grant_id)
+
+
+class CareIdServer(Server):
+    """allauth's OAuthLibServer (internal/oauthlib/server.py) with CareIdRequestValidator: the same
+    token generators, lifetimes and custom validators, only the validator class differs."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(
+            request_validator=CareIdRequestValidator(),
+            token_generator=generate_access_token,
+            refresh_token_generator=generate_refresh_token,
+            token_expires_in=app_settings.ACCESS_TOKEN_EXPIRES_IN,
+            **kwargs,
+        )
+        for grant in (self.auth_grant, self.openid_connect_auth, self.openid_connect_hybrid):
+            grant.custom_validators.pre_auth.append(validate_code_challenge_method)
+        for grant in (self.auth_grant, self.openid_connect_auth):
+            grant.custom_validators.post_token.append(claim_authorization_code)
+
+
+def get_server() -> CareIdServer:
+    return CareIdServer()
+

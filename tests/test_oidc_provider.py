@@ -1,0 +1,322 @@
+"""careid as an OpenID Connect provider: what a relying service (eRS) sends and gets back, and every
+refusal the issue names, through the real endpoints."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pytest
+from allauth.idp.oidc.models import Token
+from django.utils import timezone
+
+from audit.models import AuditEvent, Event
+from signin.session import SESSION_AUTH
+
+from . import oidc_rp as rp
+from .conftest import sign_in
+
+
+@pytest.fixture(scope="session")
+def rp_key():
+    return rp.new_key()
+
+
+@pytest.fixture
+def service(db, rp_key):
+    service, _secret = rp.register(key=rp_key)
+    return service
+
+
+def refused(reason_part: str) -> bool:
+    return any(reason_part in event.details.get("reason", "") for event in AuditEvent.objects.filter(event=Event.OIDC_REFUSED))
+
+
+def signed_in_code(client, person, service, **extra):
+    sign_in(client, person)
+    response, authorization = rp.authorize(client, service.pk, **extra)
+    return rp.code_of(response, authorization), authorization
+
+
+def test_discovery_lists_exactly_what_is_supported(client, db, settings):
+    data = client.get("/.well-known/openid-configuration").json()
+    base = settings.CAREID_BASE_URL
+    assert data["issuer"] == base
+    assert data["authorization_endpoint"] == base + "/oidc/authorize"
+    assert data["token_endpoint"] == base + "/oidc/token"
+    assert data["jwks_uri"] == base + "/.well-known/jwks.json"
+    assert data["acr_values_supported"] == ["AAL3_ANY", "AAL2_OR_AAL3_ANY", "AAL2_ANY", "AAL1_USERPASS", "AAL2_TOTP"]
+    assert data["scopes_supported"] == ["openid", "profile", "email", "nhsperson"]
+    assert data["response_types_supported"] == ["code"]
+    assert data["grant_types_supported"] == ["authorization_code", "refresh_token"]
+    assert "private_key_jwt" in data["token_endpoint_auth_methods_supported"]
+    assert data["token_endpoint_auth_signing_alg_values_supported"] == ["RS256", "ES256"]
+    assert data["backchannel_logout_supported"] and data["backchannel_logout_session_supported"]
+    assert {"sub", "acr", "amr", "auth_time", "sid", "nhsid_useruid", "idassurancelevel", "uid"} <= set(
+        data["claims_supported"])
+    assert "device_authorization_endpoint" not in data
+
+
+def test_a_signed_in_person_is_sent_back_with_a_code_and_the_service_gets_verified_claims(client, person, service, rp_key):
+    code, authorization = signed_in_code(client, person, service)
+    response = rp.exchange(client, service.pk, rp_key, code, authorization)
+    assert response.status_code == 200, response.content
+    tokens = response.json()
+    claims = rp.verified(client, tokens["id_token"], service.pk)
+    user = person.user
+    assert claims["sub"] == user.uid
+    assert claims["acr"] == "AAL2_OR_AAL3_ANY"
+    assert claims["amr"] == ["pwd", "otp"]
+    assert claims["authentication_assurance_level"] == "2" and claims["id_assurance_level"] == "0"
+    assert claims["nonce"] == authorization.nonce
+    assert claims["sid"] == client.session[SESSION_AUTH]["sid"]
+    assert abs(claims["auth_time"] - client.session[SESSION_AUTH]["at"]) < 1
+    assert claims["azp"] == service.pk and "email" not in claims  # the scopes' claims come from userinfo
+
+    info = client.get("/oidc/userinfo", HTTP_AUTHORIZATION=f"Bearer {tokens['access_token']}").json()
+    assert info["sub"] == user.uid and info["uid"] == user.uid and info["nhsid_useruid"] == user.uid
+    assert info["name"] == "Edith Cavell" and info["family_name"] == "Cavell" and info["given_name"] == "Edith"
+    assert info["email"] == user.email and info["email_verified"] is True
+    assert info["initials"] == "EC" and info["idassurancelevel"] == "0"
+    event = AuditEvent.objects.get(event=Event.OIDC_TOKEN_ISSUED)
+    assert event.subject == user and event.details["client"] == service.pk
+    assert event.details["acr"] == "AAL2_OR_AAL3_ANY" and "nhsperson" in event.details["scopes"]
+
+
+def test_a_person_not_signed_in_goes_to_cis2_authentication_and_back(client, person, service, rp_key):
+    response, authorization = rp.authorize(client, service.pk, acr_values="AAL2_ANY")
+    assert response.status_code == 302 and response["Location"].startswith("/login/?acr_values=AAL2_ANY&goto=")
+    goto = rp.query_of(response["Location"])["goto"]
+    assert goto.startswith("/oidc/authorize?")
+    page = client.get(response["Location"]).content.decode()
+    assert "CIS2 Authentication" in page and "Authenticator app" in page
+    assert sign_in(client, person, goto=goto).url == goto
+    code = rp.code_of(client.get(goto), authorization)
+    claims = rp.verified(client, rp.exchange(client, service.pk, rp_key, code, authorization).json()["id_token"],
+                         service.pk)
+    assert claims["acr"] == "AAL2_ANY"
+
+
+def test_a_specific_class_asked_for_comes_back_as_the_class_reached(client, person, service, rp_key):
+    code, authorization = signed_in_code(client, person, service, acr_values="AAL2_TOTP")
+    claims = rp.verified(client, rp.exchange(client, service.pk, rp_key, code, authorization).json()["id_token"],
+                         service.pk)
+    assert claims["acr"] == "AAL2_TOTP"
+
+
+@pytest.mark.parametrize("redirect_uri", [
+    "https://evil.example.com/callback",
+    rp.REDIRECT_URI + "?next=https://evil.example.com",  # extra query: allauth alone would accept it
+    rp.REDIRECT_URI + "/",
+    rp.REDIRECT_URI.replace("https", "http"),
+])
+def test_an_unregistered_redirect_uri_gets_an_error_page_never_a_redirect(client, person, service, redirect_uri):
+    sign_in(client, person)
+    response, _ = rp.authorize(client, service.pk, redirect_uri=redirect_uri)
+    assert response.status_code == 400
+    assert "There is a problem with the service you came from" in response.content.decode()
+    assert "Location" not in response
+    assert AuditEvent.objects.filter(event=Event.OIDC_REFUSED, details__endpoint="authorize").exists()
+
+
+def test_an_unknown_client_gets_an_error_page(client, db):
+    response, _ = rp.authorize(client, "no-such-client")
+    assert response.status_code == 400 and "Location" not in response
+
+
+def test_pkce_missing_is_refused_for_a_public_client(client, person, db):
+    public, _ = rp.register(name="Public app", auth_method="none")
+    sign_in(client, person)
+    response, authorization = rp.authorize(client, public.pk, code_challenge=None, code_challenge_method=None)
+    assert response.status_code == 302
+    assert rp.query_of(response["Location"])["error"] == "invalid_request"
+    response, authorization = rp.authorize(client, public.pk)
+    code = rp.code_of(response, authorization)
+    no_verifier = client.post("/oidc/token", {"grant_type": "authorization_code", "code": code,
+                                              "redirect_uri": rp.REDIRECT_URI, "client_id": public.pk})
+    assert no_verifier.status_code == 400 and no_verifier.json()["error"] == "invalid_request"
+
+
+def test_a_wrong_pkce_verifier_is_refused(client, person, service, rp_key):
+    code, authorization = signed_in_code(client, person, service)
+    response = rp.exchange(client, service.pk, rp_key, code, authorization, code_verifier="x" * 50)
+    assert response.status_code == 400 and response.json()["error"] == "invalid_grant"
+    assert not Token.objects.filter(type=Token.Type.ACCESS_TOKEN).exists()
+
+
+def test_a_code_used_twice_is_refused_and_the_first_tokens_are_revoked(transactional_db, client, person, service, rp_key):
+    # Real commits: the revocation runs once the refusing transaction has committed.
+    code, authorization = signed_in_code(client, person, service)
+    first = rp.exchange(client, service.pk, rp_key, code, authorization)
+    assert first.status_code == 200
+    second = rp.exchange(client, service.pk, rp_key, code, authorization)
+    assert second.status_code == 400 and second.json()["error"] == "invalid_grant"
+    userinfo = client.get("/oidc/userinfo", HTTP_AUTHORIZATION=f"Bearer {first.json()['access_token']}")
+    assert userinfo.status_code == 401
+    assert AuditEvent.objects.filter(event=Event.OIDC_REFUSED, details__endpoint="token",
+                                     details__error="invalid_grant").exists()
+
+
+def test_a_code_older_than_its_lifetime_is_refused(client, person, service, rp_key, settings):
+    assert settings.IDP_OIDC_AUTHORIZATION_CODE_EXPIRES_IN <= 60
+    code, authorization = signed_in_code(client, person, service)
+    Token.objects.filter(type=Token.Type.AUTHORIZATION_CODE).update(expires_at=timezone.now() - timedelta(seconds=1))
+    response = rp.exchange(client, service.pk, rp_key, code, authorization)
+    assert response.status_code == 400 and response.json()["error"] == "invalid_grant"
+    assert refused("unknown or expired authorization code")
+
+
+@pytest.mark.parametrize("make_assertion, reason", [
+    (lambda client_id, key: rp.assertion(client_id, rp.new_key()), "signature does not verify"),
+    (lambda client_id, key: rp.assertion(client_id, key, aud="https://elsewhere.example/token"), "aud"),
+    (lambda client_id, key: rp.assertion(client_id, key, issued=time.time() - 400, lifetime=60), "expired"),
+    (lambda client_id, key: rp.assertion(client_id, key, lifetime=600), "more than 5 minutes"),
+    (lambda client_id, key: rp.assertion(client_id, key, kid="unknown-kid"), "kid"),
+    (lambda client_id, key: "not-a-jwt", "malformed"),
+])
+def test_a_bad_client_assertion_is_refused(client, person, service, rp_key, make_assertion, reason):
+    code, authorization = signed_in_code(client, person, service)
+    response = rp.exchange(client, service.pk, rp_key, code, authorization,
+                           client_assertion=make_assertion(service.pk, rp_key))
+    assert response.status_code == 401 and response.json()["error"] == "invalid_client"
+    assert refused(reason)
+    assert not Token.objects.filter(type=Token.Type.ACCESS_TOKEN).exists()
+
+
+def test_a_replayed_client_assertion_is_refused(client, person, service, rp_key):
+    reused = rp.assertion(service.pk, rp_key, jti="the-same-jti")
+    code, authorization = signed_in_code(client, person, service)
+    assert rp.exchange(client, service.pk, rp_key, code, authorization, client_assertion=reused).status_code == 200
+    response, authorization = rp.authorize(client, service.pk)
+    code = rp.code_of(response, authorization)
+    replay = rp.exchange(client, service.pk, rp_key, code, authorization, client_assertion=reused)
+    assert replay.status_code == 401 and refused("replay")
+
+
+def test_an_es256_key_works_too(client, person, db):
+    key = rp.new_key("EC")
+    service, _ = rp.register(name="EC service", key=key)
+    code, authorization = signed_in_code(client, person, service)
+    assert rp.exchange(client, service.pk, key, code, authorization).status_code == 200
+
+
+def test_a_private_key_jwt_service_cannot_use_a_secret(client, person, service, rp_key):
+    code, authorization = signed_in_code(client, person, service)
+    response = client.post("/oidc/token", {"grant_type": "authorization_code", "code": code,
+                                           "redirect_uri": rp.REDIRECT_URI, "code_verifier": authorization.verifier,
+                                           "client_id": service.pk, "client_secret": "guess"})
+    assert response.status_code == 401 and refused("registered for private_key_jwt")
+
+
+def test_a_client_secret_works_and_is_stored_hashed(client, person, db):
+    service, secret = rp.register(name="Secret service", auth_method="client_secret_basic")
+    assert secret and secret not in service.secret and service.secret.startswith(("argon2", "pbkdf2", "md5"))
+    code, authorization = signed_in_code(client, person, service)
+    import base64
+
+    basic = base64.b64encode(f"{service.pk}:{secret}".encode()).decode()
+    response = client.post("/oidc/token", {"grant_type": "authorization_code", "code": code,
+                                           "redirect_uri": rp.REDIRECT_URI, "code_verifier": authorization.verifier},
+                           HTTP_AUTHORIZATION=f"Basic {basic}")
+    assert response.status_code == 200
+
+
+def test_an_aal3_request_on_an_aal2_session_is_never_accepted(client, person, service):
+    sign_in(client, person)
+    response, _ = rp.authorize(client, service.pk, acr_values="AAL3_ANY")
+    assert response.status_code == 403
+    page = response.content.decode()
+    assert "e-Referral Service needs a stronger login method" in page
+    assert not Token.objects.filter(type=Token.Type.AUTHORIZATION_CODE).exists()
+
+
+def test_a_session_below_the_level_asked_for_is_stepped_up(client, person, service, rp_key):
+    sign_in(client, person)
+    session = client.session
+    session[SESSION_AUTH] = {**session[SESSION_AUTH], "aal": 1, "acr": "AAL1_USERPASS"}  # a lower sign-in
+    session.save()
+    sid = session[SESSION_AUTH]["sid"]
+    response, authorization = rp.authorize(client, service.pk)
+    assert response.status_code == 302 and response["Location"].startswith("/login/?acr_values=AAL2_OR_AAL3_ANY")
+    assert "reauth=1" in response["Location"]
+    goto = rp.query_of(response["Location"])["goto"]
+    before = client.session.session_key
+    assert sign_in(client, person, goto=goto).url == goto
+    assert client.session.session_key != before  # a new session id at step-up
+    code = rp.code_of(client.get(goto), authorization)
+    claims = rp.verified(client, rp.exchange(client, service.pk, rp_key, code, authorization).json()["id_token"],
+                         service.pk)
+    assert claims["authentication_assurance_level"] == "2" and claims["sid"] == sid
+
+
+@pytest.mark.parametrize("extra", [{"prompt": "login"}, {"max_age": "0"}])
+def test_prompt_login_and_max_age_force_a_new_sign_in(client, person, service, rp_key, extra):
+    sign_in(client, person)
+    first_auth = client.session[SESSION_AUTH]["at"]
+    response, authorization = rp.authorize(client, service.pk, **extra)
+    assert response.status_code == 302 and response["Location"].startswith("/login/")
+    goto = rp.query_of(response["Location"])["goto"]
+    time.sleep(0.01)
+    assert sign_in(client, person, goto=goto).url == goto
+    code = rp.code_of(client.get(goto), authorization)  # no loop: the new sign-in satisfies it
+    claims = rp.verified(client, rp.exchange(client, service.pk, rp_key, code, authorization).json()["id_token"],
+                         service.pk)
+    assert claims["auth_time"] >= int(first_auth)
+    assert client.session[SESSION_AUTH]["at"] > first_auth
+
+
+def test_a_recent_enough_sign_in_satisfies_max_age(client, person, service):
+    sign_in(client, person)
+    response, authorization = rp.authorize(client, service.pk, max_age="600")
+    rp.code_of(response, authorization)
+
+
+def test_prompt_none_answers_login_required(client, db, service):
+    response, authorization = rp.authorize(client, service.pk, prompt="none")
+    assert response.status_code == 302
+    query = rp.query_of(response["Location"])
+    assert query["error"] == "login_required" and query["state"] == authorization.state
+
+
+def test_prompt_none_with_a_session_signs_in_silently(client, person, service):
+    sign_in(client, person)
+    response, authorization = rp.authorize(client, service.pk, prompt="none")
+    rp.code_of(response, authorization)
+
+
+def test_a_suspended_persons_refresh_token_stops_at_once(client, person, service, rp_key, make_person):
+    from accounts.flows import suspend_user
+
+    code, authorization = signed_in_code(client, person, service)
+    tokens = rp.exchange(client, service.pk, rp_key, code, authorization).json()
+    refreshed = client.post("/oidc/token", {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"],
+                                            "client_assertion_type": rp.JWT_BEARER,
+                                            "client_assertion": rp.assertion(service.pk, rp_key)})
+    assert refreshed.status_code == 200
+    tokens = refreshed.json()
+    assert rp.verified(client, tokens["id_token"], service.pk)["sid"] == client.session[SESSION_AUTH]["sid"]
+    ra = make_person(email="ra.agent@nhs.net")
+    suspend_user(user=person.user, actor=ra.user, reason="Left the trust")
+    again = client.post("/oidc/token", {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"],
+                                        "client_assertion_type": rp.JWT_BEARER,
+                                        "client_assertion": rp.assertion(service.pk, rp_key)})
+    assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
+    assert client.get("/oidc/userinfo", HTTP_AUTHORIZATION=f"Bearer {tokens['access_token']}").status_code == 401
+
+
+def test_a_suspended_person_gets_no_tokens_for_a_code_issued_before(client, person, service, rp_key):
+    from accounts.models import User
+
+    code, authorization = signed_in_code(client, person, service)
+    User.objects.filter(pk=person.user.pk).update(status=User.Status.SUSPENDED)
+    response = rp.exchange(client, service.pk, rp_key, code, authorization)
+    assert response.status_code == 400 and refused("profile suspended")
+
+
+def test_userinfo_refuses_a_revoked_token(client, person, service, rp_key):
+    code, authorization = signed_in_code(client, person, service)
+    tokens = rp.exchange(client, service.pk, rp_key, code, authorization).json()
+    revoked = client.post("/oidc/revoke", {"token": tokens["access_token"], "client_assertion_type": rp.JWT_BEARER,
+                                           "client_assertion": rp.assertion(service.pk, rp_key)})
+    assert revoked.status_code == 200
+    assert client.get("/oidc/userinfo", HTTP_AUTHORIZATION=f"Bearer {tokens['access_token']}").status_code == 401

@@ -20,6 +20,11 @@ def generate_uid() -> str:
     return str(10**11 + secrets.randbelow(9 * 10**11))
 
 
+def is_uid(text: str) -> bool:
+    """12 ASCII digits, not starting with 0: the form of every Care Identity user ID."""
+    return len(text) == 12 and text.isascii() and text.isdigit() and text[0] != "0"
+
+
 class UserManager(BaseUserManager["User"]):
     use_in_migrations = True
 

@@ -35,7 +35,8 @@ class Event(models.TextChoices):
     SESSIONS_ENDED = "sessions.ended", "Sessions ended"
     ROLES_CHANGED = "roles.changed", "Roles changed"
     RA_REFUSED = "ra.refused", "Registration authority action refused"
-    AUDIT_EXPORTED = "audit.exported", "Audit trail exported"
+    AUDIT_EXPORT_STARTED = "audit.export_started", "Audit trail export started"
+    AUDIT_EXPORTED = "audit.exported", "Audit trail exported"  # at the end: success or failure, rows sent
     ALLOW_LIST_CHANGED = "allowlist.changed", "Email domain allow list changed"
     USER_ONBOARDED = "user.onboarded", "Care Identity created by bulk onboarding"
     ONBOARDING_RUN = "onboarding.run", "Bulk onboarding run"

@@ -186,14 +186,15 @@ def filter_problems(changelist: ChangeList) -> list[str]:
     return [f"{capfirst(spec.title)}: {spec.error}" for spec in changelist.filter_specs if getattr(spec, "error", "")]
 
 
-def filters_refused(request: HttpRequest, model_admin: admin.ModelAdmin, *, title: str, status: int = 400,
-                    explanation: str = "") -> TemplateResponse:
-    """The page for a list address that cannot be used (the reasons are in the request's messages)."""
+def filters_refused(request: HttpRequest, model_admin: admin.ModelAdmin, *, title: str, explanation: str = "",
+                    back_query: str = "") -> TemplateResponse:
+    """The 400 page for a list address that cannot be used (the reasons are in the request's messages)."""
     opts = model_admin.model._meta
+    list_url = reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")
     context = {**model_admin.admin_site.each_context(request), "title": title, "opts": opts,
-               "explanation": explanation,
-               "list_url": reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")}
-    return TemplateResponse(request, "admin/careid/filters_refused.html", context, status=status)
+               "explanation": explanation, "list_url": list_url,
+               "back_url": f"{list_url}?{back_query}" if back_query else ""}
+    return TemplateResponse(request, "admin/careid/filters_refused.html", context, status=400)
 
 
 class CareIdAdminConfig(AdminConfig):

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from accounts.models import User
 from accounts.roles import RA_MANAGER
-from audit.models import AuditEvent, Event
+from audit.models import AuditEvent, Event, Outcome
 
 USERS = "/admin/accounts/user/"
 EVENTS = "/admin/audit/auditevent/"
@@ -106,3 +106,18 @@ def test_no_query_string_gives_a_server_error(manager, data):
     query = data.draw(st.dictionaries(st.sampled_from(_LIST_PARAMETERS[path]), values, max_size=3))
     response = client.get(path, query)
     assert response.status_code in (200, 302, 400), (path, query)
+
+
+# --- the export -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("query", ["actor_uid=%00", "method__regex=(", "subject_uid=12345", "to=9999-12-31", "q=%00"])
+def test_an_export_with_bad_filters_sends_no_file_and_is_audited_as_refused(transactional_db, seeded_allow_list,
+                                                                            ra_staff, query):
+    manager, client = ra_staff(RA_MANAGER)
+    response = client.get(f"{EVENTS}export/?{query}")
+    assert response.status_code == 400 and not response.streaming
+    assert "Nothing was exported" in response.content.decode()
+    refused = AuditEvent.objects.get(event=Event.AUDIT_EXPORTED)
+    assert refused.outcome == Outcome.FAILURE and refused.actor == manager.user and refused.details["rows"] == 0
+    assert not AuditEvent.objects.filter(event=Event.AUDIT_EXPORT_STARTED).exists()

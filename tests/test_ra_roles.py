@@ -122,7 +122,8 @@ def test_an_auditor_reads_and_exports_the_trail_and_changes_nothing(ra_staff, pe
     assert client.post(f"{USERS}{person.user.pk}/suspend/", {"reason": "x"}).status_code == 403
     response = client.get(f"{EVENTS}export/")
     assert response.status_code == 200 and response.streaming
-    assert AuditEvent.objects.filter(event=Event.AUDIT_EXPORTED, actor=auditor.user).exists()
+    assert b"".join(response.streaming_content).startswith(b"time,event,")
+    assert AuditEvent.objects.filter(event=Event.AUDIT_EXPORTED, actor=auditor.user, outcome="success").exists()
 
 
 def test_an_agent_reads_only_their_own_actions_and_cannot_export(agent, person):

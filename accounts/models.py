@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Callable
 from datetime import timedelta
@@ -13,6 +14,7 @@ from django.db.models.functions import Lower
 from django.utils import timezone
 
 from .emails import NOT_ON_ALLOW_LIST, domain_and_parents, normalise_domain, normalise_email
+from .validators import VisibleText, has_hidden_characters
 
 
 def generate_uid() -> str:
@@ -72,16 +74,17 @@ class User(AbstractBaseUser, PermissionsMixin):
         CLOSED = "closed", "Closed"
 
     uid = models.CharField("Care Identity user ID", max_length=12, unique=True, default=generate_uid, editable=False)
-    title = models.CharField(max_length=35, blank=True)
-    first_name = models.CharField(max_length=100)
-    last_name = models.CharField(max_length=100)
+    title = models.CharField(max_length=35, blank=True, validators=[VisibleText("Title")])
+    first_name = models.CharField(max_length=100, validators=[VisibleText("First name")])
+    last_name = models.CharField(max_length=100, validators=[VisibleText("Last name")])
     email = models.EmailField("Care Identity email address", max_length=254)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
     is_staff = models.BooleanField(default=False)
     date_joined = models.DateTimeField(default=timezone.now)
     invited_at = models.DateTimeField(null=True, blank=True)
     # The person's number in the employer's HR system (ESR), kept from bulk onboarding.
-    external_id = models.CharField("external ID (HR/ESR number)", max_length=64, blank=True, default="")
+    external_id = models.CharField("external ID (HR/ESR number)", max_length=64, blank=True, default="",
+                                   validators=[VisibleText("External ID")])
     # Sign-in throttling lives on the row so it holds across every web process.
     signin_failures = models.PositiveIntegerField(default=0)
     last_signin_failure_at = models.DateTimeField(null=True, blank=True)
@@ -115,6 +118,19 @@ class User(AbstractBaseUser, PermissionsMixin):
     @property
     def is_active(self) -> bool:  # type: ignore[override]
         return self.status == self.Status.ACTIVE
+
+    @classmethod
+    def validate_values(cls, **values: str) -> None:
+        """Run the fields' own validators (length, no control or invisible characters) on values about to
+        be saved without a form; raises ValidationError naming each field."""
+        errors: dict[str, list[str]] = {}
+        for name, value in values.items():
+            try:
+                cls._meta.get_field(name).run_validators(value)
+            except ValidationError as error:
+                errors[name] = error.messages
+        if errors:
+            raise ValidationError(errors)
 
     def get_full_name(self) -> str:
         return " ".join(part for part in (self.title, self.first_name, self.last_name) if part)
@@ -218,8 +234,13 @@ class AllowedEmailDomainQuerySet(models.QuerySet["AllowedEmailDomain"]):
         return email
 
 
+# A DNS label once in IDNA form: letters, digits and inner hyphens.
+_DOMAIN_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
 class AllowedEmailDomain(models.Model):
-    domain = models.CharField(max_length=253, unique=True, help_text="For example nhs.net (lower case, no trailing dot).")
+    domain = models.CharField(max_length=253, unique=True, validators=[VisibleText("Domain")],
+                              help_text="For example nhs.net (lower case, no trailing dot).")
     include_subdomains = models.BooleanField(
         default=False, help_text="Also allow every subdomain, e.g. trust.nhs.uk when the domain is nhs.uk."
     )
@@ -234,10 +255,14 @@ class AllowedEmailDomain(models.Model):
         return f"{self.domain} (and subdomains)" if self.include_subdomains else self.domain
 
     def clean(self) -> None:
+        if has_hidden_characters(self.domain):
+            return  # the field's validator says so
         try:
             self.domain = normalise_domain(self.domain)
         except (ValueError, UnicodeError):
             raise ValidationError({"domain": "Enter a domain such as nhs.net"}) from None
+        if not all(_DOMAIN_LABEL.fullmatch(label) for label in self.domain.split(".")):
+            raise ValidationError({"domain": "Enter a domain such as nhs.net"})
         if "." not in self.domain:
             raise ValidationError({"domain": "Enter a whole domain such as nhs.net, not a top-level domain alone"})
 

@@ -7,8 +7,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from accounts.models import User
+from accounts.models import AllowedEmailDomain, User
 from accounts.roles import RA_MANAGER
+from accounts.validators import BLANK_CHARACTERS
 from audit.models import AuditEvent, Event, Outcome
 
 USERS = "/admin/accounts/user/"
@@ -121,3 +122,95 @@ def test_an_export_with_bad_filters_sends_no_file_and_is_audited_as_refused(tran
     refused = AuditEvent.objects.get(event=Event.AUDIT_EXPORTED)
     assert refused.outcome == Outcome.FAILURE and refused.actor == manager.user and refused.details["rows"] == 0
     assert not AuditEvent.objects.filter(event=Event.AUDIT_EXPORT_STARTED).exists()
+
+
+# --- free text people will read -------------------------------------------------------------------
+
+HIDDEN = ["\r", "\n", "\x07", "\x1b", "\u202e", "\u200b", "\u00a0"]
+NAME_FIELDS = [("title", "Title"), ("first_name", "First name"), ("last_name", "Last name")]
+
+
+@pytest.mark.parametrize("character", HIDDEN, ids=ascii)
+@pytest.mark.parametrize("field, label", NAME_FIELDS)
+def test_creating_a_user_refuses_control_and_invisible_characters(manager, character, field, label, mailbox):
+    _, client = manager
+    details = {"email": "new.starter@nhs.net", "title": "Dr", "first_name": "New", "last_name": "Starter"}
+    details[field] = f"Ne{character}w"
+    response = client.post(f"{USERS}add/", details)
+    assert response.status_code == 200
+    assert f"{label} must not contain control or invisible characters" in response.content.decode()
+    assert not User.objects.filter(email="new.starter@nhs.net").exists() and mailbox.messages == []
+
+
+@pytest.mark.parametrize("character", HIDDEN, ids=ascii)
+@pytest.mark.parametrize("field, label", NAME_FIELDS)
+def test_changing_a_user_refuses_control_and_invisible_characters(manager, person, character, field, label):
+    _, client = manager
+    details = {"title": "", "first_name": "Edith", "last_name": "Cavell", "email": person.user.email}
+    details[field] = f"Ca{character}vell"
+    response = client.post(f"{USERS}{person.user.pk}/change/", details)
+    assert f"{label} must not contain control or invisible characters" in response.content.decode()
+    person.user.refresh_from_db()
+    assert (person.user.title, person.user.first_name, person.user.last_name) == ("", "Edith", "Cavell")
+    assert not AuditEvent.objects.filter(event=Event.USER_CHANGED).exists()
+
+
+@pytest.mark.parametrize("character", ["\x07", "\x1b", "\u202e", "\u200b", "\u2066"], ids=ascii)
+def test_reasons_refuse_control_and_invisible_characters(manager, person, character):
+    _, client = manager
+    response = client.post(f"{USERS}{person.user.pk}/suspend/", {"reason": f"asked by{character} HR"})
+    assert response.status_code == 400
+    assert "Reason must not contain control or invisible characters" in response.content.decode()
+    person.user.refresh_from_db()
+    assert person.user.status == User.Status.ACTIVE
+    response = client.post(f"{USERS}{person.user.pk}/link/", {"kind": "authenticator-app", "purpose": "emailed",
+                                                               "reason": f"phoned{character}"})
+    assert response.status_code == 400
+    assert "Reason must not contain control or invisible characters" in response.content.decode()
+    assert not AuditEvent.objects.filter(event__in=[Event.USER_SUSPENDED, Event.LINK_ISSUED]).exists()
+
+
+def test_line_breaks_in_a_reason_box_are_spacing(manager, person):
+    _, client = manager
+    response = client.post(f"{USERS}{person.user.pk}/suspend/", {"reason": "asked by HR\r\n\r\nticket 123\t"})
+    assert response.status_code == 302
+    assert AuditEvent.objects.get(event=Event.USER_SUSPENDED).details["reason"] == "asked by HR ticket 123"
+
+
+@pytest.mark.parametrize("domain, message", [
+    ("trust\u200b.nhs.uk", "Domain must not contain control or invisible characters"),
+    ("trust\n.nhs.uk", "Domain must not contain control or invisible characters"),
+    ("trust\x07.nhs.uk", "Domain must not contain control or invisible characters"),
+    ("tru st.nhs.uk", "Enter a domain such as nhs.net"),
+], ids=ascii)
+def test_the_allow_list_refuses_control_and_invisible_characters(manager, domain, message):
+    _, client = manager
+    response = client.post(f"{DOMAINS}add/", {"domain": domain})
+    assert message in response.content.decode()
+    assert not AllowedEmailDomain.objects.filter(domain__startswith="tru").exists()
+
+
+_HIDDEN_CHARACTERS = st.characters(categories=["Cc", "Cf", "Zl", "Zp", "Zs", "Co"], exclude_characters=" ")
+_VISIBLE_NAME = st.text(st.characters(categories=["L", "M", "N", "P"], exclude_characters=BLANK_CHARACTERS) | st.just(" "),
+                        min_size=1, max_size=100).filter(lambda name: name.strip() == name)
+
+
+@hypothesis_settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(before=st.text(max_size=5), hidden=_HIDDEN_CHARACTERS, after=st.text(max_size=5))
+def test_no_hidden_character_gets_into_a_name(manager, person, before, hidden, after):
+    _, client = manager
+    name = f"A{before}{hidden}{after}Z"
+    client.post(f"{USERS}{person.user.pk}/change/", {"first_name": "Edith", "last_name": name, "email": person.user.email})
+    person.user.refresh_from_db()
+    assert person.user.last_name == "Cavell"
+
+
+@hypothesis_settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=_VISIBLE_NAME)
+def test_names_in_any_script_are_kept_as_typed(manager, person, name):
+    _, client = manager
+    response = client.post(f"{USERS}{person.user.pk}/change/", {"first_name": "Edith", "last_name": name,
+                                                                "email": person.user.email})
+    assert response.status_code == 302, response.content.decode()[-3000:]
+    person.user.refresh_from_db()
+    assert person.user.last_name == name

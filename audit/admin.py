@@ -230,5 +230,5 @@ class AuditEventAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
                                    back_query=request.GET.urlencode())
         response = StreamingHttpResponse(start_export(changelist.queryset, request=request, filters=filters),
                                          content_type="text/csv; charset=utf-8")
-        response["Content-Disposition"] = f'attachment; filename="audit-{timezone.now():%Y%m%d-%H%M%S}.csv"'
+        response["Content-Disposition"] = f'attachment; filename="audit-{timezone.localtime():%Y%m%d-%H%M%S}.csv"'
         return response

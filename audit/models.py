@@ -79,7 +79,7 @@ class AuditEvent(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.get_event_display()}"
+        return f"{timezone.localtime(self.at):%Y-%m-%d %H:%M:%S} {self.get_event_display()}"
 
     def save(self, *args, **kwargs) -> None:
         if self.pk is not None and not self._state.adding:

@@ -221,6 +221,18 @@ def test_the_export_is_recorded_when_it_starts_and_with_the_rows_it_sent(transac
     assert finished.details["rows"] == 3 and finished.details["started_event"] == started.pk
 
 
+def test_the_export_file_is_named_with_the_local_date_and_time(transactional_db, seeded_allow_list, ra_staff):
+    from datetime import UTC, datetime
+
+    import time_machine
+
+    with time_machine.travel(datetime(2025, 6, 15, 23, 30, tzinfo=UTC), tick=False):  # 00:30 BST on the 16th
+        _, client = ra_staff(RA_MANAGER)
+        response = client.get(EXPORT)
+        exported_rows(response)
+    assert response["Content-Disposition"] == 'attachment; filename="audit-20250616-003000.csv"'
+
+
 def test_an_export_cut_short_is_recorded_as_a_failure_with_the_rows_sent(transactional_db, seeded_allow_list,
                                                                         ra_staff, make_person):
     from audit.record import record

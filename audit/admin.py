@@ -21,7 +21,7 @@ from accounts.models import is_uid
 from authenticators import registry
 from careid.admin import DeclaredFiltersOnly, InputFilter, filter_problems, filters_refused
 
-from .export import start_export
+from .export import export_lines
 from .models import AuditEvent, Event, Outcome
 from .record import record
 
@@ -228,7 +228,7 @@ class AuditEventAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
             return filters_refused(request, self, title="Nothing was exported",
                                    explanation="Correct the filters or the search, then export again.",
                                    back_query=request.GET.urlencode())
-        response = StreamingHttpResponse(start_export(changelist.queryset, request=request, filters=filters),
+        response = StreamingHttpResponse(export_lines(changelist.queryset, request=request, filters=filters),
                                          content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="audit-{timezone.localtime():%Y%m%d-%H%M%S}.csv"'
         return response

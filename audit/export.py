@@ -38,31 +38,21 @@ def _cells(values: tuple) -> list[str]:
     return [neutralise(value.isoformat() if index == 0 else value) for index, value in enumerate(values)]
 
 
-def start_export(events: QuerySet[AuditEvent], *, request: HttpRequest, filters: str) -> Iterator[str]:
-    """The export's CSV lines, with the query already run and its first rows read.
+def export_lines(events: QuerySet[AuditEvent], *, request: HttpRequest, filters: str) -> Iterator[str]:
+    """The export's CSV lines, recorded in the trail as they go.
 
-    A query that fails does so here, before the response starts: the person gets an error page, not
-    a file cut off after its header. The trail gets audit.export_started now, committed before any
-    data leaves, and audit.exported when the stream ends: a success with the number of rows sent, or
-    a failure with the rows handed to the web server before it stopped (the last of them may not
-    have reached the person).
+    The header goes out together with the first row, once the query has run: a WSGI server sends the
+    status and headers with the first chunk, so until then a failing query still gets an error page
+    (500) rather than a file cut off after its header. The trail gets audit.export_started when the
+    stream begins, committed before any data leaves, and audit.exported when it ends: a success with
+    the number of rows sent, or a failure with the rows handed to the web server before it stopped
+    (the last of them may not have reached the person) and why.
+
+    The query runs here, when the web server asks for the first chunk, not in the view: by then the
+    middleware has saved the session outside this long transaction. Inside it, the session row's lock
+    would be held to the end of the download, and every other page of the same person would wait.
     """
     started = record(Event.AUDIT_EXPORT_STARTED, request=request, filters=filters)
-    lines = _lines(events, request=request, filters=filters, started=started)
-    first = next(lines)
-    return _resumed(first, lines)
-
-
-def _resumed(first: str, rest: Iterator[str]) -> Iterator[str]:
-    """`first`, then `rest`; closing this (the web server does when the connection drops) closes `rest`."""
-    try:
-        yield first
-        yield from rest
-    finally:
-        rest.close()
-
-
-def _lines(events: QuerySet[AuditEvent], *, request: HttpRequest, filters: str, started: AuditEvent) -> Iterator[str]:
     writer = csv.writer(_Echo())
     sent, failure = 0, STOPPED
     try:

@@ -212,10 +212,13 @@ def test_the_export_is_recorded_when_it_starts_and_with_the_rows_it_sent(transac
     for n in range(3):
         record(Event.USER_CHANGED, subject=person.user, n=n)
     response = client.get(f"{EXPORT}?event__exact=user.changed")
-    started = AuditEvent.objects.get(event=Event.AUDIT_EXPORT_STARTED)  # before the first byte is read
+    chunks = iter(response.streaming_content)
+    received = [next(chunks)]  # the header and the first row
+    started = AuditEvent.objects.get(event=Event.AUDIT_EXPORT_STARTED)
     assert started.actor == manager.user and started.details["filters"] == "event__exact=user.changed"
     assert not AuditEvent.objects.filter(event=Event.AUDIT_EXPORTED).exists()
-    assert len(exported_rows(response)) == 3
+    received += list(chunks)
+    assert len(list(csv.reader(io.StringIO(b"".join(received).decode())))) == 1 + 3
     finished = AuditEvent.objects.get(event=Event.AUDIT_EXPORTED)
     assert finished.outcome == Outcome.SUCCESS and finished.actor == manager.user
     assert finished.details["rows"] == 3 and finished.details["started_event"] == started.pk
@@ -263,14 +266,24 @@ def _unreadable_event(subject: User) -> None:
 
 
 def test_a_database_failure_before_the_first_byte_gets_an_error_page_not_a_file(transactional_db, seeded_allow_list,
-                                                                               ra_staff, make_person):
+                                                                               ra_staff, make_person, live_server,
+                                                                               settings):
+    """Through a real WSGI server (the live server's): it sends the status with the first chunk, and
+    the first chunk comes only once the query has run."""
+    from urllib.error import HTTPError
+    from urllib.request import Request, urlopen
+
     _, client = ra_staff(RA_MANAGER)
     person = make_person()
     _unreadable_event(person.user)
-    client.raise_request_exception = False
-    response = client.get(f"{EXPORT}?subject_uid={person.user.uid}")
-    assert response.status_code == 500 and not response.streaming
-    assert not response["Content-Type"].startswith("text/csv")
+    session = client.cookies[settings.SESSION_COOKIE_NAME].value
+    request = Request(f"{live_server.url}{EXPORT}?subject_uid={person.user.uid}",
+                      headers={"Cookie": f"{settings.SESSION_COOKIE_NAME}={session}"})
+    with pytest.raises(HTTPError) as failed:
+        urlopen(request, timeout=30)
+    assert failed.value.code == 500
+    assert not failed.value.headers.get("Content-Type", "").startswith("text/csv")
+    assert b"time,event" not in failed.value.read()
     finished = AuditEvent.objects.get(event=Event.AUDIT_EXPORTED)
     assert finished.outcome == Outcome.FAILURE and finished.details["rows"] == 0
     assert finished.details["reason"].startswith("the database failed")

@@ -7,6 +7,7 @@ decides who may do what and shows it.
 from __future__ import annotations
 
 from allauth.account.models import EmailAddress
+from allauth.usersessions.models import UserSession
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
@@ -32,6 +33,11 @@ from .models import AllowedEmailDomain, User
 # E-mail addresses change only through careid's flows (verification, audit, notification):
 # allauth's raw EmailAddress admin would bypass all three.
 admin.site.unregister(EmailAddress)
+# Sessions end only through careid's flows too (sign-out, suspension, closure: audited, the session
+# store cleared with the record). allauth's UserSession admin showed session keys, edited or deleted
+# rows without ending the session, and searched a username this User does not have; no RA role needs
+# it, and who signed in, when and from where is in the audit trail.
+admin.site.unregister(UserSession)
 
 
 @admin.register(AllowedEmailDomain)

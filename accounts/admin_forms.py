@@ -1,4 +1,7 @@
-"""Forms of the RA back office: each binds only its declared fields (no mass assignment)."""
+"""Forms of the RA back office: each binds only its declared fields (no mass assignment).
+
+Names and titles are checked by the User fields' own validators (accounts.validators), reasons here.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +11,29 @@ from authenticators import registry
 
 from .models import AllowedEmailDomain, User
 from .roles import assignable_roles, roles_of
+from .validators import VisibleText
 
-REASON = forms.CharField(
-    label="Reason", max_length=500, widget=forms.Textarea(attrs={"rows": 3}),
+
+class ReasonField(forms.CharField):
+    """A reason typed in a box. Its line breaks and tabs are spacing (the trail and the e-mails that quote
+    it keep one line); any other control or invisible character is refused."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(max_length=500, validators=[VisibleText("Reason")], **kwargs)
+
+    def to_python(self, value) -> str:
+        return " ".join(super().to_python(value).split())
+
+
+REASON = ReasonField(
+    label="Reason", widget=forms.Textarea(attrs={"rows": 3}),
     help_text="Kept in the audit trail and, where it changes their access, told to the person.",
     error_messages={"required": "Give a reason"},
 )
 
 
-OPTIONAL_REASON = forms.CharField(
-    label="Reason (optional)", max_length=500, required=False, widget=forms.Textarea(attrs={"rows": 2}),
+OPTIONAL_REASON = ReasonField(
+    label="Reason (optional)", required=False, widget=forms.Textarea(attrs={"rows": 2}),
     help_text="Kept in the audit trail, e.g. the request you are acting on.",
 )
 

@@ -38,11 +38,12 @@ def invite_user(
     """Create a Care Identity and e-mail it a link to register the Authenticator app.
 
     Returns (user, registration link). Raises ValidationError for an address outside the
-    allow list or one that belongs to another Care Identity (IntegrityError when another
-    process gives it to someone meanwhile).
+    allow list, one that belongs to another Care Identity, or a name the User fields refuse
+    (IntegrityError when another process gives the address to someone meanwhile).
     """
     email = AllowedEmailDomain.objects.check_email(email)
     User.objects.check_email_free(email)
+    User.validate_values(title=title, first_name=first_name, last_name=last_name)
     with transaction.atomic():
         user = User.objects.create_user(email, first_name=first_name, last_name=last_name, title=title)
         EmailAddress.objects.create(user=user, email=email, primary=True, verified=False)
@@ -175,6 +176,7 @@ def change_user_details(*, user: User, actor: User, changes: dict[str, str], req
     changes = {name: value for name, value in changes.items() if name in allowed and getattr(user, name) != value}
     if not changes:
         return
+    User.validate_values(**{name: value for name, value in changes.items() if name != "email"})
     with transaction.atomic():
         old_email = user.email
         before = {name: getattr(user, name) for name in changes}

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Callable
 from datetime import timedelta
@@ -17,6 +18,7 @@ from django.utils import timezone
 from signin.models import SigninThrottle
 
 from .emails import NOT_ON_ALLOW_LIST, domain_and_parents, normalise_domain, normalise_email
+from .validators import VisibleText, has_hidden_characters
 
 EMAIL_EXISTS = "A Care Identity with this email address already exists"
 EMAIL_VERIFIED_ELSEWHERE = "This email address is verified on another Care Identity (UID {uid})"
@@ -29,6 +31,11 @@ class EmailTaken(Exception):
 def generate_uid() -> str:
     """A random 12-digit Care Identity user ID (no leading zero)."""
     return str(10**11 + secrets.randbelow(9 * 10**11))
+
+
+def is_uid(text: str) -> bool:
+    """12 ASCII digits, not starting with 0: the form of every Care Identity user ID."""
+    return len(text) == 12 and text.isascii() and text.isdigit() and text[0] != "0"
 
 
 class UserManager(BaseUserManager["User"]):
@@ -104,9 +111,9 @@ class User(AbstractBaseUser, PermissionsMixin, SigninThrottle):
         CLOSED = "closed", "Closed"
 
     uid = models.CharField("Care Identity user ID", max_length=12, unique=True, default=generate_uid, editable=False)
-    title = models.CharField(max_length=35, blank=True)
-    first_name = models.CharField(max_length=100)
-    last_name = models.CharField(max_length=100)
+    title = models.CharField(max_length=35, blank=True, validators=[VisibleText("Title")])
+    first_name = models.CharField(max_length=100, validators=[VisibleText("First name")])
+    last_name = models.CharField(max_length=100, validators=[VisibleText("Last name")])
     email = models.EmailField("Care Identity email address", max_length=254)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
     is_staff = models.BooleanField(default=False)
@@ -119,7 +126,8 @@ class User(AbstractBaseUser, PermissionsMixin, SigninThrottle):
         help_text="0 (not checked) to 3 (checked in person against photo ID)",
     )
     # The person's number in the employer's HR system (ESR), kept from bulk onboarding.
-    external_id = models.CharField("external ID (HR/ESR number)", max_length=64, blank=True, default="")
+    external_id = models.CharField("external ID (HR/ESR number)", max_length=64, blank=True, default="",
+                                   validators=[VisibleText("External ID")])
 
     objects = UserManager()
 
@@ -148,6 +156,19 @@ class User(AbstractBaseUser, PermissionsMixin, SigninThrottle):
     @property
     def is_active(self) -> bool:  # type: ignore[override]
         return self.status == self.Status.ACTIVE
+
+    @classmethod
+    def validate_values(cls, **values: str) -> None:
+        """Run the fields' own validators (length, no control or invisible characters) on values about to
+        be saved without a form; raises ValidationError naming each field."""
+        errors: dict[str, list[str]] = {}
+        for name, value in values.items():
+            try:
+                cls._meta.get_field(name).run_validators(value)
+            except ValidationError as error:
+                errors[name] = error.messages
+        if errors:
+            raise ValidationError(errors)
 
     def get_full_name(self) -> str:
         return " ".join(part for part in (self.title, self.first_name, self.last_name) if part)
@@ -194,8 +215,13 @@ class AllowedEmailDomainQuerySet(models.QuerySet["AllowedEmailDomain"]):
         return email
 
 
+# A DNS label once in IDNA form: letters, digits and inner hyphens.
+_DOMAIN_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
 class AllowedEmailDomain(models.Model):
-    domain = models.CharField(max_length=253, unique=True, help_text="For example nhs.net (lower case, no trailing dot).")
+    domain = models.CharField(max_length=253, unique=True, validators=[VisibleText("Domain")],
+                              help_text="For example nhs.net (lower case, no trailing dot).")
     include_subdomains = models.BooleanField(
         default=False, help_text="Also allow every subdomain, e.g. trust.nhs.uk when the domain is nhs.uk."
     )
@@ -210,10 +236,14 @@ class AllowedEmailDomain(models.Model):
         return f"{self.domain} (and subdomains)" if self.include_subdomains else self.domain
 
     def clean(self) -> None:
+        if has_hidden_characters(self.domain):
+            return  # the field's validator says so
         try:
             self.domain = normalise_domain(self.domain)
         except (ValueError, UnicodeError):
             raise ValidationError({"domain": "Enter a domain such as nhs.net"}) from None
+        if not all(_DOMAIN_LABEL.fullmatch(label) for label in self.domain.split(".")):
+            raise ValidationError({"domain": "Enter a domain such as nhs.net"})
         if "." not in self.domain:
             raise ValidationError({"domain": "Enter a whole domain such as nhs.net, not a top-level domain alone"})
 

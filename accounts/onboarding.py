@@ -35,6 +35,7 @@ from audit.record import record
 
 from .emails import NOT_ON_ALLOW_LIST, normalise_email
 from .models import AllowedEmailDomain, User, generate_uid
+from .validators import VisibleText
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,6 @@ NOT_UTF8 = "Contains bytes that are not UTF-8 text"
 
 _LABELS = {"title": "Title", "first_name": "First name", "last_name": "Last name", "external_id": "External ID"}
 _UID = re.compile(r"[1-9][0-9]{11}")
-_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # surrogateescape decodes each byte that is not UTF-8 to one of these.
 _UNDECODABLE_BYTE = re.compile(r"[\udc80-\udcff]")
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -223,6 +223,7 @@ class _RowChecker:
         self._allowed_by_domain: dict[str, bool] = {}
         self._summary = summary
         self._max_length = {name: User._meta.get_field(name).max_length for name in COLUMNS}
+        self._visible = {name: VisibleText(label) for name, label in _LABELS.items()}
 
     def staged_row(self, line: int, values: list[str]) -> tuple:
         if len(values) != self._width:
@@ -283,17 +284,23 @@ class _RowChecker:
                 problems.append(f"Enter a {label.lower()}")
         elif len(value) > self._max_length[name]:
             problems.append(f"{label} must be {self._max_length[name]} characters or fewer")
-        elif _CONTROL_CHARACTER.search(value):
-            problems.append(f"{label} contains a control character")
+        else:
+            self._check_visible(value, name, problems)
         return value
 
     def _external_id(self, value: str, problems: list[str]) -> str:
         value = value.strip()
         if len(value) > self._max_length["external_id"]:
             problems.append(f"External ID must be {self._max_length['external_id']} characters or fewer")
-        elif _CONTROL_CHARACTER.search(value):
-            problems.append("External ID contains a control character")
+        else:
+            self._check_visible(value, "external_id", problems)
         return value
+
+    def _check_visible(self, value: str, name: str, problems: list[str]) -> None:
+        try:
+            self._visible[name](value)
+        except ValidationError as error:
+            problems.append(error.messages[0])
 
     def _rejected(self, line: int, values: list[str], problems: list[str]) -> tuple:
         def raw(name: str) -> str:

@@ -2,26 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from datetime import date, datetime, time, timedelta
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin.exceptions import DisallowedModelAdminLookup
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import Value
 from django.db.models.functions import Lower
-from django.http import HttpRequest, QueryDict, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.urls import path
 from django.utils import timezone
 from django.utils.functional import cached_property
 
+from accounts.models import is_uid
 from authenticators import registry
-from careid.admin import DeclaredFiltersOnly
+from careid.admin import DeclaredFiltersOnly, InputFilter, filter_problems, filters_refused
 
-from .export import rows, stream_csv
-from .models import AuditEvent, Event
+from .export import export_lines
+from .models import AuditEvent, Event, Outcome
 from .record import record
 
 
@@ -67,47 +68,40 @@ class MethodFilter(admin.SimpleListFilter):
         return queryset.filter(method=self.value()) if self.value() else queryset
 
 
-class InputFilter(admin.SimpleListFilter):
-    """A box to type in rather than a list to pick from (admin/careid/input_filter.html)."""
-
-    template = "admin/careid/input_filter.html"
-    input_type = "text"
-    label = ""
-
-    def lookups(self, request, model_admin):
-        return [("", "")]  # the box, not a list; Django needs something to show the filter
-
-    def choices(self, changelist):
-        # The box submits with the other filters kept, as hidden fields.
-        others = QueryDict(changelist.get_query_string(remove=[self.parameter_name, "p"]).lstrip("?"))
-        yield {"hidden": [(name, value) for name, values in others.lists() for value in values],
-               "input_type": self.input_type, "label": self.label}
-
-
 class UidFilter(InputFilter):
     label = "User ID"
     field = ""
 
-    def queryset(self, request, queryset):
-        value = (self.value() or "").strip()
-        return queryset.filter(**{f"{self.field}__uid": value}) if value else queryset
+    def parse(self, text: str) -> str:
+        if not is_uid(text):
+            raise ValueError("Enter a 12-digit user ID, like 123456789012")
+        return text
+
+    def narrow(self, queryset, value):
+        return queryset.filter(**{f"{self.field}__uid": value})
 
 
 class DateFilter(InputFilter):
+    """A day in the service's time zone (Europe/London), as a range on `at` that the (time) index serves."""
+
     input_type = "date"
     label = "Date"
     lookup = ""
+    EARLIEST, LATEST = date(1900, 1, 1), date(2999, 12, 31)
 
-    def queryset(self, request, queryset):
+    def parse(self, text: str) -> datetime:
         try:
-            day = date.fromisoformat((self.value() or "").strip())
+            day = date.fromisoformat(text)
         except ValueError:
-            return queryset  # an empty or malformed date filters nothing
-        # A range on `at` itself (not DATE(at)), so the (time) index serves it.
+            raise ValueError("Enter a real date, like 2025-03-31") from None
+        if not self.EARLIEST <= day <= self.LATEST:
+            raise ValueError(f"Enter a date from {self.EARLIEST.year} to {self.LATEST.year}, like 2025-03-31")
         if self.lookup == "lte":
             day += timedelta(days=1)
-        start = timezone.make_aware(datetime.combine(day, time.min))
-        return queryset.filter(**{"at__gte" if self.lookup == "gte" else "at__lt": start})
+        return timezone.make_aware(datetime.combine(day, time.min))
+
+    def narrow(self, queryset, value):
+        return queryset.filter(**{"at__gte" if self.lookup == "gte" else "at__lt": value})
 
 
 class FromDateFilter(DateFilter):
@@ -143,17 +137,6 @@ class ExportChangeList(ChangeList):
 
     def get_results(self, request):
         pass
-
-
-def in_one_transaction(lines: Iterable[str]) -> Iterator[str]:
-    """Stream inside a transaction, so that QuerySet.iterator()'s server-side cursor is WITHOUT HOLD.
-
-    In autocommit Django declares it WITH HOLD, and PostgreSQL then runs the whole query and keeps every
-    row before the first one is fetched: ~0.4 s for 130k events (bench/admin_lists.py), longer the more
-    events match. Inside a transaction rows arrive as the cursor reads them.
-    """
-    with transaction.atomic():
-        yield from lines
 
 
 @admin.register(AuditEvent)
@@ -211,17 +194,41 @@ class AuditEventAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
     def changelist_view(self, request, extra_context=None):
         extra_context = {**(extra_context or {}), "may_export": request.user.has_perm("audit.export_auditevent"),
                          "export_query": request.GET.urlencode()}
-        return super().changelist_view(request, extra_context)
+        response = super().changelist_view(request, extra_context)
+        if response.status_code == 400 and getattr(response, "context_data", None):
+            response.context_data["may_export"] = False  # the filters say what to correct first
+        return response
 
-    def export_view(self, request: HttpRequest) -> StreamingHttpResponse:
-        """The events the list shows with the same filters and search, as CSV, streamed."""
+    def export_view(self, request: HttpRequest) -> HttpResponse:
+        """The events the list shows with the same filters and search, as CSV, streamed.
+
+        Everything in the address is checked before a byte is sent: filters the list would refuse or
+        show no rows for, and a search term Django's search form drops (the export would otherwise be
+        of every event), refuse the export with a 400 page.
+        """
         if not request.user.has_perm("audit.export_auditevent"):
             record(Event.RA_REFUSED, request=request, outcome="failure", attempted="export the audit trail")
             raise PermissionDenied
-        changelist = self.get_changelist_instance(request)
-        events = changelist.get_queryset(request)
-        record(Event.AUDIT_EXPORTED, request=request, filters=request.GET.urlencode()[:500])
-        response = StreamingHttpResponse(in_one_transaction(stream_csv(rows(events))),
+        filters = request.GET.urlencode()[:500]
+        try:
+            changelist = self.get_changelist_instance(request)
+        except DisallowedModelAdminLookup as refused:
+            problems = [str(refused)]
+            messages.error(request, str(refused))
+        else:
+            problems = filter_problems(changelist)
+            for problem in problems:
+                messages.error(request, problem)
+            search = changelist.search_form_class(request.GET)
+            if not search.is_valid():  # Django has told the person why, in the messages
+                problems += [f"Search: {error}" for errors in search.errors.values() for error in errors]
+        if problems:
+            record(Event.AUDIT_EXPORTED, request=request, outcome=Outcome.FAILURE, filters=filters, rows=0,
+                   reason="; ".join(problems)[:500])
+            return filters_refused(request, self, title="Nothing was exported",
+                                   explanation="Correct the filters or the search, then export again.",
+                                   back_query=request.GET.urlencode())
+        response = StreamingHttpResponse(export_lines(changelist.queryset, request=request, filters=filters),
                                          content_type="text/csv; charset=utf-8")
-        response["Content-Disposition"] = f'attachment; filename="audit-{timezone.now():%Y%m%d-%H%M%S}.csv"'
+        response["Content-Disposition"] = f'attachment; filename="audit-{timezone.localtime():%Y%m%d-%H%M%S}.csv"'
         return response

@@ -38,7 +38,8 @@ class Event(models.TextChoices):
     SESSIONS_ENDED = "sessions.ended", "Sessions ended"
     ROLES_CHANGED = "roles.changed", "Roles changed"
     RA_REFUSED = "ra.refused", "Registration authority action refused"
-    AUDIT_EXPORTED = "audit.exported", "Audit trail exported"
+    AUDIT_EXPORT_STARTED = "audit.export_started", "Audit trail export started"
+    AUDIT_EXPORTED = "audit.exported", "Audit trail exported"  # at the end: success or failure, rows sent
     ALLOW_LIST_CHANGED = "allowlist.changed", "Email domain allow list changed"
     USER_ONBOARDED = "user.onboarded", "Care Identity created by bulk onboarding"
     ONBOARDING_RUN = "onboarding.run", "Bulk onboarding run"
@@ -86,7 +87,7 @@ class AuditEvent(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.get_event_display()}"
+        return f"{timezone.localtime(self.at):%Y-%m-%d %H:%M:%S} {self.get_event_display()}"
 
     def save(self, *args, **kwargs) -> None:
         if self.pk is not None and not self._state.adding:

@@ -3,13 +3,9 @@
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Iterable
 from importlib import import_module
 
-import requests
-from allauth.core.internal import jwkkit
 from allauth.idp.oidc.adapter import get_adapter
 from allauth.idp.oidc.models import Token
 from allauth.usersessions.models import UserSession
@@ -17,26 +13,21 @@ from django.conf import settings
 from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
-from jwt import encode as jwt_encode
 
 from accounts.models import User
-from audit.models import Event, Outcome
+from audit.models import Event
 from audit.record import record
 from signin import flows as signin_flows
 from signin.session import Authentication, current, has_timed_out
 
+from .backchannel import send_backchannel_logout_task
 from .models import BackchannelLogout, Grant, RelyingService
-
-BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
-LOGOUT_TOKEN_LIFETIME = 120
 
 
 def end_service_sessions(*, user: User, sids: Iterable[str] | None, reason: str, except_client_id: str | None = None) -> int:
     """The person's careid session(s) ended: their services' tokens stop at once, and each service
     that asked for back-channel logout is owed a logout token (queued in this transaction, sent by
     Celery after it commits). Returns how many logout tokens are owed."""
-    from .tasks import send_backchannel_logout_task
-
     grants = Grant.objects.live().filter(user=user)
     if sids is not None:
         grants = grants.filter(sid__in=list(sids))
@@ -56,50 +47,6 @@ def end_service_sessions(*, user: User, sids: Iterable[str] | None, reason: str,
     for logout in logouts:
         transaction.on_commit(lambda pk=logout.pk: send_backchannel_logout_task.delay(pk), robust=True)
     return len(logouts)
-
-
-def logout_token(logout: BackchannelLogout) -> str:
-    """A signed logout token (OpenID Connect Back-Channel Logout 1.0, section 2.4)."""
-    adapter = get_adapter()
-    now = int(time.time())
-    claims = {
-        "iss": adapter.get_issuer(), "aud": logout.client_id, "iat": now, "exp": now + LOGOUT_TOKEN_LIFETIME,
-        "jti": uuid.uuid4().hex, "sub": logout.user.uid, "sid": logout.sid, "events": {BACKCHANNEL_EVENT: {}},
-    }
-    jwk, private_key = jwkkit.load_jwk_from_pem(adapter.get_signing_key().pem)
-    return jwt_encode(claims, private_key, algorithm="RS256", headers={"kid": jwk["kid"], "typ": "logout+jwt"})
-
-
-def deliver_backchannel_logout(logout_id: int) -> bool:
-    """POST the logout token to the service; True once delivered (or nothing is owed any more).
-    Raises OSError (requests' errors are OSErrors) for the task to retry."""
-    logout = BackchannelLogout.objects.select_related("client", "user").filter(pk=logout_id).first()
-    if logout is None or logout.state != BackchannelLogout.State.QUEUED:
-        return True
-    uri = RelyingService(pk=logout.client_id, data=logout.client.data).backchannel_logout_uri
-    BackchannelLogout.objects.filter(pk=logout.pk).update(attempts=logout.attempts + 1)
-    try:
-        response = requests.post(uri, data={"logout_token": logout_token(logout)}, timeout=settings.CAREID_BACKCHANNEL_TIMEOUT,
-                                 allow_redirects=False)
-        if response.status_code not in (200, 204):
-            raise requests.HTTPError(f"HTTP {response.status_code}", response=response)
-    except requests.RequestException as error:
-        BackchannelLogout.objects.filter(pk=logout.pk).update(last_error=str(error)[:300])
-        raise
-    with transaction.atomic():
-        BackchannelLogout.objects.filter(pk=logout.pk).update(state=BackchannelLogout.State.DELIVERED,
-                                                              delivered_at=timezone.now(), last_error="")
-        record(Event.OIDC_BACKCHANNEL_LOGOUT, subject=logout.user, client=logout.client_id,
-               service=logout.client.name, reason=logout.reason, attempts=logout.attempts + 1)
-    return True
-
-
-def give_up_backchannel_logout(logout_id: int, error: str) -> None:
-    with transaction.atomic():
-        logout = BackchannelLogout.objects.select_related("client", "user").get(pk=logout_id)
-        BackchannelLogout.objects.filter(pk=logout.pk).update(state=BackchannelLogout.State.FAILED, last_error=error[:300])
-        record(Event.OIDC_BACKCHANNEL_LOGOUT, subject=logout.user, outcome=Outcome.FAILURE, client=logout.client_id,
-               service=logout.client.name, reason=logout.reason, error=error[:300], attempts=logout.attempts)
 
 
 def sign_out_at_service_request(request: HttpRequest, *, client: RelyingService | None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib.auth.signals import user_logged_in
 from django.dispatch import receiver
 
-from signin.session import current
+from signin.session import Authentication
 from signin.signals import sessions_ended
 
 from .flows import end_service_sessions
@@ -21,6 +21,7 @@ def _end_service_sessions(sender, *, user, sids, reason: str, **kwargs) -> None:
 def _follow_session_key(sender, request, user, **kwargs) -> None:
     """Signing in again (step-up, re-authentication) gives the session a new key but keeps its sid:
     the services' sessions follow the key, so the expiry sweep finds them."""
-    auth = current(request)
-    if auth is not None and auth.sid and request.session.session_key:
-        Grant.objects.live().filter(user=user, sid=auth.sid).update(session_key=request.session.session_key)
+    session = getattr(request, "session", None)
+    auth = Authentication.from_session(session) if session is not None else None
+    if auth is not None and auth.sid and session.session_key:
+        Grant.objects.live().filter(user=user, sid=auth.sid).update(session_key=session.session_key)

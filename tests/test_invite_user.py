@@ -101,3 +101,9 @@ def test_an_invitation_that_cannot_be_delivered_is_not_counted_as_sent(transacti
     user.refresh_from_db()
     assert user.invited_at is None  # so `onboard_users --invite` will invite them again
     assert User.objects.filter(pk=user.pk).exists()  # the Care Identity itself was created
+
+
+def test_it_refuses_control_and_invisible_characters_in_names(transactional_db, seeded_allow_list, mailbox):
+    with pytest.raises(CommandError, match="First name must not contain control or invisible characters"):
+        invite(email="mary.seacole@nhs.net", first_name="Ma\u202ery", last_name="Seacole")
+    assert not User.objects.exists() and mailbox.messages == []

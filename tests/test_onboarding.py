@@ -158,7 +158,7 @@ def test_every_kind_of_bad_row_is_reported_with_its_line_and_nothing_is_written(
         "line 8: Title must be 35 characters or fewer; First name must be 100 characters or fewer; "
         "Last name must be 100 characters or fewer; External ID must be 64 characters or fewer",
         "line 9: Email address must be 254 characters or fewer",
-        "line 10: First name contains a control character",
+        "line 10: First name must not contain control or invisible characters",
         "line 11: UID must be 12 digits, not starting with 0",
         "line 12: UID must be 12 digits, not starting with 0",
         "line 13: Expected 6 values, as in the header, found 7",
@@ -628,3 +628,14 @@ def test_progress_is_a_bar_on_a_terminal_and_plain_lines_otherwise(monkeypatch):
     plain.advance(5000, 500)
     plain.phase("Writing")
     assert written == ["Read 5,000 rows, 500 rows/s\n", "Writing...\n"]
+
+
+@pytest.mark.parametrize("character", ["\u202e", "\u200b", "\u2066", "\x1b"], ids=ascii)
+def test_names_with_bidi_or_invisible_characters_are_refused(db, onboard, character):
+    run = onboard(HEADER + f"a1@nhs.net,Dr{character},A,B,,\na2@nhs.net,,A,B{character}C,,\n"
+                           f"a3@nhs.net,,A,B,,ESR{character}1\n")
+    assert run.status == 1
+    assert run.problems == ["line 2: Title must not contain control or invisible characters",
+                            "line 3: Last name must not contain control or invisible characters",
+                            "line 4: External ID must not contain control or invisible characters"]
+    assert not User.objects.exists()

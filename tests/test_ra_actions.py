@@ -10,7 +10,7 @@ from django.test import Client
 
 from accounts.models import User
 from accounts.roles import AUDITOR, RA_AGENT, RA_MANAGER
-from audit.models import AuditEvent, Event
+from audit.models import AuditEvent, Event, Outcome
 from authenticators.models import AuthenticatorApp, RegistrationLink
 
 from .conftest import body, sign_in
@@ -194,6 +194,119 @@ def test_the_export_is_filtered_streamed_and_formula_safe(transactional_db, seed
     details = [line[-1] for line in lines[1:]]
     assert all(not cell.startswith(("=", "+", "-", "@")) for line in lines for cell in line)
     assert any("HYPERLINK" in cell for cell in details)
+
+
+EXPORT = "/admin/audit/auditevent/export/"
+
+
+def exported_rows(response) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))[1:]
+
+
+def test_the_export_is_recorded_when_it_starts_and_with_the_rows_it_sent(transactional_db, seeded_allow_list,
+                                                                        ra_staff, make_person):
+    from audit.record import record
+
+    manager, client = ra_staff(RA_MANAGER)
+    person = make_person()
+    for n in range(3):
+        record(Event.USER_CHANGED, subject=person.user, n=n)
+    response = client.get(f"{EXPORT}?event__exact=user.changed")
+    chunks = iter(response.streaming_content)
+    received = [next(chunks)]  # the header and the first row
+    started = AuditEvent.objects.get(event=Event.AUDIT_EXPORT_STARTED)
+    assert started.actor == manager.user and started.details["filters"] == "event__exact=user.changed"
+    assert not AuditEvent.objects.filter(event=Event.AUDIT_EXPORTED).exists()
+    received += list(chunks)
+    assert len(list(csv.reader(io.StringIO(b"".join(received).decode())))) == 1 + 3
+    finished = AuditEvent.objects.get(event=Event.AUDIT_EXPORTED)
+    assert finished.outcome == Outcome.SUCCESS and finished.actor == manager.user
+    assert finished.details["rows"] == 3 and finished.details["started_event"] == started.pk
+
+
+def test_the_export_file_is_named_with_the_local_date_and_time(transactional_db, seeded_allow_list, ra_staff):
+    from datetime import UTC, datetime
+
+    import time_machine
+
+    with time_machine.travel(datetime(2025, 6, 15, 23, 30, tzinfo=UTC), tick=False):  # 00:30 BST on the 16th
+        _, client = ra_staff(RA_MANAGER)
+        response = client.get(EXPORT)
+        exported_rows(response)
+    assert response["Content-Disposition"] == 'attachment; filename="audit-20250616-003000.csv"'
+
+
+def test_an_export_cut_short_is_recorded_as_a_failure_with_the_rows_sent(transactional_db, seeded_allow_list,
+                                                                        ra_staff, make_person):
+    from audit.record import record
+
+    _, client = ra_staff(RA_MANAGER)
+    person = make_person()
+    for n in range(10):
+        record(Event.USER_CHANGED, subject=person.user, n=n)
+    response = client.get(f"{EXPORT}?event__exact=user.changed")
+    chunks = iter(response.streaming_content)
+    received = [next(chunks) for _ in range(3)]  # the header and the first row come as one chunk
+    response.close()  # what the web server does when the person's connection drops
+    assert len(list(csv.reader(io.StringIO(b"".join(received).decode())))) == 4
+    finished = AuditEvent.objects.get(event=Event.AUDIT_EXPORTED)
+    assert finished.outcome == Outcome.FAILURE and finished.details["rows"] == 3
+    assert finished.details["reason"] == "the download stopped before the end"
+
+
+def _unreadable_event(subject: User) -> None:
+    """An event whose time the driver cannot read (before year 1): a real failure of the database read,
+    standing in for a restart or a timeout in the middle of an export."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO audit_auditevent (at, event, outcome, subject_id, user_agent, method, details) "
+                       "VALUES ('0001-01-01 00:00:00+00 BC', 'user.changed', 'success', %s, '', '', '{}')",
+                       [subject.pk])
+
+
+def test_a_database_failure_before_the_first_byte_gets_an_error_page_not_a_file(transactional_db, seeded_allow_list,
+                                                                               ra_staff, make_person, live_server,
+                                                                               settings):
+    """Through a real WSGI server (the live server's): it sends the status with the first chunk, and
+    the first chunk comes only once the query has run."""
+    from urllib.error import HTTPError
+    from urllib.request import Request, urlopen
+
+    _, client = ra_staff(RA_MANAGER)
+    person = make_person()
+    _unreadable_event(person.user)
+    session = client.cookies[settings.SESSION_COOKIE_NAME].value
+    request = Request(f"{live_server.url}{EXPORT}?subject_uid={person.user.uid}",
+                      headers={"Cookie": f"{settings.SESSION_COOKIE_NAME}={session}"})
+    with pytest.raises(HTTPError) as failed:
+        urlopen(request, timeout=30)
+    assert failed.value.code == 500
+    assert not failed.value.headers.get("Content-Type", "").startswith("text/csv")
+    assert b"time,event" not in failed.value.read()
+    finished = AuditEvent.objects.get(event=Event.AUDIT_EXPORTED)
+    assert finished.outcome == Outcome.FAILURE and finished.details["rows"] == 0
+    assert finished.details["reason"].startswith("the database failed")
+
+
+def test_a_database_failure_mid_stream_is_recorded_with_the_rows_sent(transactional_db, seeded_allow_list, ra_staff,
+                                                                      make_person):
+    from django.db import DatabaseError
+
+    _, client = ra_staff(RA_MANAGER)
+    person = make_person()
+    AuditEvent.objects.bulk_create(AuditEvent(event=Event.USER_CHANGED, subject=person.user) for _ in range(2001))
+    _unreadable_event(person.user)  # the oldest: read in the second batch of 2,000
+    response = client.get(f"{EXPORT}?subject_uid={person.user.uid}")
+    assert response.status_code == 200
+    received = []
+    with pytest.raises(DatabaseError):
+        for chunk in response.streaming_content:
+            received.append(chunk)
+    assert len(list(csv.reader(io.StringIO(b"".join(received).decode())))) == 1 + 2000
+    finished = AuditEvent.objects.get(event=Event.AUDIT_EXPORTED)
+    assert finished.outcome == Outcome.FAILURE and finished.details["rows"] == 2000
+    assert finished.details["reason"].startswith("the database failed")
 
 
 def test_the_user_page_shows_authenticators_and_the_last_50_events(ra_staff, signed_in_person):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
+import time_machine
 from allauth.account.models import EmailAddress
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -52,23 +55,31 @@ def test_the_lists_do_not_grow_with_the_rows(ra_staff, path):
     assert queries_for(client, path) == few
 
 
+# 23:30 UTC in British Summer Time is already the next day in London, and so is the same time 40 days
+# before: the date filters take days in the service's time zone, and so must the test.
+LATE_IN_SUMMER = datetime(2025, 6, 15, 23, 30, tzinfo=UTC)
+
+
 def test_audit_filters_narrow_the_list(ra_staff, make_person):
-    from datetime import timedelta
+    with time_machine.travel(LATE_IN_SUMMER, tick=True):
+        _, client = ra_staff(RA_MANAGER)
+        person = make_person(email="subject@nhs.net")
+        forty_days_ago = timezone.now() - timedelta(days=40)
+        old = AuditEvent.objects.create(event=Event.USER_CHANGED, subject=person.user, at=forty_days_ago)
+        new = AuditEvent.objects.create(event=Event.USER_CHANGED, subject=person.user)
 
-    _, client = ra_staff(RA_MANAGER)
-    person = make_person(email="subject@nhs.net")
-    old = AuditEvent.objects.create(event=Event.USER_CHANGED, subject=person.user, at=timezone.now() - timedelta(days=40))
-    new = AuditEvent.objects.create(event=Event.USER_CHANGED, subject=person.user)
+        def shown(query: str) -> set[int]:
+            return {event.pk for event in client.get(f"/admin/audit/auditevent/?{query}").context["cl"].result_list}
 
-    def shown(query: str) -> set[int]:
-        return {event.pk for event in client.get(f"/admin/audit/auditevent/?{query}").context["cl"].result_list}
-
-    assert shown(f"subject_uid={person.user.uid}") == {old.pk, new.pk}
-    assert shown(f"subject_uid={person.user.uid}&period=30d") == {new.pk}
-    day = (timezone.now() - timedelta(days=40)).date().isoformat()
-    assert shown(f"subject_uid={person.user.uid}&from={day}&to={day}") == {old.pk}
-    assert shown(f"subject_uid={person.user.uid}&from=not-a-date") == {old.pk, new.pk}
-    assert shown("q=subject@nhs.net&event__exact=user.changed") == {old.pk, new.pk}
+        assert shown(f"subject_uid={person.user.uid}") == {old.pk, new.pk}
+        assert shown(f"subject_uid={person.user.uid}&period=30d") == {new.pk}
+        day = timezone.localdate(forty_days_ago).isoformat()
+        assert shown(f"subject_uid={person.user.uid}&from={day}&to={day}") == {old.pk}
+        today = timezone.localdate().isoformat()
+        assert shown(f"subject_uid={person.user.uid}&from={today}") == {new.pk}
+        assert shown(f"subject_uid={person.user.uid}&to={today}") == {old.pk, new.pk}
+        assert shown(f"subject_uid={person.user.uid}&from=not-a-date") == set()  # never as if unfiltered
+        assert shown("q=subject@nhs.net&event__exact=user.changed") == {old.pk, new.pk}
 
 
 def test_the_user_search_finds_by_uid_email_hr_number_and_name(ra_staff, make_person):
@@ -94,3 +105,11 @@ def test_the_user_list_shows_each_persons_registered_types(ra_staff, make_person
     shown = {user.pk: [kind.name for kind in user.registered_types] for user in page.context["cl"].result_list}
     assert shown[with_app.user.pk] == ["Microsoft Authenticator"] and shown[without.user.pk] == []
     assert "Microsoft Authenticator" in page.content.decode()
+
+
+def test_an_audit_event_page_names_its_time_in_the_service_time_zone(ra_staff, make_person):
+    with time_machine.travel(LATE_IN_SUMMER, tick=False):
+        _, client = ra_staff(RA_MANAGER)
+        event = AuditEvent.objects.create(event=Event.USER_CHANGED, subject=make_person(email="subject@nhs.net").user)
+        page = client.get(f"/admin/audit/auditevent/{event.pk}/change/").content.decode()
+    assert "2025-06-16 00:30:00 Care Identity details changed" in page

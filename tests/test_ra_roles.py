@@ -122,7 +122,8 @@ def test_an_auditor_reads_and_exports_the_trail_and_changes_nothing(ra_staff, pe
     assert client.post(f"{USERS}{person.user.pk}/suspend/", {"reason": "x"}).status_code == 403
     response = client.get(f"{EVENTS}export/")
     assert response.status_code == 200 and response.streaming
-    assert AuditEvent.objects.filter(event=Event.AUDIT_EXPORTED, actor=auditor.user).exists()
+    assert b"".join(response.streaming_content).startswith(b"time,event,")
+    assert AuditEvent.objects.filter(event=Event.AUDIT_EXPORTED, actor=auditor.user, outcome="success").exists()
 
 
 def test_an_agent_reads_only_their_own_actions_and_cannot_export(agent, person):
@@ -246,3 +247,14 @@ def test_allow_list_changes_are_audited(manager):
     client.post("/admin/accounts/allowedemaildomain/add/", {"domain": "example.org"})
     event = AuditEvent.objects.get(event=Event.ALLOW_LIST_CHANGED)
     assert event.actor == manager_person.user and event.details["domain"] == "example.org"
+
+
+def test_there_is_no_session_admin_not_even_for_a_superuser(make_person, seeded_roles):
+    # allauth's UserSession admin searched a username this User does not have (500 on ?q=), showed
+    # session keys and let rows be edited or deleted without ending the session or an audit event.
+    operator = make_person(email="operator@nhs.net", is_staff=True, is_superuser=True)
+    client = Client()
+    assert sign_in(client, operator, goto="/admin/").url == "/admin/"
+    assert client.get("/admin/usersessions/usersession/?q=abc").status_code == 404
+    assert client.get(f"/admin/usersessions/usersession/?q={operator.user.uid}").status_code == 404
+    assert "/admin/usersessions/" not in client.get("/admin/").content.decode()

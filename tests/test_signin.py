@@ -192,7 +192,7 @@ def test_one_address_cannot_walk_through_many_accounts(client, db, settings, fas
 )
 def test_open_redirects_are_refused(client, person, settings, goto):
     settings.CAREID_ALLOWED_REDIRECT_HOSTS = ["rp.example"]
-    response = sign_in(client, person, goto=goto.replace("%", "%25").replace("\\", "%5C").replace("\t", "%09"))
+    response = sign_in(client, person, goto=goto)
     assert response.status_code == 302
     assert response.url == "/", f"{goto!r} sent the person to {response.url!r}"
 
@@ -200,9 +200,7 @@ def test_open_redirects_are_refused(client, person, settings, goto):
 @pytest.mark.parametrize("goto", ["/profile/", "https://rp.example/callback?state=1"])
 def test_same_site_paths_and_registered_services_are_allowed(client, person, settings, goto):
     settings.CAREID_ALLOWED_REDIRECT_HOSTS = ["rp.example"]
-    from urllib.parse import quote
-
-    response = sign_in(client, person, goto=quote(goto, safe=""))
+    response = sign_in(client, person, goto=goto)
     assert response.url == goto
 
 

@@ -25,6 +25,7 @@ from authenticators import flows as authenticator_flows
 from authenticators import registry
 from authenticators.models import RegistrationLink
 from careid.admin import DeclaredFiltersOnly
+from oidc.models import Grant
 
 from . import flows, roles
 from .admin_forms import ChangeUserForm, CreateUserForm, IssueLinkForm, ReasonForm
@@ -263,6 +264,7 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
             # The person's own trail, for answering "who signed in, when, with what"; not for the accounts
             # an RA Agent may not touch (another RA's trail is the Auditors' and RA Managers' to read).
             readable = request.user.has_perm("audit.view_all_auditevents") or not roles.is_protected_from(obj, request.user)
+            context["services"] = Grant.objects.services_of(obj)
             context["recent_events"] = (
                 AuditEvent.objects.filter(subject=obj).select_related("actor")[:50] if readable else None
             )

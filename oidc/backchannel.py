@@ -68,13 +68,21 @@ def give_up_backchannel_logout(logout_id: int, error: str) -> None:
                service=logout.client.name, reason=logout.reason, error=error[:300], attempts=logout.attempts)
 
 
+def retry_countdown(retries: int) -> int | None:
+    """Seconds until the next try after `retries` failed ones: 1 minute doubling to an hour apart, for
+    more than 24 hours in all; None once CAREID_BACKCHANNEL_MAX_RETRIES are spent."""
+    if retries >= settings.CAREID_BACKCHANNEL_MAX_RETRIES:
+        return None
+    return min(60 * 2**retries, 3600)
+
+
 @shared_task(bind=True, max_retries=None, acks_late=True)
 def send_backchannel_logout_task(self, logout_id: int) -> None:
-    """Retries with backoff (1 min doubling, at most an hour apart) until CAREID_BACKCHANNEL_MAX_RETRIES."""
     try:
         deliver_backchannel_logout(logout_id)
     except requests.RequestException as error:
-        if self.request.is_eager or self.request.retries >= settings.CAREID_BACKCHANNEL_MAX_RETRIES:
+        countdown = None if self.request.is_eager else retry_countdown(self.request.retries)
+        if countdown is None:  # in-process Celery (make run) tries once
             give_up_backchannel_logout(logout_id, str(error))
             return
-        raise self.retry(exc=error, countdown=min(60 * 2**self.request.retries, 3600)) from error
+        raise self.retry(exc=error, countdown=countdown) from error

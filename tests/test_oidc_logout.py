@@ -1,0 +1,229 @@
+"""Sessions ending at careid reach the relying services: back-channel logout tokens (signed, with the
+session's sid) POSTed to a real endpoint on loopback when the person signs out, an RA suspends them,
+their session times out, or someone else signs in on the same browser; and RP-initiated logout."""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
+
+import jwt
+import pytest
+from django.conf import settings
+from django.test import Client
+
+from audit.models import AuditEvent, Event
+from oidc.backchannel import BACKCHANNEL_EVENT
+from oidc.models import BackchannelLogout
+from signin.session import SESSION_AUTH, SESSION_LAST_SEEN
+
+from . import oidc_rp as rp
+from .conftest import sign_in
+
+
+class Receiver(ThreadingHTTPServer):
+    """A relying service's back-channel logout endpoint: records each logout token it is sent."""
+
+    def __init__(self) -> None:
+        self.tokens: list[str] = []
+        self.status = 200
+        self.arrived = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+                with receiver.arrived:
+                    receiver.tokens.extend(parse_qs(body)["logout_token"])
+                    receiver.arrived.notify_all()
+                self.send_response(receiver.status)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/backchannel-logout"
+
+    def wait_for(self, count: int, timeout: float = 10) -> list[str]:
+        deadline = time.monotonic() + timeout
+        with self.arrived:
+            while len(self.tokens) < count:
+                remaining = deadline - time.monotonic()
+                assert remaining > 0, f"{len(self.tokens)} logout tokens arrived, {count} expected"
+                self.arrived.wait(remaining)
+            return list(self.tokens)
+
+
+@pytest.fixture
+def receiver():
+    server = Receiver()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="session")
+def rp_key():
+    return rp.new_key()
+
+
+@pytest.fixture
+def service(transactional_db, rp_key, receiver):
+    service, _ = rp.register(key=rp_key, backchannel_logout_uri=receiver.url)
+    return service
+
+
+def signed_into(client, person, service, rp_key) -> dict:
+    """Signed in at careid and into the service; the service's verified ID token claims and tokens."""
+    if not client.session.get(SESSION_AUTH):
+        sign_in(client, person)
+    response, authorization = rp.authorize(client, service.pk)
+    tokens = rp.exchange(client, service.pk, rp_key, rp.code_of(response, authorization), authorization).json()
+    return {**rp.verified(client, tokens["id_token"], service.pk), "access_token": tokens["access_token"]}
+
+
+def logout_claims(client, token: str, service) -> dict:
+    jwks = client.get("/.well-known/jwks.json").json()
+    key = next(k for k in jwt.PyJWKSet.from_dict(jwks).keys if k.key_id == jwt.get_unverified_header(token)["kid"])
+    claims = jwt.decode(token, key.key, algorithms=["RS256"], audience=service.pk, issuer=settings.CAREID_BASE_URL)
+    assert claims["events"] == {BACKCHANNEL_EVENT: {}} and "nonce" not in claims
+    assert jwt.get_unverified_header(token)["typ"] == "logout+jwt"
+    return claims
+
+
+def test_signing_out_sends_each_service_a_logout_token_for_the_session(client, person, service, rp_key, receiver):
+    id_token = signed_into(client, person, service, rp_key)
+    client.post("/logout/")
+    [token] = receiver.wait_for(1)
+    claims = logout_claims(client, token, service)
+    assert claims["sub"] == person.user.uid and claims["sid"] == id_token["sid"]
+    delivery = BackchannelLogout.objects.get()
+    assert delivery.state == BackchannelLogout.State.DELIVERED and delivery.reason == "signed out"
+    assert AuditEvent.objects.filter(event=Event.OIDC_BACKCHANNEL_LOGOUT, outcome="success",
+                                     details__client=service.pk).exists()
+    # The service's tokens stopped with the session.
+    assert client.get("/oidc/userinfo", HTTP_AUTHORIZATION=f"Bearer {id_token['access_token']}").status_code == 401
+
+
+def test_an_ra_suspension_logs_the_person_out_of_every_service(client, person, service, rp_key, receiver, make_person):
+    from accounts.flows import suspend_user
+
+    other_browser = Client()
+    first = signed_into(client, person, service, rp_key)
+    second = signed_into(other_browser, person, service, rp_key)
+    assert first["sid"] != second["sid"]
+    suspend_user(user=person.user, actor=make_person(email="ra.agent@nhs.net").user, reason="Left the trust")
+    tokens = receiver.wait_for(2)
+    assert {logout_claims(client, token, service)["sid"] for token in tokens} == {first["sid"], second["sid"]}
+    assert {delivery.reason for delivery in BackchannelLogout.objects.all()} == {"suspended"}
+
+
+def test_a_session_that_timed_out_is_swept_and_its_services_told(client, person, service, rp_key, receiver):
+    from oidc.flows import sweep_timed_out_sessions
+
+    id_token = signed_into(client, person, service, rp_key)
+    assert sweep_timed_out_sessions() == 0  # a live session is left alone
+    session = client.session
+    session[SESSION_LAST_SEEN] = time.time() - 31 * 60  # the person walked away 31 minutes ago
+    session.save()
+    assert sweep_timed_out_sessions() == 1
+    [token] = receiver.wait_for(1)
+    assert logout_claims(client, token, service)["sid"] == id_token["sid"]
+    assert AuditEvent.objects.filter(event=Event.SESSION_EXPIRED, subject=person.user).exists()
+    assert client.get("/profile/").status_code == 302  # the session itself is gone
+    assert sweep_timed_out_sessions() == 0
+
+
+def test_a_timeout_noticed_on_the_next_request_tells_the_services(client, person, service, rp_key, receiver):
+    id_token = signed_into(client, person, service, rp_key)
+    session = client.session
+    session[SESSION_AUTH] = {**session[SESSION_AUTH], "at": time.time() - 13 * 3600}  # past the 12-hour limit
+    session.save()
+    assert "Your session timed out" in client.get("/login/?choose=1").content.decode()
+    [token] = receiver.wait_for(1)
+    assert logout_claims(client, token, service)["sid"] == id_token["sid"]
+
+
+def test_another_person_signing_in_on_the_same_browser_ends_the_first_ones_services(
+        client, person, service, rp_key, receiver, make_person):
+    first = signed_into(client, person, service, rp_key)
+    sign_in(client, make_person(email="mary.seacole@nhs.net"))
+    [token] = receiver.wait_for(1)
+    claims = logout_claims(client, token, service)
+    assert claims["sub"] == person.user.uid and claims["sid"] == first["sid"]
+
+
+def test_a_service_that_does_not_answer_is_retried_then_given_up_with_an_audit_event(
+        client, person, service, rp_key, receiver):
+    receiver.status = 503
+    signed_into(client, person, service, rp_key)
+    client.post("/logout/")  # in-process Celery: one try, then given up
+    receiver.wait_for(1)
+    delivery = BackchannelLogout.objects.get()
+    assert delivery.state == BackchannelLogout.State.FAILED and "503" in delivery.last_error
+    assert AuditEvent.objects.filter(event=Event.OIDC_BACKCHANNEL_LOGOUT, outcome="failure").exists()
+
+
+def test_a_worker_retries_for_more_than_a_day_before_giving_up(settings):
+    from oidc.backchannel import retry_countdown
+
+    countdowns = [retry_countdown(retries) for retries in range(settings.CAREID_BACKCHANNEL_MAX_RETRIES + 1)]
+    assert countdowns[:3] == [60, 120, 240] and max(filter(None, countdowns)) == 3600
+    assert countdowns[-1] is None
+    assert sum(filter(None, countdowns)) > 24 * 3600
+
+
+# --- RP-initiated logout -------------------------------------------------------------------------
+
+
+def id_token_of(client, person, service, rp_key) -> tuple[str, dict]:
+    sign_in(client, person)
+    response, authorization = rp.authorize(client, service.pk)
+    tokens = rp.exchange(client, service.pk, rp_key, rp.code_of(response, authorization), authorization).json()
+    return tokens["id_token"], rp.verified(client, tokens["id_token"], service.pk)
+
+
+def test_a_service_signs_the_person_out_with_its_id_token(client, person, service, rp_key, receiver):
+    other, _ = rp.register(name="Summary Care Record", key=rp_key, backchannel_logout_uri=receiver.url)
+    id_token, claims = id_token_of(client, person, service, rp_key)
+    response, authorization = rp.authorize(client, other.pk)
+    rp.exchange(client, other.pk, rp_key, rp.code_of(response, authorization), authorization)
+    response = client.get("/oidc/logout", {"id_token_hint": id_token, "post_logout_redirect_uri": rp.POST_LOGOUT_URI,
+                                           "state": "xyz"})
+    assert response.status_code == 302 and response["Location"] == rp.POST_LOGOUT_URI + "?state=xyz"
+    assert client.get("/profile/").status_code == 302
+    # The other service is told; the one that asked already knows.
+    [token] = receiver.wait_for(1)
+    assert logout_claims(client, token, other)["sid"] == claims["sid"]
+    assert AuditEvent.objects.filter(event=Event.OIDC_LOGOUT, details__client=service.pk).exists()
+
+
+def test_without_an_id_token_for_this_session_the_person_is_asked(client, person, service, rp_key):
+    sign_in(client, person)
+    page = client.get("/oidc/logout", {"client_id": service.pk, "post_logout_redirect_uri": rp.POST_LOGOUT_URI})
+    assert page.status_code == 200 and "Sign out of NHS Care Identity?" in page.content.decode()
+    assert client.get("/profile/").status_code == 200  # asking changed nothing
+    csrf_client = Client(enforce_csrf_checks=True)
+    csrf_client.cookies = client.cookies
+    forged = csrf_client.post("/oidc/logout", {"client_id": service.pk, "action": "sign-out"})
+    assert forged.status_code == 403 and client.get("/profile/").status_code == 200
+    response = client.post("/oidc/logout", {"client_id": service.pk, "post_logout_redirect_uri": rp.POST_LOGOUT_URI,
+                                            "action": "sign-out"})
+    assert response.status_code == 302 and response["Location"] == rp.POST_LOGOUT_URI
+    assert client.get("/profile/").status_code == 302
+
+
+def test_an_unregistered_post_logout_uri_is_never_followed(client, person, service, rp_key):
+    id_token, _ = id_token_of(client, person, service, rp_key)
+    response = client.get("/oidc/logout", {"id_token_hint": id_token,
+                                           "post_logout_redirect_uri": "https://evil.example.com/"})
+    assert response.status_code == 400 and "Location" not in response
+    assert client.get("/profile/").status_code == 200

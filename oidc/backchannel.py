@@ -18,7 +18,7 @@ from jwt import encode as jwt_encode
 from audit.models import Event, Outcome
 from audit.record import record
 
-from .models import BackchannelLogout, RelyingService
+from .models import BackchannelLogout
 
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 LOGOUT_TOKEN_LIFETIME = 120
@@ -42,7 +42,7 @@ def deliver_backchannel_logout(logout_id: int) -> bool:
     logout = BackchannelLogout.objects.select_related("client", "user").filter(pk=logout_id).first()
     if logout is None or logout.state != BackchannelLogout.State.QUEUED:
         return True
-    uri = RelyingService(pk=logout.client_id, data=logout.client.data).backchannel_logout_uri
+    uri = logout.client.backchannel_logout_uri
     BackchannelLogout.objects.filter(pk=logout.pk).update(attempts=logout.attempts + 1)
     try:
         response = requests.post(uri, data={"logout_token": logout_token(logout)}, timeout=settings.CAREID_BACKCHANNEL_TIMEOUT,

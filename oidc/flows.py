@@ -39,8 +39,7 @@ def end_service_sessions(*, user: User, sids: Iterable[str] | None, reason: str,
     Grant.objects.filter(pk__in=[grant.pk for grant in grants]).update(ended_at=timezone.now())
     owed = {}
     for grant in grants:
-        service = RelyingService(pk=grant.client_id, data=grant.client.data)
-        if service.backchannel_logout_uri and grant.client_id != except_client_id:
+        if grant.client.backchannel_logout_uri and grant.client_id != except_client_id:
             owed[(grant.client_id, grant.sid)] = BackchannelLogout(client_id=grant.client_id, user=user, sid=grant.sid,
                                                                   reason=reason)
     logouts = BackchannelLogout.objects.bulk_create(owed.values())

@@ -90,7 +90,7 @@ class Grant(models.Model):
     """A person signed into a relying service from one careid session (one authorization code)."""
 
     grant_id = models.CharField(max_length=64, unique=True)  # allauth's grant id on the code and its tokens
-    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="+")
+    client = models.ForeignKey(RelyingService, on_delete=models.CASCADE, related_name="+")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="service_grants")
     sid = models.CharField(max_length=64)
     session_key = models.CharField(max_length=64, blank=True)
@@ -150,7 +150,7 @@ class BackchannelLogout(models.Model):
         DELIVERED = "delivered", "Delivered"
         FAILED = "failed", "Failed (gave up)"
 
-    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="+")
+    client = models.ForeignKey(RelyingService, on_delete=models.CASCADE, related_name="+")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     sid = models.CharField(max_length=64)
     reason = models.CharField(max_length=64)

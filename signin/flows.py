@@ -111,10 +111,9 @@ def complete_signin(request: HttpRequest, *, user: User, kind) -> None:
             # Someone else was signed in here (a shared practice computer): their session ends first.
             _end_this_session(request, Event.SIGNED_OUT, reason="another person signed in")
         throttle.release(request, user, Factor.CODE, succeeded=True)
-        signed_in_already = request.user.is_authenticated
-        login(request, user, backend="accounts.backends.CareIdentityBackend")  # a new session key ...
-        if signed_in_already:
-            request.session.cycle_key()  # ... which login() leaves alone when the same person signs in again
+        if request.user.is_authenticated:
+            request.session.cycle_key()  # login() keeps the key when the same person signs in again
+        login(request, user, backend="accounts.backends.CareIdentityBackend")  # a new session key
         now = time.time()
         auth = Authentication(method=kind.key, aal=kind.aal, acr=kind.acr, amr=tuple(kind.amr), at=now, sid=sid)
         request.session[SESSION_AUTH] = auth.to_session()

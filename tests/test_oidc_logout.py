@@ -142,6 +142,18 @@ def test_a_session_that_timed_out_is_swept_and_its_services_told(client, person,
     assert sweep_timed_out_sessions() == 0
 
 
+def test_signing_in_again_keeps_the_services_sessions_alive(client, person, service, rp_key, receiver):
+    """Re-authentication gives the session a new key; the sweep must follow it, not log the person out."""
+    from oidc.flows import sweep_timed_out_sessions
+
+    signed_into(client, person, service, rp_key)
+    before = client.session.session_key
+    sign_in(client, person)
+    assert client.session.session_key != before
+    assert sweep_timed_out_sessions() == 0
+    assert not receiver.tokens and not BackchannelLogout.objects.exists()
+
+
 def test_a_timeout_noticed_on_the_next_request_tells_the_services(client, person, service, rp_key, receiver):
     id_token = signed_into(client, person, service, rp_key)
     session = client.session

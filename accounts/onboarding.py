@@ -505,7 +505,7 @@ class _Staging(ABC):
         self._insert_select(AuditEvent, with_user, expressions={
             "subject_id": "u.id",
             "details": f"{self.json_object}('run', {int(run_id)}, 'line', s.line, 'email', s.email)",
-        }, values={"at": now, "event": Event.USER_ONBOARDED, "outcome": Outcome.SUCCESS})
+        }, values={"at": now, "event": Event.USER_ONBOARDED, "outcome": Outcome.SUCCESS, "seq": None})  # sealed later
         return created
 
     def _insert_select(self, model: type[models.Model], source: str, *, expressions: dict[str, str],

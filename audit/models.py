@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pgtrigger
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -73,9 +74,25 @@ class AuditEvent(models.Model):
     method = models.CharField(max_length=32, blank=True)
     aal = models.PositiveSmallIntegerField(null=True, blank=True)
     details = models.JSONField(default=dict, blank=True)
+    # The hash chain (audit/chain.py), set once by the sealer and never again.
+    seq = models.BigIntegerField(null=True, blank=True, unique=True, editable=False)
+    chain_hash = models.CharField(max_length=64, blank=True, editable=False, default="", db_default="")
+    sealed_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-at", "-id"]
+        triggers = [
+            # PostgreSQL itself keeps the trail append-only, whoever connects (Python's guard below is
+            # only for careid's own code): no DELETE and no UPDATE but the one sealing. TRUNCATE needs the
+            # table's owner, which the application's role should not be (README); a trail emptied or cut
+            # short is found against the chain head the sealer logs (verify_audit --expect-head).
+            pgtrigger.Protect(name="audit_no_delete", operation=pgtrigger.Delete),
+            pgtrigger.Protect(name="audit_sealed_once", operation=pgtrigger.Update, condition=pgtrigger.Condition(
+                "OLD.seq IS NOT NULL OR NEW.seq IS NULL OR (OLD.id, OLD.at, OLD.event, OLD.outcome, OLD.actor_id, "
+                "OLD.subject_id, OLD.ip, OLD.user_agent, OLD.method, OLD.aal, OLD.details) IS DISTINCT FROM "
+                "(NEW.id, NEW.at, NEW.event, NEW.outcome, NEW.actor_id, NEW.subject_id, NEW.ip, NEW.user_agent, "
+                "NEW.method, NEW.aal, NEW.details)")),
+        ]
         indexes = [
             models.Index(fields=["subject", "-at"], name="audit_subject_at"),
             models.Index(fields=["actor", "-at"], name="audit_actor_at"),

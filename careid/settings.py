@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "allauth.usersessions",
     "allauth.idp.oidc",
     "django_otp",
+    "pgtrigger",
     "csp",  # for its system checks (a policy in the pre-4.0 format, a string of URL prefixes)
     "accounts",
     "signin",
@@ -222,6 +223,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "oidc.tasks.sweep_timed_out_sessions_task",
         "schedule": 300.0,
     },
+    "seal-audit-trail": {
+        "task": "audit.tasks.seal_audit_trail_task",
+        "schedule": 10.0,
+    },
     "forget-used-assertions": {
         "task": "oidc.tasks.forget_used_assertions_task",
         "schedule": 3600.0,
@@ -276,6 +281,14 @@ def _signing_keys() -> list[dict]:
 IDP_OIDC_PRIVATE_KEYS = _signing_keys()
 CAREID_BACKCHANNEL_TIMEOUT = 5  # seconds a service has to answer a logout token
 CAREID_BACKCHANNEL_MAX_RETRIES = 30  # 1 min doubling to an hour apart: more than 24 hours in all
+
+# --- the audit trail's hash chain (audit/chain.py) -------------------------------------------
+# The key the chain is computed with. Keep it apart from the database (a copy of the database alone
+# must not be enough to recompute the chain) and never change it: old links are checked with it.
+CAREID_AUDIT_CHAIN_KEY = env.str("CAREID_AUDIT_CHAIN_KEY", default="") or (
+    __import__("hashlib").sha256(f"careid.audit-chain:{SECRET_KEY}".encode()).hexdigest())
+# An event sealed longer than this after it happened was written outside careid (or sealing stopped).
+CAREID_AUDIT_SEAL_TOLERANCE = timedelta(seconds=env.int("CAREID_AUDIT_SEAL_TOLERANCE", default=900))
 
 # --- careid ------------------------------------------------------------------------------
 CAREID_BASE_URL = env.str("CAREID_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")

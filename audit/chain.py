@@ -1,0 +1,149 @@
+"""The audit trail's hash chain: tamper evidence against anyone with access to the database.
+
+Events are written without waiting for one another (each in its own change's transaction, so no
+lock is shared by every request). One sealer at a time then gives each committed event the next
+place in the chain (`seq`) and `chain_hash` = HMAC(key, previous chain_hash + the event's whole
+content + its place), keyed by CAREID_AUDIT_CHAIN_KEY, which the database does not hold: rewriting a
+row, removing one, or inserting one afterwards cannot be covered up by recomputing the hashes.
+PostgreSQL itself refuses UPDATE and DELETE on the table except the single sealing update
+(audit/models.py's triggers); `verify()` finds what someone with the power to lift those did.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from .models import AuditEvent
+
+logger = logging.getLogger("careid.audit")
+GENESIS = "0" * 64
+_SEAL_LOCK = 0x61756469  # pg_advisory_xact_lock key: one sealer at a time
+CONTENT = ("id", "at", "event", "outcome", "actor_id", "subject_id", "ip", "user_agent", "method", "aal", "details")
+
+
+def _key() -> bytes:
+    return settings.CAREID_AUDIT_CHAIN_KEY.encode()
+
+
+def _text(value) -> object:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    return value
+
+
+def link(previous: str, seq: int, sealed_at: datetime, content: dict) -> str:
+    """The chain hash of one event: keyed, over its place, its sealing time, its content and the link before."""
+    message = json.dumps([previous, seq, _text(sealed_at), [_text(content[name]) for name in CONTENT]],
+                         sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hmac.new(_key(), message.encode(), hashlib.sha256).hexdigest()
+
+
+def _head() -> tuple[int, str]:
+    head = AuditEvent.objects.filter(seq__isnull=False).order_by("-seq").values_list("seq", "chain_hash").first()
+    return head if head else (0, GENESIS)
+
+
+def seal(batch: int = 2000) -> int:
+    """Chain the committed events not chained yet, oldest first; returns how many were sealed."""
+    sealed = 0
+    while True:
+        with transaction.atomic():
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_SEAL_LOCK])
+            seq, previous = _head()
+            rows = list(AuditEvent.objects.filter(seq__isnull=True).order_by("id").values(*CONTENT)[:batch])
+            if not rows:
+                return sealed
+            now = timezone.now()
+            events = []
+            for content in rows:
+                seq += 1
+                previous = link(previous, seq, now, content)
+                events.append(AuditEvent(id=content["id"], seq=seq, chain_hash=previous, sealed_at=now))
+            AuditEvent.objects.bulk_update(events, ["seq", "chain_hash", "sealed_at"], batch_size=500)
+            sealed += len(rows)
+        # Logged (and shipped off the database's host with the other logs): the head to check against
+        # later, which is how a trail cut short at its end, or emptied, is found.
+        logger.info("audit chain head %s:%s", seq, previous)
+
+
+@dataclass
+class Verification:
+    checked: int = 0
+    unsealed: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify(*, since: datetime | None = None, first_problem_only: bool = True,
+           expect_head: tuple[int, str] | None = None) -> Verification:
+    """Walk the chain in order (from the first event on or after `since`) and name what is broken:
+    an event altered, events removed (a gap, or a broken link), an event inserted or moved, an event
+    sealed long after it happened (written outside careid), or events never sealed."""
+    result = Verification()
+    start_seq, previous = 1, GENESIS
+    if since is not None:
+        first = AuditEvent.objects.filter(seq__isnull=False, at__gte=since).order_by("seq").values_list("seq", flat=True).first()
+        if first is not None and first > 1:
+            start_seq = first
+            previous = AuditEvent.objects.filter(seq=first - 1).values_list("chain_hash", flat=True).first()
+            if previous is None:
+                result.problems.append(f"The event before seq {first} is missing: events were removed")
+                return result
+    tolerance = settings.CAREID_AUDIT_SEAL_TOLERANCE
+    expected = start_seq
+    for content, seq, chain_hash, sealed_at in _chained(start_seq):
+        if seq != expected:
+            result.problems.append(f"Events seq {expected}–{seq - 1} are missing before event {content['id']}: "
+                                   f"they were removed")
+            if first_problem_only:
+                return result
+        recomputed = link(previous, seq, sealed_at, content)
+        if not hmac.compare_digest(recomputed, chain_hash):
+            result.problems.append(f"Event {content['id']} (seq {seq}, {_text(content['at'])}) does not match its "
+                                   f"chain hash: it was altered, moved, or an event before it was removed or changed")
+            if first_problem_only:
+                return result
+        elif sealed_at - content["at"] > tolerance:
+            result.problems.append(f"Event {content['id']} (seq {seq}) is dated {_text(content['at'])} but was sealed "
+                                   f"{_text(sealed_at)}: it was inserted out of order (or sealing stopped for a while)")
+            if first_problem_only:
+                return result
+        previous, expected = chain_hash, seq + 1
+        result.checked += 1
+    if expect_head is not None:
+        seq, chain_hash = expect_head
+        found = AuditEvent.objects.filter(seq=seq).values_list("chain_hash", flat=True).first()
+        if found != chain_hash:
+            result.problems.append(f"The chain no longer holds the head logged earlier (seq {seq}): "
+                                   + ("its event was removed, with any after it" if found is None else "it was replaced"))
+    stale = timezone.now() - tolerance
+    unsealed = AuditEvent.objects.filter(seq__isnull=True)
+    result.unsealed = unsealed.count()
+    if old := unsealed.filter(at__lt=stale).order_by("id").values_list("id", "at").first():
+        result.problems.append(f"Event {old[0]} ({_text(old[1])}) and {unsealed.filter(at__lt=stale).count() - 1} "
+                               f"other(s) older than {tolerance} were never sealed: is the sealer running?")
+    return result
+
+
+def _chained(start_seq: int) -> Iterator[tuple[dict, int, str, datetime]]:
+    rows = (AuditEvent.objects.filter(seq__gte=start_seq).order_by("seq")
+            .values_list(*CONTENT, "seq", "chain_hash", "sealed_at"))
+    with transaction.atomic():  # a server-side cursor that streams (see audit/admin.in_one_transaction)
+        for *content, seq, chain_hash, sealed_at in rows.iterator(chunk_size=5000):
+            yield dict(zip(CONTENT, content, strict=True)), seq, chain_hash, sealed_at
+

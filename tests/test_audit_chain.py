@@ -1,0 +1,198 @@
+"""The audit trail is tamper-evident: PostgreSQL refuses UPDATE and DELETE (but the one sealing), and
+the keyed hash chain finds what a database superuser changed, removed or slipped in."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import DatabaseError, connection, transaction
+from django.utils import timezone
+
+from audit import chain
+from audit.models import AuditEvent, Event
+from audit.record import record
+
+from .conftest import require
+
+pytestmark = pytest.mark.services
+
+
+@pytest.fixture
+def trail(db):
+    require(connection.vendor == "postgresql", "PostgreSQL (the triggers are PostgreSQL's)")
+    events = [record(Event.SIGNIN_FAILED, email=f"n{n}@nhs.net", reason="wrong password") for n in range(6)]
+    assert chain.seal() == 6
+    return events
+
+
+def as_superuser(sql: str, params=()) -> None:
+    """What someone with the database's superuser rights can do: switch the triggers off and write."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL session_replication_role = replica")
+        cursor.execute(sql, params)
+        cursor.execute("SET LOCAL session_replication_role = origin")
+
+
+def problems() -> list[str]:
+    return chain.verify().problems
+
+
+def test_postgresql_refuses_update_and_delete(trail):
+    event = trail[0]
+    for sql in ["UPDATE audit_auditevent SET details = '{}' WHERE id = %s",
+                "DELETE FROM audit_auditevent WHERE id = %s",
+                "UPDATE audit_auditevent SET seq = NULL, chain_hash = '' WHERE id = %s"]:
+        with pytest.raises(DatabaseError, match="pgtrigger"), transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute(sql, [event.pk])
+    with pytest.raises(PermissionError):
+        AuditEvent.objects.get(pk=event.pk).delete()
+    assert chain.verify().ok and chain.verify().checked == 6
+
+
+def test_the_sealing_update_happens_once_and_only_to_the_chain_fields(db):
+    require(connection.vendor == "postgresql", "PostgreSQL (the triggers are PostgreSQL's)")
+    event = record(Event.SIGNIN_FAILED, reason="x")
+    with pytest.raises(DatabaseError, match="pgtrigger"), transaction.atomic():
+        AuditEvent.objects.filter(pk=event.pk).update(seq=1, chain_hash="a" * 64, method="forged")
+    assert chain.seal() == 1 and chain.seal() == 0
+
+
+def test_an_untouched_trail_verifies_and_new_events_extend_it(trail):
+    record(Event.SIGNED_OUT)
+    result = chain.verify()
+    assert result.ok and result.checked == 6 and result.unsealed == 1
+    chain.seal()
+    assert chain.verify().checked == 7
+    seqs = list(AuditEvent.objects.order_by("seq").values_list("seq", flat=True))
+    assert seqs == list(range(1, 8))
+
+
+def test_an_altered_event_is_found(trail):
+    as_superuser("UPDATE audit_auditevent SET details = %s WHERE id = %s", ['{"reason": "nothing to see"}', trail[2].pk])
+    [problem] = problems()
+    assert f"Event {trail[2].pk} " in problem and "does not match its chain hash" in problem
+
+
+def test_a_removed_event_is_found(trail):
+    as_superuser("DELETE FROM audit_auditevent WHERE id = %s", [trail[3].pk])
+    [problem] = problems()
+    assert "seq 4–4 are missing" in problem and "removed" in problem
+
+
+def test_an_event_inserted_with_a_forged_link_is_found(trail):
+    victim = AuditEvent.objects.get(pk=trail[4].pk)
+    as_superuser("UPDATE audit_auditevent SET seq = seq + 100 WHERE seq >= %s", [victim.seq])
+    as_superuser(
+        "INSERT INTO audit_auditevent (at, event, outcome, user_agent, method, details, seq, chain_hash, sealed_at) "
+        "VALUES (%s, 'signin.succeeded', 'success', '', '', '{}', %s, %s, %s)",
+        [victim.at, victim.seq, "f" * 64, victim.sealed_at])
+    assert "does not match its chain hash" in problems()[0]
+
+
+def test_an_event_inserted_out_of_order_is_found(trail, settings):
+    backdated = timezone.now() - timedelta(days=3)
+    as_superuser("INSERT INTO audit_auditevent (at, event, outcome, user_agent, method, details) "
+                 "VALUES (%s, 'account.unlocked', 'success', '', '', '{}')", [backdated])
+    chain.seal()  # the sealer cannot tell: the chain keeps the time it was sealed
+    [problem] = problems()
+    assert "inserted out of order" in problem
+
+
+def test_a_trail_cut_short_at_its_end_is_found_against_the_logged_head(trail, caplog):
+    record(Event.SIGNED_OUT)
+    with caplog.at_level("INFO", logger="careid.audit"):
+        chain.seal()
+    head = caplog.records[-1].getMessage().rsplit(" ", 1)[1]
+    seq, head_hash = head.split(":")
+    assert seq == "7"
+    as_superuser("DELETE FROM audit_auditevent WHERE seq = 7")
+    assert chain.verify().ok  # the chain alone cannot know its end is gone ...
+    out, err = StringIO(), StringIO()
+    with pytest.raises(CommandError, match="broken"):
+        call_command("verify_audit", "--expect-head", head, stdout=out, stderr=err)
+    assert "no longer holds the head" in err.getvalue()  # ... the logged head does
+
+
+def test_verify_audit_names_the_first_broken_link_and_fails(trail):
+    out = StringIO()
+    call_command("verify_audit", stdout=out)
+    assert "The audit trail is intact: 6 chained events checked" in out.getvalue()
+    as_superuser("UPDATE audit_auditevent SET outcome = 'failure' WHERE id = %s", [trail[1].pk])
+    as_superuser("DELETE FROM audit_auditevent WHERE id = %s", [trail[4].pk])
+    err = StringIO()
+    with pytest.raises(CommandError) as raised:
+        call_command("verify_audit", stdout=StringIO(), stderr=err)
+    assert raised.value.returncode == 1
+    assert err.getvalue().count("\n") == 1 and f"Event {trail[1].pk} " in err.getvalue()
+    err = StringIO()
+    with pytest.raises(CommandError):
+        call_command("verify_audit", "--all-problems", stdout=StringIO(), stderr=err)
+    assert "missing" in err.getvalue()
+    with pytest.raises(CommandError, match="--since must be a date"):
+        call_command("verify_audit", "--since", "yesterday")
+
+
+def test_verify_from_a_date_starts_at_that_day(trail):
+    as_superuser("UPDATE audit_auditevent SET at = at - interval '10 days', sealed_at = sealed_at - interval '10 days' "
+                 "WHERE id = %s", [trail[0].pk])  # an old event, now altered
+    assert problems()
+    since = timezone.localdate().isoformat()
+    out = StringIO()
+    call_command("verify_audit", "--since", since, stdout=out)
+    assert "5 chained events checked" in out.getvalue()
+
+
+def test_events_never_sealed_are_reported(db, settings):
+    require(connection.vendor == "postgresql", "PostgreSQL (the triggers are PostgreSQL's)")
+    event = record(Event.SIGNED_OUT)
+    as_superuser("UPDATE audit_auditevent SET at = at - interval '1 hour' WHERE id = %s", [event.pk])
+    [problem] = problems()
+    assert f"Event {event.pk} " in problem and "never sealed" in problem
+
+
+def test_the_export_carries_the_chain(trail, ra_staff):
+    _person, client = ra_staff("Auditor")
+    chain.seal()
+    lines = b"".join(client.get("/admin/audit/auditevent/export/").streaming_content).decode().splitlines()
+    assert lines[0].endswith(",id,seq,chain_hash")
+    sealed = AuditEvent.objects.get(pk=trail[0].pk)
+    assert any(line.endswith(f",{sealed.pk},{sealed.seq},{sealed.chain_hash}") for line in lines[1:])
+
+
+def test_events_written_in_parallel_while_sealing_all_end_up_chained(transactional_db):
+    """No lock is shared by the writers: they never wait for the sealer or for one another's commits."""
+    require(connection.vendor == "postgresql", "PostgreSQL (real concurrent transactions)")
+    import threading
+
+    from django.db import connections
+
+    from .test_concurrency import in_parallel
+
+    done = threading.Event()
+
+    def sealer() -> None:
+        try:
+            while not done.is_set():
+                chain.seal(batch=7)
+        finally:
+            connections.close_all()
+
+    sealing = threading.Thread(target=sealer)
+    sealing.start()
+
+    def write(index: int) -> int:
+        for n in range(20):
+            with transaction.atomic():
+                record(Event.SIGNIN_FAILED, reason=f"writer {index} event {n}")
+        return index
+
+    in_parallel(8, write)
+    done.set()
+    sealing.join()
+    chain.seal()
+    result = chain.verify()
+    assert result.ok and result.checked == 160 and result.unsealed == 0

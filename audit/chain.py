@@ -66,16 +66,32 @@ def seal(batch: int = 2000) -> int:
             if not rows:
                 return sealed
             now = timezone.now()
-            events = []
+            ids, seqs, hashes = [], [], []
             for content in rows:
                 seq += 1
                 previous = link(previous, seq, now, content)
-                events.append(AuditEvent(id=content["id"], seq=seq, chain_hash=previous, sealed_at=now))
-            AuditEvent.objects.bulk_update(events, ["seq", "chain_hash", "sealed_at"], batch_size=500)
+                ids.append(content["id"])
+                seqs.append(seq)
+                hashes.append(previous)
+            _write_links(ids, seqs, hashes, now)
             sealed += len(rows)
         # Logged (and shipped off the database's host with the other logs): the head to check against
         # later, which is how a trail cut short at its end, or emptied, is found.
         logger.info("audit chain head %s:%s", seq, previous)
+
+
+def _write_links(ids: list[int], seqs: list[int], hashes: list[str], sealed_at: datetime) -> None:
+    if connection.vendor == "postgresql":  # one statement a batch: thousands of events a second
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE audit_auditevent AS event SET seq = link.seq, chain_hash = link.chain_hash, sealed_at = %s "
+                "FROM unnest(%s::bigint[], %s::bigint[], %s::text[]) AS link(id, seq, chain_hash) "
+                "WHERE event.id = link.id", [sealed_at, ids, seqs, hashes])
+        return
+    AuditEvent.objects.bulk_update(
+        [AuditEvent(id=id_, seq=seq, chain_hash=chain_hash, sealed_at=sealed_at)
+         for id_, seq, chain_hash in zip(ids, seqs, hashes, strict=True)],
+        ["seq", "chain_hash", "sealed_at"], batch_size=500)
 
 
 @dataclass

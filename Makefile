@@ -38,9 +38,14 @@ chromium:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
+# careid on :8000 in the foreground, the demo eRS (demo_ers/) on :8001 in the background; Ctrl-C stops
+# both: gunicorn gets the Ctrl-C too, and the trap stops it (with the same quick-shutdown signal) if
+# runserver ends any other way.
 run: install
 	$(DEV_ENV) $(PY) manage.py migrate --no-input
 	$(DEV_ENV) $(PY) manage.py demo_data
+	@$(PY) -m demo_ers & demo=$$!; \
+	trap 'kill -INT $$demo 2>/dev/null; wait $$demo 2>/dev/null' EXIT INT TERM; \
 	$(DEV_ENV) $(PY) manage.py runserver 127.0.0.1:8000
 
 test: install-test
@@ -50,4 +55,4 @@ test: install-test
 	$(TEST_ENV) $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) node_modules db.sqlite3 staticfiles
+	rm -rf $(VENV) node_modules db.sqlite3 staticfiles .demo-ers

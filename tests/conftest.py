@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
+from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -21,6 +24,7 @@ from aiosmtpd.controller import Controller
 from careid.celery import app as celery_app
 
 REQUIRE_SERVICES = os.environ.get("CAREID_REQUIRE_SERVICES") == "1"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def require(condition: bool, what: str) -> None:
@@ -264,3 +268,42 @@ def ra_staff(make_person, seeded_roles):
         return person, client
 
     return make
+
+
+# --- a real Celery worker process ------------------------------------------------------------
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db, smtp_server):
+    """A real Celery worker process on Redis, on a queue of its own, sharing the test database, the
+    SMTP server, CAREID_BASE_URL and the provider's signing key (CAREID_OIDC_PRIVATE_KEY_FILES,
+    set by op_signing_key); tasks this process queues go to it."""
+    from django.conf import settings as django_settings
+    from django.db import connection
+
+    broker = os.environ.get("CELERY_BROKER_URL", "")
+    require(broker.startswith("redis"), "A Redis broker (CELERY_BROKER_URL)")
+    require(connection.vendor == "postgresql", "PostgreSQL (the worker must share the test database)")
+    db = connection.settings_dict
+    queue = f"careid-test-{uuid.uuid4().hex[:12]}"
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "EMAIL_URL": f"smtp://{smtp_server.hostname}:{smtp_server.port}",
+        "CAREID_CELERY_QUEUE": queue,
+        "CAREID_BASE_URL": django_settings.CAREID_BASE_URL,
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "careid", "worker", "--pool=solo", "-Q", queue, "-l", "warning",
+         "--without-gossip", "--without-mingle", "--without-heartbeat"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    previous = celery_app.conf.task_always_eager, celery_app.conf.task_default_queue
+    celery_app.conf.task_always_eager, celery_app.conf.task_default_queue = False, queue
+    try:
+        yield worker
+    finally:
+        celery_app.conf.task_always_eager, celery_app.conf.task_default_queue = previous
+        worker.terminate()
+        output, _ = worker.communicate(timeout=30)
+        print(output)

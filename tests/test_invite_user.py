@@ -107,3 +107,21 @@ def test_it_refuses_control_and_invisible_characters_in_names(transactional_db, 
     with pytest.raises(CommandError, match="First name must not contain control or invisible characters"):
         invite(email="mary.seacole@nhs.net", first_name="Ma\u202ery", last_name="Seacole")
     assert not User.objects.exists() and mailbox.messages == []
+
+
+def test_demo_data_registers_the_demo_ers_once(db):
+    from audit.models import AuditEvent, Event
+    from oidc.models import AuthMethod, RelyingService
+
+    call_command("demo_data", stdout=StringIO())
+    service = RelyingService.objects.get(pk="demo-ers")
+    assert service.auth_method == AuthMethod.PRIVATE_KEY_JWT
+    assert service.jwks_uri == "http://127.0.0.1:8001/jwks.json"
+    assert service.get_redirect_uris() == ["http://127.0.0.1:8001/callback"]
+    assert service.get_post_logout_redirect_uris() == ["http://127.0.0.1:8001/"]
+    assert service.backchannel_logout_uri == "http://127.0.0.1:8001/backchannel-logout"
+    assert service.get_scopes() == ["openid", "profile", "email", "nhsperson"]
+    out = StringIO()
+    call_command("demo_data", stdout=out)
+    assert "Demo eRS 'demo-ers' is registered" in out.getvalue()
+    assert AuditEvent.objects.filter(event=Event.CLIENT_CHANGED).count() == 1

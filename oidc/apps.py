@@ -7,6 +7,3 @@ class OidcConfig(AppConfig):
 
     def ready(self) -> None:
         from . import receivers  # noqa: F401  (sessions ending -> back-channel logout)
-        from .signing import install as parse_signing_keys_once
-
-        parse_signing_keys_once()  # not on every token (oidc/signing.py)

@@ -7,7 +7,6 @@ import time
 import uuid
 
 import requests
-from allauth.core.internal import jwkkit
 from allauth.idp.oidc.adapter import get_adapter
 from celery import shared_task
 from django.conf import settings
@@ -18,6 +17,7 @@ from jwt import encode as jwt_encode
 from audit.models import Event, Outcome
 from audit.record import record
 
+from . import signing
 from .models import BackchannelLogout
 
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
@@ -32,7 +32,7 @@ def logout_token(logout: BackchannelLogout) -> str:
         "iss": adapter.get_issuer(), "aud": logout.client_id, "iat": now, "exp": now + LOGOUT_TOKEN_LIFETIME,
         "jti": uuid.uuid4().hex, "sub": logout.user.uid, "sid": logout.sid, "events": {BACKCHANNEL_EVENT: {}},
     }
-    jwk, private_key = jwkkit.load_jwk_from_pem(adapter.get_signing_key().pem)
+    jwk, private_key = signing.load_jwk_from_pem(adapter.get_signing_key().pem)
     return jwt_encode(claims, private_key, algorithm="RS256", headers={"kid": jwk["kid"], "typ": "logout+jwt"})
 
 

@@ -6,11 +6,14 @@ calls allauth's own code for the rest (codes, tokens, PKCE, scopes, refresh rota
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
+import jwt
 from allauth.core import context
 from allauth.core.internal import httpkit
 from allauth.idp.oidc import app_settings
+from allauth.idp.oidc.adapter import get_adapter
 from allauth.idp.oidc.internal.oauthlib.request_validator import OAuthLibRequestValidator
 from allauth.idp.oidc.internal.oauthlib.server import (
     claim_authorization_code,
@@ -26,7 +29,7 @@ from audit.models import Event
 from audit.record import record
 from signin.session import current
 
-from . import levels
+from . import levels, signing
 from .client_auth import JWT_BEARER, ClientAssertionError, unverified_client_id, verify_client_assertion
 from .models import AuthMethod, Grant, RelyingService
 
@@ -128,17 +131,23 @@ class CareIdRequestValidator(OAuthLibRequestValidator):
         )
 
     def finalize_id_token(self, id_token: dict, token: dict, token_handler, request) -> str:
+        """allauth's finalize_id_token (iss, exp, jti, the adapter's claims, RS256 with the signing key's
+        kid) with how the person signed in, signed with the key parsed once (oidc/signing.py)."""
+        adapter = get_adapter()
         grant = _grant_of_this_request()
         id_token.update(
+            iss=adapter.get_issuer(), exp=id_token["iat"] + app_settings.ID_TOKEN_EXPIRES_IN, jti=uuid.uuid4().hex,
             azp=request.client.pk, acr=grant.acr, amr=grant.amr, auth_time=int(grant.auth_time.timestamp()),
             sid=grant.sid, authentication_assurance_level=str(grant.aal),
             id_assurance_level=str(request.user.identity_assurance_level),
         )
-        return super().finalize_id_token(id_token, token, token_handler, request)
+        id_token.update(adapter.get_claims("id_token", request.user, request.client, request.scopes))
+        jwk, private_key = signing.load_jwk_from_pem(adapter.get_signing_key().pem)
+        return jwt.encode(id_token, private_key, algorithm="RS256", headers={"kid": jwk["kid"]})
 
     def save_bearer_token(self, token: dict, request, *args, **kwargs) -> None:
         super().save_bearer_token(token, request, *args, **kwargs)
-        grant = _grant_of_this_request()
+        grant = _grant_of_this_request()  # read once per request (finalize_id_token read it first)
         record(Event.OIDC_TOKEN_ISSUED, subject=request.user, method=grant.method, aal=grant.aal,
                client=request.client.pk, service=request.client.name, grant_type=request.grant_type,
                scopes=list(request.scopes), acr=grant.acr)
@@ -157,7 +166,10 @@ class CareIdRequestValidator(OAuthLibRequestValidator):
 def _grant_of_this_request() -> Grant:
     ctx = get_validator_context()
     grant_id = ctx.grant_id or (ctx.refresh_token.get_grant_id() if ctx.refresh_token else None)
-    return Grant.objects.select_related("user").get(grant_id=grant_id)
+    cached = getattr(ctx, "careid_grant", None)
+    if cached is None or cached.grant_id != grant_id:
+        cached = ctx.careid_grant = Grant.objects.get(grant_id=grant_id)
+    return cached
 
 
 class CareIdServer(Server):

@@ -1,10 +1,11 @@
 """The provider's signing keys parsed once per process instead of on every token.
 
 allauth turns the signing key's PEM into a key object (allauth.core.internal.jwkkit.load_jwk_from_pem)
-each time it signs an ID token, and again for the JWKS, an id_token_hint and each logout token.
-cryptography checks an RSA private key as it loads it: about 35 ms of CPU for 2,048 bits here, half
-of a whole code flow (bench/oidc_flow.py). The keys come from settings and do not change while a
-process runs, so each PEM is parsed once; a rolled key is a new PEM, parsed once in its turn.
+each time it signs an ID token or serves the JWKS. cryptography checks an RSA private key as it loads
+it: about 35 ms of CPU for 2,048 bits here, half of a whole code flow (bench/oidc_flow.py). careid's
+own signing (ID tokens in oidc/server.py, logout tokens, the JWKS view) goes through this cache
+instead; the keys come from settings and do not change while a process runs, so each PEM is parsed
+once, and a rolled key, a new PEM, once in its turn.
 """
 
 from __future__ import annotations
@@ -27,7 +28,3 @@ def load_jwk_from_pem(pem: str) -> tuple[dict[str, Any], Any]:
     jwk, private_key = _parsed(pem)
     return dict(jwk), private_key
 
-
-def install() -> None:
-    """Every caller reaches the function through the module (jwkkit.load_jwk_from_pem(...))."""
-    jwkkit.load_jwk_from_pem = load_jwk_from_pem

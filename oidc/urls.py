@@ -7,7 +7,7 @@ app_name = "oidc"
 
 urlpatterns = [
     path(".well-known/openid-configuration", views.configuration, name="configuration"),
-    path(".well-known/jwks.json", allauth_views.jwks, name="jwks"),
+    path(".well-known/jwks.json", views.jwks, name="jwks"),
     path("oidc/authorize", views.authorize, name="authorization"),
     path("oidc/token", views.token, name="token"),
     path("oidc/userinfo", allauth_views.user_info, name="userinfo"),

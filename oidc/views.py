@@ -9,6 +9,7 @@ from http import HTTPStatus
 from urllib.parse import urlencode
 
 from allauth.core.internal.httpkit import add_query_params, del_query_params
+from allauth.idp.oidc.adapter import get_adapter
 from allauth.idp.oidc.forms import RPInitiatedLogoutForm
 from allauth.idp.oidc.internal.oauthlib.utils import convert_response, extract_params
 from django.core import signing
@@ -30,6 +31,7 @@ from signin.session import current
 from . import discovery, flows, levels
 from .models import RelyingService
 from .server import get_server, refusal
+from .signing import load_jwk_from_pem
 
 REAUTH_PARAM = "careid_reauth"  # a signed time: careid sent the person to sign in again at it
 REAUTH_SALT = "careid.oidc.reauth"
@@ -174,6 +176,18 @@ def logout(request: HttpRequest) -> HttpResponse:
 def _csrf_failed(request: HttpRequest) -> bool:
     """CSRF checked by hand: the endpoint itself is exempt, since services may POST to it."""
     return CsrfViewMiddleware(lambda _request: HttpResponse()).process_view(request, None, (), {}) is not None
+
+
+@require_GET
+def jwks(request: HttpRequest) -> JsonResponse:
+    """allauth's JWKS view with each key parsed once (oidc/signing.py): every active key, including one
+    published ahead of signing, cached by clients as allauth's adapter says."""
+    adapter = get_adapter()
+    keys = [load_jwk_from_pem(key.pem)[0] for key in adapter.list_private_keys(is_active=True)]
+    response = JsonResponse({"keys": keys})
+    response["Access-Control-Allow-Origin"] = "*"
+    response["Cache-Control"] = f"max-age={adapter.get_jwks_cache_control()}, must-revalidate"
+    return response
 
 
 @require_GET

@@ -27,7 +27,7 @@ from authenticators.models import RegistrationLink
 from careid.admin import DeclaredFiltersOnly
 from oidc.models import Grant
 
-from . import flows, roles
+from . import flows, outbox, roles
 from .admin_forms import ChangeUserForm, CreateUserForm, IssueLinkForm, ReasonForm
 from .models import AllowedEmailDomain, User
 
@@ -265,6 +265,8 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
             # an RA Agent may not touch (another RA's trail is the Auditors' and RA Managers' to read).
             readable = request.user.has_perm("audit.view_all_auditevents") or not roles.is_protected_from(obj, request.user)
             context["services"] = Grant.objects.services_of(obj)
+            context["emails"] = [(email, outbox.label(email.kind))
+                                 for email in obj.outgoing_emails.order_by("-created_at")[:20]]
             context["recent_events"] = (
                 AuditEvent.objects.filter(subject=obj).select_related("actor")[:50] if readable else None
             )

@@ -338,3 +338,54 @@ class EmailOneTimePassword(models.Model):
         live.update(failures=F("failures") + 1)
         self.refresh_from_db(fields=["failures"])
         return self.Result.EXHAUSTED if self.is_exhausted else self.Result.WRONG
+
+
+class OutgoingEmailQuerySet(models.QuerySet["OutgoingEmail"]):
+    def due(self) -> OutgoingEmailQuerySet:
+        return self.filter(state=OutgoingEmail.State.QUEUED, next_attempt_at__lte=timezone.now())
+
+    def abandoned(self) -> OutgoingEmailQuerySet:
+        """Taken by a worker that never finished (killed, or its host lost)."""
+        return self.filter(state=OutgoingEmail.State.SENDING, claimed_until__lt=timezone.now())
+
+
+class OutgoingEmail(models.Model):
+    """One e-mail careid owes someone: written in the same transaction as the change that causes it,
+    sent by Celery, retried until delivered or given up (accounts/outbox.py).
+
+    It keeps what to render from (`kind`, `object_id`), never the rendered message: e-mails carry
+    one-time passwords and registration links that the database must not hold in a usable form
+    (careid/tokens.py). That is why careid does not use django-post-office, which stores the message.
+    """
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        SENDING = "sending", "Sending"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed (gave up)"
+        CANCELLED = "cancelled", "Not needed any more"
+
+    kind = models.CharField(max_length=40)
+    object_id = models.BigIntegerField()
+    extra = models.JSONField(default=dict, blank=True)
+    to = models.EmailField(max_length=254)
+    user = models.ForeignKey(User, null=True, blank=True, on_delete=models.CASCADE, related_name="outgoing_emails")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=300, blank=True)
+
+    objects = OutgoingEmailQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["next_attempt_at"], name="outbox_due", condition=Q(state="queued")),
+            models.Index(fields=["claimed_until"], name="outbox_sending", condition=Q(state="sending")),
+            models.Index(fields=["user", "-created_at"], name="outbox_user"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} to {self.to} ({self.state})"

@@ -1,87 +1,86 @@
 """Every e-mail careid sends a person about their Care Identity, in one place.
 
-Flows call the functions at the top inside their transaction; the e-mail is queued once that
-transaction commits. The tasks below are thin: they take ids, fetch, render and send
-(accounts.mail). Nothing here calls a flow, so every flow can use this module.
+Flows call the functions at the top inside their transaction: each owes an e-mail in the outbox
+(accounts/outbox.py), written with the change and sent once it commits. The renderers below build the
+message when it is sent, from ids: a one-time password is derived from its nonce then, so the
+database never holds it. Nothing here calls a flow, so every flow can use this module.
 """
 
 from __future__ import annotations
 
-from allauth.account.models import EmailAddress
-from celery import shared_task
+from allauth.account.adapter import get_adapter as get_account_adapter
+from allauth.account.models import EmailAddress, EmailConfirmationHMAC
 from django.conf import settings
-from django.db import transaction
 
 from audit.models import AuditEvent
 
-from . import mail
-from .models import EmailOneTimePassword
-
-_RETRY = {"autoretry_for": (OSError,), "retry_backoff": True, "max_retries": 5}
+from . import outbox
+from .models import EmailOneTimePassword, OutgoingEmail
 
 
 def notify_person(event: AuditEvent) -> AuditEvent:
-    """E-mail the person what the event changed about their access, once its transaction commits
-    (templates/emails/notification_<event>)."""
-    transaction.on_commit(lambda: send_notification_task.delay(event.pk), robust=True)
+    """E-mail the person what the event changed about their access (templates/emails/notification_<event>)."""
+    outbox.queue("notification", object_id=event.pk, to=event.subject.email, user=event.subject)
     return event
 
 
 def tell_old_address(event: AuditEvent, old_email: str) -> None:
     """The Care Identity e-mail changed: the address it was is told too."""
-    transaction.on_commit(lambda: send_email_changed_to_old_address_task.delay(event.pk, old_email), robust=True)
+    outbox.queue("email_changed_old_address", object_id=event.pk, to=old_email, user=event.subject)
 
 
 def tell_address_in_use(event: AuditEvent) -> None:
     """Someone tried to add an address that belongs to another Care Identity: that address is told."""
-    transaction.on_commit(lambda: send_address_in_use_task.delay(event.pk), robust=True)
+    outbox.queue("address_in_use", object_id=event.pk, to=event.details["email"])
 
 
 def send_email_code(code: EmailOneTimePassword) -> None:
-    transaction.on_commit(lambda: send_email_code_task.delay(code.pk), robust=True)
+    outbox.queue("email_code", object_id=code.pk, to=code.email, user=code.user)
 
 
 def send_email_confirmation(address: EmailAddress) -> None:
-    transaction.on_commit(lambda: send_email_confirmation_task.delay(address.pk), robust=True)
+    outbox.queue("email_confirmation", object_id=address.pk, to=address.email, user=address.user)
 
 
-# --- tasks ------------------------------------------------------------------------------------
+# --- what each e-mail says, rendered when it is sent ---------------------------------------------
 
 
-@shared_task(**_RETRY)
-def send_email_code_task(code_id: int) -> None:
-    code = EmailOneTimePassword.objects.select_related("user").get(pk=code_id)
-    mail.send("email_code", code.email, {"user": code.user, "code": code.code, "minutes": code_ttl_minutes(),
+@outbox.kind("email_code", "One Time Password")
+def _email_code(email: OutgoingEmail) -> outbox.Message | None:
+    code = EmailOneTimePassword.objects.select_related("user").filter(pk=email.object_id).first()
+    if code is None or code.used_at is not None or code.is_exhausted:
+        return None  # used or dead: a late copy would only confuse
+    return outbox.Message("email_code", {"user": code.user, "code": code.code, "minutes": code_ttl_minutes(),
                                          "purpose": code.purpose})
 
 
-@shared_task(**_RETRY)
-def send_notification_task(audit_event_id: int) -> None:
-    """An e-mail to the person about a change to their access, described by its audit event."""
-    event = AuditEvent.objects.select_related("subject").get(pk=audit_event_id)
-    template = "notification_" + event.event.replace(".", "_")
-    mail.send(template, event.subject.email, {"user": event.subject, "event": event})
+@outbox.kind("notification", "Notification of a change")
+def _notification(email: OutgoingEmail) -> outbox.Message:
+    event = AuditEvent.objects.select_related("subject").get(pk=email.object_id)
+    return outbox.Message("notification_" + event.event.replace(".", "_"), {"user": event.subject, "event": event})
 
 
-@shared_task(**_RETRY)
-def send_email_changed_to_old_address_task(audit_event_id: int, old_email: str) -> None:
-    event = AuditEvent.objects.select_related("subject").get(pk=audit_event_id)
-    mail.send("email_changed_old_address", old_email, {"user": event.subject, "event": event})
+@outbox.kind("email_changed_old_address", "E-mail changed (to the old address)")
+def _email_changed_old_address(email: OutgoingEmail) -> outbox.Message:
+    event = AuditEvent.objects.select_related("subject").get(pk=email.object_id)
+    return outbox.Message("email_changed_old_address", {"user": event.subject, "event": event})
 
 
-@shared_task(**_RETRY)
-def send_address_in_use_task(audit_event_id: int) -> None:
-    event = AuditEvent.objects.select_related("subject").get(pk=audit_event_id)
-    mail.send("address_in_use", event.details["email"], {"event": event})
+@outbox.kind("address_in_use", "Address already in use")
+def _address_in_use(email: OutgoingEmail) -> outbox.Message:
+    return outbox.Message("address_in_use", {"event": AuditEvent.objects.get(pk=email.object_id)})
 
 
-@shared_task(**_RETRY)
-def send_email_confirmation_task(email_address_id: int) -> None:
-    from allauth.account.models import EmailConfirmationHMAC
-
-    address = EmailAddress.objects.select_related("user").get(pk=email_address_id)
-    if not address.verified:
-        EmailConfirmationHMAC(address).send(request=None, signup=False)
+@outbox.kind("email_confirmation", "Verify an added address")
+def _email_confirmation(email: OutgoingEmail) -> outbox.Message | None:
+    address = EmailAddress.objects.select_related("user").filter(pk=email.object_id).first()
+    if address is None or address.verified:
+        return None
+    confirmation = EmailConfirmationHMAC(address)
+    return outbox.Message("email_confirmation", {
+        "user": address.user, "email": address.email,
+        "activate_url": get_account_adapter().get_email_confirmation_url(None, confirmation),
+    })
 
 
 def code_ttl_minutes() -> int:

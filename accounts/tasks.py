@@ -1,6 +1,6 @@
 """Tasks that run a use case (they call flows; flows never import this module).
 
-The e-mail tasks that flows queue live in accounts.notifications.
+The e-mail task that flows queue lives in accounts.outbox.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.db import transaction
 
-from . import notifications  # noqa: F401  (registers the e-mail tasks with the worker)
+from . import outbox
 from .flows import send_invitation
 from .models import User
 
@@ -23,3 +23,9 @@ def send_invitations_task(user_ids: list[int]) -> None:
                     .filter(pk=user_id, invited_at__isnull=True, status=User.Status.ACTIVE).first())
             if user is not None:
                 send_invitation(user=user)
+
+
+@shared_task
+def sweep_outbox_task() -> int:
+    """Every minute (CELERY_BEAT_SCHEDULE): e-mails due again, or left behind by a lost task or worker."""
+    return outbox.sweep()

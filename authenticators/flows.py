@@ -12,6 +12,7 @@ from audit.models import Event, Outcome
 from audit.record import record
 
 from . import registry
+from .emails import send_registration_link
 from .journeys import ExpiredLink, JourneyError, NoJourney, NotActive, OtherUser, UnknownLink, UsedLink, WrongStep
 from .models import RegistrationLink
 
@@ -30,8 +31,6 @@ def issue_registration_link(
     reason: str = "",
 ) -> RegistrationLink:
     """A single-use link for `user` to register `kind`; e-mailed unless issued for immediate use."""
-    from .tasks import send_registration_link_task
-
     if registry.get_enabled(kind) is None:
         raise LookupError(f"No enabled authenticator type {kind!r}")
     if not user.is_active:
@@ -50,7 +49,7 @@ def issue_registration_link(
         record(Event.LINK_ISSUED, request=request, actor=actor, subject=user, kind=kind, purpose=purpose,
                link_id=link.pk, expires_at=link.expires_at.isoformat(), **({"reason": reason} if reason else {}))
         if purpose != RegistrationLink.Purpose.PRESENCE:
-            transaction.on_commit(lambda: send_registration_link_task.delay(link.pk), robust=True)
+            send_registration_link(link)
     return link
 
 

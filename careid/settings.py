@@ -93,6 +93,11 @@ CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://careid")}
 EMAIL_CONFIG = env.email("EMAIL_URL", default="consolemail://")
 vars().update(EMAIL_CONFIG)
 DEFAULT_FROM_EMAIL = env.str("CAREID_FROM_EMAIL", default="NHS Care Identity <no-reply@careid.localhost>")
+EMAIL_TIMEOUT = env.int("CAREID_EMAIL_TIMEOUT", default=10)  # seconds an SMTP server may take to answer
+# The outbox (accounts/outbox.py) retries an e-mail from 1 minute to an hour apart for this long.
+CAREID_EMAIL_GIVE_UP_AFTER = timedelta(seconds=env.int("CAREID_EMAIL_GIVE_UP_AFTER", default=26 * 3600))
+# A send taking longer than this was lost with its worker: the sweep queues the e-mail again.
+CAREID_EMAIL_CLAIM = timedelta(seconds=env.int("CAREID_EMAIL_CLAIM", default=300))
 
 AUTH_USER_MODEL = "accounts.User"
 AUTHENTICATION_BACKENDS = ["accounts.backends.CareIdentityBackend"]
@@ -222,6 +227,10 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-timed-out-sessions": {
         "task": "oidc.tasks.sweep_timed_out_sessions_task",
         "schedule": 300.0,
+    },
+    "sweep-outbox": {
+        "task": "accounts.tasks.sweep_outbox_task",
+        "schedule": 60.0,
     },
     "seal-audit-trail": {
         "task": "audit.tasks.seal_audit_trail_task",

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
@@ -273,11 +274,11 @@ def ra_staff(make_person, seeded_roles):
 # --- a real Celery worker process ------------------------------------------------------------
 
 
-@pytest.fixture
-def celery_worker_process(transactional_db, smtp_server):
-    """A real Celery worker process on Redis, on a queue of its own, sharing the test database, the
-    SMTP server, CAREID_BASE_URL and the provider's signing key (CAREID_OIDC_PRIVATE_KEY_FILES,
-    set by op_signing_key); tasks this process queues go to it."""
+@contextmanager
+def celery_worker(smtp_port: int, **env_overrides: str):
+    """A real Celery worker process on Redis, on a queue of its own, sharing the test database, the SMTP
+    server on `smtp_port`, CAREID_BASE_URL and the provider's signing key (CAREID_OIDC_PRIVATE_KEY_FILES,
+    set by op_signing_key); tasks this process queues go to it while the block runs."""
     from django.conf import settings as django_settings
     from django.db import connection
 
@@ -289,9 +290,10 @@ def celery_worker_process(transactional_db, smtp_server):
     env = {
         **os.environ,
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "EMAIL_URL": f"smtp://{smtp_server.hostname}:{smtp_server.port}",
+        "EMAIL_URL": f"smtp://127.0.0.1:{smtp_port}",
         "CAREID_CELERY_QUEUE": queue,
         "CAREID_BASE_URL": django_settings.CAREID_BASE_URL,
+        **env_overrides,
     }
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "careid", "worker", "--pool=solo", "-Q", queue, "-l", "warning",
@@ -304,6 +306,14 @@ def celery_worker_process(transactional_db, smtp_server):
         yield worker
     finally:
         celery_app.conf.task_always_eager, celery_app.conf.task_default_queue = previous
-        worker.terminate()
+        if worker.poll() is None:
+            worker.terminate()
         output, _ = worker.communicate(timeout=30)
         print(output)
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db, smtp_server):
+    """celery_worker() on the tests' SMTP server, for a whole test."""
+    with celery_worker(smtp_server.port) as worker:
+        yield worker

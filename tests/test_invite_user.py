@@ -93,14 +93,16 @@ def test_grant_role_gives_and_takes_a_role(db, person):
         call_command("grant_role", email="nobody@nhs.net", role="Auditor")
 
 
-def test_an_invitation_that_cannot_be_delivered_is_not_counted_as_sent(transactional_db, seeded_allow_list, settings):
+def test_an_invitation_that_cannot_be_delivered_yet_is_owed_not_lost(transactional_db, seeded_allow_list, settings):
     from accounts.flows import invite_user
+    from accounts.models import OutgoingEmail
 
     settings.EMAIL_PORT = 9  # nothing listens: every send fails
     user, link = invite_user(email="undeliverable@nhs.net", first_name="A", last_name="B")
-    user.refresh_from_db()
-    assert user.invited_at is None  # so `onboard_users --invite` will invite them again
     assert User.objects.filter(pk=user.pk).exists()  # the Care Identity itself was created
+    email = OutgoingEmail.objects.get(user=user, kind="invitation")
+    assert email.state == OutgoingEmail.State.QUEUED and email.attempts == 1  # tried, and owed again
+    # Given up only after CAREID_EMAIL_GIVE_UP_AFTER: then it counts as not sent (tests/test_outbox.py).
 
 
 def test_it_refuses_control_and_invisible_characters_in_names(transactional_db, seeded_allow_list, mailbox):

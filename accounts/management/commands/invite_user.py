@@ -5,6 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import IntegrityError
 
 from accounts.flows import invite_user
+from accounts.models import OutgoingEmail
 
 
 class Command(BaseCommand):
@@ -27,7 +28,14 @@ class Command(BaseCommand):
         except IntegrityError:
             raise CommandError(f"A Care Identity with the email address {email} already exists.") from None
         self.stdout.write(f"Created Care Identity {user.uid} for {user.get_full_name()} <{user.email}>.")
-        self.stdout.write(f"Invitation sent; the link expires at {link.expires_at:%Y-%m-%d %H:%M %Z}.")
+        invitation = OutgoingEmail.objects.filter(user=user, kind="invitation").latest("pk")
+        if invitation.state == OutgoingEmail.State.SENT:
+            self.stdout.write(f"Invitation sent; the link expires at {link.expires_at:%Y-%m-%d %H:%M %Z}.")
+        else:
+            self.stdout.write(f"Invitation queued (e-mail {invitation.pk}, {invitation.get_state_display().lower()}"
+                              f"{': ' + invitation.last_error if invitation.last_error else ''}); it is retried until "
+                              f"delivered, and its state shows on the person's page in the back office. The link "
+                              f"expires at {link.expires_at:%Y-%m-%d %H:%M %Z}.")
         if show_link:
             self.stdout.write(f"Registration link: {link.url}")
         return None

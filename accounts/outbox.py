@@ -1,0 +1,139 @@
+"""The transactional outbox: every e-mail careid sends goes through here.
+
+`queue()` writes an OutgoingEmail row inside the caller's transaction, so the e-mail exists exactly when
+the change that causes it does, and asks Celery to deliver it once that transaction commits. Delivery
+claims the row (one worker, one send), renders the message from `kind` and `object_id` at that moment
+(accounts/mail.py), sends it with EMAIL_TIMEOUT, and records the outcome: sent; or queued again with
+a growing wait (1 minute doubling to an hour) until CAREID_EMAIL_GIVE_UP_AFTER, then failed. The sweep,
+every minute, re-queues what a lost task, a broker outage or a killed worker left behind.
+
+Each kind of e-mail registers how it renders (and, if it matters, what giving up means) with `@kind`.
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from celery import shared_task
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from . import mail
+from .models import OutgoingEmail, User
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Message:
+    template: str  # templates/emails/<template>_subject.txt and _message.txt
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Kind:
+    label: str  # what the RA's person page calls it
+    render: Callable[[OutgoingEmail], Message | None]  # None: not needed any more (a code used, a link used)
+    gave_up: Callable[[OutgoingEmail], None] | None = None
+
+
+_KINDS: dict[str, Kind] = {}
+
+
+def kind(name: str, label: str, *, gave_up: Callable[[OutgoingEmail], None] | None = None):
+    """Register how e-mails of kind `name` render (the decorated function) and what giving up means."""
+
+    def register(render: Callable[[OutgoingEmail], Message | None]):
+        _KINDS[name] = Kind(label, render, gave_up)
+        return render
+
+    return register
+
+
+def label(name: str) -> str:
+    return _KINDS[name].label if name in _KINDS else name
+
+
+def queue(name: str, *, object_id: int, to: str, user: User | None = None, **extra: Any) -> OutgoingEmail:
+    """Owe an e-mail, in the current transaction; it is sent once that transaction has committed."""
+    if name not in _KINDS:
+        raise LookupError(f"No e-mail kind {name!r}")
+    email = OutgoingEmail.objects.create(kind=name, object_id=object_id, to=to, user=user, extra=extra)
+    transaction.on_commit(lambda: _publish(email.pk), robust=True)
+    return email
+
+
+def _publish(email_id: int) -> None:
+    try:
+        deliver_email_task.delay(email_id)
+    except Exception:  # the broker is down: the row stays queued and the sweep sends it later
+        logger.warning("Could not queue e-mail %s now; the outbox sweep will send it", email_id, exc_info=True)
+
+
+def backoff(attempts: int) -> timedelta:
+    return timedelta(seconds=min(60 * 2 ** max(attempts - 1, 0), 3600))
+
+
+def deliver(email_id: int) -> OutgoingEmail.State | None:
+    """Send one owed e-mail if it is due and nobody else is sending it; returns its new state (None when
+    it was not this call's to send)."""
+    now = timezone.now()
+    claimed = OutgoingEmail.objects.due().filter(pk=email_id).update(state=OutgoingEmail.State.SENDING,
+                                                                     claimed_until=now + settings.CAREID_EMAIL_CLAIM)
+    if not claimed:
+        return None
+    email = OutgoingEmail.objects.get(pk=email_id)
+    message = _KINDS[email.kind].render(email)
+    if message is None:
+        return _finish(email, OutgoingEmail.State.CANCELLED)
+    try:
+        mail.send(message.template, email.to, message.context)
+    except (OSError, smtplib.SMTPException) as error:
+        return _failed_attempt(email, f"{type(error).__name__}: {error}")
+    return _finish(email, OutgoingEmail.State.SENT, sent_at=timezone.now(), last_error="")
+
+
+def _finish(email: OutgoingEmail, state: OutgoingEmail.State, **fields) -> OutgoingEmail.State:
+    OutgoingEmail.objects.filter(pk=email.pk).update(state=state, attempts=email.attempts + 1, claimed_until=None,
+                                                     **fields)
+    return state
+
+
+def _failed_attempt(email: OutgoingEmail, error: str) -> OutgoingEmail.State:
+    attempts = email.attempts + 1
+    if timezone.now() - email.created_at >= settings.CAREID_EMAIL_GIVE_UP_AFTER:
+        with transaction.atomic():
+            _finish(email, OutgoingEmail.State.FAILED, last_error=error[:300])
+            if gave_up := _KINDS[email.kind].gave_up:
+                gave_up(email)
+        logger.error("Gave up e-mail %s (%s to %s) after %s attempts: %s", email.pk, email.kind, email.to, attempts, error)
+        return OutgoingEmail.State.FAILED
+    OutgoingEmail.objects.filter(pk=email.pk).update(
+        state=OutgoingEmail.State.QUEUED, attempts=attempts, claimed_until=None, last_error=error[:300],
+        next_attempt_at=timezone.now() + backoff(attempts))
+    return OutgoingEmail.State.QUEUED
+
+
+def sweep() -> int:
+    """Re-queue what was left behind; returns how many e-mails were handed to Celery again."""
+    OutgoingEmail.objects.abandoned().update(state=OutgoingEmail.State.QUEUED, claimed_until=None)
+    handed = 0
+    for email_id in OutgoingEmail.objects.due().order_by("next_attempt_at").values_list("pk", flat=True)[:5000]:
+        try:
+            deliver_email_task.delay(email_id)
+        except Exception:
+            logger.warning("The broker is not answering: the outbox sweep stops here until next time", exc_info=True)
+            break
+        handed += 1
+    return handed
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def deliver_email_task(email_id: int) -> None:
+    deliver(email_id)

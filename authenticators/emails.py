@@ -1,0 +1,37 @@
+"""The e-mails that carry registration links (invitations and links an RA e-mails), through the outbox."""
+
+from __future__ import annotations
+
+from accounts import outbox
+from accounts.models import OutgoingEmail, User
+
+from . import registry
+from .models import RegistrationLink
+
+
+def send_registration_link(link: RegistrationLink) -> None:
+    invitation = link.purpose == RegistrationLink.Purpose.INVITATION
+    outbox.queue("invitation" if invitation else "registration_link", object_id=link.pk, to=link.user.email,
+                 user=link.user)
+
+
+def _link_message(template: str, email: OutgoingEmail) -> outbox.Message | None:
+    link = RegistrationLink.objects.select_related("user").filter(pk=email.object_id).first()
+    if link is None or link.is_used:
+        return None  # used (or exchanged) already: nothing to send
+    return outbox.Message(template, {"user": link.user, "link": link, "kind": registry.get(link.kind)})
+
+
+def _invitation_never_delivered(email: OutgoingEmail) -> None:
+    # The person counts as not invited, so `onboard_users --invite` (or an RA) sends it again.
+    User.objects.filter(pk=email.user_id).update(invited_at=None)
+
+
+@outbox.kind("invitation", "Invitation", gave_up=_invitation_never_delivered)
+def _invitation(email: OutgoingEmail) -> outbox.Message | None:
+    return _link_message("invitation", email)
+
+
+@outbox.kind("registration_link", "Registration link")
+def _registration_link(email: OutgoingEmail) -> outbox.Message | None:
+    return _link_message("registration_link", email)

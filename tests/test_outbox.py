@@ -1,0 +1,200 @@
+"""The transactional outbox: an e-mail exists exactly when the change that causes it does, is sent once,
+waits and tries again through SMTP outages and stalls, survives a lost task or a killed worker, and is
+shown as failed only after more than a day — through a real SMTP server the tests stop and restart."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+
+import pytest
+from aiosmtpd.controller import Controller
+from django.db import connection, transaction
+from django.utils import timezone
+
+from accounts import outbox
+from accounts.models import OutgoingEmail
+from audit.models import Event
+from audit.record import record
+from careid.celery import app as celery_app
+
+from .conftest import Mailbox, _free_port, require
+
+
+def notification_for(user) -> OutgoingEmail:
+    from accounts.notifications import notify_person
+
+    notify_person(record(Event.ACCOUNT_UNLOCKED, subject=user, reason="Called the service desk"))
+    return OutgoingEmail.objects.filter(user=user).latest("pk")
+
+
+@pytest.fixture
+def user(transactional_db, make_person):
+    return make_person().user
+
+
+@pytest.fixture
+def dead_smtp(settings):
+    """An SMTP address where nothing listens: every send fails at once (connection refused)."""
+    settings.EMAIL_PORT = _free_port()
+
+
+def test_the_email_exists_exactly_when_its_change_does(user, mailbox):
+    with pytest.raises(RuntimeError), transaction.atomic():
+        notification_for(user)
+        raise RuntimeError("the change failed")
+    assert not OutgoingEmail.objects.exists() and mailbox.messages == []
+    with transaction.atomic():
+        email = notification_for(user)
+        assert email.state == OutgoingEmail.State.QUEUED
+    email.refresh_from_db()
+    assert email.state == OutgoingEmail.State.SENT and email.attempts == 1 and email.sent_at
+    assert len(mailbox.wait_for(user.email, "Your Care Identity has been unlocked") and mailbox.to(user.email)) == 1
+
+
+def test_an_smtp_outage_waits_longer_each_time_then_delivers_once(user, mailbox, dead_smtp, settings, smtp_server):
+    email = notification_for(user)
+    email.refresh_from_db()
+    assert email.state == OutgoingEmail.State.QUEUED and email.attempts == 1
+    assert "ConnectionRefusedError" in email.last_error
+    assert timedelta(seconds=55) < email.next_attempt_at - timezone.now() <= timedelta(seconds=60)
+    assert outbox.sweep() == 0  # not due yet
+    OutgoingEmail.objects.filter(pk=email.pk).update(next_attempt_at=timezone.now())
+    assert outbox.sweep() == 1  # due: tried again (in-process here), still down
+    email.refresh_from_db()
+    assert email.attempts == 2 and timedelta(seconds=115) < email.next_attempt_at - timezone.now() <= timedelta(minutes=2)
+    settings.EMAIL_PORT = smtp_server.port  # SMTP is back
+    OutgoingEmail.objects.filter(pk=email.pk).update(next_attempt_at=timezone.now())
+    outbox.sweep()
+    email.refresh_from_db()
+    assert email.state == OutgoingEmail.State.SENT and email.attempts == 3
+    mailbox.wait_for(user.email, "unlocked")
+    outbox.sweep()
+    assert len(mailbox.to(user.email)) == 1  # exactly once
+
+
+def test_waits_grow_to_an_hour_and_it_gives_up_after_more_than_a_day(settings):
+    assert [outbox.backoff(n).total_seconds() for n in (1, 2, 3, 7, 20)] == [60, 120, 240, 3600, 3600]
+    assert settings.CAREID_EMAIL_GIVE_UP_AFTER > timedelta(hours=24)
+
+
+def test_an_invitation_given_up_counts_as_not_sent(transactional_db, seeded_allow_list, dead_smtp, settings):
+    from accounts.flows import invite_user
+
+    user, _link = invite_user(email="undeliverable@nhs.net", first_name="A", last_name="B")
+    email = OutgoingEmail.objects.get(user=user, kind="invitation")
+    assert email.state == OutgoingEmail.State.QUEUED
+    user.refresh_from_db()
+    assert user.invited_at is not None  # still on its way
+    OutgoingEmail.objects.filter(pk=email.pk).update(created_at=timezone.now() - settings.CAREID_EMAIL_GIVE_UP_AFTER,
+                                                     next_attempt_at=timezone.now())
+    outbox.sweep()
+    email.refresh_from_db()
+    user.refresh_from_db()
+    assert email.state == OutgoingEmail.State.FAILED and user.invited_at is None  # `--invite` sends it again
+
+
+def test_a_worker_killed_while_sending_leaves_nothing_behind(user, mailbox):
+    email = notification_for(user)
+    email.refresh_from_db()
+    assert email.state == OutgoingEmail.State.SENT
+    # As a worker killed between claiming and finishing leaves it:
+    OutgoingEmail.objects.filter(pk=email.pk).update(state=OutgoingEmail.State.SENDING, sent_at=None,
+                                                     claimed_until=timezone.now() + timedelta(minutes=5))
+    assert outbox.sweep() == 0  # another worker may still be sending it
+    OutgoingEmail.objects.filter(pk=email.pk).update(claimed_until=timezone.now() - timedelta(seconds=1))
+    assert outbox.sweep() == 1
+    email.refresh_from_db()
+    assert email.state == OutgoingEmail.State.SENT
+
+
+def test_the_broker_down_at_commit_loses_nothing(user, mailbox, settings):
+    previous = celery_app.conf.task_always_eager, celery_app.conf.broker_url
+    celery_app.conf.task_always_eager = False
+    celery_app.conf.broker_url = f"redis://127.0.0.1:{_free_port()}/0"  # nothing listens
+    celery_app.conf.broker_transport_options = {"socket_connect_timeout": 0.5, "max_retries": 0}
+    try:
+        started = time.monotonic()
+        email = notification_for(user)  # the change commits although the task cannot be queued
+        assert time.monotonic() - started < 10
+    finally:
+        celery_app.conf.task_always_eager, celery_app.conf.broker_url = previous
+        celery_app.conf.broker_transport_options = {}
+    email.refresh_from_db()
+    assert email.state == OutgoingEmail.State.QUEUED and mailbox.messages == []
+    assert outbox.sweep() == 1  # the broker is back: the sweep hands it over
+    mailbox.wait_for(user.email, "unlocked")
+
+
+def test_a_code_used_before_its_email_went_is_not_sent(transactional_db, make_person, mailbox, dead_smtp, settings,
+                                                       smtp_server):
+    from accounts.models import EmailOneTimePassword
+    from accounts.notifications import send_email_code
+
+    user = make_person().user
+    with transaction.atomic():
+        code = EmailOneTimePassword.issue(user=user, email=user.email, purpose="registration")
+        send_email_code(code)
+    code.verify(code.code)  # used (as if typed from an earlier message)
+    settings.EMAIL_PORT = smtp_server.port
+    OutgoingEmail.objects.update(next_attempt_at=timezone.now())
+    outbox.sweep()
+    assert OutgoingEmail.objects.get().state == OutgoingEmail.State.CANCELLED and mailbox.messages == []
+
+
+def test_two_deliveries_of_one_email_at_once_send_it_once(user, mailbox, dead_smtp, settings, smtp_server):
+    require(connection.vendor == "postgresql", "PostgreSQL (real concurrent transactions)")
+    from .test_concurrency import in_parallel
+
+    email = notification_for(user)  # failed once: queued again
+    settings.EMAIL_PORT = smtp_server.port
+    OutgoingEmail.objects.filter(pk=email.pk).update(next_attempt_at=timezone.now())
+    results = in_parallel(6, lambda index: outbox.deliver(email.pk))
+    assert results.count(OutgoingEmail.State.SENT) == 1 and results.count(None) == 5
+    mailbox.wait_for(user.email, "unlocked")
+    time.sleep(0.3)
+    assert len(mailbox.to(user.email)) == 1
+
+
+class StallingHandler(Mailbox):
+    """An SMTP server that accepts the connection, then stalls before answering DATA."""
+
+    def __init__(self, stall: float) -> None:
+        super().__init__()
+        self.stall = stall
+
+    async def handle_DATA(self, server, session, envelope):
+        await asyncio.sleep(self.stall)
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_a_stalled_smtp_server_costs_a_send_its_timeout_not_a_hang(user, settings):
+    handler = StallingHandler(stall=5)
+    controller = Controller(handler, hostname="127.0.0.1", port=_free_port())
+    controller.start()
+    try:
+        settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = controller.port, 1
+        started = time.monotonic()
+        email = notification_for(user)
+        assert time.monotonic() - started < 4
+        email.refresh_from_db()
+        assert email.state == OutgoingEmail.State.QUEUED and "timed out" in email.last_error
+    finally:
+        controller.stop()
+
+
+def test_the_ra_sees_each_email_and_its_state(ra_staff, make_person, dead_smtp, transactional_db):
+    person = make_person(email="florence.nightingale@nhs.net")
+    notification_for(person.user)
+    _ra, client = ra_staff("RA Agent")
+    page = client.get(f"/admin/accounts/user/{person.user.pk}/change/").content.decode()
+    assert "E-mails to this person" in page and "Notification of a change" in page
+    assert "Queued" in page and "ConnectionRefusedError" in page
+
+
+def test_the_email_task_is_registered_with_the_worker():
+    import accounts.tasks  # noqa: F401  (what the worker imports: autodiscovery)
+
+    assert "accounts.outbox.deliver_email_task" in celery_app.tasks
+    assert "accounts.tasks.sweep_outbox_task" in celery_app.tasks

@@ -232,6 +232,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "accounts.tasks.sweep_outbox_task",
         "schedule": 60.0,
     },
+    "sweep-backchannel-logouts": {
+        "task": "oidc.tasks.sweep_backchannel_logouts_task",
+        "schedule": 60.0,
+    },
     "seal-audit-trail": {
         "task": "audit.tasks.seal_audit_trail_task",
         "schedule": 10.0,
@@ -289,7 +293,9 @@ def _signing_keys() -> list[dict]:
 
 IDP_OIDC_PRIVATE_KEYS = _signing_keys()
 CAREID_BACKCHANNEL_TIMEOUT = 5  # seconds a service has to answer a logout token
-CAREID_BACKCHANNEL_MAX_RETRIES = 30  # 1 min doubling to an hour apart: more than 24 hours in all
+# Tried again from 1 minute to an hour apart (like the e-mails) for this long, then audited as failed.
+CAREID_BACKCHANNEL_GIVE_UP_AFTER = timedelta(seconds=env.int("CAREID_BACKCHANNEL_GIVE_UP_AFTER", default=26 * 3600))
+CAREID_BACKCHANNEL_CLAIM = timedelta(seconds=60)  # a delivery taking longer was lost with its worker
 
 # --- the audit trail's hash chain (audit/chain.py) -------------------------------------------
 # The key the chain is computed with. Keep it apart from the database (a copy of the database alone

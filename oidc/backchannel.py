@@ -1,8 +1,10 @@
 """Back-channel logout (OpenID Connect Back-Channel Logout 1.0): a signed logout token POSTed to a
-service, from the BackchannelLogout outbox row that owes it, retried by Celery until delivered."""
+service, from the BackchannelLogout outbox row that owes it; delivered like the e-mails
+(accounts/outbox.py): claimed by one worker, tried again with growing waits, swept every minute."""
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 
@@ -14,12 +16,14 @@ from django.db import transaction
 from django.utils import timezone
 from jwt import encode as jwt_encode
 
+from accounts.outbox import backoff
 from audit.models import Event, Outcome
 from audit.record import record
 
 from . import signing
 from .models import BackchannelLogout
 
+logger = logging.getLogger(__name__)
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 LOGOUT_TOKEN_LIFETIME = 120
 
@@ -36,53 +40,70 @@ def logout_token(logout: BackchannelLogout) -> str:
     return jwt_encode(claims, private_key, algorithm="RS256", headers={"kid": jwk["kid"], "typ": "logout+jwt"})
 
 
-def deliver_backchannel_logout(logout_id: int) -> bool:
-    """POST the logout token to the service; True once delivered (or nothing is owed any more).
-    Raises OSError (requests' errors are OSErrors) for the task to retry."""
-    logout = BackchannelLogout.objects.select_related("client", "user").filter(pk=logout_id).first()
-    if logout is None or logout.state != BackchannelLogout.State.QUEUED:
-        return True
-    uri = logout.client.backchannel_logout_uri
-    BackchannelLogout.objects.filter(pk=logout.pk).update(attempts=logout.attempts + 1)
+def deliver_backchannel_logout(logout_id: int) -> BackchannelLogout.State | None:
+    """POST the logout token to the service if it is due and nobody else is; returns the new state (None
+    when it was not this call's to send). A failure waits (accounts.outbox.backoff, the e-mails' rule)
+    and is tried again by the sweep, until CAREID_BACKCHANNEL_GIVE_UP_AFTER."""
+    now = timezone.now()
+    claimed = BackchannelLogout.objects.due().filter(pk=logout_id).update(
+        claimed_until=now + settings.CAREID_BACKCHANNEL_CLAIM)
+    if not claimed:
+        return None
+    logout = BackchannelLogout.objects.select_related("client", "user").get(pk=logout_id)
+    attempts = logout.attempts + 1
     try:
-        response = requests.post(uri, data={"logout_token": logout_token(logout)}, timeout=settings.CAREID_BACKCHANNEL_TIMEOUT,
-                                 allow_redirects=False)
+        response = requests.post(logout.client.backchannel_logout_uri, data={"logout_token": logout_token(logout)},
+                                 timeout=settings.CAREID_BACKCHANNEL_TIMEOUT, allow_redirects=False)
         if response.status_code not in (200, 204):
             raise requests.HTTPError(f"HTTP {response.status_code}", response=response)
     except requests.RequestException as error:
-        BackchannelLogout.objects.filter(pk=logout.pk).update(last_error=str(error)[:300])
-        raise
+        return _failed_attempt(logout, attempts, f"{type(error).__name__}: {error}")
     with transaction.atomic():
-        BackchannelLogout.objects.filter(pk=logout.pk).update(state=BackchannelLogout.State.DELIVERED,
-                                                              delivered_at=timezone.now(), last_error="")
+        BackchannelLogout.objects.filter(pk=logout.pk).update(
+            state=BackchannelLogout.State.DELIVERED, delivered_at=timezone.now(), attempts=attempts, claimed_until=None,
+            last_error="")
         record(Event.OIDC_BACKCHANNEL_LOGOUT, subject=logout.user, client=logout.client_id,
-               service=logout.client.name, reason=logout.reason, attempts=logout.attempts + 1)
-    return True
+               service=logout.client.name, reason=logout.reason, attempts=attempts)
+    return BackchannelLogout.State.DELIVERED
 
 
-def give_up_backchannel_logout(logout_id: int, error: str) -> None:
+def _failed_attempt(logout: BackchannelLogout, attempts: int, error: str) -> BackchannelLogout.State:
+    now = timezone.now()
+    if now - logout.created_at < settings.CAREID_BACKCHANNEL_GIVE_UP_AFTER:
+        BackchannelLogout.objects.filter(pk=logout.pk).update(attempts=attempts, claimed_until=None,
+                                                              last_error=error[:300],
+                                                              next_attempt_at=now + backoff(attempts))
+        return BackchannelLogout.State.QUEUED
     with transaction.atomic():
-        logout = BackchannelLogout.objects.select_related("client", "user").get(pk=logout_id)
-        BackchannelLogout.objects.filter(pk=logout.pk).update(state=BackchannelLogout.State.FAILED, last_error=error[:300])
+        BackchannelLogout.objects.filter(pk=logout.pk).update(state=BackchannelLogout.State.FAILED, attempts=attempts,
+                                                              claimed_until=None, last_error=error[:300])
         record(Event.OIDC_BACKCHANNEL_LOGOUT, subject=logout.user, outcome=Outcome.FAILURE, client=logout.client_id,
-               service=logout.client.name, reason=logout.reason, error=error[:300], attempts=logout.attempts)
+               service=logout.client.name, reason=logout.reason, error=error[:300], attempts=attempts)
+    return BackchannelLogout.State.FAILED
 
 
-def retry_countdown(retries: int) -> int | None:
-    """Seconds until the next try after `retries` failed ones: 1 minute doubling to an hour apart, for
-    more than 24 hours in all; None once CAREID_BACKCHANNEL_MAX_RETRIES are spent."""
-    if retries >= settings.CAREID_BACKCHANNEL_MAX_RETRIES:
-        return None
-    return min(60 * 2**retries, 3600)
-
-
-@shared_task(bind=True, max_retries=None, acks_late=True)
-def send_backchannel_logout_task(self, logout_id: int) -> None:
+def publish(logout_id: int) -> None:
+    """Hand one owed logout to Celery after the commit; with the broker down the sweep does it later."""
     try:
-        deliver_backchannel_logout(logout_id)
-    except requests.RequestException as error:
-        countdown = None if self.request.is_eager else retry_countdown(self.request.retries)
-        if countdown is None:  # in-process Celery (make run) tries once
-            give_up_backchannel_logout(logout_id, str(error))
-            return
-        raise self.retry(exc=error, countdown=countdown) from error
+        send_backchannel_logout_task.delay(logout_id)
+    except Exception:
+        logger.warning("Could not queue back-channel logout %s now; the sweep will", logout_id, exc_info=True)
+
+
+def sweep() -> int:
+    """Hand Celery the logout tokens due again, or left behind by a lost task or worker; returns how many."""
+    handed = 0
+    for logout_id in BackchannelLogout.objects.due().order_by("next_attempt_at").values_list("pk", flat=True)[:5000]:
+        try:
+            send_backchannel_logout_task.delay(logout_id)
+        except Exception:
+            logger.warning("The broker is not answering: the back-channel sweep stops here until next time",
+                           exc_info=True)
+            break
+        handed += 1
+    return handed
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def send_backchannel_logout_task(logout_id: int) -> None:
+    deliver_backchannel_logout(logout_id)

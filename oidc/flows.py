@@ -20,7 +20,7 @@ from audit.record import record
 from signin import flows as signin_flows
 from signin.session import Authentication, current, has_timed_out
 
-from .backchannel import send_backchannel_logout_task
+from . import backchannel
 from .models import BackchannelLogout, Grant, RelyingService
 
 
@@ -44,7 +44,7 @@ def end_service_sessions(*, user: User, sids: Iterable[str] | None, reason: str,
                                                                   reason=reason)
     logouts = BackchannelLogout.objects.bulk_create(owed.values())
     for logout in logouts:
-        transaction.on_commit(lambda pk=logout.pk: send_backchannel_logout_task.delay(pk), robust=True)
+        transaction.on_commit(lambda pk=logout.pk: backchannel.publish(pk), robust=True)
     return len(logouts)
 
 

@@ -141,9 +141,17 @@ class UsedAssertion(models.Model):
         indexes = [models.Index(fields=["expires_at"], name="used_assertion_expiry")]
 
 
+class BackchannelLogoutQuerySet(models.QuerySet["BackchannelLogout"]):
+    def due(self) -> BackchannelLogoutQuerySet:
+        """Queued, due, and not being sent by a worker (or its worker is gone)."""
+        now = timezone.now()
+        return self.filter(state=BackchannelLogout.State.QUEUED, next_attempt_at__lte=now).filter(
+            models.Q(claimed_until__isnull=True) | models.Q(claimed_until__lt=now))
+
+
 class BackchannelLogout(models.Model):
-    """A logout token owed to one service for one ended session (an outbox row: nothing is lost
-    if the broker or the service is down; the task retries, and the hourly sweep re-queues)."""
+    """A logout token owed to one service for one ended session (an outbox row: nothing is lost if the
+    broker or the service is down; oidc/backchannel.py tries again, and its sweep re-queues)."""
 
     class State(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -158,10 +166,14 @@ class BackchannelLogout(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
     last_error = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    claimed_until = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
 
+    objects = BackchannelLogoutQuerySet.as_manager()
+
     class Meta:
-        indexes = [models.Index(fields=["state", "created_at"], name="backchannel_state")]
+        indexes = [models.Index(fields=["next_attempt_at"], name="backchannel_due", condition=models.Q(state="queued"))]
 
     def __str__(self) -> str:
         return f"logout of {self.sid[:8]}… to {self.client_id} ({self.state})"

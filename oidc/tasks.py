@@ -21,3 +21,9 @@ def sweep_timed_out_sessions_task() -> int:
 def forget_used_assertions_task() -> int:
     """Hourly: client assertion jtis past their expiry can never be replayed."""
     return UsedAssertion.objects.forget_expired()
+
+
+@shared_task
+def sweep_backchannel_logouts_task() -> int:
+    """Every minute (CELERY_BEAT_SCHEDULE): logout tokens due again, or left behind by a lost task or worker."""
+    return backchannel.sweep()

@@ -22,6 +22,12 @@ from .forms import ConfirmForm, EmailCodeForm, EmailForm, PasswordForm, Password
 from .kind import KIND
 from .models import AuthenticatorApp
 
+CODE_ERRORS = {
+    EmailOneTimePassword.Result.WRONG: "The One Time Password is not correct. Check the email and try again.",
+    EmailOneTimePassword.Result.EXPIRED: "The One Time Password has expired. Select 'Send a new code'.",
+    EmailOneTimePassword.Result.USED: "This One Time Password has already been used.",
+}
+
 
 def _page(request: HttpRequest, template: str, context: dict, form=None) -> HttpResponse:
     return render(request, f"authenticators/totp/{template}", {"form": form, **context},
@@ -74,11 +80,7 @@ def code(request: HttpRequest, link: RegistrationLink) -> HttpResponse:
             return redirect("totp:password")
         if result == Result.EXHAUSTED:
             return journey_error(request, TooManyFailures())
-        form.add_error("code", {
-            Result.WRONG: "The One Time Password is not correct. Check the email and try again.",
-            Result.EXPIRED: "The One Time Password has expired. Select 'Send a new code'.",
-            Result.USED: "This One Time Password has already been used.",
-        }[result])
+        form.add_error("code", CODE_ERRORS[result])
     return _page(request, "code.html", {"sent": request.GET.get("sent") == "1"}, form)
 
 
@@ -218,11 +220,7 @@ def reset_code(request: HttpRequest, reset: flows.PasswordReset) -> HttpResponse
             return redirect("totp:reset_app")
         if result == Result.EXHAUSTED:
             return _page(request, "reset_stopped.html", {})
-        form.add_error("code", {
-            Result.WRONG: "The One Time Password is not correct. Check the email and try again.",
-            Result.EXPIRED: "The One Time Password has expired. Select 'Send a new code'.",
-            Result.USED: "This One Time Password has already been used.",
-        }[result])
+        form.add_error("code", CODE_ERRORS[result])
     return _page(request, "code.html", {"sent": request.GET.get("sent") == "1", "resend_url": reverse("totp:reset_resend"),
                                         "purpose": "reset"}, form)
 
@@ -245,7 +243,7 @@ def reset_app(request: HttpRequest, reset: flows.PasswordReset) -> HttpResponse:
         if message is None:
             return redirect("totp:reset_password")
         form.add_error("token", message)
-    return _page(request, "reset_app.html", {}, form)
+    return _page(request, "verify.html", {}, form)  # the same page as registration's last step
 
 
 @sensitive_post_parameters("password1", "password2")

@@ -123,12 +123,18 @@ def _failed_attempt(email: OutgoingEmail, error: str) -> OutgoingEmail.State:
 def sweep() -> int:
     """Re-queue what was left behind; returns how many e-mails were handed to Celery again."""
     OutgoingEmail.objects.abandoned().update(state=OutgoingEmail.State.QUEUED, claimed_until=None)
+    return hand_over(OutgoingEmail.objects.due(), deliver_email_task)
+
+
+def hand_over(due, task, limit: int = 5000) -> int:
+    """Queue `task` for each row of `due`, oldest first, until the broker stops answering (the next sweep
+    goes on from there); returns how many were handed over. The outboxes' sweeps share it."""
     handed = 0
-    for email_id in OutgoingEmail.objects.due().order_by("next_attempt_at").values_list("pk", flat=True)[:5000]:
+    for pk in due.order_by("next_attempt_at").values_list("pk", flat=True)[:limit]:
         try:
-            deliver_email_task.delay(email_id)
+            task.delay(pk)
         except Exception:
-            logger.warning("The broker is not answering: the outbox sweep stops here until next time", exc_info=True)
+            logger.warning("The broker is not answering: this sweep stops here until the next", exc_info=True)
             break
         handed += 1
     return handed

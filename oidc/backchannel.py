@@ -16,7 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 from jwt import encode as jwt_encode
 
-from accounts.outbox import backoff
+from accounts.outbox import backoff, hand_over
 from audit.models import Event, Outcome
 from audit.record import record
 
@@ -92,16 +92,7 @@ def publish(logout_id: int) -> None:
 
 def sweep() -> int:
     """Hand Celery the logout tokens due again, or left behind by a lost task or worker; returns how many."""
-    handed = 0
-    for logout_id in BackchannelLogout.objects.due().order_by("next_attempt_at").values_list("pk", flat=True)[:5000]:
-        try:
-            send_backchannel_logout_task.delay(logout_id)
-        except Exception:
-            logger.warning("The broker is not answering: the back-channel sweep stops here until next time",
-                           exc_info=True)
-            break
-        handed += 1
-    return handed
+    return hand_over(BackchannelLogout.objects.due(), send_backchannel_logout_task)
 
 
 @shared_task(acks_late=True, ignore_result=True)

@@ -341,8 +341,9 @@ CAREID_REAUTHENTICATION_MAX_AGE = timedelta(minutes=5)
 CAREID_REMEMBER_METHOD_MAX_AGE = int(timedelta(days=730).total_seconds())
 # Authenticator types switched off here disappear from every page (registry.enabled_types()).
 CAREID_DISABLED_AUTHENTICATORS = env.list("CAREID_DISABLED_AUTHENTICATORS", default=[])
-# Django's OTP throttling (growing delays on a device).
-OTP_TOTP_THROTTLE_FACTOR = 1
+# django-otp's own per-device delays are off: the account's throttle (signin/throttle.py, per factor,
+# across processes) is the one a person meets, with no wait for the first few mistakes.
+OTP_TOTP_THROTTLE_FACTOR = 0
 
 LOGGING = {
     "version": 1,

@@ -24,6 +24,15 @@ def requested_goto(request: HttpRequest) -> str | None:
     return safe_goto(request.GET.get("goto") or request.GET.get("next"))
 
 
+def after_signin_url(request: HttpRequest) -> str:
+    """Where a completed sign-in goes: the page asked for, or home, saying so when the address asked
+    for was refused (not careid's own and not a registered service)."""
+    if goto := requested_goto(request):
+        return goto
+    asked = request.GET.get("goto") or request.GET.get("next")
+    return reverse("home") + ("?goto_refused=1" if asked else "")
+
+
 def remember_cookie_name(level: str) -> str:
     # One cookie per requested level (as CIS2 does); __Host- wherever cookies are Secure.
     prefix = "__Host-" if settings.SESSION_COOKIE_SECURE else ""

@@ -103,6 +103,16 @@ def mailbox(smtp_server, settings) -> Mailbox:
     return mailbox
 
 
+@pytest.fixture(scope="session", autouse=True)
+def urls_loaded(django_db_setup) -> None:
+    """Import the URLconf with the settings as they are, before any test overrides them: which types'
+    URLs are mounted is decided at import (a test that disables a type must not unmount it for the
+    tests after it in the same worker)."""
+    from django.urls import get_resolver
+
+    get_resolver().url_patterns  # noqa: B018
+
+
 @pytest.fixture(autouse=True)
 def isolated_cache(settings):
     """A key prefix per test: throttling counters never leak between tests, even on a shared Redis."""

@@ -194,7 +194,7 @@ def test_open_redirects_are_refused(client, person, settings, goto):
     settings.CAREID_ALLOWED_REDIRECT_HOSTS = ["rp.example"]
     response = sign_in(client, person, goto=goto)
     assert response.status_code == 302
-    assert response.url == "/", f"{goto!r} sent the person to {response.url!r}"
+    assert response.url == "/?goto_refused=1", f"{goto!r} sent the person to {response.url!r}"
 
 
 @pytest.mark.parametrize("goto", ["/profile/", "https://rp.example/callback?state=1"])

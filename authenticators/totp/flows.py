@@ -208,10 +208,6 @@ def finish_signin(request: HttpRequest, user: User, token: str) -> str | None:
         request.session.pop(SESSION_PENDING, None)
         return signin_flows.fail_signin_attempt(request, email=user.email, user=user, method=KIND.key, factor=Factor.CODE,
                                                 reason="no authenticator app" if device is None else f"profile {user.status}")
-    allowed, why = device.verify_is_allowed()
-    if not allowed:
-        throttle.release(request, user, Factor.CODE)
-        return throttle.wait_message(why["locked_until"] - timezone.now())
     if not device.verify_token(token):
         message = signin_flows.fail_signin_attempt(
             request, email=user.email, user=user, method=KIND.key, reason="wrong code", factor=Factor.CODE,

@@ -15,7 +15,7 @@ from authenticators.models import RegistrationLink
 from authenticators.views import journey_error, journey_step
 from careid.http import posted
 from signin.decorators import recent_authentication_required
-from signin.views import requested_goto, signin_method, signin_url
+from signin.views import after_signin_url, requested_goto, signin_method, signin_url
 
 from . import codes, flows
 from .forms import ConfirmForm, EmailCodeForm, EmailForm, PasswordForm, PasswordSignInForm, TokenForm
@@ -173,7 +173,7 @@ def signin_code(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         message = flows.finish_signin(request, user, form.cleaned_data["token"])
         if message is None:
-            return redirect(requested_goto(request) or "home")
+            return redirect(after_signin_url(request))
         form.add_error(None if flows.pending_signin_user(request) is None else "token", message)
     return render(request, "authenticators/totp/signin_code.html",
                   {"form": form, "choose_another": _choose_another(request)},

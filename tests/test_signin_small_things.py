@@ -1,0 +1,56 @@
+"""What a person meets on the sign-in pages: one throttle they can understand, errors that lead to
+the field, a refused destination said out loud, and a signed-in person offered a way on."""
+
+from __future__ import annotations
+
+import re
+
+from .conftest import sign_in
+
+APP = "/login/authenticator-app/"
+CODE = "/login/authenticator-app/code/"
+
+
+def wrong_code(person) -> str:
+    return f"{(int(person.code()) + 500000) % 10**6:06d}"
+
+
+def test_a_right_code_straight_after_a_wrong_one_signs_in(client, person):
+    client.post(APP, {"email": person.user.email, "password": person.password})
+    assert "The code is not correct" in client.post(CODE, {"token": wrong_code(person)}).content.decode()
+    response = client.post(CODE, {"token": person.fresh_code()})
+    assert response.status_code == 302 and client.session.get("_auth_user_id")
+
+
+def test_wrong_credentials_lead_to_the_field_and_mark_both_invalid(client, person):
+    page = client.post(APP, {"email": person.user.email, "password": "wrong"}).content.decode()
+    summary = re.search(r'<div class="nhsuk-error-summary".*?</div>\s*</div>\s*</div>', page, re.S).group(0)
+    assert '<a href="#id_email">Enter a correct email address and password</a>' in summary
+    assert re.search(r'<input[^>]*id="id_email"[^>]*aria-invalid="true"', page)
+    assert re.search(r'<input[^>]*id="id_password"[^>]*aria-invalid="true"', page)
+
+
+def test_a_field_error_marks_only_its_field(client, db):
+    page = client.post(APP, {"email": "", "password": "x"}).content.decode()
+    assert re.search(r'<input[^>]*id="id_email"[^>]*aria-invalid="true"', page)
+    assert not re.search(r'<input[^>]*id="id_password"[^>]*aria-invalid="true"', page)
+
+
+def test_a_refused_destination_is_said_rather_than_silently_dropped(client, person):
+    response = sign_in(client, person, goto="https://evil.example.com/")
+    assert response.url == "/?goto_refused=1"
+    page = client.get(response.url).content.decode()
+    assert "could not send you back to the address you came from" in page
+
+
+def test_a_signed_in_person_opening_the_sign_in_page_is_offered_to_go_on_or_sign_out(client, person):
+    sign_in(client, person)
+    page = client.get("/login/?choose=1").content.decode()
+    assert "You are signed in as Edith Cavell" in page
+    assert 'href="/"' in page and ">Sign out</button>" in page
+    assert "Select your login method" in page  # and can still sign in again (another person, or step-up)
+
+
+def test_registration_successful_offers_sign_in_to_someone_not_signed_in(client, db):
+    page = client.get("/register/authenticator-app/done/").content.decode()
+    assert "Registration successful" in page and 'href="/login/"' in page and ">Sign in<" in page

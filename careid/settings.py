@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "django_otp",
     "pgtrigger",
     "csp",  # for its system checks (a policy in the pre-4.0 format, a string of URL prefixes)
+    "health_check",  # for `manage.py health_check health --no-http` (careid/health.py)
     "accounts",
     "signin",
     "authenticators",
@@ -197,6 +198,7 @@ if not DEBUG and env.bool("CAREID_SECURE_COOKIES", default=True):
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env.bool("CAREID_SSL_REDIRECT", default=True)
+    SECURE_REDIRECT_EXEMPT = [r"^health/$"]  # load balancers probe the web processes over plain http
 
 # --- Content Security Policy (django-csp) --------------------------------------------------
 # No inline script or style anywhere, so no nonces; a view that needs one adds csp.constants.NONCE

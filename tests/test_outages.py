@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from io import StringIO
 
 import pytest
 from django.db import OperationalError
@@ -158,3 +159,23 @@ def test_web_processes_get_a_statement_timeout_and_commands_do_not():
                        "print(json.dumps(s.DATABASES['default']['OPTIONS']))", COMPONENTS)
     assert web["options"] == "-c statement_timeout=30000"
     assert "options" not in _settings_of(SETTINGS, COMPONENTS)["db"]
+
+
+def test_health_says_only_ok_or_unavailable_and_operators_get_the_details(db, throttle_unreachable, client):
+    from django.core.management import call_command
+
+    response = client.get("/health/")
+    assert (response.status_code, response.content) == (503, b"Unavailable\n")
+    assert "no-store" in response["Cache-Control"]
+
+    output = StringIO()
+    with pytest.raises(SystemExit) as exit:
+        call_command("health_check", "health", "--no-http", stdout=output)
+    assert exit.value.code == 1
+    report = output.getvalue()
+    assert "Database(alias='default'): OK" in report and "Cache(alias='throttle'): Unexpected Result" in report
+
+
+def test_health_is_ok_when_every_component_answers(db, client):
+    response = client.get("/health/")
+    assert (response.status_code, response.content) == (200, b"OK\n")

@@ -1,19 +1,37 @@
-"""When a component is down or hangs: clear pages, fast answers, nothing unsafe."""
+"""When a component is down or hangs: clear pages, fast answers, nothing unsafe, and back to normal after.
+
+The first tests run in-process. The others run careid as production does (gunicorn with
+deploy/gunicorn.conf.py, settings only from the environment) on a Redis of their own, which they
+freeze (SIGSTOP), thaw, stop and restart, and reach PostgreSQL through a TCP link they can break:
+refusing connections (PostgreSQL stopped) or accepting them and never answering (a host that hangs).
+"""
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from io import StringIO
 
 import pytest
+import requests
 from django.db import OperationalError
 from django.test import Client, RequestFactory
 
-from .conftest import ROOT, _free_port, require
+from .conftest import ROOT, _free_port, require, totp_code
 
 UNAVAILABLE = "Sorry, the service is unavailable"
+PASSWORD = "a long and memorable passphrase"
 
 
 def _branded(response, heading: str) -> None:
@@ -179,3 +197,358 @@ def test_health_says_only_ok_or_unavailable_and_operators_get_the_details(db, th
 def test_health_is_ok_when_every_component_answers(db, client):
     response = client.get("/health/")
     assert (response.status_code, response.content) == (200, b"OK\n")
+
+
+# --- careid under gunicorn, with components that fail ------------------------------------------
+
+
+class RedisServer:
+    """A redis-server of the test's own (never the machine's shared one), on a free port."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--daemonize", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("redis-server did not start")
+            time.sleep(0.05)
+
+    def url(self, db: int) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def freeze(self) -> None:
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    require(shutil.which("redis-server") is not None, "redis-server")
+    server = RedisServer()
+    server.start()
+    yield server
+    if server.process.poll() is None:
+        server.stop()
+
+
+class BreakableLink:
+    """A TCP link to PostgreSQL that fails the ways a database does, seen from careid: `stop()` closes
+    every connection and refuses new ones (PostgreSQL stopped); `hang()` closes every connection and
+    accepts new ones that never get an answer (a host that hangs, a failover to an address that does not
+    answer yet); `mend()` forwards again."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = _free_port()
+        self.mode = "forward"
+        self.sockets: set[socket.socket] = set()
+        self.lock = threading.Lock()
+        self.listener: socket.socket | None = None
+        self._listen()
+
+    def _listen(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.sockets.add(client)
+                if self.mode != "forward":
+                    continue  # held open, never answered
+                upstream = socket.create_connection(self.target)
+                self.sockets.add(upstream)
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        self._close(source, sink)
+
+    def _close(self, *sockets: socket.socket) -> None:
+        for sock in sockets:
+            with self.lock:
+                self.sockets.discard(sock)
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def _drop_all(self) -> None:
+        with self.lock:
+            sockets = list(self.sockets)
+        self._close(*sockets)
+
+    def _stop_listening(self) -> None:
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close() alone would not
+        except OSError:
+            pass
+        self.listener.close()
+
+    def stop(self) -> None:
+        self.mode = "stopped"
+        self._stop_listening()
+        self._drop_all()
+
+    def hang(self) -> None:
+        self.mode = "hang"
+        self._drop_all()
+
+    def mend(self) -> None:
+        self._drop_all()
+        self.mode = "forward"
+        if self.listener.fileno() == -1:
+            self._listen()
+
+    def close(self) -> None:
+        self._stop_listening()
+        self._drop_all()
+
+
+@dataclass
+class Careid:
+    url: str
+    process: subprocess.Popen
+
+    def session(self) -> requests.Session:
+        return requests.Session()
+
+    def get(self, browser: requests.Session, path: str) -> tuple[requests.Response, float]:
+        started = time.monotonic()
+        response = browser.get(self.url + path, allow_redirects=False, timeout=30)
+        return response, time.monotonic() - started
+
+    def post(self, browser: requests.Session, path: str, data: dict) -> tuple[requests.Response, float]:
+        if "csrftoken" not in browser.cookies:
+            browser.get(self.url + "/login/", timeout=30)  # a page with a form sets the CSRF cookie
+        started = time.monotonic()
+        response = browser.post(self.url + path, data={**data, "csrfmiddlewaretoken": browser.cookies["csrftoken"]},
+                                allow_redirects=False, timeout=30)
+        return response, time.monotonic() - started
+
+
+@contextmanager
+def careid_under_gunicorn(*, database: tuple[str, int], redis: RedisServer) -> Iterator[Careid]:
+    from django.db import connection
+
+    db = connection.settings_dict
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{db['USER']}@{database[0]}:{database[1]}/{db['NAME']}",
+        "CACHE_URL": redis.url(0),
+        "CELERY_BROKER_URL": redis.url(1),
+        "CAREID_REDIS_TIMEOUT": "0.5",
+        "CAREID_SECURE_COOKIES": "false",
+        "CAREID_BIND": f"127.0.0.1:{port}",
+        "CAREID_WORKERS": "1",
+    }
+    env.pop("CAREID_DB_CONNECT_TIMEOUT", None)  # the default, 3 s
+    log = tempfile.TemporaryFile("w+")  # not a pipe: failing pages log tracebacks, which would fill it
+    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "careid.wsgi"],
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if requests.get(f"{url}/login/", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if server.poll() is not None:
+                log.seek(0)
+                pytest.fail(f"gunicorn exited: {log.read()}")
+            if time.monotonic() > deadline:
+                pytest.fail("gunicorn did not answer within 30 s")
+            time.sleep(0.2)
+        yield Careid(url, server)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        # Pages that failed were logged with their tracebacks (what operators see), never shown.
+        log.seek(0)
+        print(log.read()[-5000:])
+        log.close()
+
+
+@pytest.fixture
+def postgres(transactional_db) -> tuple[str, int]:
+    """careid's test database, committed to (gunicorn reads it from another process)."""
+    from django.db import connection
+
+    require(connection.vendor == "postgresql", "PostgreSQL (DATABASE_URL)")
+    return connection.settings_dict["HOST"] or "127.0.0.1", int(connection.settings_dict["PORT"] or 5432)
+
+
+@pytest.fixture
+def nurse(postgres, seeded_allow_list):
+    """Someone who can sign in with the Authenticator app, their password hashed as in production
+    (gunicorn knows only the production hashers)."""
+    from allauth.account.models import EmailAddress
+
+    from accounts.models import User
+    from authenticators.models import AuthenticatorApp
+    from authenticators.totp import codes
+
+    user = User.objects.create_user("mary.seacole@nhs.net", first_name="Mary", last_name="Seacole", password=PASSWORD)
+    EmailAddress.objects.create(user=user, email=user.email, primary=True, verified=True)
+    secret = codes.new_secret()
+    AuthenticatorApp.objects.create(user=user, name="Microsoft Authenticator", key=secret, confirmed=True)
+    return user, secret
+
+
+def _sign_in(careid: Careid, user, secret: str) -> requests.Session:
+    from authenticators.models import AuthenticatorApp
+
+    browser = careid.session()
+    response, _ = careid.post(browser, "/login/authenticator-app/", {"email": user.email, "password": PASSWORD})
+    assert response.status_code == 302, response.text[:2000]
+    AuthenticatorApp.objects.filter(user=user).update(last_t=-1)  # the replay guard: a fresh code
+    response, _ = careid.post(browser, "/login/authenticator-app/code/", {"token": totp_code(secret)})
+    assert response.status_code == 302 and response.headers["Location"] == "/", response.text[:2000]
+    return browser
+
+
+@pytest.mark.services
+@pytest.mark.xdist_group("outages")
+def test_with_redis_frozen_or_stopped_pages_render_sign_in_fails_closed_fast_and_all_recovers(
+        postgres, own_redis, nurse, mailbox):
+    from accounts.flows import invite_user
+    from audit.models import AuditEvent, Event
+
+    user, secret = nurse
+    with careid_under_gunicorn(database=postgres, redis=own_redis) as careid:
+        response, _ = careid.get(careid.session(), "/health/")
+        assert (response.status_code, response.text) == (200, "OK\n")
+        signed_in = _sign_in(careid, user, secret)
+        invited, link = invite_user(email="florence.nightingale@nhs.net", first_name="Florence", last_name="Nightingale")
+        registering = careid.session()
+        response, _ = careid.post(registering, f"/register/{link.token}/", {"confirm": "on"})
+        live_link = response.headers["Location"]
+
+        own_redis.freeze()
+
+        # Pages that need no counting work as before: sessions are in PostgreSQL.
+        response, elapsed = careid.get(careid.session(), "/login/")
+        assert response.status_code == 200 and "CIS2 Authentication" in response.text and elapsed < 1.5
+        for browser in careid.session(), signed_in:
+            response, elapsed = careid.get(browser, "/no-such-page/")
+            assert response.status_code == 404 and elapsed < 1.5
+            _branded(response, "Page not found")
+        response, elapsed = careid.get(signed_in, "/profile/")
+        assert response.status_code == 200 and "Mary Seacole" in response.text and elapsed < 1.5
+
+        # A sign-in cannot be counted: refused, quickly, with the branded page, and audited.
+        response, elapsed = careid.post(careid.session(), "/login/authenticator-app/",
+                                        {"email": user.email, "password": PASSWORD})
+        assert response.status_code == 503 and response.headers["Retry-After"] == "120"
+        _branded(response, UNAVAILABLE)
+        assert elapsed < 2, elapsed
+        refused = AuditEvent.objects.get(event=Event.SIGNIN_THROTTLED, subject=user)
+        assert refused.details["reason"] == "throttle store unavailable" and refused.method == "authenticator-app"
+
+        # A step that queues an e-mail: the broker gives up within a second and the journey goes on.
+        response, elapsed = careid.post(registering, live_link, {"email": invited.email})
+        assert response.status_code == 302 and response.headers["Location"] == "/register/authenticator-app/code/"
+        assert elapsed < 2.5, elapsed
+
+        # The load balancer hears of it at once, and nothing more.
+        response, elapsed = careid.get(careid.session(), "/health/")
+        assert (response.status_code, response.text) == (503, "Unavailable\n") and elapsed < 2, elapsed
+
+        # Signing out works, and stays done once Redis is back with everything it held.
+        response, elapsed = careid.post(signed_in, "/logout/", {})
+        assert response.status_code == 200 and elapsed < 2, elapsed
+
+        own_redis.thaw()
+
+        response, _ = careid.get(signed_in, "/profile/")
+        assert response.status_code == 302 and response.headers["Location"].startswith("/login/")
+        response, _ = careid.get(careid.session(), "/health/")
+        assert response.status_code == 200
+        _sign_in(careid, user, secret)
+
+        # Stopped rather than frozen: refused at once; started again (empty): all is well.
+        own_redis.stop()
+        response, elapsed = careid.post(careid.session(), "/login/authenticator-app/",
+                                        {"email": user.email, "password": PASSWORD})
+        assert response.status_code == 503 and elapsed < 1.5, elapsed
+        response, elapsed = careid.get(careid.session(), "/health/")
+        assert response.status_code == 503 and elapsed < 1.5, elapsed
+        own_redis.start()
+        response, _ = careid.get(careid.session(), "/health/")
+        assert response.status_code == 200
+        _sign_in(careid, user, secret)
+
+
+@pytest.mark.services
+@pytest.mark.xdist_group("outages")
+def test_with_postgresql_stopped_or_hanging_every_page_is_branded_and_fast_and_all_recovers(
+        postgres, own_redis, nurse):
+    user, secret = nurse
+    link = BreakableLink(postgres)
+    try:
+        with careid_under_gunicorn(database=("127.0.0.1", link.port), redis=own_redis) as careid:
+            signed_in = _sign_in(careid, user, secret)
+            response, _ = careid.get(careid.session(), "/health/")
+            assert response.status_code == 200
+
+            for failure, within in ((link.stop, 1.5), (link.hang, 5)):
+                failure()
+                # The sign-in page itself needs no database for someone not signed in.
+                response, elapsed = careid.get(careid.session(), "/login/")
+                assert response.status_code == 200 and elapsed < 1.5
+                response, elapsed = careid.get(signed_in, "/profile/")
+                assert response.status_code == 503 and elapsed < within, (failure.__name__, elapsed)
+                _branded(response, UNAVAILABLE)
+                response, elapsed = careid.post(careid.session(), "/login/authenticator-app/",
+                                                {"email": user.email, "password": PASSWORD})
+                assert response.status_code == 503 and elapsed < within, (failure.__name__, elapsed)
+                _branded(response, UNAVAILABLE)
+                response, elapsed = careid.get(careid.session(), "/health/")
+                assert (response.status_code, response.text) == (503, "Unavailable\n")
+                assert elapsed < within, (failure.__name__, elapsed)
+                assert not re.search(r"psycopg|OperationalError|connection", response.text)
+
+                link.mend()
+                response, _ = careid.get(signed_in, "/profile/")
+                assert response.status_code == 200 and "Mary Seacole" in response.text
+                response, _ = careid.get(careid.session(), "/health/")
+                assert response.status_code == 200
+    finally:
+        link.close()

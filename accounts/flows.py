@@ -20,7 +20,7 @@ from authenticators import registry
 from authenticators.flows import issue_registration_link
 from authenticators.models import RegistrationLink
 from signin import throttle
-from signin.flows import end_sessions
+from signin.flows import end_sessions, failing_closed
 
 from .models import AllowedEmailDomain, EmailTaken, User
 from .notifications import notify_person, send_email_confirmation, tell_address_in_use, tell_old_address
@@ -74,8 +74,9 @@ def add_email_address(request: HttpRequest, email: str) -> bool:
     when it does, that address is told of the attempt instead. False when over the hourly limit.
     """
     user = request.user
-    if not throttle.within_limit(f"email-add:{user.pk}", settings.CAREID_EMAIL_ADD_LIMIT, timedelta(hours=1)):
-        return False
+    with failing_closed(request, Event.EMAIL_REFUSED, subject=user, email=email):
+        if not throttle.within_limit(f"email-add:{user.pk}", settings.CAREID_EMAIL_ADD_LIMIT, timedelta(hours=1)):
+            return False
     with transaction.atomic():
         if User.objects.holding_email(email).exclude(pk=user.pk).exists():
             event = record(Event.EMAIL_REFUSED, request=request, subject=user, outcome=Outcome.FAILURE, email=email,

@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "django_otp",
     "pgtrigger",
     "csp",  # for its system checks (a policy in the pre-4.0 format, a string of URL prefixes)
+    "health_check",  # for `manage.py health_check health --no-http` (careid/health.py)
     "accounts",
     "signin",
     "authenticators",
@@ -83,15 +84,55 @@ TEMPLATES = [
     },
 ]
 
+# --- Components, and how long careid waits for each -------------------------------------------
+# A component that is down or hangs must cost a request about a second, never the whole site: every
+# client below has short connect and read timeouts, and the error pages need none of them
+# (careid/views.py). README: "When a component is down".
+
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 # Persistent connections are the biggest single lever on throughput (TESTING.md: ~5x).
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CAREID_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"].setdefault("OPTIONS", {}).update({
+        # libpq: seconds to establish a connection (2 at least), then TCP keepalives and an unacknowledged-
+        # send limit, so that a PostgreSQL host that vanished is noticed in seconds, not at TCP's 15 minutes.
+        "connect_timeout": env.int("CAREID_DB_CONNECT_TIMEOUT", default=3),
+        "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+        "tcp_user_timeout": 30_000,
+    })
+    # Web processes only: careid/wsgi.py sets it (30 s) for gunicorn; management commands (migrate,
+    # onboard_users' COPY of a million rows, verify_audit) and Celery workers run without one unless
+    # it is set in their environment. PostgreSQL cancels a statement that runs longer (a lock wait
+    # included), so a stuck query frees its worker thread and the person gets the 503 page.
+    if statement_timeout := env.int("CAREID_STATEMENT_TIMEOUT", default=0):
+        DATABASES["default"]["OPTIONS"]["options"] = f"-c statement_timeout={statement_timeout * 1000}"
 
-CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://careid")}
+# Redis (the cache, the throttle counters, the Celery broker): seconds to connect and to wait for each
+# answer. redis-py's default is 5 s, paid several times per request when Redis is frozen.
+CAREID_REDIS_TIMEOUT = env.float("CAREID_REDIS_TIMEOUT", default=0.5)
+
+
+def _cache(*, ignore_exceptions: bool) -> dict:
+    config = env.cache("CACHE_URL", default="locmemcache://careid")
+    if "redis" in config["BACKEND"].lower():
+        config["OPTIONS"] = {**config.get("OPTIONS", {}), "SOCKET_CONNECT_TIMEOUT": CAREID_REDIS_TIMEOUT,
+                             "SOCKET_TIMEOUT": CAREID_REDIS_TIMEOUT, "IGNORE_EXCEPTIONS": ignore_exceptions}
+    return config
+
+
+CACHES = {
+    # What only saves work (relying services' JWKS): without Redis it is simply not cached.
+    "default": _cache(ignore_exceptions=True),
+    # Per-IP and per-person limits (signin/throttle.py), on the same Redis: these fail closed. A step that
+    # cannot count its attempt is refused with the 503 page, never let through uncounted.
+    "throttle": _cache(ignore_exceptions=False),
+}
+DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
 
 EMAIL_CONFIG = env.email("EMAIL_URL", default="consolemail://")
 vars().update(EMAIL_CONFIG)
+EMAIL_TIMEOUT = env.int("CAREID_EMAIL_TIMEOUT", default=10)  # seconds for each SMTP operation (a Celery worker waits)
 DEFAULT_FROM_EMAIL = env.str("CAREID_FROM_EMAIL", default="NHS Care Identity <no-reply@careid.localhost>")
 EMAIL_TIMEOUT = env.int("CAREID_EMAIL_TIMEOUT", default=10)  # seconds an SMTP server may take to answer
 # The outbox (accounts/outbox.py) retries an e-mail from 1 minute to an hour apart for this long.
@@ -138,7 +179,11 @@ WHITENOISE_AUTOREFRESH = DEBUG
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Sessions and cookies -------------------------------------------------------------
-SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+# Sessions live in PostgreSQL only. cached_db with a cache that ignores Redis errors would bring ended
+# sessions back: a sign-out, suspension or closure while Redis is unreachable deletes the row but
+# not the cached copy, which a Redis that comes back with its data (after a freeze or a network
+# split) would serve again. One primary-key SELECT per signed-in request is the price.
+SESSION_ENGINE = "django.contrib.sessions.backends.db"
 SESSION_COOKIE_AGE = int(timedelta(hours=12).total_seconds())  # AAL2 absolute timeout
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
@@ -158,6 +203,7 @@ if not DEBUG and env.bool("CAREID_SECURE_COOKIES", default=True):
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env.bool("CAREID_SSL_REDIRECT", default=True)
+    SECURE_REDIRECT_EXEMPT = [r"^health/$"]  # load balancers probe the web processes over plain http
 
 # --- Content Security Policy (django-csp) --------------------------------------------------
 # No inline script or style anywhere, so no nonces; a view that needs one adds csp.constants.NONCE
@@ -215,6 +261,27 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = env.str("CAREID_CELERY_QUEUE", default="careid")
+# With the broker down or frozen, queuing a task (`.delay()` in a transaction.on_commit(robust=True)
+# callback) gives up in about a second instead of blocking the page: the callback's error is logged
+# and the page goes on; that e-mail or back-channel logout is not queued (README: "When a component
+# is down"). The worker waits for the broker to come back instead of exiting.
+CELERY_BROKER_CONNECTION_TIMEOUT = CAREID_REDIS_TIMEOUT
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None  # however long the broker is away (the default gives up after 100)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "socket_connect_timeout": CAREID_REDIS_TIMEOUT,
+    "socket_timeout": CAREID_REDIS_TIMEOUT,  # the worker's BRPOP is read only once readable: unaffected
+    # A task held for its countdown stays unacknowledged (acks_late) on the worker; Redis hands it to
+    # another worker after this long. Longer than the longest countdown careid uses (back-channel logout
+    # retries, an hour apart: oidc.backchannel.retry_countdown), or those tasks would run twice.
+    "visibility_timeout": 2 * 3600,
+}
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+# Every task is short (an e-mail, a logout token POSTed, a batch of the audit sealer, an hourly clean-up);
+# one that runs this long is stuck on something and is stopped (soft: an exception in the task; hard:
+# the process is replaced), so it cannot hold a worker forever.
+CELERY_TASK_SOFT_TIME_LIMIT = 300
+CELERY_TASK_TIME_LIMIT = 360
 CELERY_BEAT_SCHEDULE = {
     "forget-abandoned-registrations": {
         "task": "authenticators.tasks.forget_abandoned_registrations_task",

@@ -7,14 +7,17 @@ Each flow writes its audit event in the transaction of its change. The login met
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 
 from allauth.usersessions.models import UserSession
 from django.contrib.auth import login, logout
 from django.contrib.auth.hashers import check_password, make_password
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.http import HttpRequest
 
 from accounts.models import User
@@ -26,6 +29,8 @@ from . import throttle
 from .models import Factor, LockReason
 from .session import SESSION_AUTH, SESSION_LAST_SEEN, Authentication, current
 from .signals import sessions_ended
+
+logger = logging.getLogger(__name__)
 
 
 @cache
@@ -39,10 +44,27 @@ def find_user_for_signin(email: str) -> User | None:
     return User.objects.with_email(email).first() if email else None
 
 
+@contextmanager
+def failing_closed(request: HttpRequest, event: Event, **fields) -> Iterator[None]:
+    """Around a throttled step: when its counters cannot be reached (throttle.StoreUnavailable, which
+    goes on to the 503 page), the refusal is audited as `event`, if the database can still be written;
+    otherwise it is logged."""
+    try:
+        yield
+    except throttle.StoreUnavailable:
+        try:
+            with transaction.atomic():
+                record(event, request=request, outcome=Outcome.FAILURE, reason=throttle.STORE_UNAVAILABLE, **fields)
+        except DatabaseError:
+            logger.exception("Refused %s (%s) and could not audit it", event.value, throttle.STORE_UNAVAILABLE)
+        raise
+
+
 def begin_signin_attempt(request: HttpRequest, *, email: str, user: User | None, method: str,
                          factor: Factor = Factor.PASSWORD, resetting_password: bool = False) -> str | None:
     """Take the account's attempt slot before checking anything; the refusal message otherwise."""
-    refused = throttle.begin(request, email, user, factor, resetting_password=resetting_password)
+    with failing_closed(request, Event.SIGNIN_THROTTLED, subject=user, method=method, email=email[:254]):
+        refused = throttle.begin(request, email, user, factor, resetting_password=resetting_password)
     if refused is None:
         return None
     record(Event.SIGNIN_THROTTLED, request=request, subject=user, outcome=Outcome.FAILURE, method=method,

@@ -9,21 +9,31 @@ Care Identities keep this state on their row (accounts.User); addresses that bel
 the same state on an UnknownAddress row with the same rules, so the answers never tell whether an
 account exists, whatever happens to the cache. A per-IP counter in the shared cache, taken before
 each check, stops one address walking through many accounts.
+
+The counters live in the "throttle" cache (Redis in production), which fails closed: when it cannot
+be reached, counting raises StoreUnavailable and the step is refused with the 503 page (signin.flows
+audits it), never let through uncounted.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from math import ceil
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import caches
 from django.http import HttpRequest
 from django.utils import timezone
+from django_redis.exceptions import ConnectionInterrupted
+from redis.exceptions import RedisError
 
 from accounts.models import User
 from audit.record import client_ip
+from careid.errors import ServiceUnavailable
 
 from .models import Factor, LockReason, SigninThrottle, UnknownAddress
 
@@ -36,6 +46,14 @@ LOCKED_CODES = (
     "Your Care Identity is locked after too many wrong security codes. "
     "Contact your registration authority to unlock it."
 )
+STORE_UNAVAILABLE = "throttle store unavailable"
+
+logger = logging.getLogger(__name__)
+
+
+class StoreUnavailable(ServiceUnavailable):
+    """The cache holding the counters cannot be reached (down, or not answering within
+    CAREID_REDIS_TIMEOUT): the step that wanted to count is refused."""
 
 
 @dataclass(frozen=True)
@@ -61,25 +79,41 @@ def _refusal(subject: SigninThrottle, factor: Factor) -> Refusal:
 # --- counters in the shared cache ------------------------------------------------------------
 
 
-def count(key: str, window: timedelta, by: int = 1) -> int:
-    """Add to a counter in the shared cache that lasts `window` from its first count (atomic)."""
-    seconds = int(window.total_seconds())
-    if cache.add(key, by, seconds):
-        return by
+@contextmanager
+def _reaching_store() -> Iterator[None]:
     try:
-        return cache.incr(key, by)
-    except ValueError:  # expired between add and incr
-        cache.add(key, by, seconds)
-        return by
+        yield
+    except (RedisError, ConnectionInterrupted, OSError) as error:
+        raise StoreUnavailable(STORE_UNAVAILABLE) from error
+
+
+def count(key: str, window: timedelta, by: int = 1) -> int:
+    """Add to a counter in the shared cache that lasts `window` from its first count (atomic).
+    Raises StoreUnavailable when the cache cannot be reached."""
+    seconds = int(window.total_seconds())
+    store = caches["throttle"]
+    with _reaching_store():
+        if store.add(key, by, seconds):
+            return by
+        try:
+            return store.incr(key, by)
+        except ValueError:  # expired between add and incr
+            store.add(key, by, seconds)
+            return by
 
 
 def uncount(key: str) -> None:
-    """Give back one count (never below zero, never recreating an expired counter)."""
+    """Give back one count (never below zero, never recreating an expired counter). One that cannot be
+    given back, the cache being unreachable, stays counted: stricter, never looser."""
+    store = caches["throttle"]
     try:
-        if cache.decr(key) < 0:
-            cache.incr(key)
+        with _reaching_store():
+            if store.decr(key) < 0:
+                store.incr(key)
     except ValueError:
         pass
+    except StoreUnavailable:
+        logger.warning("Could not give back a count of %s: the throttle store is unavailable", key.split(":")[0])
 
 
 def within_limit(key: str, limit: int, window: timedelta) -> bool:

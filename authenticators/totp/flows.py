@@ -274,7 +274,13 @@ def _reset_refusal(user: User) -> str | None:
 
 def start_password_reset(request: HttpRequest, email: str) -> bool:
     """Send a One Time Password to `email` if it can reset a password; False when this client has
-    started too many resets (the answer is otherwise the same for every address)."""
+    started too many resets (the answer is otherwise the same for every address). Without the throttle
+    store, refused (the 503 page) and audited."""
+    with signin_flows.failing_closed(request, Event.PASSWORD_RESET_STARTED, email=email[:254]):
+        return _start_password_reset(request, email)
+
+
+def _start_password_reset(request: HttpRequest, email: str) -> bool:
     if not throttle.within_limit(f"password-reset:{client_ip(request)}", RESET_STARTS_PER_HOUR, timedelta(hours=1)):
         return False
     user = signin_flows.find_user_for_signin(email)

@@ -26,6 +26,7 @@ from authenticators import registry
 from authenticators.models import RegistrationLink
 from careid.admin import DeclaredFiltersOnly
 from oidc.models import Grant
+from signin import flows as signin_flows
 
 from . import flows, outbox, roles
 from .admin_forms import ChangeUserForm, CreateUserForm, IssueLinkForm, ReasonForm
@@ -131,6 +132,8 @@ USER_ACTIONS = {
     "reinstate": ("accounts.suspend_user", "Reinstate this Care Identity", "Reinstate", flows.reinstate_user),
     "close": ("accounts.close_user", "Close this Care Identity", "Close the profile", flows.close_user),
     "unlock": ("accounts.unlock_user", "Unlock this Care Identity", "Unlock", flows.unlock_user),
+    "sign_out": ("accounts.suspend_user", "Sign this Care Identity out everywhere", "Sign out everywhere",
+                 flows.sign_out_everywhere),
 }
 
 
@@ -265,6 +268,7 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
             # an RA Agent may not touch (another RA's trail is the Auditors' and RA Managers' to read).
             readable = request.user.has_perm("audit.view_all_auditevents") or not roles.is_protected_from(obj, request.user)
             context["services"] = Grant.objects.services_of(obj)
+            context["sessions"] = signin_flows.sessions_of(obj)
             context["emails"] = [(email, outbox.label(email.kind))
                                  for email in obj.outgoing_emails.order_by("-created_at")[:20]]
             context["recent_events"] = (
@@ -402,4 +406,5 @@ def _applies(action: str, user: User) -> bool:
         "reinstate": user.status == User.Status.SUSPENDED,
         "close": user.status != User.Status.CLOSED,
         "unlock": user.locked_at is not None or user.password_failures > 0 or user.code_failures > 0,
+        "sign_out": UserSession.objects.filter(user=user).exists(),
     }[action]

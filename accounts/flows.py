@@ -142,6 +142,38 @@ def refuse_taken_email(request: HttpRequest | None, *, user: User, email: str, v
            reason="belongs to another Care Identity", held_by=held_by, **details)
 
 
+def remove_email_address(request: HttpRequest, *, address: EmailAddress) -> None:
+    """The person removes an address from their own profile (never their Care Identity e-mail)."""
+    user = request.user
+    if address.user_id != user.pk:
+        raise PermissionError("Not this person's address")
+    if address.primary or address.email.lower() == user.email.lower():
+        raise ValueError("The Care Identity email address cannot be removed")
+    with transaction.atomic():
+        EmailAddress.objects.filter(pk=address.pk).delete()
+        notify_person(record(Event.EMAIL_REMOVED, request=request, subject=user, email=address.email))
+
+
+def make_care_identity_email(request: HttpRequest, *, address: EmailAddress) -> None:
+    """A verified address of the person's own becomes their Care Identity e-mail (the one they sign in
+    with); the old one stays on the profile and is told."""
+    user = request.user
+    if address.user_id != user.pk:
+        raise PermissionError("Not this person's address")
+    if not address.verified or address.email.lower() == user.email.lower():
+        raise ValueError("Only another verified address can become the Care Identity email address")
+    User.objects.check_email_free(address.email, other_than=user)
+    with transaction.atomic():
+        before = user.email
+        EmailAddress.objects.filter(user=user, primary=True).update(primary=False)
+        EmailAddress.objects.filter(pk=address.pk).update(primary=True)
+        User.objects.filter(pk=user.pk).update(email=address.email)
+        user.email = address.email
+        event = record(Event.EMAIL_PRIMARY_CHANGED, request=request, subject=user, before=before, after=address.email)
+        notify_person(event)
+        tell_old_address(event, before)
+
+
 # --- registration authority actions (the admin and commands call these) ------------------------
 
 
@@ -192,6 +224,15 @@ def change_user_details(*, user: User, actor: User, changes: dict[str, str], req
         if "email" in changes:
             notify_person(event)
             tell_old_address(event, old_email)
+
+
+def sign_out_everywhere(*, user: User, actor: User, reason: str, request: HttpRequest | None = None) -> int:
+    """An RA ends every session of the person (a lost or shared device); the services are told."""
+    with transaction.atomic():
+        ended = end_sessions(user, reason=reason)
+        notify_person(record(Event.SESSIONS_ENDED, request=request, actor=actor, subject=user, reason=reason,
+                             sessions_ended=ended))
+    return ended
 
 
 def suspend_user(*, user: User, actor: User, reason: str, request: HttpRequest | None = None) -> int:

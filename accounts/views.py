@@ -1,18 +1,27 @@
 from __future__ import annotations
 
+from datetime import timedelta
+
 from allauth.account.models import EmailAddress, EmailConfirmationHMAC
+from allauth.usersessions.models import UserSession
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 
+from audit.models import AuditEvent
 from authenticators import registry
 from careid.http import posted
+from oidc.models import Grant
+from signin import flows as signin_flows
 from signin.decorators import recent_authentication_required
 
 from . import flows
 from .forms import AddEmailForm
-from .models import EmailTaken
+from .models import AllowedEmailDomain, EmailTaken
 
 
 @login_required
@@ -60,8 +69,81 @@ def confirm_email(request: HttpRequest, key: str) -> HttpResponse:
     return render(request, "accounts/confirm_email.html", {"address": confirmation.email_address})
 
 
+def allowed_domains(request: HttpRequest) -> HttpResponse:
+    """The e-mail allow list, public: people check an address before adding it."""
+    return render(request, "pages/allowed_domains.html", {"domains": AllowedEmailDomain.objects.all()})
+
+
 def page(template: str):
     def view(request: HttpRequest) -> HttpResponse:
         return render(request, template)
 
     return view
+
+
+# --- where you are signed in, your activity, your addresses -------------------------------------------
+
+
+@login_required
+def sessions(request: HttpRequest) -> HttpResponse:
+    """Where you are signed in: each session, with the services it signed into; sign one or all others out."""
+    if request.method == "POST":
+        if request.POST.get("session") == "others":
+            ended = signin_flows.end_other_sessions(request, reason="signed out from another session")
+            messages.success(request, f"Signed out of {ended} other session{'s' if ended != 1 else ''}.")
+        else:
+            session = get_object_or_404(UserSession, pk=_int(request.POST.get("session")), user=request.user)
+            if session.session_key == request.session.session_key:
+                messages.info(request, "That is this session: to end it, select Sign out at the top of the page.")
+                return redirect("sessions")
+            signin_flows.end_session(user=request.user, session=session, actor=request.user,
+                                     reason="signed out from another session", request=request)
+            messages.success(request, "That session is signed out. The browser will be asked to sign in again.")
+        return redirect("sessions")
+    listed = signin_flows.sessions_of(request.user)
+    services = Grant.objects.services_by_session(request.user, [session.session_key for session in listed])
+    rows = [(session, session.session_key == request.session.session_key, services.get(session.session_key, []))
+            for session in listed]
+    return render(request, "accounts/sessions.html", {"rows": rows})
+
+
+ACTIVITY_DAYS = 90
+
+
+@login_required
+def activity(request: HttpRequest) -> HttpResponse:
+    """Your activity: your own audit events of the last 90 days, newest first, 25 a page."""
+    since = timezone.now() - timedelta(days=ACTIVITY_DAYS)
+    events = AuditEvent.objects.filter(subject=request.user, at__gte=since).select_related("actor").order_by("-at", "-id")
+    page = Paginator(events, 25).get_page(request.GET.get("page"))
+    methods = {kind.key: kind.signin_label for kind in registry.all_types()}
+    rows = [(event, methods.get(event.method, event.method), event.actor is not None and event.actor != request.user)
+            for event in page]
+    return render(request, "accounts/activity.html", {"page": page, "rows": rows, "days": ACTIVITY_DAYS})
+
+
+@recent_authentication_required
+def email_address(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+    """Remove an address, or make a verified one your Care Identity email address (a page to confirm)."""
+    address = get_object_or_404(EmailAddress, pk=pk, user=request.user)
+    problem = None
+    if request.method == "POST":
+        try:
+            if action == "remove":
+                flows.remove_email_address(request, address=address)
+                messages.success(request, f"{address.email} has been removed from your profile.")
+            else:
+                flows.make_care_identity_email(request, address=address)
+                messages.success(request, f"{address.email} is now your Care Identity email address. Use it to sign in.")
+            return redirect("profile")
+        except (ValueError, ValidationError) as error:
+            problem = "; ".join(getattr(error, "messages", [str(error)]))
+    return render(request, "accounts/email_address.html", {"address": address, "action": action, "problem": problem},
+                  status=400 if problem else 200)
+
+
+def _int(value) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0

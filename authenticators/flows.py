@@ -133,6 +133,22 @@ def count_journey_failure(link: RegistrationLink) -> bool:
     return True
 
 
+class LastAuthenticator(ValueError):
+    """Removing it would leave the person no way to sign in."""
+
+
+def remove_own_authenticator(request: HttpRequest, *, kind: str) -> bool:
+    """The person removes one of their own authenticators (a lost phone, an old key), never the last."""
+    registered = [item.kind.key for item in registry.authenticators_of(request.user)]
+    if kind not in registered:
+        return False
+    if len(registered) == 1:
+        raise LastAuthenticator("You cannot remove your only authenticator: you would not be able to sign in. "
+                                "Add another one first, or ask your registration authority for help.")
+    return remove_authenticator(user=request.user, kind=kind, actor=request.user, reason="removed by the person",
+                                request=request)
+
+
 def remove_authenticator(*, user, kind: str, actor, reason: str, request: HttpRequest | None = None) -> bool:
     """An RA removes one authenticator (e.g. a lost phone); the person can then register a new one."""
     authenticator_type = registry.get(kind)

@@ -40,6 +40,7 @@ class AuthenticatorType:
     signin_url_name: str  # the first page of this login method
     urls: str  # URLconf module of this type, mounted only when it is enabled
     link_view: str  # dotted path of the view that opens this type's registration links
+    manage: tuple[tuple[str, str], ...] = ()  # (label, URL name): what the profile offers beside it
 
     @cached_property
     def model(self) -> type[Authenticator]:
@@ -133,6 +134,10 @@ class RegisteredAuthenticator:
     pk: int
     created_at: datetime
     last_used_at: datetime | None
+
+    @property
+    def manage_links(self) -> list[tuple[str, str]]:
+        return [(label, reverse(url_name)) for label, url_name in self.kind.manage]
 
 
 def _union_over_types(select, *fields: str) -> list[tuple]:

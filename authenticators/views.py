@@ -3,12 +3,14 @@ from __future__ import annotations
 from functools import wraps
 
 from django import forms
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.module_loading import import_string
 
 from careid.http import posted
+from signin.decorators import recent_authentication_required
 
 from . import flows, registry
 from .journeys import JourneyError, UnknownLink
@@ -37,6 +39,26 @@ def select_type(request: HttpRequest) -> HttpResponse:
         {"form": form, "kinds": kinds, "registered": registered},
         status=400 if form.errors else 200,
     )
+
+
+@recent_authentication_required
+def remove_own(request: HttpRequest, kind: str) -> HttpResponse:
+    """Remove one of your authenticators (a page to confirm; never the last one)."""
+    authenticator_type = registry.get(kind)
+    registered = {item.kind.key for item in registry.authenticators_of(request.user)}
+    if authenticator_type is None or kind not in registered:
+        raise Http404
+    problem = None
+    if request.method == "POST":
+        try:
+            flows.remove_own_authenticator(request, kind=kind)
+        except flows.LastAuthenticator as error:
+            problem = str(error)
+        else:
+            messages.success(request, f"{authenticator_type.name} has been removed from your profile.")
+            return redirect("profile")
+    return render(request, "authenticators/remove.html", {"kind": authenticator_type, "problem": problem},
+                  status=400 if problem else 200)
 
 
 def journey_error(request: HttpRequest, error: JourneyError) -> HttpResponse:

@@ -372,6 +372,18 @@ CAREID_AUDIT_CHAIN_KEY = env.str("CAREID_AUDIT_CHAIN_KEY", default="") or (
 # An event sealed longer than this after it happened was written outside careid (or sealing stopped).
 CAREID_AUDIT_SEAL_TOLERANCE = timedelta(seconds=env.int("CAREID_AUDIT_SEAL_TOLERANCE", default=900))
 
+# --- help and contact ----------------------------------------------------------------------
+# Who people are sent to wherever careid cannot help them itself (a lock, an expired link, a type
+# already registered): the organisation's registration authority.
+CAREID_HELP_CONTACT = env.str("CAREID_HELP_CONTACT", default="your registration authority (RA)")
+CAREID_HELP_CONTACT_URL = env.str("CAREID_HELP_CONTACT_URL", default="")  # default: careid's help page
+CAREID_AUTHENTICATORS_GUIDE_URL = env.str(
+    "CAREID_AUTHENTICATORS_GUIDE_URL",
+    default="https://digital.nhs.uk/services/care-identity-service/applications-and-services/cis2-authentication/guidance-for-nhs-staff-and-health-and-care-professionals")
+CAREID_AUTHENTICATOR_APP_GUIDE_URL = env.str(
+    "CAREID_AUTHENTICATOR_APP_GUIDE_URL",
+    default="https://digital.nhs.uk/services/care-identity-service/applications-and-services/cis2-authentication/guidance-for-nhs-staff-and-health-and-care-professionals/register-an-authenticator-app")
+
 # --- careid ------------------------------------------------------------------------------
 CAREID_BASE_URL = env.str("CAREID_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
 CAREID_INVITATION_LINK_TTL = timedelta(seconds=env.int("CAREID_INVITATION_LINK_TTL", default=24 * 3600))

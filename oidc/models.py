@@ -79,6 +79,15 @@ class GrantQuerySet(models.QuerySet["Grant"]):
     def live(self) -> GrantQuerySet:
         return self.filter(ended_at__isnull=True)
 
+    def services_by_session(self, user, session_keys: list[str]) -> dict[str, list[str]]:
+        """For "Where you are signed in": session key -> the names of the services signed into from it."""
+        found: dict[str, list[str]] = {}
+        rows = (self.live().filter(user=user, session_key__in=session_keys)
+                .values_list("session_key", "client__name").distinct().order_by("client__name"))
+        for session_key, name in rows:
+            found.setdefault(session_key, []).append(name)
+        return found
+
     def services_of(self, user) -> list[dict]:
         """For the RA's person page: each service the person signed into, first and last time, how often."""
         return list(self.filter(user=user).values("client__name", "client_id")

@@ -19,6 +19,7 @@ from django.contrib.auth import login, logout
 from django.contrib.auth.hashers import check_password, make_password
 from django.db import DatabaseError, transaction
 from django.http import HttpRequest
+from django.utils import timezone
 
 from accounts.models import User
 from accounts.notifications import notify_person
@@ -135,12 +136,16 @@ def complete_signin(request: HttpRequest, *, user: User, kind) -> None:
         throttle.release(request, user, Factor.CODE, succeeded=True)
         if request.user.is_authenticated:
             request.session.cycle_key()  # login() keeps the key when the same person signs in again
+        before = request.session.session_key
         login(request, user, backend="accounts.backends.CareIdentityBackend")  # a new session key
         now = time.time()
         auth = Authentication(method=kind.key, aal=kind.aal, acr=kind.acr, amr=tuple(kind.amr), at=now, sid=sid)
         request.session[SESSION_AUTH] = auth.to_session()
         request.session[SESSION_LAST_SEEN] = now
-        # allauth's list of a person's sessions: how suspension and closure end them all at once.
+        # allauth's list of a person's sessions: how suspension and closure end them all at once, and
+        # what "Where you are signed in" lists. The row of the key this session had is replaced.
+        if before:
+            UserSession.objects.filter(session_key=before).delete()
         UserSession.objects.create_from_request(request)
         record(Event.SIGNIN_SUCCEEDED, request=request, actor=user, subject=user, method=kind.key, aal=kind.aal,
                acr=kind.acr)
@@ -176,3 +181,43 @@ def end_sessions(user: User, *, reason: str) -> int:
         session.end()
     sessions_ended.send(sender=User, user=user, sids=None, reason=reason)
     return len(sessions)
+
+
+# --- the person's sessions ("Where you are signed in", the RA's person page) ------------------------
+
+
+def seen_now(request: HttpRequest) -> None:
+    UserSession.objects.filter(session_key=request.session.session_key).update(last_seen_at=timezone.now())
+
+
+def sessions_of(user: User) -> list[UserSession]:
+    """The person's live sessions, newest first (rows whose session has gone are cleared on the way)."""
+    return sorted(UserSession.objects.purge_and_list(user), key=lambda session: session.created_at, reverse=True)
+
+
+def end_session(*, user: User, session: UserSession, actor: User, reason: str,
+                request: HttpRequest | None = None) -> None:
+    """End one of the person's sessions (by themselves, from another browser, or by an RA): that browser
+    is signed out at its next request, and the services it signed into are told."""
+    from importlib import import_module
+
+    from django.conf import settings
+
+    if session.user_id != user.pk:
+        raise PermissionError("Not this person's session")
+    store = import_module(settings.SESSION_ENGINE).SessionStore(session.session_key)
+    auth = Authentication.from_session(store.load())
+    with transaction.atomic():
+        session.end()
+        record(Event.SESSIONS_ENDED, request=request, actor=actor, subject=user, sessions_ended=1, reason=reason,
+               ip=session.ip)
+        if auth is not None and auth.sid:
+            sessions_ended.send(sender=User, user=user, sids=[auth.sid], reason=reason)
+
+
+def end_other_sessions(request: HttpRequest, *, reason: str) -> int:
+    """Every session of the signed-in person but this one; returns how many ended."""
+    others = [session for session in sessions_of(request.user) if session.session_key != request.session.session_key]
+    for session in others:
+        end_session(user=request.user, session=session, actor=request.user, reason=reason, request=request)
+    return len(others)

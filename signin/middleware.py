@@ -25,6 +25,9 @@ def session_timeouts(get_response: Callable[[HttpRequest], HttpResponse]):
                 request.session_timed_out = True
             elif now - request.session.get(SESSION_LAST_SEEN, now) > _TOUCH_EVERY:
                 request.session[SESSION_LAST_SEEN] = now
+                from .flows import seen_now
+
+                seen_now(request)  # "last seen" on the list of the person's sessions
         return get_response(request)
 
     return middleware

@@ -387,3 +387,16 @@ def finish_password_reset(request: HttpRequest, reset: PasswordReset, password: 
         notify_person(record(Event.PASSWORD_RESET, request=request, subject=user, method=KIND.key,
                              unlocked=unlocked, sessions_ended=ended))
     return user
+
+
+def change_password(request: HttpRequest, password: str) -> int:
+    """A signed-in person (recently re-authenticated) changes the Authenticator app's password: every
+    other session ends, and they are e-mailed. Returns how many other sessions ended."""
+    user: User = request.user
+    with transaction.atomic():
+        user.set_password(password)
+        user.save(update_fields=["password"])
+        ended = signin_flows.end_other_sessions(request, reason="password changed")
+        notify_person(record(Event.PASSWORD_CHANGED, request=request, subject=user, method=KIND.key,
+                             sessions_ended=ended))
+    return ended

@@ -14,6 +14,7 @@ urlpatterns = [
     path("register/authenticator-app/done/", views.done, name="done"),
     path("login/authenticator-app/", views.signin, name="signin"),
     path("login/authenticator-app/code/", views.signin_code, name="signin_code"),
+    path("profile/password/", views.change_password, name="change_password"),
     path("login/authenticator-app/forgotten-password/", views.forgotten_password, name="forgotten_password"),
     path("login/authenticator-app/forgotten-password/code/", views.reset_code, name="reset_code"),
     path("login/authenticator-app/forgotten-password/code/resend/", views.reset_resend, name="reset_resend"),

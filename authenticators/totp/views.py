@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from functools import wraps
 
+from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -260,3 +261,16 @@ def reset_password(request: HttpRequest, reset: flows.PasswordReset) -> HttpResp
 
 def reset_done(request: HttpRequest) -> HttpResponse:
     return render(request, "authenticators/totp/reset_done.html")
+
+
+@sensitive_post_parameters("password1", "password2")
+@recent_authentication_required
+def change_password(request: HttpRequest) -> HttpResponse:
+    """Change the password used with the Authenticator app (a recent sign-in first)."""
+    form = PasswordForm(posted(request), user=request.user)
+    if request.method == "POST" and form.is_valid():
+        ended = flows.change_password(request, form.cleaned_data["password1"])
+        messages.success(request, "Your password has been changed." + (
+            f" {ended} other session{'s' if ended != 1 else ''} signed out." if ended else ""))
+        return redirect("profile")
+    return _page(request, "password.html", {"purpose": "change"}, form)

@@ -1,0 +1,181 @@
+"""Self-service on the profile: sessions, activity, addresses, password, authenticators, help — and
+never another person's data, whatever id a request names."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from allauth.account.models import EmailAddress
+from django.contrib.auth.hashers import check_password
+from django.test import Client
+
+from accounts.models import User
+from audit.models import AuditEvent, Event
+from audit.record import record
+
+from .conftest import body, sign_in
+
+
+@pytest.fixture
+def elsewhere(person):
+    other = Client(HTTP_USER_AGENT="Mozilla/5.0 (Windows NT 10.0) Edge/140 ward PC")
+    sign_in(other, person)
+    return other
+
+
+def test_the_sessions_page_lists_where_you_are_signed_in_and_signs_one_out(signed_in, person, elsewhere):
+    page = signed_in.get("/profile/sessions/").content.decode()
+    assert "Where you are signed in" in page and "This session" in page and "ward PC" in page
+    from allauth.usersessions.models import UserSession
+
+    other = UserSession.objects.get(user=person.user, user_agent__contains="ward PC")
+    response = signed_in.post("/profile/sessions/", {"session": other.pk})
+    assert response.status_code == 302
+    assert elsewhere.get("/profile/").status_code == 302  # signed out at its next request
+    assert signed_in.get("/profile/").status_code == 200
+    assert AuditEvent.objects.filter(event=Event.SESSIONS_ENDED, subject=person.user).exists()
+
+
+def test_sign_out_of_all_other_sessions(signed_in, person, elsewhere):
+    third = Client()
+    sign_in(third, person)
+    signed_in.post("/profile/sessions/", {"session": "others"})
+    assert elsewhere.get("/profile/").status_code == 302 and third.get("/profile/").status_code == 302
+    assert signed_in.get("/profile/").status_code == 200
+
+
+def test_another_persons_session_cannot_be_named(signed_in, make_person):
+    from allauth.usersessions.models import UserSession
+
+    victim = make_person(email="mary.seacole@nhs.net")
+    victim_browser = Client()
+    sign_in(victim_browser, victim)
+    their_session = UserSession.objects.get(user=victim.user)
+    assert signed_in.post("/profile/sessions/", {"session": their_session.pk}).status_code == 404
+    assert signed_in.post("/profile/sessions/", {"session": "not-a-number"}).status_code == 404
+    assert victim_browser.get("/profile/").status_code == 200
+    assert victim.user.email not in signed_in.get("/profile/sessions/").content.decode()
+
+
+def test_the_activity_page_shows_your_own_events_only(signed_in, person, make_person):
+    other = make_person(email="mary.seacole@nhs.net")
+    record(Event.SIGNIN_FAILED, subject=other.user, reason="wrong password", email=other.user.email)
+    page = signed_in.get("/profile/activity/").content.decode()
+    assert "Your activity" in page and "Signed in" in page and "Authenticator app" in page
+    assert other.user.email not in page
+    assert page.count("<tr class=\"nhsuk-table__row\">") == AuditEvent.objects.filter(subject=person.user).count()
+    assert signed_in.get("/profile/activity/?page=99999").status_code == 200  # the last page, not an error
+    assert signed_in.get("/profile/activity/?page=x").status_code == 200
+
+
+@pytest.mark.parametrize("events", [5, 120])
+def test_the_activity_page_query_count_is_flat(signed_in, person, events, django_assert_max_num_queries):
+    AuditEvent.objects.bulk_create(AuditEvent(event=Event.SIGNIN_FAILED, subject=person.user, outcome="failure")
+                                   for _ in range(events))
+    with django_assert_max_num_queries(8):
+        assert signed_in.get("/profile/activity/").status_code == 200
+
+
+def test_addresses_can_be_removed_and_promoted_not_the_care_identity_one(transactional_db, client, make_person, mailbox):
+    person = make_person()
+    user = person.user
+    spare = EmailAddress.objects.create(user=user, email="edith@nhs.net", verified=True, primary=False)
+    unverified = EmailAddress.objects.create(user=user, email="edith.old@nhs.net", verified=False, primary=False)
+    primary = EmailAddress.objects.get(user=user, primary=True)
+    sign_in(client, person)
+    assert client.post(f"/profile/email/{primary.pk}/remove/").status_code == 400
+    assert client.post(f"/profile/email/{unverified.pk}/make-care-identity-email/").status_code == 400
+    assert client.post(f"/profile/email/{unverified.pk}/remove/").status_code == 302
+    assert not EmailAddress.objects.filter(pk=unverified.pk).exists()
+    mailbox.wait_for(user.email, "An email address was removed")
+
+    assert "Make edith@nhs.net your Care Identity email address?" in client.get(
+        f"/profile/email/{spare.pk}/make-care-identity-email/").content.decode()
+    assert client.post(f"/profile/email/{spare.pk}/make-care-identity-email/").status_code == 302
+    user.refresh_from_db()
+    assert user.email == "edith@nhs.net"
+    assert EmailAddress.objects.get(user=user, primary=True).email == "edith@nhs.net"
+    assert "is now the email address" in body(mailbox.wait_for("edith@nhs.net", "email address has changed"))
+    assert "stays on your profile" in body(mailbox.wait_for("edith.cavell@nhs.net", "The email address of your Care Identity has changed"))
+    assert AuditEvent.objects.filter(event=Event.EMAIL_PRIMARY_CHANGED, details__before="edith.cavell@nhs.net").exists()
+
+
+def test_another_persons_address_cannot_be_named(signed_in, make_person):
+    victim = make_person(email="mary.seacole@nhs.net")
+    address = EmailAddress.objects.get(user=victim.user)
+    extra = EmailAddress.objects.create(user=victim.user, email="mary@nhs.net", verified=True)
+    for path in [f"/profile/email/{address.pk}/remove/", f"/profile/email/{extra.pk}/remove/",
+                 f"/profile/email/{extra.pk}/make-care-identity-email/"]:
+        assert signed_in.post(path).status_code == 404
+        assert signed_in.get(path).status_code == 404
+    assert EmailAddress.objects.filter(user=victim.user).count() == 2
+
+
+def test_changing_the_password_needs_a_recent_sign_in_and_signs_out_everywhere_else(
+        transactional_db, client, make_person, mailbox):
+    person = make_person()
+    sign_in(client, person)
+    other = Client()
+    sign_in(other, person)
+    session = client.session
+    session["careid_auth"] = {**session["careid_auth"], "at": time.time() - 6 * 60}
+    session.save()
+    assert client.get("/profile/password/").url.startswith("/login/?goto=%2Fprofile%2Fpassword%2F&reauth=1")
+    sign_in(client, person)
+    response = client.post("/profile/password/", {"password1": "password", "password2": "password"})
+    assert response.status_code == 400 and "too common" in response.content.decode()
+    new = "a new phrase for the night shift"
+    assert client.post("/profile/password/", {"password1": new, "password2": new}).status_code == 302
+    person.user.refresh_from_db()
+    assert check_password(new, person.user.password)
+    assert other.get("/profile/").status_code == 302 and client.get("/profile/").status_code == 200
+    mailbox.wait_for(person.user.email, "password has been changed")
+    assert new not in str(AuditEvent.objects.get(event=Event.PASSWORD_CHANGED).details)
+
+
+def test_the_last_authenticator_cannot_be_removed(signed_in, person):
+    response = signed_in.post("/profile/authenticators/authenticator-app/remove/")
+    assert response.status_code == 400 and "You cannot remove your only authenticator" in response.content.decode()
+    from authenticators.models import AuthenticatorApp
+
+    assert AuthenticatorApp.objects.filter(user=person.user).exists()
+    assert signed_in.post("/profile/authenticators/no-such-type/remove/").status_code == 404
+
+
+def test_the_profile_offers_every_self_service_page(signed_in):
+    page = signed_in.get("/profile/").content.decode()
+    for href in ["/profile/sessions/", "/profile/activity/", "/profile/password/",
+                 "/profile/authenticators/authenticator-app/remove/"]:
+        assert f'href="{href}"' in page, href
+
+
+def test_help_and_the_contact_wherever_people_are_sent_to_their_ra(client, db, settings):
+    from careid.context_processors import _site
+
+    settings.CAREID_HELP_CONTACT = "the Leeds Teaching Hospitals RA team (0113 000 0000)"
+    settings.CAREID_HELP_CONTACT_URL = "https://ra.leedsth.nhs.uk/"
+    _site.cache_clear()
+    try:
+        page = client.get("/help/").content.decode()
+        assert "Help and contact" in page and "the Leeds Teaching Hospitals RA team" in page
+        assert 'target="_blank"' in page and "opens in a new window" in page
+        assert 'href="/help/"' in client.get("/login/").content.decode()  # the footer
+        expired = client.get("/register/not-a-real-link/").content.decode()
+        assert 'href="https://ra.leedsth.nhs.uk/"' in expired
+    finally:
+        _site.cache_clear()
+
+
+def test_the_allow_list_is_public_and_linked_from_adding_an_address(client, signed_in, seeded_allow_list):
+    page = Client().get("/allowed-email-domains/").content.decode()
+    assert "nhs.net" in page and "Accepted email domains" in page
+    assert 'href="/allowed-email-domains/"' in signed_in.get("/profile/email/add/").content.decode()
+
+
+def test_a_suspended_persons_pages_are_gone(signed_in, person):
+    User.objects.filter(pk=person.user.pk).update(status=User.Status.SUSPENDED)
+    from accounts.flows import suspend_user
+
+    suspend_user(user=person.user, actor=person.user, reason="test")
+    assert signed_in.get("/profile/sessions/").status_code == 302

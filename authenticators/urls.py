@@ -5,4 +5,4 @@ from . import registry, views
 urlpatterns = [
     path("authenticators/", views.select_type, name="select_authenticator_type"),
     path("register/<str:token>/", views.registration_link, name="registration_link"),
-] + [path("", include(kind.urls)) for kind in registry.enabled_types()]
+] + [path("", include(kind.urlconf())) for kind in registry.enabled_types()]

@@ -13,4 +13,5 @@ KIND = AuthenticatorType(
     signin_url_name="totp:signin",
     urls="authenticators.totp.urls",
     link_view="authenticators.totp.views.registration_link",
+    cleanup="authenticators.totp.models.forget_abandoned_registrations",
 )

@@ -45,6 +45,11 @@ class AppRegistrationQuerySet(models.QuerySet["AppRegistration"]):
         )
 
 
+def forget_abandoned_registrations() -> int:
+    """The type's clean-up hook (registry): journeys past their deadline keep no pending secret."""
+    return AppRegistration.objects.forget_abandoned()
+
+
 class AppRegistration(models.Model):
     """What the Microsoft Authenticator journey keeps between its steps, beside its link."""
 

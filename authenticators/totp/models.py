@@ -56,7 +56,6 @@ class AppRegistration(models.Model):
     link = models.OneToOneField(
         "authenticators.RegistrationLink", on_delete=models.CASCADE, primary_key=True, related_name="app_registration"
     )
-    email_code = models.ForeignKey("accounts.EmailOneTimePassword", null=True, blank=True, on_delete=models.SET_NULL)
     pending_secret = models.CharField(max_length=80, blank=True)
     pending_password = models.CharField(max_length=256, blank=True)  # a hash, applied on completion
 

@@ -33,11 +33,13 @@ class SelectTypeForm(forms.Form):
 
 @login_required
 def select_type(request: HttpRequest) -> HttpResponse:
-    """Select authenticator type: one of each type, registered ones shown as such."""
-    registered = {registered.kind.key for registered in registry.authenticators_of(request.user)}
-    kinds = registry.enabled_types()
+    """Select authenticator type: one of each type. A type already registered is listed as such, apart
+    from the choices (a disabled radio could still be posted, and its faded hint was hard to read)."""
+    registered_keys = {registered.kind.key for registered in registry.authenticators_of(request.user)}
+    kinds = [kind for kind in registry.enabled_types() if kind.key not in registered_keys]
+    registered = [kind for kind in registry.enabled_types() if kind.key in registered_keys]
     form = SelectTypeForm(posted(request))
-    form.fields["kind"].choices = [(kind.key, kind.name) for kind in kinds if kind.key not in registered]
+    form.fields["kind"].choices = [(kind.key, kind.name) for kind in kinds]
     if request.method == "POST" and form.is_valid():
         return redirect(registry.get_enabled(form.cleaned_data["kind"]).enrol_url())
     return render(

@@ -25,7 +25,11 @@ if TYPE_CHECKING:
 # iPad app, Authenticator app, NHSmail, Passkey). An entry is a module holding `KIND`, or "module:NAME"
 # when one module defines several types.
 KIND_MODULES = [
+    "authenticators.webauthn.kinds:WINDOWS_HELLO",
+    "authenticators.webauthn.kinds:SECURITY_KEY",
+    "authenticators.webauthn.kinds:IPAD",
     "authenticators.totp.kind",
+    "authenticators.webauthn.kinds:PASSKEY",
 ]
 
 

@@ -49,6 +49,13 @@ def signin_method(kind):
     return decorator
 
 
+def choose_another_url(request: HttpRequest) -> str:
+    """'Choose another login method': the method page, keeping where the person was going."""
+    query = request.GET.copy()
+    query["choose"] = "1"
+    return f"{reverse('login')}?{query.urlencode()}"
+
+
 def signin_url(kind, goto: str | None, level: str | None) -> str:
     query = {key: value for key, value in (("goto", goto), ("acr_values", level)) if value}
     return kind.signin_url() + (f"?{urlencode(query)}" if query else "")

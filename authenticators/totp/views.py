@@ -15,7 +15,7 @@ from authenticators.models import RegistrationLink
 from authenticators.views import CODE_ERRORS, code_step, email_step, journey_error, journey_step, resend_step
 from careid.http import posted
 from signin.decorators import recent_authentication_required
-from signin.views import requested_goto, signin_method, signin_url
+from signin.views import choose_another_url, requested_goto, signin_method, signin_url
 
 from . import codes, flows
 from .forms import ConfirmForm, EmailCodeForm, EmailForm, PasswordForm, PasswordSignInForm, TokenForm
@@ -112,12 +112,6 @@ def done(request: HttpRequest) -> HttpResponse:
 # --- sign in -----------------------------------------------------------------------------
 
 
-def _choose_another(request: HttpRequest) -> str:
-    query = request.GET.copy()
-    query["choose"] = "1"
-    return f"{reverse('login')}?{query.urlencode()}"
-
-
 @sensitive_post_parameters("password")
 @signin_method(KIND)
 def signin(request: HttpRequest) -> HttpResponse:
@@ -130,7 +124,7 @@ def signin(request: HttpRequest) -> HttpResponse:
             return redirect(reverse("totp:signin_code") + (f"?{query}" if query else ""))
         form.add_error(None, message)
     return render(request, "authenticators/totp/signin.html",
-                  {"form": form, "choose_another": _choose_another(request)},
+                  {"form": form, "choose_another": choose_another_url(request)},
                   status=400 if form.errors else 200)
 
 
@@ -148,7 +142,7 @@ def signin_code(request: HttpRequest) -> HttpResponse:
             return redirect(requested_goto(request) or "home")
         form.add_error(None if flows.pending_signin_user(request) is None else "token", message)
     return render(request, "authenticators/totp/signin_code.html",
-                  {"form": form, "choose_another": _choose_another(request)},
+                  {"form": form, "choose_another": choose_another_url(request)},
                   status=400 if form.errors else 200)
 
 

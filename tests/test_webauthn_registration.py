@@ -279,7 +279,7 @@ def test_an_unreadable_answer_is_refused(at_ceremony, person):
 def test_what_the_browser_could_not_do_is_explained_audited_and_not_counted(at_ceremony, person):
     client, options, key = at_ceremony
     for error, message in [
-        ("NotAllowedError", "Your security key did not respond, or you cancelled."),
+        ("NotAllowedError", "Your security key did not respond, could not check it was you"),
         ("unsupported", "This browser cannot use a security key."),
         ("InvalidStateError", "This authenticator is already registered on your Care Identity."),
         ("", "Switch on JavaScript"),  # the page's script did not run

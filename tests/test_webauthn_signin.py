@@ -264,7 +264,7 @@ def test_an_unreadable_answer_is_refused(at_assertion, person):
 
 def test_what_the_browser_could_not_do_is_explained_and_not_counted(at_assertion, person):
     client, _options, _key = at_assertion
-    for error, message in [("NotAllowedError", "Your security key did not respond, or you cancelled."),
+    for error, message in [("NotAllowedError", "Your security key did not respond, could not check it was you"),
                            ("SecurityError", "this page's address does not match"), ("", "Switch on JavaScript")]:
         response = post_answer(client, signin_verify_url("security-key"), None, client_error=error)
         assert response.status_code == 400 and message in error_summary(response), error

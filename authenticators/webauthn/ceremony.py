@@ -95,8 +95,9 @@ PROFILES: dict[str, Profile] = {
         use_text="Select 'Sign in', then use your face, fingerprint or PIN when Windows asks.",
         wrong_attachment="You used a security key. To register Windows Hello, use your computer's own sign-in "
                          "(face, fingerprint or PIN).",
-        not_answered="Windows Hello did not respond, or you cancelled. Check Windows Hello is set up on this computer, "
-                     "then try again. If you have a security key, choose Security key instead.",
+        not_answered="Windows Hello did not respond, could not check it was you, or you cancelled. Check Windows Hello "
+                     "is set up on this computer, then try again. If you have a security key, choose Security key "
+                     "instead.",
     ),
     kinds.SECURITY_KEY.key: Profile(
         device="security key",
@@ -119,9 +120,9 @@ PROFILES: dict[str, Profile] = {
         use_text="Select 'Sign in', then insert your security key and touch it. Enter its PIN if your browser asks.",
         wrong_attachment="You used this computer's own sign-in (such as Windows Hello). To register a security key, "
                          "insert your security key and touch it when your browser asks.",
-        not_answered="Your security key did not respond, or you cancelled. Insert your security key, try again and "
-                     "touch the key when your browser asks. If you meant to use this computer's own sign-in, choose "
-                     "Windows Hello instead.",
+        not_answered="Your security key did not respond, could not check it was you (PIN or fingerprint), or you "
+                     "cancelled. Insert your security key, try again and touch the key when your browser asks. If you "
+                     "meant to use this computer's own sign-in, choose Windows Hello instead.",
     ),
     kinds.IPAD.key: Profile(
         device="iPad",
@@ -141,8 +142,8 @@ PROFILES: dict[str, Profile] = {
         use_heading="Use your iPad",
         use_text="Select 'Sign in', then touch the Touch ID button when your iPad asks.",
         wrong_attachment="You used a security key. To register your iPad, use its fingerprint (Touch ID).",
-        not_answered="Your iPad did not respond, or you cancelled. Check Touch ID is set up on this iPad, then try "
-                     "again.",
+        not_answered="Your iPad did not respond, could not check your fingerprint, or you cancelled. Check Touch ID is "
+                     "set up on this iPad, then try again.",
     ),
     kinds.PASSKEY.key: Profile(
         device="passkey",

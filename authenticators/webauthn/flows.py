@@ -13,6 +13,7 @@ import secrets
 import time
 
 from django.db import IntegrityError, transaction
+from django.db.models import IntegerField, Value
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare, salted_hmac
@@ -51,21 +52,36 @@ def webauthn_types() -> list[AuthenticatorType]:
     return [kind for kind in registry.all_types() if issubclass(kind.model, WebAuthnCredential)]
 
 
-def credentials_of(user: User) -> list[WebAuthnCredential]:
-    return [credential for kind in webauthn_types() for credential in kind.model.objects.filter(user=user)]
+def _union(querysets):
+    """One UNION ALL query over every WebAuthn type's table (the page's query count stays flat)."""
+    querysets = [queryset.order_by() for queryset in querysets]
+    return querysets[0].union(*querysets[1:], all=True) if len(querysets) > 1 else querysets[0]
+
+
+def credentials_of(user: User) -> list[tuple[bytes, list[str], bytes]]:
+    """(credential id, transports, user handle) of every WebAuthn credential the person has."""
+    rows = _union([kind.model.objects.filter(user=user).values_list("credential_id", "transports", "user_handle")
+                   for kind in webauthn_types()])
+    return [(bytes(credential_id), transports, bytes(handle)) for credential_id, transports, handle in rows]
 
 
 def find_credential(credential_id: bytes) -> tuple[AuthenticatorType, WebAuthnCredential] | None:
-    for kind in webauthn_types():
-        credential = kind.model.objects.select_related("user").filter(credential_id=credential_id).first()
-        if credential is not None:
-            return kind, credential
-    return None
+    """The credential with this id, whichever WebAuthn type it was registered as."""
+    kinds = webauthn_types()
+    rows = list(_union([
+        kind.model.objects.filter(credential_id=credential_id)
+        .annotate(position=Value(position, output_field=IntegerField())).values_list("position", "pk")
+        for position, kind in enumerate(kinds)
+    ]))
+    if not rows:
+        return None
+    position, pk = rows[0]
+    return kinds[position], kinds[position].model.objects.select_related("user").get(pk=pk)
 
 
-def user_handle_of(user: User) -> bytes | None:
+def user_handle_of(credentials: list[tuple[bytes, list[str], bytes]]) -> bytes | None:
     """The person's handle, as their existing credentials carry it (one account in the browser)."""
-    return next((bytes(credential.user_handle) for credential in credentials_of(user)), None)
+    return next((handle for _id, _transports, handle in credentials), None)
 
 
 # --- challenges -----------------------------------------------------------------------------------
@@ -145,12 +161,12 @@ def current_journey(request: HttpRequest, kind: AuthenticatorType, step: str) ->
 def registration_options(request: HttpRequest, link: RegistrationLink, kind: AuthenticatorType) -> dict:
     """The options for navigator.credentials.create(), with a new challenge for this journey."""
     user = link.user
-    handle = user_handle_of(user) or secrets.token_bytes(32)
+    credentials = credentials_of(user)
+    handle = user_handle_of(credentials) or secrets.token_bytes(32)
     challenge = _issue_challenge(request, "register", kind, link=link.pk, handle=bytes_to_base64url(handle))
     return ceremony.creation_options(
         kind, user_name=user.email, display_name=user.get_full_name() or user.email, user_handle=handle,
-        challenge=challenge,
-        exclude=[(bytes(credential.credential_id), credential.transports) for credential in credentials_of(user)],
+        challenge=challenge, exclude=[(credential_id, transports) for credential_id, transports, _ in credentials],
     )
 
 
@@ -171,7 +187,7 @@ def complete_registration(request: HttpRequest, link: RegistrationLink, kind: Au
         _check_not_registered(user, new.credential_id)
     except Refused as refused:
         raise _registration_failed(request, link, kind, refused, counted=True) from None
-    handle = user_handle_of(user) or base64url_to_bytes(entry["handle"])
+    handle = user_handle_of(credentials_of(user)) or base64url_to_bytes(entry["handle"])
     try:
         with transaction.atomic():
             if not link.advance(CEREMONY, "done", completed_at=timezone.now()):

@@ -187,7 +187,7 @@ def complete_registration(request: HttpRequest, link: RegistrationLink, kind: Au
         _check_not_registered(user, new.credential_id)
     except Refused as refused:
         raise _registration_failed(request, link, kind, refused, counted=True) from None
-    handle = user_handle_of(credentials_of(user)) or base64url_to_bytes(entry["handle"])
+    handle = base64url_to_bytes(entry["handle"])  # what the authenticator keeps (and a passkey answers with)
     try:
         with transaction.atomic():
             if not link.advance(CEREMONY, "done", completed_at=timezone.now()):

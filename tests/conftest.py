@@ -331,7 +331,7 @@ def urls_as_configured():
     otherwise lack that type's URLs for good."""
     from django.urls import get_resolver
 
-    get_resolver().url_patterns
+    assert get_resolver().url_patterns
 
 
 def reload_urls() -> None:

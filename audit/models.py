@@ -39,6 +39,7 @@ class Event(models.TextChoices):
     USER_REINSTATED = "user.reinstated", "Care Identity reinstated"
     USER_CLOSED = "user.closed", "Care Identity closed"
     AUTHENTICATOR_REMOVED = "authenticator.removed", "Authenticator removed"
+    AUTHENTICATOR_CLONE_SUSPECTED = "authenticator.clone_suspected", "Possibly cloned authenticator refused"
     SESSIONS_ENDED = "sessions.ended", "Sessions ended"
     ROLES_CHANGED = "roles.changed", "Roles changed"
     RA_REFUSED = "ra.refused", "Registration authority action refused"

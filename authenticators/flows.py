@@ -91,9 +91,9 @@ def confirm_sole_access(request: HttpRequest, link: RegistrationLink) -> Registr
         )
 
 
-def begin_journey(request: HttpRequest, link: RegistrationLink, *, step: str) -> bool:
+def begin_journey(request: HttpRequest, link: RegistrationLink, *, step: str, **fields) -> bool:
     """Use the link and bind the journey to this browser; False when another request used it first."""
-    if not link.mark_used(step=step):
+    if not link.mark_used(step=step, **fields):
         return False
     record(Event.LINK_USED, request=request, subject=link.user, kind=link.kind, link_id=link.pk)
     request.session[SESSION_JOURNEY] = link.pk

@@ -95,3 +95,7 @@ class TooManyFailures(JourneyError):
 
 class TooManyWrongEmails(TooManyFailures):
     title = "You have entered a wrong email address too many times"
+
+
+class TooManyRefusals(TooManyFailures):
+    title = "Your authenticator was refused too many times"

@@ -16,14 +16,29 @@ from django.apps import apps
 from django.conf import settings
 from django.db.models import IntegerField, Value
 from django.urls import reverse
+from django.utils.module_loading import import_string
 
 if TYPE_CHECKING:
     from .base.models import Authenticator
 
-# Order is the order people see on the sign-in page (CIS2's order).
+# Order is the order people see on the sign-in page (CIS2's order: Smartcard, Windows Hello, Security key,
+# iPad app, Authenticator app, NHSmail, Passkey). An entry is a module holding `KIND`, or "module:NAME"
+# when one module defines several types.
 KIND_MODULES = [
+    "authenticators.webauthn.kinds:WINDOWS_HELLO",
+    "authenticators.webauthn.kinds:SECURITY_KEY",
+    "authenticators.webauthn.kinds:IPAD",
     "authenticators.totp.kind",
+    "authenticators.webauthn.kinds:PASSKEY",
 ]
+
+
+def _attribute(path: str, default: str | None = None):
+    """"package.module:NAME" -> that attribute; "package.module" -> the module (or its `default`)."""
+    module_path, _, name = path.partition(":")
+    module = import_module(module_path)
+    name = name or default
+    return getattr(module, name) if name else module
 
 
 @dataclass(frozen=True)
@@ -38,8 +53,13 @@ class AuthenticatorType:
     model_label: str  # "app_label.ModelName"
     enrol_url_name: str  # the page that starts registration for a signed-in person
     signin_url_name: str  # the first page of this login method
-    urls: str  # URLconf module of this type, mounted only when it is enabled
+    urls: str  # URLconf of this type ("module" or "module:NAME" for (patterns, namespace)), mounted only when enabled
     link_view: str  # dotted path of the view that opens this type's registration links
+    # Dotted path of a callable that forgets what abandoned registrations of this type left behind
+    # (pending secrets, used challenges); returns how many rows it changed. Run hourly for every type.
+    cleanup: str = ""
+    # Name of a boolean setting that must be on for this type to be offered (a private beta), if any.
+    feature_flag: str = ""
     manage: tuple[tuple[str, str], ...] = ()  # (label, URL name): what the profile offers beside it
 
     @cached_property
@@ -48,7 +68,13 @@ class AuthenticatorType:
 
     @property
     def enabled(self) -> bool:
+        if self.feature_flag and not getattr(settings, self.feature_flag, False):
+            return False
         return self.key not in settings.CAREID_DISABLED_AUTHENTICATORS
+
+    def urlconf(self):
+        """What `include()` takes: the URLconf module, or a (patterns, namespace) pair."""
+        return _attribute(self.urls)
 
     def enrol_url(self) -> str:
         return reverse(self.enrol_url_name)
@@ -68,8 +94,8 @@ def _load() -> dict[str, AuthenticatorType]:
     global _types
     if _types is None:
         _types = {}
-        for module in KIND_MODULES:
-            kind: AuthenticatorType = import_module(module).KIND
+        for entry in KIND_MODULES:
+            kind: AuthenticatorType = _attribute(entry, "KIND")
             _types[kind.key] = kind
     return _types
 
@@ -115,6 +141,13 @@ def reaches(requested: str | None, *, aal: int, acr: str) -> bool:
     if wanted in LEVELS:
         return aal >= LEVELS[wanted]
     return acr == wanted
+
+
+def run_cleanups() -> int:
+    """Every type's clean-up hook (each one once, also for types switched off: what they left behind
+    still goes); the rows they changed, in all."""
+    hooks = dict.fromkeys(kind.cleanup for kind in all_types() if kind.cleanup)
+    return sum(import_string(hook)() for hook in hooks)
 
 
 def get(key: str) -> AuthenticatorType | None:

@@ -6,4 +6,4 @@ urlpatterns = [
     path("authenticators/", views.select_type, name="select_authenticator_type"),
     path("profile/authenticators/<str:kind>/remove/", views.remove_own, name="remove_own_authenticator"),
     path("register/<str:token>/", views.registration_link, name="registration_link"),
-] + [path("", include(kind.urls)) for kind in registry.enabled_types()]
+] + [path("", include(kind.urlconf())) for kind in registry.enabled_types()]

@@ -7,14 +7,23 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils.module_loading import import_string
 
+from accounts.models import EmailOneTimePassword
 from careid.http import posted
 from signin.decorators import recent_authentication_required
 
-from . import flows, registry
-from .journeys import JourneyError, UnknownLink
+from . import email_steps, flows, registry
+from .forms import EmailCodeForm, EmailForm
+from .journeys import JourneyError, TooManyFailures, UnknownLink
 from .models import RegistrationLink
+
+CODE_ERRORS = {
+    EmailOneTimePassword.Result.WRONG: "The One Time Password is not correct. Check the email and try again.",
+    EmailOneTimePassword.Result.EXPIRED: "The One Time Password has expired. Select 'Send a new code'.",
+    EmailOneTimePassword.Result.USED: "This One Time Password has already been used.",
+}
 
 
 class SelectTypeForm(forms.Form):
@@ -26,11 +35,13 @@ class SelectTypeForm(forms.Form):
 
 @login_required
 def select_type(request: HttpRequest) -> HttpResponse:
-    """Select authenticator type: one of each type, registered ones shown as such."""
-    registered = {registered.kind.key for registered in registry.authenticators_of(request.user)}
-    kinds = registry.enabled_types()
+    """Select authenticator type: one of each type. A type already registered is listed as such, apart
+    from the choices (a disabled radio could still be posted, and its faded hint was hard to read)."""
+    registered_keys = {registered.kind.key for registered in registry.authenticators_of(request.user)}
+    kinds = [kind for kind in registry.enabled_types() if kind.key not in registered_keys]
+    registered = [kind for kind in registry.enabled_types() if kind.key in registered_keys]
     form = SelectTypeForm(posted(request))
-    form.fields["kind"].choices = [(kind.key, kind.name) for kind in kinds if kind.key not in registered]
+    form.fields["kind"].choices = [(kind.key, kind.name) for kind in kinds]
     if request.method == "POST" and form.is_valid():
         return redirect(registry.get_enabled(form.cleaned_data["kind"]).enrol_url())
     return render(
@@ -88,3 +99,51 @@ def registration_link(request: HttpRequest, token: str) -> HttpResponse:
     if kind is None:
         return journey_error(request, flows.refuse(request, link, UnknownLink()))
     return import_string(kind.link_view)(request, link)
+
+
+# --- the e-mail steps every registration from a link starts with (email_steps.py) ----------------
+# Each type mounts them under its own URLs and says where the journey goes next.
+
+
+def _form_page(request: HttpRequest, template: str, form, **context) -> HttpResponse:
+    return render(request, template, {"form": form, **context}, status=400 if form.errors else 200)
+
+
+def email_step(request: HttpRequest, link: RegistrationLink, *, code_url: str, on_start=None) -> HttpResponse:
+    """"Enter your email address": the link is used and the One Time Password sent."""
+    form = EmailForm(posted(request))
+    if request.method == "POST" and form.is_valid():
+        if email_steps.start_registration(request, link, form.cleaned_data["email"], on_start=on_start):
+            return redirect(code_url)
+        form.add_error("email", "Enter the email address registered to your NHS Care Identity")
+    return _form_page(request, "authenticators/email.html", form)
+
+
+def code_step(request: HttpRequest, link: RegistrationLink, *, next_step: str, next_url: str,
+              resend_url: str) -> HttpResponse:
+    """"Check your inbox": the One Time Password moves the journey on to `next_step`."""
+    form = EmailCodeForm(posted(request))
+    Result = EmailOneTimePassword.Result
+    if request.method == "POST" and form.is_valid():
+        result = email_steps.check_email_code(request, link, form.cleaned_data["code"], next_step=next_step)
+        if result == Result.ACCEPTED:
+            return redirect(next_url)
+        if result == Result.EXHAUSTED:
+            return journey_error(request, TooManyFailures())
+        form.add_error("code", CODE_ERRORS[result])
+    return _form_page(request, "authenticators/code.html", form, sent=request.GET.get("sent") == "1",
+                      resend_url=resend_url)
+
+
+def resend_step(request: HttpRequest, link: RegistrationLink, *, code_url: str, resend_url: str) -> HttpResponse:
+    """'Send a new code' (a POST): the failures so far still count."""
+    if email_steps.resend_code(request, link):
+        return redirect(reverse(code_url) + "?sent=1")
+    code = link.email_code
+    wait = code.resend_wait() if code and not code.is_exhausted else None
+    message = (
+        f"You can ask for a new code in {int(wait.total_seconds()) + 1} seconds." if wait
+        else "A new code cannot be sent for this registration. Ask for a new registration link."
+    )
+    return _form_page(request, "authenticators/code.html", EmailCodeForm(), resend_refused=message,
+                      resend_url=resend_url)

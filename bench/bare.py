@@ -1,8 +1,9 @@
 """Bench-only URLconf: all of careid's URLs plus /bench/bare/, the baseline for the sign-in page.
 
-The bare view renders a form of the same shape as the sign-in page (a radio choice, a checkbox
-and a CSRF token) with a minimal template and no base layout, so that the two differ only in
-what the sign-in page does beyond that. Both run through the same middleware in the same process.
+The bare view renders a form of the same shape as the sign-in page (a radio choice with the same
+login methods, a checkbox and a CSRF token) with a minimal template and no base layout, so that the
+two differ only in what the sign-in page does beyond that. Both run through the same middleware in
+the same process.
 """
 
 from __future__ import annotations
@@ -12,11 +13,15 @@ from django.http import HttpRequest, HttpResponse
 from django.template import engines
 from django.urls import include, path
 
+from authenticators import registry
 from careid.urls import handler400, handler403, handler404, handler500  # noqa: F401
+
+# As many choices as the sign-in page lists (every type switched on), so the baseline renders as many radios.
+METHODS = [(kind.key, kind.signin_label) for kind in registry.enabled_types()]
 
 
 class BareForm(forms.Form):
-    method = forms.ChoiceField(choices=[("totp", "Authenticator app")], widget=forms.RadioSelect)
+    method = forms.ChoiceField(choices=METHODS, widget=forms.RadioSelect)
     remember = forms.BooleanField(required=False)
 
 

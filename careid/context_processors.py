@@ -23,6 +23,7 @@ def _site() -> dict[str, dict[str, str]]:
             "css": static("nhsuk/nhsuk-frontend.min.css"),
             "careid_css": static("careid/careid.css"),
             "js": static("careid/init.js"),
+            "webauthn_js": static("careid/webauthn.js"),
             "favicon": static("nhsuk/assets/images/favicon.ico"),
             "favicon_svg": static("nhsuk/assets/images/favicon.svg"),
         },

@@ -424,6 +424,28 @@ CAREID_DISABLED_AUTHENTICATORS = env.list("CAREID_DISABLED_AUTHENTICATORS", defa
 # across processes) is the one a person meets, with no wait for the first few mistakes.
 OTP_TOTP_THROTTLE_FACTOR = 0
 
+# --- WebAuthn (security keys, Windows Hello, iPad, passkeys: authenticators/webauthn/) ---------------
+# The relying party ID and the origins a browser may run a ceremony on; empty: worked out from
+# CAREID_BASE_URL when used (its host, and the URL itself). An RP ID must be a domain name (browsers
+# refuse IP addresses): use http://localhost:8000, not 127.0.0.1, for development.
+CAREID_WEBAUTHN_RP_ID = env.str("CAREID_WEBAUTHN_RP_ID", default="")
+CAREID_WEBAUTHN_ORIGINS = [origin.rstrip("/") for origin in env.list("CAREID_WEBAUTHN_ORIGINS", default=[])]
+# Seconds the browser waits for an authenticator (also how long a ceremony's challenge lives, at most 5 minutes).
+CAREID_WEBAUTHN_TIMEOUT = env.int("CAREID_WEBAUTHN_TIMEOUT", default=180)
+# Authenticator models (AAGUIDs) an organisation accepts, e.g. FIDO2 Certified Level 2 keys; empty: any,
+# with attestation "none". When set, every WebAuthn registration must carry an attestation certificate
+# chain to one of the roots in CAREID_WEBAUTHN_ATTESTATION_ROOTS (a PEM file, e.g. from the FIDO
+# Metadata Service): an AAGUID no certificate vouches for is only what the authenticator claims.
+CAREID_WEBAUTHN_ALLOWED_AAGUIDS = [aaguid.strip().lower() for aaguid in env.list("CAREID_WEBAUTHN_ALLOWED_AAGUIDS", default=[])]
+CAREID_WEBAUTHN_ATTESTATION_ROOTS = env.str("CAREID_WEBAUTHN_ATTESTATION_ROOTS", default="")
+if CAREID_WEBAUTHN_ALLOWED_AAGUIDS and not CAREID_WEBAUTHN_ATTESTATION_ROOTS:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("CAREID_WEBAUTHN_ALLOWED_AAGUIDS needs CAREID_WEBAUTHN_ATTESTATION_ROOTS (a PEM file of "
+                               "the attestation roots that vouch for those AAGUIDs).")
+# Passkeys (AAL2) are a private beta, offered only when this is on.
+CAREID_PASSKEY_BETA = env.bool("CAREID_PASSKEY_BETA", default=False)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from functools import wraps
+from functools import lru_cache, wraps
 from urllib.parse import urlencode
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
@@ -58,9 +59,24 @@ def signin_method(kind):
     return decorator
 
 
+def choose_another_url(request: HttpRequest) -> str:
+    """'Choose another login method': the method page, keeping where the person was going."""
+    query = request.GET.copy()
+    query["choose"] = "1"
+    return f"{reverse('login')}?{query.urlencode()}"
+
+
 def signin_url(kind, goto: str | None, level: str | None) -> str:
     query = {key: value for key, value in (("goto", goto), ("acr_values", level)) if value}
     return kind.signin_url() + (f"?{urlencode(query)}" if query else "")
+
+
+@lru_cache(maxsize=256)
+def _method_radios(kinds: tuple, checked: str | None) -> str:
+    """The radios of "Select your login method", rendered once per process for each list of methods and
+    choice: they are the same for everyone, and a loop over every type was the page's largest cost
+    (bench/signin_page.py)."""
+    return render_to_string("signin/_method_radios.html", {"kinds": kinds, "checked": checked})
 
 
 def signin(request: HttpRequest) -> HttpResponse:
@@ -85,10 +101,12 @@ def signin(request: HttpRequest) -> HttpResponse:
         else:
             response.delete_cookie(cookie, samesite="Lax")
         return response
+    checked = form["method"].value()
+    radios = _method_radios(tuple(kinds), checked if checked in {kind.key for kind in kinds} else None)
     return render(
         request,
         "signin/signin.html",
-        {"form": form, "kinds": kinds, "reauth": "reauth" in request.GET,
+        {"form": form, "kinds": kinds, "method_radios": radios, "reauth": "reauth" in request.GET,
          "timed_out": getattr(request, "session_timed_out", False)},
         status=400 if form.errors else 200,
     )

@@ -327,3 +327,48 @@ def celery_worker_process(transactional_db, smtp_server):
     """celery_worker() on the tests' SMTP server, for a whole test."""
     with celery_worker(smtp_server.port) as worker:
         yield worker
+
+
+# --- WebAuthn ------------------------------------------------------------------------------------------
+
+WEBAUTHN_ORIGIN = "https://careid.example.nhs.uk"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def urls_as_configured():
+    """Import the URLconf before any test changes settings: it mounts the types switched on when it is
+    first imported, and a process whose first request came from a test that switched a type off would
+    otherwise lack that type's URLs for good."""
+    from django.urls import get_resolver
+
+    assert get_resolver().url_patterns
+
+
+def reload_urls() -> None:
+    """Mount the URLs of the types switched on now (the URLconf mounts them when it is imported)."""
+    import importlib
+
+    from django.urls import clear_url_caches
+
+    for name in ("authenticators.urls", "careid.urls"):
+        if name in sys.modules:
+            importlib.reload(sys.modules[name])
+    clear_url_caches()
+
+
+@pytest.fixture
+def webauthn_site(settings) -> str:
+    """The relying party the server-side tests' software authenticators talk to."""
+    settings.CAREID_WEBAUTHN_RP_ID = "careid.example.nhs.uk"
+    settings.CAREID_WEBAUTHN_ORIGINS = [WEBAUTHN_ORIGIN]
+    return WEBAUTHN_ORIGIN
+
+
+@pytest.fixture
+def passkey_beta(settings):
+    """Passkeys (a private beta) switched on, their URLs mounted; off again afterwards."""
+    settings.CAREID_PASSKEY_BETA = True
+    reload_urls()
+    yield
+    settings.CAREID_PASSKEY_BETA = False
+    reload_urls()

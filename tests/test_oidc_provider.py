@@ -45,7 +45,8 @@ def test_discovery_lists_exactly_what_is_supported(client, db, settings):
     assert data["authorization_endpoint"] == base + "/oidc/authorize"
     assert data["token_endpoint"] == base + "/oidc/token"
     assert data["jwks_uri"] == base + "/.well-known/jwks.json"
-    assert data["acr_values_supported"] == ["AAL3_ANY", "AAL2_OR_AAL3_ANY", "AAL2_ANY", "AAL1_USERPASS", "AAL2_TOTP"]
+    assert data["acr_values_supported"] == ["AAL3_ANY", "AAL2_OR_AAL3_ANY", "AAL2_ANY", "AAL1_USERPASS", "AAL3_FIDO2", "AAL3_IOS",
+                                          "AAL2_TOTP"]
     assert data["scopes_supported"] == ["openid", "profile", "email", "nhsperson"]
     assert data["response_types_supported"] == ["code"]
     assert data["grant_types_supported"] == ["authorization_code", "refresh_token"]

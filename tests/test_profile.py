@@ -140,6 +140,7 @@ def test_select_type_lists_types_with_the_seed_wording_and_marks_registered_ones
     assert "Microsoft Authenticator" in page
     assert "Uses an approved email and security code to access National Care Records Service" in page
     assert "Already registered." in page
+    assert 'value="authenticator-app"' not in page  # listed as registered, not a (disabled) radio
     response = signed_in.post("/authenticators/", {"kind": "authenticator-app"})
     assert response.status_code == 400  # already registered: not a choice
 

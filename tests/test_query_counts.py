@@ -92,3 +92,31 @@ def test_every_registration_page(client, invite, mailbox, max_queries):
     # PostgreSQL (sessions live there only).
     with max_queries(MAX + 7):
         assert client.post("/register/authenticator-app/verify/", {"token": totp_code(secret)}).status_code == 302
+
+
+def test_every_webauthn_page(client, signed_in, person, max_queries, webauthn_site):
+    from django.test import Client
+
+    from .webauthn_steps import authenticator_for, ceremony_url, options_of, post_answer, signin_verify_url
+
+    key = authenticator_for("security-key", webauthn_site)
+    with max_queries(MAX):
+        assert signed_in.get("/authenticators/security-key/").status_code == 200
+    with max_queries(MAX + 4):  # a redirect: the journey's link issued and used, each audited
+        assert signed_in.post("/authenticators/security-key/", {"confirm": "on"}).status_code == 302
+    with max_queries(MAX):
+        options = options_of(signed_in, ceremony_url("security-key"))
+    # The registration itself (a redirect): the challenge claimed, the credential looked for in every WebAuthn
+    # type's table, saved with its audit event and the notification's outbox row.
+    with max_queries(MAX + 6):
+        assert post_answer(signed_in, ceremony_url("security-key"), key.create(options)).status_code == 302
+    browser = Client()
+    with max_queries(MAX):
+        assert browser.get("/login/security-key/").status_code == 200
+    with max_queries(MAX):
+        assert browser.post("/login/security-key/", {"email": person.user.email}).status_code == 302
+    with max_queries(MAX):
+        options = options_of(browser, signin_verify_url("security-key"))
+    # The sign-in itself, as for the Authenticator app (test_signing_in) plus the challenge's claim.
+    with max_queries(MAX + 6):
+        assert post_answer(browser, signin_verify_url("security-key"), key.get(options)).status_code == 302

@@ -148,3 +148,33 @@ def test_the_nhsuk_frontend_is_served(client, db):
     page = client.get("/login/").content.decode()
     for text in ["NHS Care Identity", "Skip to main content", "Terms and Conditions", "Cookies", "Accessibility statement"]:
         assert text in page
+
+
+def webauthn_settings_with(env: dict[str, str]) -> dict:
+    code = ("import json, django; django.setup(); from authenticators.webauthn import ceremony as c; "
+            "from django.conf import settings as s; print(json.dumps({'rp_id': c.rp_id(), 'origins': c.origins(), "
+            "'timeout': c.timeout_ms(), 'aaguids': s.CAREID_WEBAUTHN_ALLOWED_AAGUIDS, 'beta': s.CAREID_PASSKEY_BETA}))")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("CAREID_", "DATABASE_URL", "CACHE_URL"))}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                            env={**clean, "DJANGO_SETTINGS_MODULE": "careid.settings", "SECRET_KEY": "k", **env})
+    return {"error": result.stderr} if result.returncode else json.loads(result.stdout)
+
+
+def test_webauthn_settings_default_to_the_base_url_and_come_from_the_environment(tmp_path):
+    s = webauthn_settings_with({"CAREID_BASE_URL": "https://careid.example.nhs.uk"})
+    assert s == {"rp_id": "careid.example.nhs.uk", "origins": ["https://careid.example.nhs.uk"], "timeout": 180_000,
+                 "aaguids": [], "beta": False}
+    roots = tmp_path / "roots.pem"
+    roots.write_text("")
+    s = webauthn_settings_with({
+        "CAREID_WEBAUTHN_RP_ID": "nhs.example", "CAREID_WEBAUTHN_ORIGINS": "https://a.nhs.example,https://b.nhs.example/",
+        "CAREID_WEBAUTHN_TIMEOUT": "5", "CAREID_WEBAUTHN_ALLOWED_AAGUIDS": "2FC0579F-8113-47EA-B116-BB5A8DB9202A",
+        "CAREID_WEBAUTHN_ATTESTATION_ROOTS": str(roots), "CAREID_PASSKEY_BETA": "true",
+    })
+    assert s == {"rp_id": "nhs.example", "origins": ["https://a.nhs.example", "https://b.nhs.example"], "timeout": 5000,
+                 "aaguids": ["2fc0579f-8113-47ea-b116-bb5a8db9202a"], "beta": True}
+
+
+def test_an_aaguid_allow_list_without_attestation_roots_refuses_to_start():
+    s = webauthn_settings_with({"CAREID_WEBAUTHN_ALLOWED_AAGUIDS": "2fc0579f-8113-47ea-b116-bb5a8db9202a"})
+    assert "CAREID_WEBAUTHN_ALLOWED_AAGUIDS needs CAREID_WEBAUTHN_ATTESTATION_ROOTS" in s["error"]

@@ -52,8 +52,9 @@ class RegistrationLink(models.Model):
     """A single-use link that lets one person register one authenticator type.
 
     After it is used, the row also holds where that registration journey is (step, failures,
-    deadline); the journey is bound to the browser session that used the link. State that only
-    one type needs lives in that type's own model (e.g. totp.AppRegistration).
+    deadline, the One Time Password that proves the e-mail address); the journey is bound to the
+    browser session that used the link. State that only one type needs lives in that type's own
+    model (e.g. totp.AppRegistration).
     """
 
     class Purpose(models.TextChoices):
@@ -78,6 +79,8 @@ class RegistrationLink(models.Model):
     journey_expires_at = models.DateTimeField(null=True, blank=True)
     failures = models.PositiveSmallIntegerField(default=0)
     completed_at = models.DateTimeField(null=True, blank=True)
+    email_code = models.ForeignKey("accounts.EmailOneTimePassword", null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
 
     objects = RegistrationLinkQuerySet.as_manager()
 

@@ -1,7 +1,8 @@
 """The Microsoft Authenticator registration journey and its sign-in method.
 
-After the link: otp -> password -> qr -> verify -> done. Each step moves on with a
-conditional update, so a replayed or skipped post changes nothing.
+After the link and the e-mail steps every type shares (authenticators/email_steps.py): otp -> password ->
+qr -> verify -> done. Each step moves on with a conditional update, so a replayed or skipped post
+changes nothing.
 """
 
 from __future__ import annotations
@@ -17,21 +18,13 @@ from django.db import IntegrityError, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
-from accounts import flows as account_flows
-from accounts.models import EmailOneTimePassword, EmailTaken, User
-from accounts.notifications import notify_person, send_email_code
+from accounts.models import EmailOneTimePassword, User
+from accounts.notifications import notify_person
 from audit.models import Event, Outcome
 from audit.record import client_ip, record
 from authenticators import flows as link_flows
-from authenticators.journeys import (
-    AlreadyRegistered,
-    EmailInUse,
-    NoJourney,
-    NotActive,
-    TooManyFailures,
-    TooManyWrongEmails,
-    UsedLink,
-)
+from authenticators.email_steps import send_code
+from authenticators.journeys import AlreadyRegistered, NoJourney, NotActive, TooManyFailures
 from authenticators.models import RegistrationLink
 from signin import flows as signin_flows
 from signin import throttle
@@ -54,68 +47,13 @@ def open_link(request: HttpRequest, link: RegistrationLink | None) -> Registrati
     return link
 
 
-def start_registration(request: HttpRequest, link: RegistrationLink, email: str) -> bool:
-    """Use the link, bind the journey to this browser and send the one-time password.
-
-    False (nothing used) when `email` is not the person's Care Identity address; five of those
-    and the link is dead.
-    """
-    if email.lower() != link.user.email.lower():
-        with transaction.atomic():
-            record(Event.LINK_REFUSED, request=request, subject=link.user, outcome=Outcome.FAILURE,
-                   link_id=link.pk, reason="email does not match")
-            stopped = link_flows.count_journey_failure(link)
-        if stopped:
-            raise TooManyWrongEmails()
-        return False
-    with transaction.atomic():
-        if not link_flows.begin_journey(request, link, step="otp"):
-            raise UsedLink()
-        code = EmailOneTimePassword.issue(user=link.user, email=link.user.email, purpose="registration")
-        AppRegistration.objects.create(link=link, email_code=code)
-        _send_code(request, code)
-    return True
-
-
-def _send_code(request: HttpRequest, code: EmailOneTimePassword) -> None:
-    record(Event.OTP_SENT, request=request, subject=code.user, email=code.email, purpose=code.purpose)
-    send_email_code(code)
+def start_journey_state(link: RegistrationLink) -> None:
+    """What this journey keeps between its steps (pending secret and password), beside its link."""
+    AppRegistration.objects.create(link=link)
 
 
 def current_journey(request: HttpRequest, step: str) -> RegistrationLink:
-    return link_flows.current_journey(request, KIND.key, step, "app_registration", "app_registration__email_code")
-
-
-def resend_code(request: HttpRequest, link: RegistrationLink) -> bool:
-    code = link.app_registration.email_code
-    with transaction.atomic():
-        if code is None or not code.replace():
-            return False
-        _send_code(request, code)
-    return True
-
-
-def check_email_code(request: HttpRequest, link: RegistrationLink, entered: str) -> EmailOneTimePassword.Result:
-    """The one-time password proves the address; EmailInUse (nothing changed, the refusal audited)
-    when the address belongs to another Care Identity, so the RA can sort it out and the person
-    carry on from this step."""
-    code = link.app_registration.email_code
-    Result = EmailOneTimePassword.Result
-    try:
-        with transaction.atomic():
-            result = code.verify(entered) if code else Result.EXHAUSTED
-            if result == Result.ACCEPTED:
-                if not link.advance("otp", "password"):
-                    raise NoJourney()
-                account_flows.verify_email_by_code(request, link.user, code.email)
-            else:
-                record(Event.OTP_FAILED, request=request, subject=link.user, outcome=Outcome.FAILURE,
-                       reason=result.value, failures=code.failures if code else None)
-    except EmailTaken:
-        account_flows.refuse_taken_email(request, user=link.user, email=code.email, via="one-time password",
-                                         link_id=link.pk)
-        raise EmailInUse() from None
-    return result
+    return link_flows.current_journey(request, KIND.key, step, "app_registration", "email_code")
 
 
 def refuse_password(request: HttpRequest, link: RegistrationLink, reasons: list[str]) -> None:
@@ -299,9 +237,9 @@ def _start_password_reset(request: HttpRequest, email: str) -> bool:
             if code is None and throttle.within_limit(f"password-reset-codes:{user.pk}", RESET_CODES_PER_DAY,
                                                       timedelta(days=1)):
                 code = EmailOneTimePassword.issue(user=user, email=user.email, purpose=RESET_PURPOSE)
-                _send_code(request, code)
+                send_code(request, code)
             elif code is not None and code.replace():  # a new code for the same challenge: the failures stay
-                _send_code(request, code)
+                send_code(request, code)
             reset.code = code.pk if code else None
         reset.save(request)
     return True
@@ -319,7 +257,7 @@ def resend_reset_code(request: HttpRequest, reset: PasswordReset) -> bool:
     with transaction.atomic():
         if code is None or not code.replace():
             return code is None  # nothing to send to, but the page says the same as when a code went
-        _send_code(request, code)
+        send_code(request, code)
     return True
 
 

@@ -3,46 +3,18 @@ from __future__ import annotations
 from django import forms
 from django.conf import settings
 from django.contrib.auth import password_validation
-from django.core.exceptions import ValidationError
 
-from accounts.emails import INVALID_EMAIL, normalise_email
+from authenticators.forms import EmailCodeForm, EmailForm, SoleAccessForm, digits
 
-
-def _digits(value: str, digits: int, what: str) -> str:
-    value = "".join(value.split())  # people paste "123 456"
-    if not value.isascii() or not value.isdigit() or len(value) != digits:
-        raise ValidationError(f"{what} must be {digits} digits")
-    return value
+__all__ = ["ConfirmForm", "EmailCodeForm", "EmailForm", "PasswordForm", "PasswordSignInForm", "TokenForm"]
 
 
-class ConfirmForm(forms.Form):
-    confirm = forms.BooleanField(
-        label=(
+class ConfirmForm(SoleAccessForm):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, label=(
             "I confirm only I will have access to the device with Microsoft Authenticator installed "
             "while it can connect to my Care Identity profile."
-        ),
-        error_messages={"required": "Confirm only you will have access to the device"},
-    )
-
-
-class EmailForm(forms.Form):
-    email = forms.CharField(
-        label="Email address",
-        max_length=254,
-        error_messages={"required": "Enter your email address", "max_length": INVALID_EMAIL},
-    )
-
-    def clean_email(self) -> str:
-        return normalise_email(self.cleaned_data["email"])
-
-
-class EmailCodeForm(forms.Form):
-    code = forms.CharField(
-        label="One Time Password", max_length=20, error_messages={"required": "Enter the One Time Password"}
-    )
-
-    def clean_code(self) -> str:
-        return _digits(self.cleaned_data["code"], 8, "The One Time Password")
+        ), **kwargs)
 
 
 class PasswordForm(forms.Form):
@@ -87,7 +59,7 @@ class TokenForm(forms.Form):
     )
 
     def clean_token(self) -> str:
-        return _digits(self.cleaned_data["token"], 6, "The code")
+        return digits(self.cleaned_data["token"], 6, "The code")
 
 
 class PasswordSignInForm(forms.Form):

@@ -13,5 +13,6 @@ KIND = AuthenticatorType(
     signin_url_name="totp:signin",
     urls="authenticators.totp.urls",
     link_view="authenticators.totp.views.registration_link",
+    cleanup="authenticators.totp.models.forget_abandoned_registrations",
     manage=(("Change password", "totp:change_password"),),
 )

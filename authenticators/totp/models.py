@@ -45,13 +45,17 @@ class AppRegistrationQuerySet(models.QuerySet["AppRegistration"]):
         )
 
 
+def forget_abandoned_registrations() -> int:
+    """The type's clean-up hook (registry): journeys past their deadline keep no pending secret."""
+    return AppRegistration.objects.forget_abandoned()
+
+
 class AppRegistration(models.Model):
     """What the Microsoft Authenticator journey keeps between its steps, beside its link."""
 
     link = models.OneToOneField(
         "authenticators.RegistrationLink", on_delete=models.CASCADE, primary_key=True, related_name="app_registration"
     )
-    email_code = models.ForeignKey("accounts.EmailOneTimePassword", null=True, blank=True, on_delete=models.SET_NULL)
     pending_secret = models.CharField(max_length=80, blank=True)
     pending_password = models.CharField(max_length=256, blank=True)  # a hash, applied on completion
 

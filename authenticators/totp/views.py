@@ -11,23 +11,17 @@ from django.views.decorators.http import require_POST
 
 from accounts.models import EmailOneTimePassword
 from authenticators import flows as link_flows
-from authenticators.journeys import JourneyError, TooManyFailures
+from authenticators.journeys import JourneyError
 from authenticators.models import RegistrationLink
-from authenticators.views import journey_error, journey_step
+from authenticators.views import CODE_ERRORS, code_step, email_step, journey_error, journey_step, resend_step
 from careid.http import posted
 from signin.decorators import recent_authentication_required
-from signin.views import after_signin_url, requested_goto, signin_method, signin_url
+from signin.views import after_signin_url, choose_another_url, requested_goto, signin_method, signin_url
 
 from . import codes, flows
 from .forms import ConfirmForm, EmailCodeForm, EmailForm, PasswordForm, PasswordSignInForm, TokenForm
 from .kind import KIND
 from .models import AuthenticatorApp
-
-CODE_ERRORS = {
-    EmailOneTimePassword.Result.WRONG: "The One Time Password is not correct. Check the email and try again.",
-    EmailOneTimePassword.Result.EXPIRED: "The One Time Password has expired. Select 'Send a new code'.",
-    EmailOneTimePassword.Result.USED: "This One Time Password has already been used.",
-}
 
 
 def _page(request: HttpRequest, template: str, context: dict, form=None) -> HttpResponse:
@@ -60,12 +54,7 @@ def registration_link(request: HttpRequest, link: RegistrationLink) -> HttpRespo
                 link = link_flows.confirm_sole_access(request, link)
                 return redirect("registration_link", link.token)
             return _page(request, "register.html", {}, form)
-        form = EmailForm(posted(request))
-        if request.method == "POST" and form.is_valid():
-            if flows.start_registration(request, link, form.cleaned_data["email"]):
-                return redirect("totp:code")
-            form.add_error("email", "Enter the email address registered to your NHS Care Identity")
-        return _page(request, "email.html", {}, form)
+        return email_step(request, link, code_url="totp:code", on_start=flows.start_journey_state)
     except JourneyError as error:
         return journey_error(request, error)
 
@@ -73,30 +62,13 @@ def registration_link(request: HttpRequest, link: RegistrationLink) -> HttpRespo
 @sensitive_post_parameters("code")
 @journey_step(flows.current_journey, "otp")
 def code(request: HttpRequest, link: RegistrationLink) -> HttpResponse:
-    form = EmailCodeForm(posted(request))
-    Result = EmailOneTimePassword.Result
-    if request.method == "POST" and form.is_valid():
-        result = flows.check_email_code(request, link, form.cleaned_data["code"])
-        if result == Result.ACCEPTED:
-            return redirect("totp:password")
-        if result == Result.EXHAUSTED:
-            return journey_error(request, TooManyFailures())
-        form.add_error("code", CODE_ERRORS[result])
-    return _page(request, "code.html", {"sent": request.GET.get("sent") == "1"}, form)
+    return code_step(request, link, next_step="password", next_url="totp:password", resend_url=reverse("totp:resend"))
 
 
 @require_POST
 @journey_step(flows.current_journey, "otp")
 def resend(request: HttpRequest, link: RegistrationLink) -> HttpResponse:
-    if flows.resend_code(request, link):
-        return redirect(reverse("totp:code") + "?sent=1")
-    code = link.app_registration.email_code
-    wait = code.resend_wait() if code and not code.is_exhausted else None
-    message = (
-        f"You can ask for a new code in {int(wait.total_seconds()) + 1} seconds." if wait
-        else "A new code cannot be sent for this registration. Ask for a new registration link."
-    )
-    return _page(request, "code.html", {"resend_refused": message}, EmailCodeForm())
+    return resend_step(request, link, code_url="totp:code", resend_url=reverse("totp:resend"))
 
 
 @sensitive_post_parameters("password1", "password2")
@@ -141,12 +113,6 @@ def done(request: HttpRequest) -> HttpResponse:
 # --- sign in -----------------------------------------------------------------------------
 
 
-def _choose_another(request: HttpRequest) -> str:
-    query = request.GET.copy()
-    query["choose"] = "1"
-    return f"{reverse('login')}?{query.urlencode()}"
-
-
 @sensitive_post_parameters("password")
 @signin_method(KIND)
 def signin(request: HttpRequest) -> HttpResponse:
@@ -159,7 +125,7 @@ def signin(request: HttpRequest) -> HttpResponse:
             return redirect(reverse("totp:signin_code") + (f"?{query}" if query else ""))
         form.add_error(None, message)
     return render(request, "authenticators/totp/signin.html",
-                  {"form": form, "choose_another": _choose_another(request)},
+                  {"form": form, "choose_another": choose_another_url(request)},
                   status=400 if form.errors else 200)
 
 
@@ -177,7 +143,7 @@ def signin_code(request: HttpRequest) -> HttpResponse:
             return redirect(after_signin_url(request))
         form.add_error(None if flows.pending_signin_user(request) is None else "token", message)
     return render(request, "authenticators/totp/signin_code.html",
-                  {"form": form, "choose_another": _choose_another(request)},
+                  {"form": form, "choose_another": choose_another_url(request)},
                   status=400 if form.errors else 200)
 
 
@@ -222,8 +188,9 @@ def reset_code(request: HttpRequest, reset: flows.PasswordReset) -> HttpResponse
         if result == Result.EXHAUSTED:
             return _page(request, "reset_stopped.html", {})
         form.add_error("code", CODE_ERRORS[result])
-    return _page(request, "code.html", {"sent": request.GET.get("sent") == "1", "resend_url": reverse("totp:reset_resend"),
-                                        "purpose": "reset"}, form)
+    return render(request, "authenticators/code.html", {
+        "form": form, "sent": request.GET.get("sent") == "1", "resend_url": reverse("totp:reset_resend"), "purpose": "reset",
+    }, status=400 if form.errors else 200)
 
 
 @require_POST
@@ -231,8 +198,10 @@ def reset_code(request: HttpRequest, reset: flows.PasswordReset) -> HttpResponse
 def reset_resend(request: HttpRequest, reset: flows.PasswordReset) -> HttpResponse:
     if flows.resend_reset_code(request, reset):
         return redirect(reverse("totp:reset_code") + "?sent=1")
-    return _page(request, "code.html", {"resend_refused": "You can ask for a new code once a minute. Wait, then try again.",
-                                        "resend_url": reverse("totp:reset_resend"), "purpose": "reset"}, EmailCodeForm())
+    return render(request, "authenticators/code.html", {
+        "form": EmailCodeForm(), "resend_refused": "You can ask for a new code once a minute. Wait, then try again.",
+        "resend_url": reverse("totp:reset_resend"), "purpose": "reset",
+    })
 
 
 @sensitive_post_parameters("token")

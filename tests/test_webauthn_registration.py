@@ -1,0 +1,408 @@
+"""Registering the WebAuthn types (security key, Windows Hello, iPad, passkey) through the real pages, with
+attestations made by a software authenticator with real keys (tests/soft_authenticator.py): what is stored,
+and every answer the server must refuse, each audited with nothing changed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+
+import pytest
+import time_machine
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from django.test import Client
+from webauthn.helpers import bytes_to_base64url
+
+from accounts.models import User
+from audit.models import AuditEvent, Event, Outcome
+from authenticators import registry
+from authenticators.models import IPad, Passkey, RegistrationLink, SecurityKey, UsedChallenge, WindowsHello
+from authenticators.tasks import forget_abandoned_registrations_task
+from authenticators.webauthn.flows import CEREMONY
+
+from .conftest import body
+from .conftest import sign_in as sign_in_with_app
+from .test_registration_journey import code_from, link_path
+from .webauthn_steps import (
+    authenticator_for,
+    ceremony_url,
+    options_of,
+    post_answer,
+    register,
+    start_registration,
+)
+
+MODELS = {"security-key": SecurityKey, "windows-hello": WindowsHello, "ipad": IPad, "passkey": Passkey}
+ALL_TYPES = list(MODELS)
+
+
+@pytest.fixture(autouse=True)
+def setting_up(webauthn_site, passkey_beta):
+    return webauthn_site
+
+
+def deliver_outbox() -> None:
+    """Send what the flows queued (a test in one transaction never commits, so nothing else sends it)."""
+    from accounts import outbox
+    from accounts.models import OutgoingEmail
+
+    for email in OutgoingEmail.objects.filter(state=OutgoingEmail.State.QUEUED):
+        outbox.deliver(email.pk)
+
+
+def failures(user, reason_start: str = "") -> list[AuditEvent]:
+    events = AuditEvent.objects.filter(subject=user, event=Event.AUTHENTICATOR_REGISTRATION_FAILED,
+                                       outcome=Outcome.FAILURE)
+    return [event for event in events if event.details["reason"].startswith(reason_start)]
+
+
+def journey(user) -> RegistrationLink:
+    return RegistrationLink.objects.filter(user=user, step__in=[CEREMONY, "done", "stopped"]).latest("created_at")
+
+
+def error_summary(response) -> str:
+    page = response.content.decode()
+    found = re.search(r'<div class="nhsuk-error-summary__body">(.*?)</div>', page, re.S)
+    assert found, page[:3000]
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", found.group(1))).replace("&#x27;", "'").strip()
+
+
+# --- registering each type -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ALL_TYPES)
+def test_each_type_registers_from_add_other_authenticators(signed_in, person, mailbox, kind, setting_up):
+    page = signed_in.get(f"/authenticators/{kind}/").content.decode()
+    name = registry.get(kind).name
+    assert f"Register {name} with your Care Identity" in page
+    assert "I confirm only I will have access to" in page and f"Register {name}</button>" in page
+    assert "Registration link" not in page  # signed in recently: no e-mail, no One Time Password
+    assert signed_in.post(f"/authenticators/{kind}/", {}).status_code == 400  # the checkbox is required
+
+    start_registration(signed_in, kind)
+    options = options_of(signed_in, ceremony_url(kind))
+    assert options["rp"] == {"name": "NHS Care Identity", "id": "careid.example.nhs.uk"}
+    assert options["authenticatorSelection"]["userVerification"] == "required"
+    assert options["attestation"] == "none"
+    assert len(options["challenge"]) >= 43  # 32 bytes, base64url
+    key = authenticator_for(kind, setting_up)
+    response = post_answer(signed_in, ceremony_url(kind), key.create(options))
+    assert response.status_code == 302 and response.url == f"/register/{kind}/done/"
+    page = signed_in.get(response.url).content.decode()
+    assert "Registration successful" in page and "Your device is registered." in page
+
+    credential = MODELS[kind].objects.get(user=person.user)
+    (credential_id,) = key.credentials
+    assert bytes(credential.credential_id) == credential_id and credential.confirmed
+    assert credential.sign_count == 0 and credential.aaguid == "00000000-0000-0000-0000-000000000000"
+    assert credential.attachment == key.attachment and credential.transports == list(key.transports)
+    assert credential.backup_eligible == credential.backed_up == (kind == "passkey")
+    assert len(bytes(credential.user_handle)) == 32 and person.user.uid.encode() not in bytes(credential.user_handle)
+    assert credential.created_at and credential.last_used_at is None
+    event = AuditEvent.objects.get(subject=person.user, event=Event.AUTHENTICATOR_REGISTERED)
+    assert event.method == kind and event.details["name"] == name
+    article = "An" if kind == "ipad" else "A"
+    deliver_outbox()
+    message = mailbox.wait_for(person.user.email, f"{article} {name} was added to your Care Identity")
+    assert person.user.uid in body(message)
+    assert name in signed_in.get("/profile/").content.decode()
+
+
+def test_the_options_ask_each_type_for_its_kind_of_authenticator(signed_in):
+    wanted = {"security-key": ("cross-platform", "discouraged", ["security-key"]),
+              "windows-hello": ("platform", "discouraged", ["client-device"]),
+              "ipad": ("platform", "discouraged", ["client-device"]),
+              "passkey": (None, "required", ["client-device", "hybrid"])}
+    for kind, (attachment, resident_key, hints) in wanted.items():
+        start_registration(signed_in, kind)
+        options = options_of(signed_in, ceremony_url(kind))
+        assert options["authenticatorSelection"].get("authenticatorAttachment") == attachment, kind
+        assert options["authenticatorSelection"]["residentKey"] == resident_key, kind
+        assert options["hints"] == hints, kind
+
+
+def test_one_person_keeps_one_user_handle_and_registered_credentials_are_excluded(signed_in, person, setting_up):
+    key = authenticator_for("security-key", setting_up)
+    register(signed_in, "security-key", key)
+    start_registration(signed_in, "windows-hello")
+    options = options_of(signed_in, ceremony_url("windows-hello"))
+    handle = bytes(SecurityKey.objects.get(user=person.user).user_handle)
+    assert options["user"]["id"] == bytes_to_base64url(handle)
+    assert [item["id"] for item in options["excludeCredentials"]] == [
+        bytes_to_base64url(cid) for cid in key.credentials]
+    hello = authenticator_for("windows-hello", setting_up)
+    assert post_answer(signed_in, ceremony_url("windows-hello"), hello.create(options)).status_code == 302
+    assert bytes(WindowsHello.objects.get(user=person.user).user_handle) == handle
+
+
+def test_registering_needs_a_recent_sign_in(client, person):
+    sign_in_with_app(client, person)
+    with time_machine.travel(dt.timedelta(minutes=6)):
+        response = client.get("/authenticators/security-key/")
+    assert response.status_code == 302 and "reauth=1" in response.url
+
+
+def test_a_second_registration_of_a_type_is_refused_with_a_clear_message(signed_in, person, setting_up):
+    register(signed_in, "security-key", authenticator_for("security-key", setting_up))
+    response = signed_in.get("/authenticators/security-key/")
+    assert response.status_code == 409
+    assert "You already have a Security key registered" in response.content.decode()
+    page = signed_in.get("/authenticators/").content.decode()
+    assert 'value="security-key"' not in page and "<strong>Security key</strong>" in page
+    assert signed_in.post("/authenticators/", {"kind": "security-key"}).status_code == 400
+    assert SecurityKey.objects.filter(user=person.user).count() == 1
+
+
+# --- the server refuses, audits and changes nothing ---------------------------------------------------
+
+
+@pytest.fixture
+def at_ceremony(signed_in, person, setting_up):
+    """A security key journey at the ceremony, with the options the page gave."""
+    start_registration(signed_in, "security-key")
+    options = options_of(signed_in, ceremony_url("security-key"))
+    return signed_in, options, authenticator_for("security-key", setting_up)
+
+
+def refused(client, person, answer: dict, reason: str, message: str = "could not be registered"):
+    before = AuditEvent.objects.filter(subject=person.user, event=Event.AUTHENTICATOR_REGISTRATION_FAILED).count()
+    response = post_answer(client, ceremony_url("security-key"), answer)
+    assert response.status_code == 400, response
+    assert message in error_summary(response)
+    assert not SecurityKey.objects.filter(user=person.user).exists()
+    assert journey(person.user).step == CEREMONY  # the journey is where it was
+    events = failures(person.user)
+    assert len(events) == before + 1 and events[0].details["reason"].startswith(reason), [e.details for e in events]
+    return response
+
+
+def test_a_wrong_origin_is_refused(at_ceremony, person):
+    client, options, key = at_ceremony
+    refused(client, person, key.create(options, origin="https://careid.example.com"), "wrong origin")
+
+
+def test_a_wrong_rp_id_is_refused(at_ceremony, person):
+    client, options, key = at_ceremony
+    refused(client, person, key.create(options, rp_id="example.com"), "wrong RP ID")
+
+
+def test_a_challenge_is_used_once(at_ceremony, person):
+    client, options, key = at_ceremony
+    refused(client, person, key.create(options, uv=False), "user not verified", "did not check it was you")
+    # The challenge went with that answer (the page now holds a new one): the same ceremony's good answer
+    # is refused too.
+    refused(client, person, key.create(options), "wrong challenge")
+
+
+def test_an_answer_without_a_challenge_is_refused(signed_in, person, setting_up):
+    start_registration(signed_in, "security-key")  # the ceremony page never shown: no challenge issued
+    options = {"rp": {"id": "careid.example.nhs.uk"}, "user": {"id": "AAAA"}, "challenge": "A" * 43}
+    refused(signed_in, person, authenticator_for("security-key", setting_up).create(options), "no challenge",
+            "This page has expired or was used already")
+
+
+def test_a_challenge_raced_by_two_requests_is_used_once(at_ceremony, person):
+    """Two requests with copies of the same session: the database claims the challenge's first use."""
+    client, options, key = at_ceremony
+    copy = dict(client.session["careid_webauthn_challenges"])
+    first = post_answer(client, ceremony_url("security-key"), key.create(options, uv=False))
+    assert first.status_code == 400  # used (and refused for another reason)
+    session = client.session
+    session["careid_webauthn_challenges"] = copy
+    session.save()
+    refused(client, person, key.create(options), "challenge used already", "This page has expired or was used already")
+
+
+def test_an_expired_challenge_is_refused(at_ceremony, person):
+    client, options, key = at_ceremony
+    answer = key.create(options)
+    with time_machine.travel(dt.timedelta(minutes=5, seconds=5)):
+        refused(client, person, answer, "challenge expired", "This page has expired")
+
+
+def test_an_authenticator_that_did_not_verify_the_person_is_refused(at_ceremony, person):
+    client, options, key = at_ceremony
+    refused(client, person, key.create(options, uv=False), "user not verified",
+            "Your security key did not check it was you")
+
+
+def test_a_credential_registered_to_someone_else_is_refused(at_ceremony, person, make_person, setting_up):
+    client, options, key = at_ceremony
+    other = make_person(email="florence.nightingale@nhs.net")
+    other_client = Client()
+    sign_in_with_app(other_client, other)
+    register(other_client, "security-key", key)  # the same authenticator's credential, for someone else
+    (credential_id,) = key.credentials
+    response = refused(client, person, key.create(options, credential_id=credential_id),
+                       "credential registered to someone else", "registered to another Care Identity")
+    assert failures(person.user)[0].details["held_by"] == other.user.uid
+    assert SecurityKey.objects.get(user=other.user)  # theirs is untouched
+    assert response
+
+
+def test_the_wrong_kind_of_authenticator_is_refused_with_a_clear_message(at_ceremony, person):
+    client, options, key = at_ceremony
+    refused(client, person, key.create(options, attachment="platform"), "wrong attachment",
+            "You used this computer's own sign-in (such as Windows Hello). To register a security key")
+
+
+def test_windows_hello_answered_by_a_security_key_is_refused(signed_in, person, setting_up):
+    start_registration(signed_in, "windows-hello")
+    options = options_of(signed_in, ceremony_url("windows-hello"))
+    usb = authenticator_for("security-key", setting_up)
+    response = post_answer(signed_in, ceremony_url("windows-hello"), usb.create(options))
+    assert response.status_code == 400
+    assert ("You used a security key. To register Windows Hello, use your computer's own sign-in (face, fingerprint "
+            "or PIN).") in error_summary(response)
+    assert not WindowsHello.objects.exists()
+
+
+def test_a_synced_passkey_is_not_an_aal3_authenticator(at_ceremony, person):
+    client, options, key = at_ceremony
+    key.backup_eligible = True
+    refused(client, person, key.create(options), "backup eligible", "can be copied to your other devices")
+
+
+def test_an_unreadable_answer_is_refused(at_ceremony, person):
+    client, options, key = at_ceremony
+    answer = key.create(options)
+    answer["response"]["attestationObject"] = "not-cbor"
+    refused(client, person, answer, "attestation not valid")
+    response = client.post(ceremony_url("security-key"), {"credential": "{not json"})
+    assert response.status_code == 400 and failures(person.user)[0].details["reason"].startswith("malformed")
+
+
+def test_what_the_browser_could_not_do_is_explained_audited_and_not_counted(at_ceremony, person):
+    client, options, key = at_ceremony
+    for error, message in [
+        ("NotAllowedError", "Your security key did not respond, could not check it was you"),
+        ("unsupported", "This browser cannot use a security key."),
+        ("InvalidStateError", "This authenticator is already registered on your Care Identity."),
+        ("", "Switch on JavaScript"),  # the page's script did not run
+    ]:
+        response = post_answer(client, ceremony_url("security-key"), None, client_error=error)
+        assert response.status_code == 400 and message in error_summary(response), error
+    reasons = [event.details["reason"] for event in failures(person.user)]
+    assert reasons == ["not completed in the browser (nojs)", "not completed in the browser (InvalidStateError)",
+                       "not completed in the browser (unsupported)", "not completed in the browser (NotAllowedError)"]
+    assert journey(person.user).failures == 0
+    assert post_answer(client, ceremony_url("security-key"), key.create(options_of(client, ceremony_url("security-key")))).status_code == 302
+
+
+def test_five_refused_answers_end_the_journey(at_ceremony, person):
+    client, options, key = at_ceremony
+    for _ in range(4):
+        post_answer(client, ceremony_url("security-key"), key.create(options, origin="https://evil.example"))
+    response = post_answer(client, ceremony_url("security-key"), key.create(options, origin="https://evil.example"))
+    assert response.status_code == 403 and "Your authenticator was refused too many times" in response.content.decode()
+    assert journey(person.user).step == "stopped"
+    assert client.get(ceremony_url("security-key")).status_code == 410
+
+
+def test_used_challenges_are_forgotten_by_the_hourly_clean_up(at_ceremony):
+    client, options, key = at_ceremony
+    post_answer(client, ceremony_url("security-key"), key.create(options))
+    assert UsedChallenge.objects.count() == 1
+    assert forget_abandoned_registrations_task.delay().get() == 0
+    with time_machine.travel(dt.timedelta(minutes=6)):
+        assert forget_abandoned_registrations_task.delay().get() == 1
+    assert not UsedChallenge.objects.exists()
+
+
+# --- an allow-list of authenticator models (AAGUIDs) with verified attestation --------------------------
+
+ALLOWED = "2fc0579f-8113-47ea-b116-bb5a8db9202a"  # e.g. a FIDO2 Certified Level 2 key's AAGUID
+
+
+def _certificate(subject: str, key, issuer_key, issuer: str, *, ca: bool) -> x509.Certificate:
+    now = dt.datetime.now(dt.UTC)
+    return (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=365))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .sign(issuer_key, hashes.SHA256()))
+
+
+@pytest.fixture
+def vendor(tmp_path, settings):
+    """A vendor's attestation root (in CAREID_WEBAUTHN_ATTESTATION_ROOTS) and one device certificate."""
+    root_key = ec.generate_private_key(ec.SECP256R1())
+    root = _certificate("Test Vendor Root", root_key, root_key, "Test Vendor Root", ca=True)
+    device_key = ec.generate_private_key(ec.SECP256R1())
+    device = _certificate("Test Vendor Key", device_key, root_key, "Test Vendor Root", ca=False)
+    roots = tmp_path / "roots.pem"
+    roots.write_bytes(root.public_bytes(serialization.Encoding.PEM))
+    settings.CAREID_WEBAUTHN_ALLOWED_AAGUIDS = [ALLOWED]
+    settings.CAREID_WEBAUTHN_ATTESTATION_ROOTS = str(roots)
+    return device_key, device.public_bytes(serialization.Encoding.DER)
+
+
+def test_with_an_allow_list_only_listed_models_with_a_verified_attestation_register(signed_in, person, vendor,
+                                                                                  setting_up):
+    device_key, device_der = vendor
+    start_registration(signed_in, "security-key")
+    options = options_of(signed_in, ceremony_url("security-key"))
+    assert options["attestation"] == "direct"
+    listed = authenticator_for("security-key", setting_up, aaguid=uuid.UUID(ALLOWED).bytes)
+    unlisted = authenticator_for("security-key", setting_up)
+    for answer, reason in [
+        (lambda options: listed.create(options), "no attestation certificate (none)"),  # "none": the AAGUID is a claim
+        (lambda options: listed.create(options, fmt="packed"), "no attestation certificate (packed)"),  # self attestation
+        (lambda options: listed.create(options, fmt="packed", x5c=[device_der],
+                                       attestation_key=ec.generate_private_key(ec.SECP256R1())),
+         "attestation not valid"),  # not signed with the certificate's key
+    ]:
+        response = post_answer(signed_in, ceremony_url("security-key"), answer(options))
+        assert response.status_code == 400
+        assert failures(person.user)[0].details["reason"].startswith(reason)
+        options = options_of(signed_in, ceremony_url("security-key"))
+    refusal = post_answer(signed_in, ceremony_url("security-key"),
+                          unlisted.create(options, fmt="packed", attestation_key=device_key, x5c=[device_der]))
+    assert "approved authenticators" in error_summary(refusal)
+    assert failures(person.user)[0].details["reason"].startswith("authenticator model not allowed")
+    options = options_of(signed_in, ceremony_url("security-key"))
+    response = post_answer(signed_in, ceremony_url("security-key"),
+                           listed.create(options, fmt="packed", attestation_key=device_key, x5c=[device_der]))
+    assert response.status_code == 302
+    assert SecurityKey.objects.get(user=person.user).aaguid == ALLOWED
+
+
+# --- from a registration link issued by an RA: e-mail, One Time Password, then the ceremony ---------------
+
+
+def test_a_person_whose_first_authenticator_is_a_key_registers_it_from_an_ra_link(
+        client, transactional_db, seeded_allow_list, fast_hashing, mailbox, setting_up):
+    from accounts.flows import invite_user
+    from authenticators.flows import issue_registration_link
+
+    user, _invitation = invite_user(email="mary.seacole@nhs.net", first_name="Mary", last_name="Seacole")
+    link = issue_registration_link(user=user, kind="security-key", purpose=RegistrationLink.Purpose.EMAILED)
+    message = mailbox.wait_for(user.email, "Your link to register Security key")
+    assert link.url in body(message)
+
+    page = client.get(link_path(link)).content.decode()
+    assert "Register Security key with your Care Identity" in page and "The register link will expire after 3 minutes" in page
+    response = client.post(link_path(link), {"confirm": "on"})
+    live = RegistrationLink.objects.by_token(response.url.split("/")[2])
+    response = client.post(link_path(live), {"email": "Mary.Seacole@nhs.net"})
+    assert response.status_code == 302 and response.url == "/register/security-key/code/"
+    assert client.get(ceremony_url("security-key")).status_code == 409  # not before the e-mail is proven
+    response = client.post(response.url, {"code": code_from(mailbox, user.email)})
+    assert response.status_code == 302 and response.url == ceremony_url("security-key")
+
+    key = authenticator_for("security-key", setting_up)
+    response = post_answer(client, ceremony_url("security-key"), key.create(options_of(client, ceremony_url("security-key"))))
+    assert response.status_code == 302
+    page = client.get(response.url).content.decode()
+    assert "Registration successful" in page and "You can now close this page." in page
+    user.refresh_from_db()
+    assert SecurityKey.objects.filter(user=user).exists() and not user.has_usable_password()  # no password needed
+    assert user.emailaddress_set.get(email=user.email).verified
+    assert mailbox.wait_for(user.email, "A Security key was added to your Care Identity")
+    assert User.objects.get(pk=user.pk).is_active

@@ -1,0 +1,318 @@
+"""Signing in with the WebAuthn types through "Select your login method", with assertions signed by a
+software authenticator with real keys (tests/soft_authenticator.py); every answer the server must refuse
+is refused, audited and counted (Factor.CODE), and changes nothing else."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+import pytest
+import time_machine
+from django.test import Client
+from webauthn.helpers import base64url_to_bytes
+
+from accounts.models import User
+from audit.models import AuditEvent, Event, Outcome
+from authenticators.models import Passkey, SecurityKey, WindowsHello
+from signin.models import UnknownAddress
+from signin.session import SESSION_AUTH
+
+from .test_webauthn_registration import MODELS, deliver_outbox, error_summary
+from .webauthn_steps import authenticator_for, give_email, options_of, post_answer, register, sign_in, signin_verify_url
+
+LEVELS = {  # method, AAL, acr, amr
+    "security-key": ("Security key", 3, "AAL3_FIDO2", ["hwk", "user"]),
+    "windows-hello": ("Windows Hello", 3, "AAL3_FIDO2", ["hwk", "user"]),
+    "ipad": ("iPad app", 3, "AAL3_IOS", ["hwk", "fpt"]),
+    "passkey": ("Passkey (private beta)", 2, "AAL2_PASSKEY", ["swk", "user"]),
+}
+
+
+@pytest.fixture(autouse=True)
+def setting_up(webauthn_site, passkey_beta):
+    return webauthn_site
+
+
+@pytest.fixture
+def enrol(signed_in, setting_up):
+    """Register `kind` for the signed-in person (through the pages); its software authenticator."""
+
+    def make(kind: str, **fields):
+        key = authenticator_for(kind, setting_up, **fields)
+        assert register(signed_in, kind, key).status_code == 302
+        return key
+
+    return make
+
+
+def signed_in_as(client) -> User | None:
+    user_id = client.session.get("_auth_user_id")
+    return User.objects.get(pk=user_id) if user_id else None
+
+
+def failed(user, *, reason: str, count: int = 1) -> None:
+    events = AuditEvent.objects.filter(event=Event.SIGNIN_FAILED, outcome=Outcome.FAILURE).order_by("-id")
+    events = list(events.filter(subject=user) if user else events.filter(subject__isnull=True))
+    assert events and events[0].details["reason"].startswith(reason), [event.details for event in events]
+    if user is not None:
+        user.refresh_from_db()
+        assert user.code_failures == count
+
+
+# --- signing in with each type ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", list(LEVELS))
+def test_each_type_signs_in_through_the_method_page(kind, enrol, person):
+    key = enrol(kind)
+    label, aal, acr, amr = LEVELS[kind]
+    client = Client()
+    assert label in client.get("/login/").content.decode()
+    response = client.post("/login/", {"method": kind})
+    query = {"acr_values": "AAL2_OR_AAL3_ANY"}
+    assert response.status_code == 302 and response.url == f"/login/{kind}/?acr_values=AAL2_OR_AAL3_ANY"
+    page = client.get(response.url).content.decode()
+    if kind == "passkey":  # no e-mail address: the browser offers the person's passkeys
+        options = options_of(client, signin_verify_url(kind, query))
+        assert "allowCredentials" not in options or options["allowCredentials"] == []
+        assert "Email address" not in page
+    else:
+        assert "Email address" in page
+        give_email(client, kind, person.user.email.upper(), query)
+        options = options_of(client, signin_verify_url(kind, query))
+        (credential_id,) = key.credentials
+        assert [base64url_to_bytes(item["id"]) for item in options["allowCredentials"]] == [credential_id]
+    assert options["userVerification"] == "required" and options["rpId"] == "careid.example.nhs.uk"
+    response = post_answer(client, signin_verify_url(kind, query), key.get(options))
+    assert response.status_code == 302 and response.url == "/"
+    assert signed_in_as(client) == person.user
+    auth = client.session[SESSION_AUTH]
+    assert (auth["method"], auth["aal"], auth["acr"], auth["amr"]) == (kind, aal, acr, amr)
+    credential = MODELS[kind].objects.get(user=person.user)
+    assert credential.sign_count == 1 and credential.last_used_at is not None
+    event = AuditEvent.objects.filter(event=Event.SIGNIN_SUCCEEDED, method=kind).get()
+    assert event.aal == aal and event.details["acr"] == acr
+
+
+def test_the_method_page_lists_the_types_in_cis2_order(client, db, settings):
+    page = client.get("/login/").content.decode()
+    labels = re.findall(r'nhsuk-radios__label" for="[^"]+">([^<]+)<', page)
+    assert labels == ["Windows Hello", "Security key", "iPad app", "Authenticator app", "Passkey (private beta)"]
+    labels = re.findall(r'nhsuk-radios__label" for="[^"]+">([^<]+)<', client.get("/login/?acr_values=AAL3_ANY").content.decode())
+    assert labels == ["Windows Hello", "Security key", "iPad app"]
+
+
+def test_passkeys_are_offered_only_in_the_private_beta(client, db, settings):
+    from .conftest import reload_urls
+
+    settings.CAREID_PASSKEY_BETA = False
+    reload_urls()
+    assert "Passkey" not in client.get("/login/").content.decode()
+    assert client.get("/login/passkey/").status_code == 404
+    assert client.post("/login/", {"method": "passkey"}).status_code == 400
+
+
+def test_the_page_asked_for_is_reached_after_signing_in(enrol, person):
+    key = enrol("security-key")
+    client = Client()
+    response = sign_in(client, "security-key", key, person.user.email, query={"goto": "/profile/"})
+    assert response.status_code == 302 and response.url == "/profile/"
+
+
+# --- no enumeration -----------------------------------------------------------------------------------------
+
+
+def test_an_unknown_address_gets_the_same_page_and_a_stable_decoy_credential(enrol, person, setting_up):
+    key = enrol("security-key")
+    client = Client()
+    give_email(client, "security-key", "nobody@nhs.net")
+    first = options_of(client, signin_verify_url("security-key"))
+    second = options_of(client, signin_verify_url("security-key"))
+    decoy = first["allowCredentials"]
+    assert decoy == second["allowCredentials"] and len(decoy) == 1 and decoy[0]["transports"] == ["usb", "nfc"]
+    give_email(client, "security-key", person.user.email)
+    real = options_of(client, signin_verify_url("security-key"))["allowCredentials"]
+    assert set(real[0]) == set(decoy[0]) and real[0]["id"] != decoy[0]["id"]
+
+    give_email(client, "security-key", "nobody@nhs.net")
+    options = options_of(client, signin_verify_url("security-key"))
+    (credential_id,) = key.credentials
+    response = post_answer(client, signin_verify_url("security-key"), key.get(options, credential_id=credential_id))
+    assert response.status_code == 400
+    assert error_summary(response) == ("Your security key could not be checked. Use the security key registered to "
+                                       "your NHS Care Identity, or choose another login method.")
+    failed(None, reason="unknown email")
+    assert UnknownAddress.objects.get(key=UnknownAddress.key_for("nobody@nhs.net")).code_failures == 1
+    assert signed_in_as(client) is None
+
+
+def test_a_person_without_that_type_gets_the_same_answer(person, setting_up):
+    client = Client()
+    key = authenticator_for("security-key", setting_up)
+    give_email(client, "security-key", person.user.email)
+    options = options_of(client, signin_verify_url("security-key"))
+    key.create({"rp": {"id": "careid.example.nhs.uk"}, "user": {"id": "AAAA"}, "challenge": "A" * 43})
+    response = post_answer(client, signin_verify_url("security-key"), key.get(options, credential_id=next(iter(key.credentials))))
+    assert "Your security key could not be checked." in error_summary(response)
+    failed(person.user, reason="unknown credential")
+
+
+# --- the server refuses, audits, counts and changes nothing else ------------------------------------------
+
+
+@pytest.fixture
+def at_assertion(enrol, person):
+    """A registered security key and a fresh browser at its sign-in ceremony."""
+    key = enrol("security-key")
+    client = Client()
+    give_email(client, "security-key", person.user.email)
+    return client, options_of(client, signin_verify_url("security-key")), key
+
+
+def refused(client, person, answer: dict, reason: str, message: str = "Your security key could not be checked.",
+            kind: str = "security-key", count: int = 1):
+    credential = MODELS[kind].objects.get(user=person.user)
+    response = post_answer(client, signin_verify_url(kind), answer)
+    assert response.status_code == 400 and message in error_summary(response)
+    assert signed_in_as(client) is None
+    failed(person.user, reason=reason, count=count)
+    after = MODELS[kind].objects.get(pk=credential.pk)
+    assert (after.sign_count, after.last_used_at) == (credential.sign_count, credential.last_used_at)
+    return response
+
+
+def test_a_wrong_origin_is_refused(at_assertion, person):
+    client, options, key = at_assertion
+    refused(client, person, key.get(options, origin="https://careid.example.com"), "wrong origin")
+
+
+def test_a_wrong_rp_id_is_refused(at_assertion, person):
+    client, options, key = at_assertion
+    refused(client, person, key.get(options, rp_id="example.com"), "wrong RP ID")
+
+
+def test_an_assertion_is_good_once(at_assertion, person):
+    client, options, key = at_assertion
+    answer = key.get(options)
+    assert post_answer(client, signin_verify_url("security-key"), answer).status_code == 302
+    replayer = Client()
+    give_email(replayer, "security-key", person.user.email)
+    options_of(replayer, signin_verify_url("security-key"))
+    refused(replayer, person, answer, "wrong challenge", count=1)
+    empty = Client()  # no challenge issued at all
+    give_email(empty, "security-key", person.user.email)
+    refused(empty, person, answer, "no challenge", "This page has expired or was used already", count=2)
+
+
+def test_a_challenge_raced_by_two_requests_is_used_once(at_assertion, person):
+    client, options, key = at_assertion
+    copy = dict(client.session["careid_webauthn_challenges"])
+    assert post_answer(client, signin_verify_url("security-key"), key.get(options, uv=False)).status_code == 400
+    session = client.session
+    session["careid_webauthn_challenges"] = copy
+    session.save()
+    refused(client, person, key.get(options), "challenge used already", "This page has expired", count=2)
+
+
+def test_an_expired_challenge_is_refused(at_assertion, person):
+    client, options, key = at_assertion
+    answer = key.get(options)
+    with time_machine.travel(dt.timedelta(minutes=5, seconds=5)):
+        refused(client, person, answer, "challenge expired", "This page has expired")
+
+
+def test_an_unknown_credential_is_refused(at_assertion, person, setting_up):
+    client, options, _key = at_assertion
+    stranger = authenticator_for("security-key", setting_up)
+    stranger.create({"rp": {"id": "careid.example.nhs.uk"}, "user": {"id": "AAAA"}, "challenge": "A" * 43})
+    refused(client, person, stranger.get(options, credential_id=next(iter(stranger.credentials))), "unknown credential")
+
+
+def test_a_sign_count_that_goes_back_is_refused_and_reported_as_a_possible_clone(at_assertion, person, mailbox):
+    client, options, key = at_assertion
+    assert post_answer(client, signin_verify_url("security-key"), key.get(options)).status_code == 302  # count 1
+    thief = Client()
+    give_email(thief, "security-key", person.user.email)
+    options = options_of(thief, signin_verify_url("security-key"))
+    refused(thief, person, key.get(options, sign_count=1), "sign count did not go up",
+            "Your security key could not be used. Contact your registration authority.")
+    event = AuditEvent.objects.get(event=Event.AUTHENTICATOR_CLONE_SUSPECTED)
+    assert event.subject == person.user and event.outcome == Outcome.FAILURE
+    assert (event.details["stored_count"], event.details["presented_count"]) == (1, 1)
+    deliver_outbox()
+    assert mailbox.wait_for(person.user.email, "A sign-in with your Security key was refused: it may have been copied")
+
+
+def test_an_authenticator_that_did_not_verify_the_person_is_refused(at_assertion, person):
+    client, options, key = at_assertion
+    refused(client, person, key.get(options, uv=False), "user not verified", "did not check it was you")
+
+
+def test_a_synced_credential_cannot_sign_in_as_an_aal3_type(at_assertion, person):
+    client, options, key = at_assertion
+    key.backup_eligible = True
+    refused(client, person, key.get(options), "backup eligible")
+
+
+def test_an_unreadable_answer_is_refused(at_assertion, person):
+    client, options, key = at_assertion
+    answer = key.get(options)
+    answer["response"]["signature"] = answer["response"]["signature"][:-8] + "AAAAAAAA"
+    refused(client, person, answer, "bad signature")
+
+
+def test_what_the_browser_could_not_do_is_explained_and_not_counted(at_assertion, person):
+    client, _options, _key = at_assertion
+    for error, message in [("NotAllowedError", "Your security key did not respond, could not check it was you"),
+                           ("SecurityError", "this page's address does not match"), ("", "Switch on JavaScript")]:
+        response = post_answer(client, signin_verify_url("security-key"), None, client_error=error)
+        assert response.status_code == 400 and message in error_summary(response), error
+    person.user.refresh_from_db()
+    assert person.user.code_failures == 0
+    failed(person.user, reason="not completed in the browser (nojs)", count=0)
+
+
+def test_thirty_refused_assertions_lock_the_care_identity(at_assertion, person, settings):
+    settings.CAREID_CODE_LOCK_AFTER = 3
+    settings.CAREID_SIGNIN_DELAY_FROM = 10
+    client, options, key = at_assertion
+    for _attempt in range(3):
+        post_answer(client, signin_verify_url("security-key"), key.get(options, uv=False))
+        options = options_of(client, signin_verify_url("security-key"))
+        SecurityKey.objects.update(throttling_failure_count=0)  # the device's own delays aside
+    person.user.refresh_from_db()
+    assert person.user.is_locked
+    response = post_answer(client, signin_verify_url("security-key"), key.get(options))
+    assert "locked" in error_summary(response) and signed_in_as(client) is None
+
+
+# --- passkeys: no e-mail, the person found by the credential --------------------------------------------
+
+
+def test_a_passkey_whose_user_handle_does_not_match_is_refused(enrol, person):
+    key = enrol("passkey")
+    client = Client()
+    options = options_of(client, "/login/passkey/")
+    refused(client, person, key.get(options, user_handle=b"\x00" * 32), "user handle does not match", kind="passkey",
+            message="Your passkey could not be checked.")
+
+
+def test_the_passkey_page_refuses_a_credential_of_another_type(enrol, person):
+    key = enrol("security-key")  # the same person's security key, offered as a passkey
+    client = Client()
+    options = options_of(client, "/login/passkey/")
+    response = post_answer(client, "/login/passkey/", key.get(options))
+    assert "Your passkey could not be checked." in error_summary(response) and signed_in_as(client) is None
+    event = AuditEvent.objects.filter(event=Event.SIGNIN_FAILED).latest("id")
+    assert event.details["reason"] == "unknown credential" and event.details["email"].startswith("passkey:")
+    assert Passkey.objects.count() == 0 and WindowsHello.objects.count() == 0
+
+
+def test_an_authenticator_without_a_signature_counter_signs_in_every_time(enrol, person):
+    key = enrol("windows-hello", counts=False)  # many platform authenticators always say 0
+    for _ in range(2):
+        client = Client()
+        assert sign_in(client, "windows-hello", key, person.user.email).status_code == 302
+    assert WindowsHello.objects.get(user=person.user).sign_count == 0
+    assert not AuditEvent.objects.filter(event=Event.AUTHENTICATOR_CLONE_SUSPECTED).exists()

@@ -117,6 +117,6 @@ def test_every_webauthn_page(client, signed_in, person, max_queries, webauthn_si
         assert browser.post("/login/security-key/", {"email": person.user.email}).status_code == 302
     with max_queries(MAX):
         options = options_of(browser, signin_verify_url("security-key"))
-    # The sign-in itself, as for the Authenticator app (test_signing_in) plus the challenge's claim.
-    with max_queries(MAX + 6):
+    # The sign-in itself, as for the Authenticator app (test_signing_in: MAX + 7) plus the challenge's claim.
+    with max_queries(MAX + 8):
         assert post_answer(browser, signin_verify_url("security-key"), key.get(options)).status_code == 302

@@ -62,10 +62,10 @@ def failing_closed(request: HttpRequest, event: Event, **fields) -> Iterator[Non
 
 
 def begin_signin_attempt(request: HttpRequest, *, email: str, user: User | None, method: str,
-                         factor: Factor = Factor.PASSWORD, resetting_password: bool = False) -> str | None:
+                         factor: Factor = Factor.PASSWORD) -> str | None:
     """Take the account's attempt slot before checking anything; the refusal message otherwise."""
     with failing_closed(request, Event.SIGNIN_THROTTLED, subject=user, method=method, email=email[:254]):
-        refused = throttle.begin(request, email, user, factor, resetting_password=resetting_password)
+        refused = throttle.begin(request, email, user, factor)
     if refused is None:
         return None
     record(Event.SIGNIN_THROTTLED, request=request, subject=user, outcome=Outcome.FAILURE, method=method,

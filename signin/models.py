@@ -71,22 +71,32 @@ class SigninThrottle(models.Model):
         """Only a lock that wrong passwords alone caused: wrong codes need the right password first."""
         return self.lock_reason == LockReason.PASSWORDS and self.code_failures < lock_after(Factor.CODE)
 
+    def lock_stops(self, factor: Factor) -> bool:
+        """Whether the lock (if any) stops attempts with `factor` (the rule hold_signin_attempt applies)."""
+        if not self.is_locked:
+            return False
+        if factor == Factor.PASSWORD:
+            return self.lock_reason != LockReason.CODES
+        return self.lock_reason != LockReason.PASSWORDS or self.code_failures >= lock_after(Factor.CODE)
+
     def blocked_until(self, factor: Factor) -> datetime | None:
         return self.password_blocked_until if factor == Factor.PASSWORD else self.code_blocked_until
 
-    def hold_signin_attempt(self, factor: Factor, *, resetting_password: bool = False) -> bool:
+    def hold_signin_attempt(self, factor: Factor) -> bool:
         """Take this account's single attempt slot for `factor`; False while locked, delayed or held.
 
         One conditional UPDATE decides, so parallel requests in any number of processes cannot all
         pass the check before the first failure is counted. A lock for wrong codes still lets the
-        password be checked: only the person who knows it learns that the account is locked. The
-        code of a password reset may be checked under a lock that the reset lifts.
+        password be checked: only the person who knows it learns that the account is locked. A lock for
+        wrong passwords (which anyone who knows the address can cause) still lets a code or a key be
+        checked: a stranger's guesses must not stop a key from signing its holder in, nor the app's code
+        from resetting the password; it locks what a password opens, until a reset lifts it.
         """
         now = timezone.now()
         unlocked = Q(locked_at__isnull=True)
         if factor == Factor.PASSWORD:
             unlocked |= Q(lock_reason=LockReason.CODES)
-        elif resetting_password:
+        else:
             unlocked |= Q(lock_reason=LockReason.PASSWORDS, code_failures__lt=lock_after(Factor.CODE))
         slot = f"{factor}_blocked_until"
         held = (

@@ -69,7 +69,7 @@ def wait_message(wait: timedelta) -> str:
 
 
 def _refusal(subject: SigninThrottle, factor: Factor) -> Refusal:
-    if subject.is_locked and not (factor == Factor.PASSWORD and subject.lock_reason == LockReason.CODES):
+    if subject.lock_stops(factor):
         return Refusal("locked", LOCKED if subject.lock_reason == LockReason.PASSWORDS else LOCKED_CODES)
     blocked_until = subject.blocked_until(factor)
     wait = (blocked_until - timezone.now()) if blocked_until else settings.CAREID_SIGNIN_ATTEMPT_HOLD
@@ -132,8 +132,7 @@ def _subject(email: str, user: User | None) -> SigninThrottle:
     return user if user is not None else UnknownAddress.objects.for_email(email)
 
 
-def begin(request: HttpRequest, email: str, user: User | None, factor: Factor = Factor.PASSWORD, *,
-          resetting_password: bool = False) -> Refusal | None:
+def begin(request: HttpRequest, email: str, user: User | None, factor: Factor = Factor.PASSWORD) -> Refusal | None:
     """Count the attempt against the client's address and hold the account for it, or say why the
     attempt may not even be checked (then nothing stays counted)."""
     ip_key = _ip_key(request)
@@ -141,7 +140,7 @@ def begin(request: HttpRequest, email: str, user: User | None, factor: Factor = 
         uncount(ip_key)
         return Refusal("ip_throttled", wait_message(settings.CAREID_IP_FAILURE_WINDOW))
     subject = _subject(email, user)
-    if subject.hold_signin_attempt(factor, resetting_password=resetting_password):
+    if subject.hold_signin_attempt(factor):
         return None
     uncount(ip_key)
     return _refusal(subject, factor)

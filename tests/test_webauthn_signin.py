@@ -316,3 +316,20 @@ def test_an_authenticator_without_a_signature_counter_signs_in_every_time(enrol,
         assert sign_in(client, "windows-hello", key, person.user.email).status_code == 302
     assert WindowsHello.objects.get(user=person.user).sign_count == 0
     assert not AuditEvent.objects.filter(event=Event.AUTHENTICATOR_CLONE_SUSPECTED).exists()
+
+
+def test_a_strangers_wrong_passwords_do_not_stop_a_key_from_signing_in(enrol, person):
+    """100 wrong passwords lock what a password opens; a key proves more than a password, so it still
+    signs its holder in (and the sign-in keeps the lock on the password, lifted by a reset)."""
+    key = enrol("security-key")
+    User.objects.filter(pk=person.user.pk).update(password_failures=100, locked_at=dt.datetime.now(dt.UTC),
+                                                  lock_reason="passwords")
+    client = Client()
+    give_email(client, "security-key", person.user.email)
+    options = options_of(client, signin_verify_url("security-key"))
+    response = post_answer(client, signin_verify_url("security-key"), key.get(options))
+    assert response.status_code == 302 and signed_in_as(client) == person.user
+    person.user.refresh_from_db()
+    assert person.user.lock_reason == "passwords"  # the password stays locked: the app still needs a reset
+    refused = Client().post("/login/authenticator-app/", {"email": person.user.email, "password": person.password})
+    assert "Your Care Identity is locked" in refused.content.decode()

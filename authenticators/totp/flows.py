@@ -289,7 +289,7 @@ def check_reset_app_code(request: HttpRequest, reset: PasswordReset, token: str)
         request.session.pop(SESSION_RESET, None)
         return "This password reset cannot go on. Contact your registration authority."
     refused = signin_flows.begin_signin_attempt(request, email=user.email, user=user, method=KIND.key,
-                                                factor=Factor.CODE, resetting_password=True)
+                                                factor=Factor.CODE)
     if refused:
         return refused
     device = AuthenticatorApp.objects.registered(user).first()

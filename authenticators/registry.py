@@ -61,6 +61,7 @@ class AuthenticatorType:
     # Name of a boolean setting that must be on for this type to be offered (a private beta), if any.
     feature_flag: str = ""
     manage: tuple[tuple[str, str], ...] = ()  # (label, URL name): what the profile offers beside it
+    needs: str = ""  # what an invitation tells the person to have ready, e.g. "the … app installed on your phone"
 
     @cached_property
     def model(self) -> type[Authenticator]:

@@ -15,4 +15,5 @@ KIND = AuthenticatorType(
     link_view="authenticators.totp.views.registration_link",
     cleanup="authenticators.totp.models.forget_abandoned_registrations",
     manage=(("Change password", "totp:change_password"),),
+    needs="the Microsoft Authenticator app installed on your phone",
 )

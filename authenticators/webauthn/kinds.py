@@ -9,6 +9,7 @@ _SHARED = {
 
 WINDOWS_HELLO = AuthenticatorType(
     key="windows-hello",
+    needs="a Windows computer with Windows Hello set up (face, fingerprint or PIN)",
     name="Windows Hello",
     signin_label="Windows Hello",
     description="Uses facial recognition, fingerprint or PIN on supported Windows devices",
@@ -24,6 +25,7 @@ WINDOWS_HELLO = AuthenticatorType(
 
 SECURITY_KEY = AuthenticatorType(
     key="security-key",
+    needs="your security key, and a USB port or NFC on the computer you will use",
     name="Security key",
     signin_label="Security key",
     description="Uses a small physical device that is a software free alternative to smartcards",
@@ -41,6 +43,7 @@ SECURITY_KEY = AuthenticatorType(
 
 IPAD = AuthenticatorType(
     key="ipad",
+    needs="your iPad with Touch ID set up",
     name="iPad",
     signin_label="iPad app",
     description="Uses fingerprint biometrics on an iPad to authenticate",
@@ -56,6 +59,7 @@ IPAD = AuthenticatorType(
 
 PASSKEY = AuthenticatorType(
     key="passkey",
+    needs="a device that can keep a passkey (phone, tablet or computer)",
     name="Passkey",
     signin_label="Passkey (private beta)",
     description="Uses a passkey saved on your phone, computer or password manager, with its fingerprint, face or PIN",

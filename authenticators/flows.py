@@ -29,6 +29,7 @@ def issue_registration_link(
     request: HttpRequest | None = None,
     confirmed: bool = False,
     reason: str = "",
+    issued_from: RegistrationLink | None = None,
 ) -> RegistrationLink:
     """A single-use link for `user` to register `kind`; e-mailed unless issued for immediate use."""
     if registry.get_enabled(kind) is None:
@@ -45,6 +46,7 @@ def issue_registration_link(
             created_at=now,
             expires_at=now + RegistrationLink.ttl_for(purpose),
             confirmed_at=now if confirmed else None,
+            issued_from=issued_from,
         )
         record(Event.LINK_ISSUED, request=request, actor=actor, subject=user, kind=kind, purpose=purpose,
                link_id=link.pk, expires_at=link.expires_at.isoformat(), **({"reason": reason} if reason else {}))
@@ -77,18 +79,22 @@ def check_link(request: HttpRequest, link: RegistrationLink | None) -> Registrat
     return link
 
 
+MAX_EXCHANGES = 10  # fresh 3-minute links one invitation may give
+
+
 def confirm_sole_access(request: HttpRequest, link: RegistrationLink) -> RegistrationLink:
     """"I confirm only I will have access to the device": a link sent ahead of time (invitation,
-    e-mail) is exchanged for a link valid CAREID_REGISTRATION_LINK_TTL, as the Register button
-    in Care Identity Management issues one; that one can be opened in another browser too."""
+    e-mail) gives a fresh link valid CAREID_REGISTRATION_LINK_TTL, as the Register button in Care
+    Identity Management issues one; that one can be opened in another browser too. The invitation stays
+    usable (someone who ticks the box, then goes to install the app, can come back to it) until a
+    registration through it completes or it expires."""
     with transaction.atomic():
-        if not link.mark_used(step="exchanged"):
+        if not link.exchange(MAX_EXCHANGES):
             raise refuse(request, link, UsedLink())
         record(Event.LINK_USED, request=request, subject=link.user, kind=link.kind, link_id=link.pk,
-               reason="sole access confirmed")
-        return issue_registration_link(
-            user=link.user, kind=link.kind, purpose=RegistrationLink.Purpose.PRESENCE, request=request, confirmed=True
-        )
+               reason="sole access confirmed", exchanges=link.exchanges + 1)
+        return issue_registration_link(user=link.user, kind=link.kind, purpose=RegistrationLink.Purpose.PRESENCE,
+                                       request=request, confirmed=True, issued_from=link)
 
 
 def begin_journey(request: HttpRequest, link: RegistrationLink, *, step: str, **fields) -> bool:

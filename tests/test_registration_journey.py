@@ -70,7 +70,7 @@ def test_the_whole_journey_registers_the_app_and_sets_the_password(client, invit
     assert live.purpose == "presence" and abs((live.expires_at - live.created_at).total_seconds() - 180) < 1
     page = client.get(link_path(live)).content.decode()
     assert "This must be the email address registered to your NHS Care Identity." in page
-    assert client.get(link_path(link)).status_code == 410  # the invitation has done its work
+    assert client.get(link_path(link)).status_code == 200  # the invitation stays usable until a registration completes
 
     response = client.post(link_path(live), {"email": "Mary.Seacole@NHS.net"})
     assert response.url == "/register/authenticator-app/code/"
@@ -109,6 +109,8 @@ def test_the_whole_journey_registers_the_app_and_sets_the_password(client, invit
         Event.USER_INVITED, Event.LINK_ISSUED, Event.LINK_USED, Event.LINK_ISSUED, Event.LINK_USED, Event.OTP_SENT,
         Event.EMAIL_VERIFIED, Event.PASSWORD_SET, Event.AUTHENTICATOR_REGISTERED,
     ]
+    # The invitation has done its work now.
+    assert client.get(link_path(link)).status_code == 410
     # No secret, code or password anywhere in the trail.
     trail = str(list(AuditEvent.objects.values()))
     assert secret not in trail and NEW_PASSWORD not in trail and link.token not in trail and live.token not in trail
@@ -141,12 +143,27 @@ def test_a_used_link_is_refused(client, invited, mailbox):
     user, link = invited
     start(client, mailbox, link)
     other_browser = client.__class__()
-    for used in (link, journey_of(user)):
-        response = other_browser.post(link_path(used), {"email": user.email})
-        assert response.status_code == 410
-        assert "This registration link has already been used" in response.content.decode()
+    response = other_browser.post(link_path(journey_of(user)), {"email": user.email})
+    assert response.status_code == 410
+    page = response.content.decode()
+    assert "This registration link has already been used" in page
+    assert "If you need help, contact" in page  # and who to ask for a new one
     assert EmailOneTimePassword.objects.filter(user=user).count() == 1
-    assert AuditEvent.objects.filter(event=Event.LINK_REFUSED, details__reason="already used").count() == 2
+    assert AuditEvent.objects.filter(event=Event.LINK_REFUSED, details__reason="already used").count() == 1
+
+
+def test_an_invitation_gives_a_fresh_link_each_time_until_a_registration_completes(client, invited, mailbox, settings):
+    """Someone ticks "only I will have access", goes to install the app, and comes back to the e-mail."""
+    from authenticators.flows import MAX_EXCHANGES
+
+    user, link = invited
+    first = confirm(client, link)
+    second = confirm(client.__class__(), link)  # later, or in another browser: the invitation still works
+    assert first.pk != second.pk and first.issued_from_id == second.issued_from_id == link.pk
+    link.refresh_from_db()
+    assert link.used_at is None and link.exchanges == 2
+    RegistrationLink.objects.filter(pk=link.pk).update(exchanges=MAX_EXCHANGES)
+    assert client.post(link_path(link), {"confirm": "on"}).status_code == 410  # not an endless supply
 
 
 def test_the_3_minute_link_can_be_opened_in_another_browser_before_it_is_used(client, invited, mailbox):

@@ -81,6 +81,11 @@ class RegistrationLink(models.Model):
     completed_at = models.DateTimeField(null=True, blank=True)
     email_code = models.ForeignKey("accounts.EmailOneTimePassword", null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")
+    # A link sent ahead of time (an invitation, an e-mailed link) is not used up by "I confirm only I will
+    # have access": each confirmation issues a fresh 3-minute link from it, until a registration through
+    # one of those completes (then this one is used) or it expires.
+    issued_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    exchanges = models.PositiveSmallIntegerField(default=0)
 
     objects = RegistrationLinkQuerySet.as_manager()
 
@@ -137,6 +142,23 @@ class RegistrationLink(models.Model):
             for name, value in fields.items():
                 setattr(self, name, value)
         return bool(moved)
+
+    def complete(self, from_step: str) -> bool:
+        """The registration is done: this link's journey ends, and the link it was issued from (an
+        invitation) is used up with it. False when the journey was not at `from_step`."""
+        now = timezone.now()
+        if not self.advance(from_step, "done", completed_at=now):
+            return False
+        if self.issued_from_id:
+            RegistrationLink.objects.filter(pk=self.issued_from_id, used_at__isnull=True).update(
+                used_at=now, step="registered", completed_at=now)
+        return True
+
+    def exchange(self, limit: int) -> bool:
+        """Count one more fresh link issued from this one; False when it is used, expired or spent."""
+        now = timezone.now()
+        return bool(RegistrationLink.objects.filter(pk=self.pk, used_at__isnull=True, expires_at__gt=now,
+                                                    exchanges__lt=limit).update(exchanges=F("exchanges") + 1))
 
     def stop(self) -> None:
         """End the link and its journey for good (too many wrong answers)."""

@@ -92,7 +92,7 @@ def complete_registration(request: HttpRequest, link: RegistrationLink, token: s
     user: User = link.user
     try:
         with transaction.atomic():
-            if not link.advance("verify", "done", completed_at=timezone.now()):
+            if not link.complete("verify"):
                 raise NoJourney()
             if not User.objects.filter(pk=user.pk, status=User.Status.ACTIVE).exists():
                 raise NotActive()

@@ -190,7 +190,7 @@ def complete_registration(request: HttpRequest, link: RegistrationLink, kind: Au
     handle = base64url_to_bytes(entry["handle"])  # what the authenticator keeps (and a passkey answers with)
     try:
         with transaction.atomic():
-            if not link.advance(CEREMONY, "done", completed_at=timezone.now()):
+            if not link.complete(CEREMONY):
                 raise NoJourney()
             if not User.objects.filter(pk=user.pk, status=User.Status.ACTIVE).exists():
                 raise NotActive()

@@ -179,3 +179,26 @@ def test_a_suspended_persons_pages_are_gone(signed_in, person):
 
     suspend_user(user=person.user, actor=person.user, reason="test")
     assert signed_in.get("/profile/sessions/").status_code == 302
+
+
+def test_an_authenticator_is_removed_when_another_remains(transactional_db, client, make_person, mailbox,
+                                                         webauthn_site):
+    from authenticators.models import AuthenticatorApp, SecurityKey
+
+    from .webauthn_steps import authenticator_for, register
+
+    person = make_person()
+    sign_in(client, person)
+    assert register(client, "security-key", authenticator_for("security-key", webauthn_site)).status_code == 302
+    page = client.get("/profile/authenticators/authenticator-app/remove/").content.decode()
+    assert "Remove Microsoft Authenticator?" in page
+    assert client.post("/profile/authenticators/authenticator-app/remove/").status_code == 302
+    assert not AuthenticatorApp.objects.filter(user=person.user).exists()
+    assert SecurityKey.objects.filter(user=person.user).exists()
+    assert "You removed a Microsoft Authenticator" in body(
+        mailbox.wait_for(person.user.email, "Microsoft Authenticator was removed"))
+    event = AuditEvent.objects.get(event=Event.AUTHENTICATOR_REMOVED, subject=person.user)
+    assert event.actor == person.user
+    # Now the key is the last one.
+    response = client.post("/profile/authenticators/security-key/remove/")
+    assert response.status_code == 400 and SecurityKey.objects.filter(user=person.user).exists()

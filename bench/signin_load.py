@@ -17,9 +17,9 @@
    as the next person of the pool: GET /login/ (CIS2 Authentication), choose "Authenticator app", GET
    and POST e-mail and password, GET and POST the 6-digit code computed from the person's secret, which
    must answer 302 to the home page. A person signs in at most once per 30-second time step (the
-   replay guard is reset between runs, as tests/conftest.py's fresh_code does). Clients run until each
-   has signed in once on average (and at least --warmup seconds), then --duration seconds are measured;
-   the sign-ins begun in that window are then finished. Reported: sign-ins/s completed in the window,
+   replay guard is reset between runs, as tests/conftest.py's fresh_code does). Clients run until every
+   one has finished a sign-in (and at least --warmup seconds), then --duration seconds, or three times
+   the median sign-in if longer, are measured; the sign-ins begun in that window are then finished. Reported: sign-ins/s completed in the window,
    p50/p95/max of the whole sign-in, errors (a wrong answer, a 4xx/5xx, a timeout) and dropped
    connections (refused, reset, or closed before a whole response), over the whole run, warm-up and
    drain included; CPU per sign-in in the window of the gunicorn workers, their PostgreSQL backends,
@@ -244,8 +244,9 @@ def check_totp(person: Person) -> None:
 # --- the pure hash rate --------------------------------------------------------------------------------
 
 
-def _hash_loop(arguments: tuple[str, float, float]) -> tuple[int, float]:
-    """In a pool process: check_password against the hash until the deadline; (checks done, CPU seconds)."""
+def _hash_loop(arguments: tuple[str, float, float]) -> tuple[int, float, float]:
+    """In a pool process: check_password against the hash from the start until the deadline has passed
+    (at least once); (checks done, seconds they took, CPU seconds)."""
     from django.contrib.auth.hashers import check_password
 
     encoded, start_at, seconds = arguments
@@ -256,9 +257,9 @@ def _hash_loop(arguments: tuple[str, float, float]) -> tuple[int, float]:
     while True:
         if not check_password(PASSWORD, encoded):
             raise RuntimeError("the bench password does not match its hash")
-        if time.monotonic() > start_at + seconds:
-            return done, time.process_time() - cpu_before
         done += 1
+        if (elapsed := time.monotonic() - start_at) >= seconds:
+            return done, elapsed, time.process_time() - cpu_before
 
 
 @dataclass(frozen=True)
@@ -275,9 +276,9 @@ def hash_rate(encoded: str, processes: int, seconds: float) -> HashRate:
     with multiprocessing.get_context("fork").Pool(processes) as pool:
         start_at = time.monotonic() + 1.0 + 0.05 * processes
         results = pool.map(_hash_loop, [(encoded, start_at, seconds)] * processes)
-    done = sum(count for count, _ in results)
-    cpu = sum(cpu for _, cpu in results)
-    return HashRate(processes, done / seconds, cpu / max(done, 1) * 1000)
+    done = sum(count for count, _, _ in results)
+    cpu = sum(cpu for _, _, cpu in results)
+    return HashRate(processes, sum(count / elapsed for count, elapsed, _ in results), cpu / done * 1000)
 
 
 # --- servers ---------------------------------------------------------------------------------------------
@@ -354,7 +355,8 @@ def children(pid: int) -> list[int]:
 
 def gunicorn_environment(environment: dict[str, str], arguments: argparse.Namespace, port: int) -> dict[str, str]:
     overrides = {"CAREID_WORKER_CLASS": arguments.worker_class, "CAREID_WORKERS": arguments.workers,
-                 "CAREID_THREADS": arguments.threads, "CAREID_KEEPALIVE": arguments.keepalive}
+                 "CAREID_THREADS": arguments.threads, "CAREID_KEEPALIVE": arguments.keepalive,
+                 "CAREID_WORKER_CONNECTIONS": arguments.worker_connections}
     return {**environment, "CAREID_BIND": f"127.0.0.1:{port}",
             **{name: str(value) for name, value in overrides.items() if value is not None}}
 
@@ -615,6 +617,7 @@ async def run_load(n: int, state: Servers, people: deque[Person], *, warmup: flo
                    timeout: float, meter: Meter) -> Load:
     load = Load()
     starting = [True]
+    finished = [0] * n  # sign-ins each client has finished, right or wrong
 
     async def client(index: int) -> None:
         host, port = state.targets[index % len(state.targets)]
@@ -633,15 +636,20 @@ async def run_load(n: int, state: Servers, people: deque[Person], *, warmup: flo
                 load.attempts.append(Attempt(started, time.monotonic(), str(error), dropped=True))
             except WrongAnswer as error:
                 load.attempts.append(Attempt(started, time.monotonic(), str(error)))
+            finished[index] += 1
             people.append(person)
         await browser.close()
 
     began = time.monotonic()
     tasks = [asyncio.create_task(client(index)) for index in range(n)]
-    while time.monotonic() - began < warmup or len(load.attempts) < n:
+    while time.monotonic() - began < warmup or min(finished) == 0:  # until every client has been through
         await asyncio.sleep(0.05)
         if time.monotonic() - began > warmup + 4 * timeout:
             break
+    # A window several sign-ins long: with fair queueing the clients move through the six steps nearly
+    # together, so sign-ins complete in waves and a window shorter than one sign-in counts a trough or a crest.
+    warm = [a.ended - a.started for a in load.attempts if not a.failure]
+    duration = max(duration, 3 * statistics.median(warm)) if warm else duration
     meter.sample()
     window_start = time.monotonic()
     while (left := window_start + duration - time.monotonic()) > 0:
@@ -672,6 +680,7 @@ class Result:
     audited: int
     signed_in: int
     stalls: int
+    window: float = 0.0
     sealed: str = ""
     load_average: float = 0.0
 
@@ -718,7 +727,7 @@ def run(n: int, sealer: bool, state: Servers, people: deque[Person], environment
     done = max(len(in_window), 1)
     cpu_ms = {name: meter.seconds(name) / done * 1000 for name in meter.groups}
     return Result(
-        n=n, sealer=sealer, per_second=len(in_window) / (end - start),
+        n=n, sealer=sealer, per_second=len(in_window) / (end - start), window=end - start,
         p50=statistics.median(begun) if begun else float("nan"), p95=percentile(begun, 0.95),
         worst=max((a.ended - a.started for a in load.attempts), default=float("nan")),
         errors=sum(1 for a in load.attempts if a.failure and not a.dropped),
@@ -774,7 +783,8 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="a smaller run: 8 s windows, 3 s hash measurements, the sealer at the largest N only")
     parser.add_argument("--clients", default="20,50,200", help="the Ns to run, comma-separated (default 20,50,200)")
-    parser.add_argument("--duration", type=float, help="measured seconds per run (default 20; --quick 8)")
+    parser.add_argument("--duration", type=float,
+                        help="measured seconds per run, at least 3 sign-ins long (default 20; --quick 8)")
     parser.add_argument("--warmup", type=float, default=3.0,
                         help="at least this many seconds before measuring, and until each client signed in once")
     parser.add_argument("--hash-seconds", type=float, help="seconds per hash-rate measurement (default 6; --quick 3)")
@@ -792,6 +802,8 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--workers", type=int, help="per instance; override deploy/gunicorn.conf.py (CAREID_WORKERS)")
     parser.add_argument("--threads", type=int, help="override deploy/gunicorn.conf.py (CAREID_THREADS)")
     parser.add_argument("--keepalive", type=int, help="override deploy/gunicorn.conf.py (CAREID_KEEPALIVE)")
+    parser.add_argument("--worker-connections", type=int,
+                        help="override deploy/gunicorn.conf.py (CAREID_WORKER_CONNECTIONS)")
     parser.add_argument("--proxy-keepalive", type=int, default=60,
                         help="seconds nginx keeps an idle connection to gunicorn (default 60, nginx's own default; "
                              "gunicorn's keepalive must be longer)")
@@ -830,7 +842,8 @@ def main() -> None:
     argon2 = (f"Argon2id m={settings.CAREID_ARGON2_MEMORY_COST} KiB t={settings.CAREID_ARGON2_TIME_COST} "
               f"p={settings.CAREID_ARGON2_PARALLELISM}")
     print(f"{INSTANCES} gunicorn instances ({conf['worker_class']}, {conf['workers']} workers"
-          + (f" x {conf['threads']} threads" if conf["worker_class"] == "gthread" else "")
+          + (f" x {conf['threads']} threads, {conf['worker_connections']} connections each"
+             if conf["worker_class"] == "gthread" else "")
           + f", backlog {conf['backlog']}, keepalive {conf['keepalive']} s, timeout {conf['timeout']} s) "
           f"{'behind nginx' if arguments.balancer == 'nginx' else 'without a balancer'}; "
           f"PostgreSQL (CONN_MAX_AGE={settings.DATABASES['default']['CONN_MAX_AGE']}, health checks "
@@ -855,7 +868,8 @@ def main() -> None:
             for sealer in order:
                 result = run(n, sealer, state, people, environment, arguments)
                 results.append(result)
-                print(f"N={n:<4} sealer {'on ' if sealer else 'off'}: {result.per_second:6.1f} sign-ins/s, p50 "
+                print(f"N={n:<4} sealer {'on ' if sealer else 'off'}: {result.window:.0f} s measured, "
+                      f"{result.per_second:6.1f} sign-ins/s, p50 "
                       f"{result.p50:.2f} s, p95 {result.p95:.2f} s, max {result.worst:.2f} s, {result.errors} errors, "
                       f"{result.dropped} dropped; {result.signed_in} signed in, {result.audited} audited"
                       + (f"; sealer: {result.sealed}" if result.sealer else "")

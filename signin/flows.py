@@ -40,7 +40,10 @@ def _dummy_hash() -> str:
 
 def _needs_rehash(encoded: str) -> bool:
     hasher = get_hasher()
-    return identify_hasher(encoded).algorithm != hasher.algorithm or hasher.must_update(encoded)
+    try:
+        return identify_hasher(encoded).algorithm != hasher.algorithm or hasher.must_update(encoded)
+    except ValueError:  # made with a hasher no longer configured
+        return True
 
 
 def find_user_for_signin(email: str) -> User | None:

@@ -141,3 +141,10 @@ def test_an_unknown_address_is_checked_against_a_hash_of_the_configured_cost(cli
     response = client.post(APP, {"email": "nobody.here@nhs.net", "password": "a guess at a password"})
     assert response.status_code == 400
     assert [parameters(encoded) for encoded in checked] == [{"time_cost": 1, "memory_cost": 47104, "parallelism": 1}]
+
+
+def test_the_dummy_hash_follows_a_change_of_hasher(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    assert signin_flows._dummy_hash().startswith("md5$")
+    settings.PASSWORD_HASHERS = HASHERS  # MD5 no longer known: the dummy is made again, not an error
+    assert signin_flows._dummy_hash().startswith("argon2$argon2id$")

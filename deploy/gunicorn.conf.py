@@ -1,19 +1,43 @@
-"""Production gunicorn settings: `gunicorn -c deploy/gunicorn.conf.py careid.wsgi`.
+"""Production gunicorn settings: `gunicorn -c deploy/gunicorn.conf.py careid.wsgi`, behind a buffering
+TLS proxy (nginx or similar).
 
-Threaded workers: a long download (a million-row audit export streams for about a minute) keeps its
-worker alive, since the worker's heartbeat runs beside the request instead of behind it.
+Chosen with bench/signin_load.py (README, "Sign-ins under load"). A sign-in is CPU-bound: the
+Argon2id check of the password is about half its CPU, the rest Django, PostgreSQL and Redis work
+over six requests.
+
+- Threaded workers (gthread), one per core, two threads each: a request waiting on PostgreSQL or
+  Redis leaves the core to the other thread, Argon2 releases the GIL while it hashes, and a long
+  download (a million-row audit export streams for about a minute) keeps its worker alive, since
+  the worker's heartbeat runs beside the request instead of behind it. More threads or workers only
+  add database connections, memory (19 MiB per hash in flight by default) and switching.
+- A worker takes no more connections than it has threads (worker_connections = threads): requests
+  beyond what the workers are running wait in the listen queue, oldest first, for whichever worker
+  frees a thread. With gunicorn's default of 1000 a worker accepts every connection it can and queues
+  them behind its own two threads: under overload some sign-ins then waited twice as long as the
+  median, past the proxy's 60-second read timeout (a POST answered 504).
+- So no keep-alive either: every response closes its connection (cheap from a proxy on the same
+  network), and the proxy can never send a request on a connection gunicorn is just closing for
+  being idle - a POST lost that way reaches the person as a 502 or a dropped connection.
+- backlog: the listen queue holds the connections the proxy opens while every thread is busy; keep it
+  above the proxy's concurrent upstream connections (the kernel caps it at net.core.somaxconn).
+- Each thread keeps its own PostgreSQL connection (CAREID_CONN_MAX_AGE, default 60 s): workers x
+  threads per instance, within PostgreSQL's max_connections over every instance and Celery worker.
 """
 
 import multiprocessing
 import os
 
 bind = os.environ.get("CAREID_BIND", "0.0.0.0:8000")
-workers = int(os.environ.get("CAREID_WORKERS", multiprocessing.cpu_count() * 2))
-worker_class = "gthread"
-threads = int(os.environ.get("CAREID_THREADS", 4))
-timeout = 60
+worker_class = os.environ.get("CAREID_WORKER_CLASS", "gthread")
+workers = int(os.environ.get("CAREID_WORKERS", multiprocessing.cpu_count()))
+threads = int(os.environ.get("CAREID_THREADS", 2))
+worker_connections = int(os.environ.get("CAREID_WORKER_CONNECTIONS", threads))
+# Seconds an idle connection stays open for another request; 0 (no keep-alive) unless a worker may hold
+# more connections than it has threads (then set it above the proxy's idle timeout for its connections).
+keepalive = int(os.environ.get("CAREID_KEEPALIVE", 0 if worker_connections <= threads else 75))
+backlog = int(os.environ.get("CAREID_BACKLOG", 2048))
+timeout = 60  # a worker silent this long is replaced (threaded workers answer beside a long request)
 graceful_timeout = 30
-keepalive = 5
 # The TLS proxy's address, whose X-Forwarded-Proto gunicorn may trust (CAREID_TRUSTED_PROXY_COUNT for the client IP).
 forwarded_allow_ips = os.environ.get("CAREID_PROXY_IPS", "127.0.0.1")
 accesslog = "-"

@@ -12,11 +12,10 @@ import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import cache
 
 from allauth.usersessions.models import UserSession
 from django.contrib.auth import login, logout
-from django.contrib.auth.hashers import check_password, make_password
+from django.contrib.auth.hashers import check_password, get_hasher, identify_hasher, make_password
 from django.db import DatabaseError, transaction
 from django.http import HttpRequest
 from django.utils import timezone
@@ -32,13 +31,24 @@ from .session import SESSION_AUTH, SESSION_LAST_SEEN, Authentication, current
 from .signals import sessions_ended
 
 logger = logging.getLogger(__name__)
+_dummy: list[str] = []  # the hash of a random password, made once per process (and again when the cost changes)
 
 
-@cache
 def _dummy_hash() -> str:
     """Checked against when the e-mail is unknown, so that an unknown address costs the
-    same Argon2 work as a wrong password (no timing enumeration)."""
-    return make_password(secrets.token_urlsafe(16))
+    same Argon2 work as a wrong password (no timing enumeration): made with the configured
+    hasher and cost (CAREID_ARGON2_*), and made again if they change."""
+    if not _dummy or _needs_rehash(_dummy[0]):
+        _dummy[:] = [make_password(secrets.token_urlsafe(16))]
+    return _dummy[0]
+
+
+def _needs_rehash(encoded: str) -> bool:
+    hasher = get_hasher()
+    try:
+        return identify_hasher(encoded).algorithm != hasher.algorithm or hasher.must_update(encoded)
+    except ValueError:  # made with a hasher no longer configured
+        return True
 
 
 def find_user_for_signin(email: str) -> User | None:
@@ -105,7 +115,7 @@ def check_password_step(request: HttpRequest, *, email: str, password: str, meth
     if user is None:
         check_password(password, _dummy_hash())  # the same Argon2 work as for a real account
         reason = "unknown email"
-    elif not user.check_password(password):
+    elif not user.check_password(password):  # a right password on a hash of another cost is re-hashed
         reason = "wrong password"
     elif not user.is_active:
         reason = f"profile {user.status}"

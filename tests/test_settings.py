@@ -37,7 +37,7 @@ def test_without_a_secret_key_and_debug_off_it_refuses_to_start():
 def test_defaults_are_safe_and_self_contained():
     s = settings_with({"SECRET_KEY": "k"})
     assert s["debug"] is False
-    assert s["hashers"][0] == "django.contrib.auth.hashers.Argon2PasswordHasher"
+    assert s["hashers"][0] == "accounts.hashers.CareIdArgon2PasswordHasher"
     assert s["conn_max_age"] == 60
     assert s["engine"] == "django.db.backends.sqlite3"
     assert s["eager"] is True and s["email"] == "django.core.mail.backends.console.EmailBackend"

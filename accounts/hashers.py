@@ -1,0 +1,47 @@
+"""Argon2id with the cost the deployment chooses (CAREID_ARGON2_TIME_COST, _MEMORY_COST, _PARALLELISM).
+
+The algorithm name stays "argon2", so every stored Argon2 hash, whatever its parameters, is this
+hasher's: it still verifies, and `must_update` is true when its parameters differ from the configured
+ones, so Django's `User.check_password` re-hashes it with them after the next right password (the
+password step of a sign-in, signin/flows.check_password_step).
+
+The parameters are read from settings on every use (not fixed at import), so a test's settings
+override and the unknown-address dummy hash (signin/flows._dummy_hash) always follow them.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth.hashers import Argon2PasswordHasher
+
+# OWASP Password Storage Cheat Sheet: equally strong Argon2id settings, (memory KiB, iterations),
+# parallelism 1. A configuration at least as costly as one of them on both counts is accepted.
+OWASP_MINIMUMS = ((47104, 1), (19456, 2), (12288, 3), (9216, 4), (7168, 5))
+
+
+def weaker_than_owasp(*, time_cost: int, memory_cost: int, parallelism: int) -> bool:
+    """True when no OWASP minimum is met (memory and passes both at least its values)."""
+    del parallelism  # more lanes neither add nor remove work per lane an attacker must do
+    return not any(memory_cost >= memory and time_cost >= passes for memory, passes in OWASP_MINIMUMS)
+
+
+class CareIdArgon2PasswordHasher(Argon2PasswordHasher):
+    """Django's Argon2id hasher with the cost from settings.
+
+    harden_runtime stays Django's no-op (Argon2's runtime is not a simple function of its
+    parameters): a wrong password against a hash made with other parameters than the configured
+    ones takes that hash's time, not the configured time, until the person signs in once (README,
+    "Password hashing").
+    """
+
+    @property
+    def time_cost(self) -> int:  # type: ignore[override]
+        return settings.CAREID_ARGON2_TIME_COST
+
+    @property
+    def memory_cost(self) -> int:  # type: ignore[override]
+        return settings.CAREID_ARGON2_MEMORY_COST
+
+    @property
+    def parallelism(self) -> int:  # type: ignore[override]
+        return settings.CAREID_ARGON2_PARALLELISM

@@ -1,0 +1,73 @@
+"""What each Argon2id setting costs per sign-in on this machine, and the sign-ins per core that follow.
+
+Times Django's check_password with careid's hasher (accounts/hashers.py) at OWASP's equally strong
+minimums, a few stronger settings and Django's defaults (careid's cost before it was configurable),
+one process at a time: CPU and wall time per check (median of --checks). Capacity per core is
+1 / (hash CPU + the rest of a sign-in's CPU), the rest (--overhead, ms) measured by
+bench/signin_load.py under load (its "not the hash" line).
+
+Run from the project root:  .venv/bin/python bench/argon2_costs.py [--checks N] [--overhead MS]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+if str(PROJECT_DIR) not in sys.path:
+    sys.path.insert(0, str(PROJECT_DIR))
+
+# (memory KiB, passes, lanes, what it is)
+SETTINGS = [
+    (19456, 2, 1, "OWASP, careid's default"),
+    (12288, 3, 1, "OWASP"),
+    (9216, 4, 1, "OWASP"),
+    (7168, 5, 1, "OWASP"),
+    (47104, 1, 1, "OWASP"),
+    (47104, 2, 1, "stronger"),
+    (65536, 3, 1, "stronger"),
+    (102400, 2, 8, "Django's default, careid's until now"),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checks", type=int, default=15, help="checks per setting (default 15)")
+    parser.add_argument("--overhead", type=float, default=42.0,
+                        help="CPU ms of a sign-in besides the hash (bench/signin_load.py; default 42)")
+    arguments = parser.parse_args()
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "careid.settings")
+    os.environ.setdefault("SECRET_KEY", "bench-only")
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.contrib.auth.hashers import check_password, make_password
+
+    settings.PASSWORD_HASHERS = ["accounts.hashers.CareIdArgon2PasswordHasher"]
+    load_before = os.getloadavg()[0]
+    print(f"{'m (MiB)':>8} {'t':>2} {'p':>2}  {'CPU ms':>7} {'wall ms':>8}  {'sign-ins/s per core':>19}   setting")
+    for memory, passes, lanes, what in SETTINGS:
+        settings.CAREID_ARGON2_MEMORY_COST, settings.CAREID_ARGON2_TIME_COST = memory, passes
+        settings.CAREID_ARGON2_PARALLELISM = lanes
+        encoded = make_password("a pass phrase to check")
+        cpu, wall = [], []
+        for _ in range(arguments.checks):
+            cpu_start, wall_start = time.process_time(), time.perf_counter()
+            assert check_password("a pass phrase to check", encoded)
+            cpu.append(time.process_time() - cpu_start)
+            wall.append(time.perf_counter() - wall_start)
+        hash_ms = statistics.median(cpu) * 1000
+        print(f"{memory / 1024:>8.0f} {passes:>2} {lanes:>2}  {hash_ms:>7.1f} {statistics.median(wall) * 1000:>8.1f}  "
+              f"{1000 / (hash_ms + arguments.overhead):>19.1f}   {what}")
+    print(f"capacity per core = 1000 / (hash CPU ms + {arguments.overhead:.0f} ms of the rest of a sign-in); "
+          f"load average (1 min) before/after: {load_before:.2f} / {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""Argon2id at the configured cost: the environment sets it, older hashes still verify and are
+re-hashed at the next sign-in, and unknown addresses do the same work."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.hashers import check_password, get_hasher, make_password
+
+from accounts.models import User
+from signin import flows as signin_flows
+
+from .conftest import sign_in
+from .test_settings import settings_with
+
+HASHERS = ["accounts.hashers.CareIdArgon2PasswordHasher", "django.contrib.auth.hashers.PBKDF2PasswordHasher"]
+APP = "/login/authenticator-app/"
+
+
+def parameters(encoded: str) -> dict[str, int]:
+    decoded = get_hasher("argon2").decode(encoded)
+    return {name: decoded[name] for name in ("time_cost", "memory_cost", "parallelism")}
+
+
+def hash_with(settings, password: str, *, time_cost: int, memory_cost: int, parallelism: int) -> str:
+    """A hash as careid made it when it was configured with these parameters."""
+    saved = settings.CAREID_ARGON2_TIME_COST, settings.CAREID_ARGON2_MEMORY_COST, settings.CAREID_ARGON2_PARALLELISM
+    settings.CAREID_ARGON2_TIME_COST, settings.CAREID_ARGON2_MEMORY_COST = time_cost, memory_cost
+    settings.CAREID_ARGON2_PARALLELISM = parallelism
+    try:
+        return make_password(password)
+    finally:
+        (settings.CAREID_ARGON2_TIME_COST, settings.CAREID_ARGON2_MEMORY_COST,
+         settings.CAREID_ARGON2_PARALLELISM) = saved
+
+
+@pytest.fixture
+def argon2(settings):
+    """Real Argon2id at OWASP's m=19 MiB, t=2, p=1 (the default), instead of the suite's fast hashing."""
+    settings.PASSWORD_HASHERS = HASHERS
+    settings.CAREID_ARGON2_TIME_COST, settings.CAREID_ARGON2_MEMORY_COST, settings.CAREID_ARGON2_PARALLELISM = 2, 19456, 1
+    return settings
+
+
+# --- the environment sets the cost -------------------------------------------------------------
+
+MAKE_HASH = ("import django; django.setup(); from django.contrib.auth.hashers import make_password; "
+             "print(make_password('a long pass phrase'))")
+
+
+def hash_made_with(env: dict[str, str]) -> str:
+    import subprocess
+    import sys
+
+    from .test_settings import ROOT
+
+    result = subprocess.run([sys.executable, "-c", MAKE_HASH], cwd=ROOT, capture_output=True, text=True,
+                            env={"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "careid.settings", "SECRET_KEY": "k",
+                                 **env})
+    return result.stdout.strip() or result.stderr
+
+
+def test_the_default_is_owasps_argon2id_at_19_mib_2_passes_1_lane():
+    assert settings_with({"SECRET_KEY": "k"})["hashers"][0] == "accounts.hashers.CareIdArgon2PasswordHasher"
+    assert hash_made_with({}).startswith("argon2$argon2id$v=19$m=19456,t=2,p=1$")
+
+
+def test_the_environment_sets_time_memory_and_parallelism():
+    encoded = hash_made_with({"CAREID_ARGON2_TIME_COST": "3", "CAREID_ARGON2_MEMORY_COST": "65536",
+                              "CAREID_ARGON2_PARALLELISM": "2"})
+    assert encoded.startswith("argon2$argon2id$v=19$m=65536,t=3,p=2$")
+
+
+@pytest.mark.parametrize("env", [
+    {"CAREID_ARGON2_MEMORY_COST": "8192"},  # 8 MiB at 2 passes: OWASP asks 9 MiB at 4 or 19 MiB at 2
+    {"CAREID_ARGON2_TIME_COST": "1"},  # one pass needs 46 MiB
+    {"CAREID_ARGON2_PARALLELISM": "0"},
+])
+def test_a_cost_below_owasps_minimums_refuses_to_start(env):
+    assert "ImproperlyConfigured: CAREID_ARGON2_" in hash_made_with(env)
+
+
+def test_any_of_owasps_equivalent_settings_is_accepted():
+    assert "m=47104,t=1,p=1$" in hash_made_with({"CAREID_ARGON2_TIME_COST": "1", "CAREID_ARGON2_MEMORY_COST": "47104"})
+    assert "m=9216,t=4,p=1$" in hash_made_with({"CAREID_ARGON2_TIME_COST": "4", "CAREID_ARGON2_MEMORY_COST": "9216"})
+
+
+# --- older hashes ---------------------------------------------------------------------------------
+
+
+def test_a_hash_of_other_parameters_verifies_and_is_upgraded_at_the_next_sign_in(client, person, argon2):
+    # Django's own Argon2 defaults, which careid used before the cost was configurable.
+    old = hash_with(argon2, person.password, time_cost=2, memory_cost=102400, parallelism=8)
+    User.objects.filter(pk=person.user.pk).update(password=old)
+    assert check_password(person.password, old) and get_hasher().must_update(old)
+
+    response = client.post(APP, {"email": person.user.email, "password": "not the password"})
+    assert response.status_code == 400
+    person.user.refresh_from_db()
+    assert person.user.password == old  # a wrong password changes nothing
+
+    response = sign_in(client, person)
+    assert response.status_code == 302 and response.url == "/"
+    person.user.refresh_from_db()
+    assert parameters(person.user.password) == {"time_cost": 2, "memory_cost": 19456, "parallelism": 1}
+    assert person.user.check_password(person.password) and not get_hasher().must_update(person.user.password)
+    assert client.get("/").status_code == 200  # the session made after the upgrade holds
+
+    client.post("/logout/")
+    again = person.user.password
+    assert sign_in(client, person).status_code == 302
+    person.user.refresh_from_db()
+    assert person.user.password == again  # already at the configured cost: not re-hashed
+
+
+def test_a_pbkdf2_hash_verifies_and_becomes_argon2id_at_the_next_sign_in(client, person, argon2):
+    User.objects.filter(pk=person.user.pk).update(
+        password=make_password(person.password, hasher="pbkdf2_sha256"))
+    assert sign_in(client, person).status_code == 302
+    person.user.refresh_from_db()
+    assert person.user.password.startswith("argon2$argon2id$v=19$m=19456,t=2,p=1$")
+
+
+# --- unknown addresses -----------------------------------------------------------------------------
+
+
+def test_the_dummy_hash_for_unknown_addresses_uses_the_configured_parameters(argon2):
+    assert parameters(signin_flows._dummy_hash()) == {"time_cost": 2, "memory_cost": 19456, "parallelism": 1}
+    argon2.CAREID_ARGON2_TIME_COST, argon2.CAREID_ARGON2_MEMORY_COST = 3, 12288
+    assert parameters(signin_flows._dummy_hash()) == {"time_cost": 3, "memory_cost": 12288, "parallelism": 1}
+
+
+def test_an_unknown_address_is_checked_against_a_hash_of_the_configured_cost(client, db, argon2, monkeypatch):
+    argon2.CAREID_ARGON2_TIME_COST, argon2.CAREID_ARGON2_MEMORY_COST = 1, 47104
+    checked: list[str] = []
+
+    def spy(password: str, encoded: str, *args, **kwargs) -> bool:
+        checked.append(encoded)
+        return check_password(password, encoded, *args, **kwargs)
+
+    monkeypatch.setattr(signin_flows, "check_password", spy)
+    response = client.post(APP, {"email": "nobody.here@nhs.net", "password": "a guess at a password"})
+    assert response.status_code == 400
+    assert [parameters(encoded) for encoded in checked] == [{"time_cost": 1, "memory_cost": 47104, "parallelism": 1}]
+
+
+def test_the_dummy_hash_follows_a_change_of_hasher(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    assert signin_flows._dummy_hash().startswith("md5$")
+    settings.PASSWORD_HASHERS = HASHERS  # MD5 no longer known: the dummy is made again, not an error
+    assert signin_flows._dummy_hash().startswith("argon2$argon2id$")

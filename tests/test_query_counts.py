@@ -36,7 +36,9 @@ def test_public_pages(client, db, max_queries, path):
         assert client.get(path).status_code in (200, 404)
 
 
-@pytest.mark.parametrize("path", ["/", "/profile/", "/profile/email/add/", "/authenticators/"])
+@pytest.mark.parametrize("path", ["/", "/profile/", "/profile/email/add/", "/authenticators/", "/profile/sessions/",
+                                  "/profile/activity/", "/profile/password/", "/help/", "/allowed-email-domains/",
+                                  "/profile/authenticators/authenticator-app/remove/"])
 def test_signed_in_pages(signed_in, max_queries, path):
     with max_queries(MAX):
         assert signed_in.get(path).status_code == 200

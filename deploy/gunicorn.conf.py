@@ -2,14 +2,14 @@
 TLS proxy (nginx or similar).
 
 Chosen with bench/signin_load.py (README, "Sign-ins under load"). A sign-in is CPU-bound: the
-Argon2id check of the password is about half its CPU, the rest Django, PostgreSQL and Redis work
+Argon2id check of the password is about four fifths of its CPU at the default cost, the rest Django, PostgreSQL and Redis work
 over six requests.
 
 - Threaded workers (gthread), one per core, two threads each: a request waiting on PostgreSQL or
   Redis leaves the core to the other thread, Argon2 releases the GIL while it hashes, and a long
   download (a million-row audit export streams for about a minute) keeps its worker alive, since
   the worker's heartbeat runs beside the request instead of behind it. More threads or workers only
-  add database connections, memory (19 MiB per hash in flight by default) and switching.
+  add database connections, memory (64 MiB per hash in flight by default) and switching.
 - A worker takes no more connections than it has threads (worker_connections = threads): requests
   beyond what the workers are running wait in the listen queue, oldest first, for whichever worker
   frees a thread. With gunicorn's default of 1000 a worker accepts every connection it can and queues

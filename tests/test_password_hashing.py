@@ -35,9 +35,9 @@ def hash_with(settings, password: str, *, time_cost: int, memory_cost: int, para
 
 @pytest.fixture
 def argon2(settings):
-    """Real Argon2id at OWASP's m=19 MiB, t=2, p=1 (the default), instead of the suite's fast hashing."""
+    """Real Argon2id at the default m=64 MiB, t=3, p=1, instead of the suite's fast hashing."""
     settings.PASSWORD_HASHERS = HASHERS
-    settings.CAREID_ARGON2_TIME_COST, settings.CAREID_ARGON2_MEMORY_COST, settings.CAREID_ARGON2_PARALLELISM = 2, 19456, 1
+    settings.CAREID_ARGON2_TIME_COST, settings.CAREID_ARGON2_MEMORY_COST, settings.CAREID_ARGON2_PARALLELISM = 3, 65536, 1
     return settings
 
 
@@ -59,20 +59,20 @@ def hash_made_with(env: dict[str, str]) -> str:
     return result.stdout.strip() or result.stderr
 
 
-def test_the_default_is_owasps_argon2id_at_19_mib_2_passes_1_lane():
+def test_the_default_is_argon2id_at_64_mib_3_passes_1_lane():
     assert settings_with({"SECRET_KEY": "k"})["hashers"][0] == "accounts.hashers.CareIdArgon2PasswordHasher"
-    assert hash_made_with({}).startswith("argon2$argon2id$v=19$m=19456,t=2,p=1$")
+    assert hash_made_with({}).startswith("argon2$argon2id$v=19$m=65536,t=3,p=1$")
 
 
 def test_the_environment_sets_time_memory_and_parallelism():
-    encoded = hash_made_with({"CAREID_ARGON2_TIME_COST": "3", "CAREID_ARGON2_MEMORY_COST": "65536",
+    encoded = hash_made_with({"CAREID_ARGON2_TIME_COST": "2", "CAREID_ARGON2_MEMORY_COST": "47104",
                               "CAREID_ARGON2_PARALLELISM": "2"})
-    assert encoded.startswith("argon2$argon2id$v=19$m=65536,t=3,p=2$")
+    assert encoded.startswith("argon2$argon2id$v=19$m=47104,t=2,p=2$")
 
 
 @pytest.mark.parametrize("env", [
-    {"CAREID_ARGON2_MEMORY_COST": "8192"},  # 8 MiB at 2 passes: OWASP asks 9 MiB at 4 or 19 MiB at 2
-    {"CAREID_ARGON2_TIME_COST": "1"},  # one pass needs 46 MiB
+    {"CAREID_ARGON2_MEMORY_COST": "8192"},  # 8 MiB at 3 passes: OWASP asks 12 MiB at 3
+    {"CAREID_ARGON2_TIME_COST": "1", "CAREID_ARGON2_MEMORY_COST": "32768"},  # one pass needs 46 MiB
     {"CAREID_ARGON2_PARALLELISM": "0"},
 ])
 def test_a_cost_below_owasps_minimums_refuses_to_start(env):
@@ -101,7 +101,7 @@ def test_a_hash_of_other_parameters_verifies_and_is_upgraded_at_the_next_sign_in
     response = sign_in(client, person)
     assert response.status_code == 302 and response.url == "/"
     person.user.refresh_from_db()
-    assert parameters(person.user.password) == {"time_cost": 2, "memory_cost": 19456, "parallelism": 1}
+    assert parameters(person.user.password) == {"time_cost": 3, "memory_cost": 65536, "parallelism": 1}
     assert person.user.check_password(person.password) and not get_hasher().must_update(person.user.password)
     assert client.get("/").status_code == 200  # the session made after the upgrade holds
 
@@ -117,14 +117,14 @@ def test_a_pbkdf2_hash_verifies_and_becomes_argon2id_at_the_next_sign_in(client,
         password=make_password(person.password, hasher="pbkdf2_sha256"))
     assert sign_in(client, person).status_code == 302
     person.user.refresh_from_db()
-    assert person.user.password.startswith("argon2$argon2id$v=19$m=19456,t=2,p=1$")
+    assert person.user.password.startswith("argon2$argon2id$v=19$m=65536,t=3,p=1$")
 
 
 # --- unknown addresses -----------------------------------------------------------------------------
 
 
 def test_the_dummy_hash_for_unknown_addresses_uses_the_configured_parameters(argon2):
-    assert parameters(signin_flows._dummy_hash()) == {"time_cost": 2, "memory_cost": 19456, "parallelism": 1}
+    assert parameters(signin_flows._dummy_hash()) == {"time_cost": 3, "memory_cost": 65536, "parallelism": 1}
     argon2.CAREID_ARGON2_TIME_COST, argon2.CAREID_ARGON2_MEMORY_COST = 3, 12288
     assert parameters(signin_flows._dummy_hash()) == {"time_cost": 3, "memory_cost": 12288, "parallelism": 1}
 

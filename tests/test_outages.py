@@ -2,12 +2,14 @@
 
 The first tests run in-process. The others run careid as production does (gunicorn with
 deploy/gunicorn.conf.py, settings only from the environment) on a Redis of their own, which they
-freeze (SIGSTOP), thaw, stop and restart, and reach PostgreSQL through a TCP link they can break:
-refusing connections (PostgreSQL stopped) or accepting them and never answering (a host that hangs).
+freeze (SIGSTOP), thaw, stop and restart, and on a PostgreSQL cluster of their own (a copy of the test
+database), which they stop and start, reached through a TCP link they can make hang (accepting
+connections and never answering, as a host that hangs does).
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import shutil
@@ -22,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from io import StringIO
+from pathlib import Path
 
 import pytest
 import requests
@@ -251,6 +254,67 @@ def own_redis() -> Iterator[RedisServer]:
         server.stop()
 
 
+class PostgresServer:
+    """A PostgreSQL cluster of the test's own (initdb in a temporary directory, on a free port; never the
+    machine's shared one), so that it can be stopped and started for real: a fast shutdown ends every
+    connection with the server's own error, as a restart or failover does."""
+
+    def __init__(self, bindir: Path) -> None:
+        self.bindir = bindir
+        self.port = _free_port()
+        self.directory = tempfile.mkdtemp(prefix="careid-pg-")
+        self.data = os.path.join(self.directory, "data")
+        # PostgreSQL will not run as root: as root, the cluster belongs to the postgres user.
+        self.as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self.as_owner:
+            shutil.chown(self.directory, "postgres")
+        self._run("initdb", "--pgdata", self.data, "--auth", "trust", "--username", "postgres", "--encoding", "UTF8",
+                  "--no-sync")
+
+    def _run(self, program: str, *arguments: str, **options) -> subprocess.CompletedProcess:
+        return subprocess.run([*self.as_owner, str(self.bindir / program), *arguments], check=True,
+                              capture_output=True, text=True, timeout=120, **options)
+
+    def start(self) -> None:
+        self._run("pg_ctl", "--pgdata", self.data, "--wait", "--log", os.path.join(self.directory, "log"),
+                  "--options", f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off",
+                  "start")
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "--pgdata", self.data, "--wait", "--mode", "fast", "stop")
+
+    def copy_database(self, source: dict) -> None:
+        """Make careid's test database here, as it is now in the shared cluster (schema, triggers, rows)."""
+        here = ["--host", "127.0.0.1", "--port", str(self.port), "--username", "postgres"]
+        self._run("createdb", *here, source["NAME"])
+        dump = subprocess.run(
+            [str(self.bindir / "pg_dump"), "--no-owner", "--no-privileges", "--host", source["HOST"] or "127.0.0.1",
+             "--port", str(source["PORT"] or 5432), "--username", source["USER"], source["NAME"]],
+            check=True, capture_output=True, text=True, timeout=120).stdout
+        self._run("psql", *here, "--quiet", "--set", "ON_ERROR_STOP=1", "--dbname", source["NAME"], input=dump)
+
+    def sql(self, database: str, statement: str) -> None:
+        self._run("psql", "--host", "127.0.0.1", "--port", str(self.port), "--username", "postgres", "--quiet",
+                  "--set", "ON_ERROR_STOP=1", "--dbname", database, "--command", statement)
+
+    def remove(self) -> None:
+        try:
+            self.stop()
+        except subprocess.CalledProcessError:
+            pass  # already stopped
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@pytest.fixture
+def own_postgres(postgres) -> Iterator[PostgresServer]:
+    bindirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda path: int(Path(path).parent.name))
+    require(bool(bindirs) and os.path.exists(os.path.join(bindirs[-1], "initdb")), "PostgreSQL's initdb")
+    server = PostgresServer(Path(bindirs[-1]))
+    server.start()
+    yield server
+    server.remove()
+
+
 class BreakableLink:
     """A TCP link to PostgreSQL that fails the ways a database does, seen from careid: `stop()` closes
     every connection and refuses new ones (PostgreSQL stopped); `hang()` closes every connection and
@@ -280,7 +344,12 @@ class BreakableLink:
                 self.sockets.add(client)
                 if self.mode != "forward":
                     continue  # held open, never answered
-                upstream = socket.create_connection(self.target)
+                try:
+                    upstream = socket.create_connection(self.target)
+                except OSError:  # the database is down: so is the connection
+                    self.sockets.discard(client)
+                    client.close()
+                    continue
                 self.sockets.add(upstream)
             for source, sink in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
@@ -432,13 +501,16 @@ def nurse(postgres, seeded_allow_list):
     return user, secret
 
 
-def _sign_in(careid: Careid, user, secret: str) -> requests.Session:
+def _sign_in(careid: Careid, user, secret: str, fresh_code=None) -> requests.Session:
     from authenticators.models import AuthenticatorApp
 
     browser = careid.session()
     response, _ = careid.post(browser, "/login/authenticator-app/", {"email": user.email, "password": PASSWORD})
     assert response.status_code == 302, response.text[:2000]
-    AuthenticatorApp.objects.filter(user=user).update(last_t=-1)  # the replay guard: a fresh code
+    if fresh_code is None:  # the replay guard: a code of the same time step is accepted again
+        AuthenticatorApp.objects.filter(user=user).update(last_t=-1)
+    else:
+        fresh_code()
     response, _ = careid.post(browser, "/login/authenticator-app/code/", {"token": totp_code(secret)})
     assert response.status_code == 302 and response.headers["Location"] == "/", response.text[:2000]
     return browser
@@ -519,16 +591,28 @@ def test_with_redis_frozen_or_stopped_pages_render_sign_in_fails_closed_fast_and
 @pytest.mark.services
 @pytest.mark.xdist_group("outages")
 def test_with_postgresql_stopped_or_hanging_every_page_is_branded_and_fast_and_all_recovers(
-        postgres, own_redis, nurse):
+        postgres, own_postgres, own_redis, nurse):
+    from django.db import connection
+
+    from authenticators.models import AuthenticatorApp
+
     user, secret = nurse
-    link = BreakableLink(postgres)
+    own_postgres.copy_database(connection.settings_dict)  # the nurse included
+    database = connection.settings_dict["NAME"]
+
+    def fresh_code():
+        own_postgres.sql(database, f"UPDATE {AuthenticatorApp._meta.db_table} SET last_t = -1 WHERE user_id = {user.pk}")
+
+    link = BreakableLink(("127.0.0.1", own_postgres.port))
     try:
         with careid_under_gunicorn(database=("127.0.0.1", link.port), redis=own_redis) as careid:
-            signed_in = _sign_in(careid, user, secret)
+            signed_in = _sign_in(careid, user, secret, fresh_code)
             response, _ = careid.get(careid.session(), "/health/")
             assert response.status_code == 200
 
-            for failure, within in ((link.stop, 1.5), (link.hang, 5)):
+            # PostgreSQL stopped (a fast shutdown: every connection ended by the server), then started
+            # again; and a database host that accepts connections and never answers, then answers.
+            for failure, recovery, within in ((own_postgres.stop, own_postgres.start, 1.5), (link.hang, link.mend, 5)):
                 failure()
                 # The sign-in page itself needs no database for someone not signed in.
                 response, elapsed = careid.get(careid.session(), "/login/")
@@ -545,10 +629,12 @@ def test_with_postgresql_stopped_or_hanging_every_page_is_branded_and_fast_and_a
                 assert elapsed < within, (failure.__name__, elapsed)
                 assert not re.search(r"psycopg|OperationalError|connection", response.text)
 
-                link.mend()
+                recovery()
+                # The session was in PostgreSQL and is still there; new sign-ins work again.
                 response, _ = careid.get(signed_in, "/profile/")
                 assert response.status_code == 200 and "Mary Seacole" in response.text
                 response, _ = careid.get(careid.session(), "/health/")
                 assert response.status_code == 200
+                _sign_in(careid, user, secret, fresh_code)
     finally:
         link.close()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+from abc import ABCMeta, abstractmethod
 from typing import Any
 
 from django.contrib import admin, messages
@@ -59,7 +60,7 @@ class CareIdAdminSite(admin.AdminSite):
         raise Http404
 
 
-class InputFilter(admin.SimpleListFilter):
+class InputFilter(admin.SimpleListFilter, metaclass=ABCMeta):
     """A box to type a value in rather than a list to pick from (admin/careid/input_filter.html).
 
     parse() turns the typed text into what narrow() applies, or raises ValueError with the message shown
@@ -82,11 +83,13 @@ class InputFilter(admin.SimpleListFilter):
             except ValueError as error:
                 self.error = str(error)
 
+    @abstractmethod
     def parse(self, text: str) -> Any:
-        raise NotImplementedError
+        """The typed text as the value narrow() applies; ValueError with the message to show otherwise."""
 
+    @abstractmethod
     def narrow(self, queryset: QuerySet, value: Any) -> QuerySet:
-        raise NotImplementedError
+        """The queryset narrowed to the parsed value."""
 
     def queryset(self, request, queryset):
         if self.error:

@@ -6,7 +6,8 @@ ones, so Django's `User.check_password` re-hashes it with them after the next ri
 password step of a sign-in, signin/flows.check_password_step).
 
 The parameters are read from settings on every use (not fixed at import), so a test's settings
-override and the unknown-address dummy hash (signin/flows._dummy_hash) always follow them.
+override and the hash made for an unknown address (Django's check_password against an unusable
+hash, signin/flows.check_password_step) always follow them.
 """
 
 from __future__ import annotations

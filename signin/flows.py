@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 from allauth.usersessions.models import UserSession
 from django.contrib.auth import login, logout
-from django.contrib.auth.hashers import check_password, get_hasher, identify_hasher, make_password
+from django.contrib.auth.hashers import check_password, make_password
 from django.db import DatabaseError, transaction
 from django.http import HttpRequest
 from django.utils import timezone
@@ -31,24 +31,9 @@ from .session import SESSION_AUTH, SESSION_LAST_SEEN, Authentication, current
 from .signals import sessions_ended
 
 logger = logging.getLogger(__name__)
-_dummy: list[str] = []  # the hash of a random password, made once per process (and again when the cost changes)
-
-
-def _dummy_hash() -> str:
-    """Checked against when the e-mail is unknown, so that an unknown address costs the
-    same Argon2 work as a wrong password (no timing enumeration): made with the configured
-    hasher and cost (CAREID_ARGON2_*), and made again if they change."""
-    if not _dummy or _needs_rehash(_dummy[0]):
-        _dummy[:] = [make_password(secrets.token_urlsafe(16))]
-    return _dummy[0]
-
-
-def _needs_rehash(encoded: str) -> bool:
-    hasher = get_hasher()
-    try:
-        return identify_hasher(encoded).algorithm != hasher.algorithm or hasher.must_update(encoded)
-    except ValueError:  # made with a hasher no longer configured
-        return True
+# An unusable hash: Django's check_password then makes a hash with the configured hasher and cost
+# (CAREID_ARGON2_*), so an unknown address costs the same Argon2 work as a wrong password.
+NO_ACCOUNT = make_password(None)
 
 
 def find_user_for_signin(email: str) -> User | None:
@@ -113,7 +98,7 @@ def check_password_step(request: HttpRequest, *, email: str, password: str, meth
     if refused:
         return None, refused
     if user is None:
-        check_password(password, _dummy_hash())  # the same Argon2 work as for a real account
+        check_password(password, NO_ACCOUNT)  # the same Argon2 work as for a real account
         reason = "unknown email"
     elif not user.check_password(password):  # a right password on a hash of another cost is re-hashed
         reason = "wrong password"

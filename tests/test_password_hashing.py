@@ -4,10 +4,10 @@ re-hashed at the next sign-in, and unknown addresses do the same work."""
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth.hashers import check_password, get_hasher, make_password
+from django.contrib.auth.hashers import MD5PasswordHasher, check_password, get_hasher, make_password
 
+from accounts.hashers import CareIdArgon2PasswordHasher
 from accounts.models import User
-from signin import flows as signin_flows
 
 from .conftest import sign_in
 from .test_settings import settings_with
@@ -123,28 +123,37 @@ def test_a_pbkdf2_hash_verifies_and_becomes_argon2id_at_the_next_sign_in(client,
 # --- unknown addresses -----------------------------------------------------------------------------
 
 
-def test_the_dummy_hash_for_unknown_addresses_uses_the_configured_parameters(argon2):
-    assert parameters(signin_flows._dummy_hash()) == {"time_cost": 3, "memory_cost": 65536, "parallelism": 1}
-    argon2.CAREID_ARGON2_TIME_COST, argon2.CAREID_ARGON2_MEMORY_COST = 3, 12288
-    assert parameters(signin_flows._dummy_hash()) == {"time_cost": 3, "memory_cost": 12288, "parallelism": 1}
+@pytest.fixture
+def hashes_made(monkeypatch) -> list[str]:
+    """Every hash the configured hashers make while the test runs (a spy: the real hasher still works)."""
+    made: list[str] = []
+    for hasher in (CareIdArgon2PasswordHasher, MD5PasswordHasher):
+        def spy(self, password, salt, *, encode=hasher.encode):
+            encoded = encode(self, password, salt)
+            made.append(encoded)
+            return encoded
+
+        monkeypatch.setattr(hasher, "encode", spy)
+    return made
 
 
-def test_an_unknown_address_is_checked_against_a_hash_of_the_configured_cost(client, db, argon2, monkeypatch):
-    argon2.CAREID_ARGON2_TIME_COST, argon2.CAREID_ARGON2_MEMORY_COST = 1, 47104
-    checked: list[str] = []
-
-    def spy(password: str, encoded: str, *args, **kwargs) -> bool:
-        checked.append(encoded)
-        return check_password(password, encoded, *args, **kwargs)
-
-    monkeypatch.setattr(signin_flows, "check_password", spy)
+def test_an_unknown_address_costs_a_hash_at_the_configured_parameters(client, db, argon2, hashes_made):
     response = client.post(APP, {"email": "nobody.here@nhs.net", "password": "a guess at a password"})
     assert response.status_code == 400
-    assert [parameters(encoded) for encoded in checked] == [{"time_cost": 1, "memory_cost": 47104, "parallelism": 1}]
+    assert [parameters(encoded) for encoded in hashes_made] == [{"time_cost": 3, "memory_cost": 65536, "parallelism": 1}]
+
+    argon2.CAREID_ARGON2_TIME_COST, argon2.CAREID_ARGON2_MEMORY_COST = 1, 47104
+    hashes_made.clear()
+    response = client.post(APP, {"email": "nobody.here@nhs.net", "password": "a guess at a password"})
+    assert response.status_code == 400
+    assert [parameters(encoded) for encoded in hashes_made] == [{"time_cost": 1, "memory_cost": 47104, "parallelism": 1}]
 
 
-def test_the_dummy_hash_follows_a_change_of_hasher(settings):
+def test_an_unknown_address_follows_a_change_of_hasher(client, db, settings, hashes_made):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    assert signin_flows._dummy_hash().startswith("md5$")
-    settings.PASSWORD_HASHERS = HASHERS  # MD5 no longer known: the dummy is made again, not an error
-    assert signin_flows._dummy_hash().startswith("argon2$argon2id$")
+    assert client.post(APP, {"email": "nobody.here@nhs.net", "password": "a guess"}).status_code == 400
+    assert [encoded.split("$")[0] for encoded in hashes_made] == ["md5"]
+    settings.PASSWORD_HASHERS = HASHERS  # MD5 no longer known: the work is Argon2id's, not an error
+    hashes_made.clear()
+    assert client.post(APP, {"email": "nobody.here@nhs.net", "password": "a guess"}).status_code == 400
+    assert [encoded.split("$")[1] for encoded in hashes_made] == ["argon2id"]

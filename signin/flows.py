@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from allauth.usersessions.models import UserSession
@@ -59,13 +59,36 @@ def failing_closed(request: HttpRequest, event: Event, **fields) -> Iterator[Non
 def begin_signin_attempt(request: HttpRequest, *, email: str, user: User | None, method: str,
                          factor: Factor = Factor.PASSWORD) -> str | None:
     """Take the account's attempt slot before checking anything; the refusal message otherwise."""
+    return _audited_refusal(request, lambda: throttle.begin(request, email, user, factor),
+                            email=email, user=user, method=method)
+
+
+def begin_key_attempt(request: HttpRequest, *, email: str, user: User | None, method: str) -> str | None:
+    """Count a key's answer against the client's address only (throttle.begin_for_client says why);
+    the refusal message otherwise. A refused answer is then only audited: the account is not held."""
+    return _audited_refusal(request, lambda: throttle.begin_for_client(request), email=email, user=user, method=method)
+
+
+def _audited_refusal(request: HttpRequest, begin: Callable[[], throttle.Refusal | None], *, email: str,
+                     user: User | None, method: str) -> str | None:
     with failing_closed(request, Event.SIGNIN_THROTTLED, subject=user, method=method, email=email[:254]):
-        refused = throttle.begin(request, email, user, factor)
+        refused = begin()
     if refused is None:
         return None
     record(Event.SIGNIN_THROTTLED, request=request, subject=user, outcome=Outcome.FAILURE, method=method,
            reason=refused.reason, email=email[:254])
     return refused.message
+
+
+def key_holder_locked_out(request: HttpRequest, *, user: User, method: str) -> str | None:
+    """After a good key answer: the lock message when a lock stops keys (one for wrong codes, which only
+    a registration authority lifts); only the key's holder learns of it. None when the sign-in may go on."""
+    if not user.lock_stops(Factor.CODE):
+        return None
+    throttle.release_client(request)
+    record(Event.SIGNIN_THROTTLED, request=request, subject=user, outcome=Outcome.FAILURE, method=method,
+           reason="locked", email=user.email[:254])
+    return throttle.LOCKED_CODES
 
 
 def fail_signin_attempt(

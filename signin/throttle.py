@@ -132,17 +132,27 @@ def _subject(email: str, user: User | None) -> SigninThrottle:
     return user if user is not None else UnknownAddress.objects.for_email(email)
 
 
-def begin(request: HttpRequest, email: str, user: User | None, factor: Factor = Factor.PASSWORD) -> Refusal | None:
-    """Count the attempt against the client's address and hold the account for it, or say why the
-    attempt may not even be checked (then nothing stays counted)."""
+def begin_for_client(request: HttpRequest) -> Refusal | None:
+    """Count the attempt against the client's address only, or say why it may not be checked (then
+    nothing stays counted). Alone, this is how a key's answer is throttled: a signature cannot be
+    guessed, so counting refusals against the account would only let a stranger lock its holder out."""
     ip_key = _ip_key(request)
     if count(ip_key, settings.CAREID_IP_FAILURE_WINDOW) > settings.CAREID_IP_FAILURE_LIMIT:
         uncount(ip_key)
         return Refusal("ip_throttled", wait_message(settings.CAREID_IP_FAILURE_WINDOW))
+    return None
+
+
+def begin(request: HttpRequest, email: str, user: User | None, factor: Factor = Factor.PASSWORD) -> Refusal | None:
+    """Count the attempt against the client's address and hold the account for it, or say why the
+    attempt may not even be checked (then nothing stays counted)."""
+    refused = begin_for_client(request)
+    if refused is not None:
+        return refused
     subject = _subject(email, user)
     if subject.hold_signin_attempt(factor):
         return None
-    uncount(ip_key)
+    uncount(_ip_key(request))
     return _refusal(subject, factor)
 
 
@@ -151,8 +161,13 @@ def fail(request: HttpRequest, email: str, user: User | None, factor: Factor = F
     return _subject(email, user).end_signin_attempt(factor, failed=True)
 
 
+def release_client(request: HttpRequest) -> None:
+    """Give back the client's count of an attempt that was right."""
+    uncount(_ip_key(request))
+
+
 def release(request: HttpRequest, user: User, factor: Factor, *, succeeded: bool = False) -> None:
     """End the attempt without a failure: a right password or code; `succeeded` for a whole sign-in,
     which resets both counts."""
-    uncount(_ip_key(request))
+    release_client(request)
     user.end_signin_attempt(factor, failed=False, succeeded=succeeded)

@@ -1,6 +1,8 @@
 """Signing in with the WebAuthn types through "Select your login method", with assertions signed by a
 software authenticator with real keys (tests/soft_authenticator.py); every answer the server must refuse
-is refused, audited and counted (Factor.CODE), and changes nothing else."""
+is refused, audited and counted against the client's address (never against the Care Identity: a key
+cannot be guessed, so counting refusals there would only let a stranger lock its holder out), and
+changes nothing else."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from authenticators.models import Passkey, SecurityKey, WindowsHello
 from signin.models import UnknownAddress
 from signin.session import SESSION_AUTH
 
+from .conftest import sign_in as sign_in_with_app
 from .test_webauthn_registration import MODELS, deliver_outbox, error_summary
 from .webauthn_steps import authenticator_for, give_email, options_of, post_answer, register, sign_in, signin_verify_url
 
@@ -51,13 +54,15 @@ def signed_in_as(client) -> User | None:
     return User.objects.get(pk=user_id) if user_id else None
 
 
-def failed(user, *, reason: str, count: int = 1) -> None:
+def failed(user, *, reason: str) -> None:
+    """The refusal is audited, and nothing is counted against the Care Identity or kept for the address."""
     events = AuditEvent.objects.filter(event=Event.SIGNIN_FAILED, outcome=Outcome.FAILURE).order_by("-id")
     events = list(events.filter(subject=user) if user else events.filter(subject__isnull=True))
     assert events and events[0].details["reason"].startswith(reason), [event.details for event in events]
     if user is not None:
         user.refresh_from_db()
-        assert user.code_failures == count
+        assert (user.code_failures, user.code_blocked_until, user.locked_at) == (0, None, None)
+    assert not UnknownAddress.objects.exists()
 
 
 # --- signing in with each type ---------------------------------------------------------------------------
@@ -143,7 +148,6 @@ def test_an_unknown_address_gets_the_same_page_and_a_stable_decoy_credential(enr
     assert error_summary(response) == ("Your security key could not be checked. Use the security key registered to "
                                        "your NHS Care Identity, or choose another login method.")
     failed(None, reason="unknown email")
-    assert UnknownAddress.objects.get(key=UnknownAddress.key_for("nobody@nhs.net")).code_failures == 1
     assert signed_in_as(client) is None
 
 
@@ -171,12 +175,12 @@ def at_assertion(enrol, person):
 
 
 def refused(client, person, answer: dict, reason: str, message: str = "Your security key could not be checked.",
-            kind: str = "security-key", count: int = 1):
+            kind: str = "security-key"):
     credential = MODELS[kind].objects.get(user=person.user)
     response = post_answer(client, signin_verify_url(kind), answer)
     assert response.status_code == 400 and message in error_summary(response)
     assert signed_in_as(client) is None
-    failed(person.user, reason=reason, count=count)
+    failed(person.user, reason=reason)
     after = MODELS[kind].objects.get(pk=credential.pk)
     assert (after.sign_count, after.last_used_at) == (credential.sign_count, credential.last_used_at)
     return response
@@ -199,10 +203,10 @@ def test_an_assertion_is_good_once(at_assertion, person):
     replayer = Client()
     give_email(replayer, "security-key", person.user.email)
     options_of(replayer, signin_verify_url("security-key"))
-    refused(replayer, person, answer, "wrong challenge", count=1)
+    refused(replayer, person, answer, "wrong challenge")
     empty = Client()  # no challenge issued at all
     give_email(empty, "security-key", person.user.email)
-    refused(empty, person, answer, "no challenge", "This page has expired or was used already", count=2)
+    refused(empty, person, answer, "no challenge", "This page has expired or was used already")
 
 
 def test_a_challenge_raced_by_two_requests_is_used_once(at_assertion, person):
@@ -212,7 +216,7 @@ def test_a_challenge_raced_by_two_requests_is_used_once(at_assertion, person):
     session = client.session
     session["careid_webauthn_challenges"] = copy
     session.save()
-    refused(client, person, key.get(options), "challenge used already", "This page has expired", count=2)
+    refused(client, person, key.get(options), "challenge used already", "This page has expired")
 
 
 def test_an_expired_challenge_is_refused(at_assertion, person):
@@ -269,22 +273,73 @@ def test_what_the_browser_could_not_do_is_explained_and_not_counted(at_assertion
         response = post_answer(client, signin_verify_url("security-key"), None, client_error=error)
         assert response.status_code == 400 and message in error_summary(response), error
     person.user.refresh_from_db()
-    assert person.user.code_failures == 0
-    failed(person.user, reason="not completed in the browser (nojs)", count=0)
+    failed(person.user, reason="not completed in the browser (nojs)")
 
 
-def test_thirty_refused_assertions_lock_the_care_identity(at_assertion, person, settings):
+def test_refused_assertions_never_lock_or_delay_the_care_identity(at_assertion, person, settings):
+    """A stranger who knows the address posts assertions from a key of their own: each is refused and
+    audited, but the person's account is neither delayed nor locked, and both their key and their
+    password and app still sign them in."""
     settings.CAREID_CODE_LOCK_AFTER = 3
-    settings.CAREID_SIGNIN_DELAY_FROM = 10
+    settings.CAREID_SIGNIN_DELAY_FROM = 1
+    client, options, key = at_assertion
+    for _attempt in range(5):
+        response = post_answer(client, signin_verify_url("security-key"), key.get(options, uv=False))
+        assert response.status_code == 400 and "did not check it was you" in error_summary(response)
+        options = options_of(client, signin_verify_url("security-key"))
+    failed(person.user, reason="user not verified")
+    assert AuditEvent.objects.filter(event=Event.SIGNIN_FAILED, subject=person.user).count() == 5
+    assert not AuditEvent.objects.filter(event__in=[Event.ACCOUNT_LOCKED, Event.SIGNIN_THROTTLED]).exists()
+
+    assert sign_in_with_app(Client(), person).status_code == 302
+    response = post_answer(client, signin_verify_url("security-key"), key.get(options))
+    assert response.status_code == 302 and signed_in_as(client) == person.user
+
+
+def test_junk_passkey_answers_keep_nothing(enrol, person):
+    """Assertions for credentials nobody registered: refused, and no throttle row per made-up credential."""
+    enrol("passkey")
+    client = Client()
+    for junk in range(3):
+        options = options_of(client, "/login/passkey/")
+        stranger = authenticator_for("passkey", "careid.example.nhs.uk")
+        stranger.create({"rp": {"id": "careid.example.nhs.uk"}, "user": {"id": "AAAA"}, "challenge": "A" * 43})
+        response = post_answer(client, "/login/passkey/", stranger.get(options, credential_id=next(iter(stranger.credentials))))
+        assert "Your passkey could not be checked." in error_summary(response), junk
+    failed(None, reason="unknown credential")
+
+
+def test_the_clients_address_is_limited(at_assertion, person, settings):
+    """Refusals count against the client's address: past the limit even a good assertion is not checked."""
+    settings.CAREID_IP_FAILURE_LIMIT = 3
     client, options, key = at_assertion
     for _attempt in range(3):
         post_answer(client, signin_verify_url("security-key"), key.get(options, uv=False))
         options = options_of(client, signin_verify_url("security-key"))
-        SecurityKey.objects.update(throttling_failure_count=0)  # the device's own delays aside
-    person.user.refresh_from_db()
-    assert person.user.is_locked
     response = post_answer(client, signin_verify_url("security-key"), key.get(options))
-    assert "locked" in error_summary(response) and signed_in_as(client) is None
+    assert response.status_code == 400 and "Too many failed attempts. Wait 900 seconds" in error_summary(response)
+    assert signed_in_as(client) is None
+    event = AuditEvent.objects.filter(event=Event.SIGNIN_THROTTLED).get()
+    assert (event.subject, event.details["reason"]) == (person.user, "ip_throttled")
+    stored = SecurityKey.objects.get(user=person.user)
+    assert (stored.sign_count, stored.last_used_at) == (0, None)  # the good answer was never checked
+
+
+def test_a_good_key_answer_tells_its_holder_of_a_lock_for_wrong_codes(at_assertion, person):
+    """An RA-only lock (wrong security codes) stops keys too; only the key's holder learns of it."""
+    client, options, key = at_assertion
+    User.objects.filter(pk=person.user.pk).update(code_failures=30, locked_at=dt.datetime.now(dt.UTC),
+                                                  lock_reason="codes")
+    response = post_answer(client, signin_verify_url("security-key"), key.get(options))
+    assert response.status_code == 400
+    assert "locked after too many wrong security codes" in error_summary(response) and signed_in_as(client) is None
+    event = AuditEvent.objects.filter(event=Event.SIGNIN_THROTTLED).get()
+    assert (event.subject, event.details["reason"]) == (person.user, "locked")
+    stranger = Client()
+    give_email(stranger, "security-key", person.user.email)
+    options = options_of(stranger, signin_verify_url("security-key"))
+    response = post_answer(stranger, signin_verify_url("security-key"), key.get(options, uv=False))
+    assert "did not check it was you" in error_summary(response) and "locked" not in error_summary(response)
 
 
 # --- passkeys: no e-mail, the person found by the credential --------------------------------------------

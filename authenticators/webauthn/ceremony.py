@@ -381,11 +381,6 @@ def verify_assertion(kind: AuthenticatorType, credential: AuthenticationCredenti
     )
 
 
-def sign_count_went_back(stored: int, new: int) -> bool:
-    """An authenticator with a counter must count up; one without says 0 every time."""
-    return (new > 0 or stored > 0) and new <= stored
-
-
 # --- what the browser could not do (the page's script says why in `client_error`) ----------------
 
 CLIENT_ERRORS = {"NotAllowedError", "AbortError", "InvalidStateError", "SecurityError", "NotSupportedError",

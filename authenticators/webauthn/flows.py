@@ -15,7 +15,6 @@ import time
 from django.db import IntegrityError, transaction
 from django.db.models import IntegerField, Value
 from django.http import HttpRequest
-from django.utils import timezone
 from django.utils.crypto import constant_time_compare, salted_hmac
 from webauthn.helpers import base64url_to_bytes, bytes_to_base64url
 
@@ -29,8 +28,6 @@ from authenticators.journeys import AlreadyRegistered, NoJourney, NotActive, Too
 from authenticators.models import RegistrationLink
 from authenticators.registry import AuthenticatorType
 from signin import flows as signin_flows
-from signin import throttle
-from signin.models import Factor
 
 from . import ceremony
 from .ceremony import Refused
@@ -283,9 +280,10 @@ def finish_signin(request: HttpRequest, kind: AuthenticatorType, *, email: str |
                   client_error: str = "") -> str | None:
     """Check the assertion: None when the person is signed in, else the message to show.
 
-    An assertion is a possession factor, throttled like a code (Factor.CODE: growing delays, a lock at
-    the 30th failure). `email` None is a passkey: the person is found by the credential, whose user
-    handle must match. An unknown address, a wrong credential and a suspended profile get one answer.
+    A signature cannot be guessed, so answers are counted against the client's address only, never
+    against the Care Identity: junk answers from anyone who knows the address must not delay or lock
+    its holder out. `email` None is a passkey: the person is found by the credential, whose user handle
+    must match. An unknown address, a wrong credential and a suspended profile get one answer.
     """
     entry = _pop_challenge(request, "signin", kind)
     if client_error or not response:
@@ -304,7 +302,6 @@ def finish_signin(request: HttpRequest, kind: AuthenticatorType, *, email: str |
         credential = (kind.model.objects.select_related("user").filter(credential_id=parsed.raw_id, confirmed=True)
                       .first() if parsed is not None else None)
         user = credential.user if credential is not None else None
-        # No address to hold the attempt against: an unknown credential is throttled under its own name.
         address = user.email if user is not None else "passkey:" + hashlib.sha256(
             parsed.raw_id if parsed is not None else b"").hexdigest()[:32]
     else:
@@ -313,8 +310,7 @@ def finish_signin(request: HttpRequest, kind: AuthenticatorType, *, email: str |
                       if user is not None and parsed is not None else None)
         address = email
 
-    refused_message = signin_flows.begin_signin_attempt(request, email=address, user=user, method=kind.key,
-                                                        factor=Factor.CODE)
+    refused_message = signin_flows.begin_key_attempt(request, email=address, user=user, method=kind.key)
     if refused_message:
         return refused_message
     try:
@@ -330,26 +326,22 @@ def finish_signin(request: HttpRequest, kind: AuthenticatorType, *, email: str |
         handle = parsed.response.user_handle
         if email is None and (not handle or not constant_time_compare(handle, bytes(credential.user_handle))):
             raise Refused("user handle does not match")
-        allowed, why = credential.verify_is_allowed()
-        if not allowed:
-            throttle.release(request, user, Factor.CODE)
-            return throttle.wait_message(why["locked_until"] - timezone.now())
         assertion = ceremony.verify_assertion(kind, parsed, challenge=challenge,
                                               public_key=bytes(credential.public_key))
         if ceremony.profile(kind).device_bound and assertion.backup_eligible:
             raise Refused("backup eligible (a synced passkey is not AAL3)")
-        if (ceremony.sign_count_went_back(credential.sign_count, assertion.sign_count)
-                or not credential.record_use(sign_count=assertion.sign_count, backed_up=assertion.backed_up)):
+        locked_message = signin_flows.key_holder_locked_out(request, user=user, method=kind.key)
+        if locked_message:
+            return locked_message
+        if not credential.record_use(sign_count=assertion.sign_count, backed_up=assertion.backed_up):
             _suspect_clone(request, kind, credential, assertion.sign_count)
             raise Refused("sign count did not go up (possible cloned authenticator)",
                           f"Your {ceremony.profile(kind).device} could not be used. Contact your registration "
                           "authority.")
     except Refused as refused:
-        if credential is not None and user is not None:
-            credential.throttle_increment()
-        return signin_flows.fail_signin_attempt(request, email=address, user=user, method=kind.key,
-                                                factor=Factor.CODE, reason=refused.reason,
-                                                message=refused.message or not_checked_message(kind))
+        record(Event.SIGNIN_FAILED, request=request, subject=user, outcome=Outcome.FAILURE, method=kind.key,
+               reason=refused.reason, email=address[:254])
+        return refused.message or not_checked_message(kind)
     request.session.pop(SESSION_SIGNIN, None)
     signin_flows.complete_signin(request, user=user, kind=kind)
     return None

@@ -26,7 +26,7 @@ from audit.models import Event, Outcome
 from audit.record import record
 
 from . import throttle
-from .models import Factor, LockReason
+from .models import Factor
 from .session import SESSION_AUTH, SESSION_LAST_SEEN, Authentication, current
 from .signals import sessions_ended
 
@@ -88,7 +88,7 @@ def key_holder_locked_out(request: HttpRequest, *, user: User, method: str) -> s
     throttle.release_client(request)
     record(Event.SIGNIN_THROTTLED, request=request, subject=user, outcome=Outcome.FAILURE, method=method,
            reason="locked", email=user.email[:254])
-    return throttle.LOCKED_CODES
+    return throttle.lock_message(user)
 
 
 def fail_signin_attempt(
@@ -97,16 +97,14 @@ def fail_signin_attempt(
 ) -> str:
     """Count and audit a failed attempt; the message to show (the lock message once locked)."""
     with transaction.atomic():
-        locked = throttle.fail(request, email, user, factor)
+        locked_message = throttle.fail(request, email, user, factor)
         record(Event.SIGNIN_FAILED, request=request, subject=user, outcome=Outcome.FAILURE, method=method,
                reason=reason, email=email[:254])
-        if locked and user is not None:
+        if locked_message and user is not None:
             failures = user.password_failures if factor == Factor.PASSWORD else user.code_failures
             notify_person(record(Event.ACCOUNT_LOCKED, request=request, subject=user, outcome=Outcome.FAILURE,
                                  method=method, reason=user.lock_reason, failures=failures))
-    if not locked:
-        return message
-    return throttle.LOCKED_CODES if user is not None and user.lock_reason == LockReason.CODES else throttle.LOCKED
+    return locked_message or message
 
 
 def check_password_step(request: HttpRequest, *, email: str, password: str, method: str) -> tuple[User | None, str | None]:
@@ -131,7 +129,7 @@ def check_password_step(request: HttpRequest, *, email: str, password: str, meth
         throttle.release(request, user, Factor.PASSWORD)
         record(Event.SIGNIN_THROTTLED, request=request, subject=user, outcome=Outcome.FAILURE, method=method,
                reason="locked", email=email[:254])
-        return None, throttle.LOCKED_CODES
+        return None, throttle.lock_message(user)
     else:
         throttle.release(request, user, Factor.PASSWORD)  # the code count resets only when the sign-in completes
         return user, None

@@ -40,6 +40,10 @@ def lock_after(factor: Factor) -> int:
     return settings.CAREID_PASSWORD_LOCK_AFTER if factor == Factor.PASSWORD else settings.CAREID_CODE_LOCK_AFTER
 
 
+def lock_reason_of(factor: Factor) -> LockReason:
+    return LockReason.PASSWORDS if factor == Factor.PASSWORD else LockReason.CODES
+
+
 THROTTLE_FIELDS = ["password_failures", "password_blocked_until", "code_failures", "code_blocked_until",
                    "last_signin_failure_at", "locked_at", "lock_reason"]
 
@@ -124,13 +128,13 @@ class SigninThrottle(models.Model):
             recent = self.last_signin_failure_at and now - self.last_signin_failure_at <= settings.CAREID_SIGNIN_FAILURE_WINDOW
             failures = (getattr(self, counter) if recent else 0) + 1
             fields = {counter: failures, slot: now + signin_delay(failures), "last_signin_failure_at": now}
-            if not recent:  # the other factor's old run is over too
+            if not recent and not self.is_locked:  # the other factor's old run is over too (unless it locked)
                 fields["code_failures" if factor == Factor.PASSWORD else "password_failures"] = 0
-            if failures >= lock_after(factor) and self.lock_reason != LockReason.PASSWORDS:
+            if failures >= lock_after(factor) and self.lock_reason != lock_reason_of(factor):
                 # Wrong passwords lock even an account locked for wrong codes, so that it answers like any
                 # other at the 100th; the codes it had counted still keep a password reset from lifting it.
-                fields.update(locked_at=self.locked_at or now,
-                              lock_reason=LockReason.PASSWORDS if factor == Factor.PASSWORD else LockReason.CODES)
+                # Wrong codes (in a password reset) turn a lock for passwords into one that only an RA lifts.
+                fields.update(locked_at=self.locked_at or now, lock_reason=lock_reason_of(factor))
         # Only the holder of the slot writes these fields, so this is not a lost update.
         type(self)._default_manager.filter(pk=self.pk).update(**fields)
         for name, value in fields.items():
@@ -164,10 +168,11 @@ class UnknownAddressQuerySet(models.QuerySet["UnknownAddress"]):
             return self.get(key=key)
 
     def forget_stale(self) -> int:
-        """Rows whose last failure is older than the failure window say nothing any more."""
+        """Rows whose last failure is older than the failure window say nothing any more, unless they are
+        locked: a Care Identity's lock outlasts the window, so an unknown address's must too."""
         cutoff = timezone.now() - settings.CAREID_SIGNIN_FAILURE_WINDOW
-        return self.filter(Q(last_signin_failure_at__lt=cutoff) | Q(last_signin_failure_at__isnull=True,
-                                                                   created_at__lt=cutoff)).delete()[0]
+        stale = Q(last_signin_failure_at__lt=cutoff) | Q(last_signin_failure_at__isnull=True, created_at__lt=cutoff)
+        return self.filter(stale, locked_at__isnull=True).delete()[0]
 
 
 class UnknownAddress(SigninThrottle):

@@ -35,7 +35,7 @@ from accounts.models import User
 from audit.record import client_ip
 from careid.errors import ServiceUnavailable
 
-from .models import Factor, LockReason, SigninThrottle, UnknownAddress
+from .models import Factor, SigninThrottle, UnknownAddress
 
 BAD_CREDENTIALS = "Enter a correct email address and password"
 LOCKED = (
@@ -68,9 +68,14 @@ def wait_message(wait: timedelta) -> str:
     return f"Too many failed attempts. Wait {seconds} {unit} and try again."
 
 
+def lock_message(subject: SigninThrottle) -> str:
+    """What a locked account tells whoever may learn of the lock: how it can be lifted."""
+    return LOCKED if subject.lock_is_lifted_by_password_reset else LOCKED_CODES
+
+
 def _refusal(subject: SigninThrottle, factor: Factor) -> Refusal:
     if subject.lock_stops(factor):
-        return Refusal("locked", LOCKED if subject.lock_reason == LockReason.PASSWORDS else LOCKED_CODES)
+        return Refusal("locked", lock_message(subject))
     blocked_until = subject.blocked_until(factor)
     wait = (blocked_until - timezone.now()) if blocked_until else settings.CAREID_SIGNIN_ATTEMPT_HOLD
     return Refusal("throttled", wait_message(wait))
@@ -156,9 +161,10 @@ def begin(request: HttpRequest, email: str, user: User | None, factor: Factor = 
     return _refusal(subject, factor)
 
 
-def fail(request: HttpRequest, email: str, user: User | None, factor: Factor = Factor.PASSWORD) -> bool:
-    """End the attempt as a failure (it stays counted against the address); True when it locked."""
-    return _subject(email, user).end_signin_attempt(factor, failed=True)
+def fail(request: HttpRequest, email: str, user: User | None, factor: Factor = Factor.PASSWORD) -> str | None:
+    """End the attempt as a failure (it stays counted against the address); the lock message when it locked."""
+    subject = _subject(email, user)
+    return lock_message(subject) if subject.end_signin_attempt(factor, failed=True) else None
 
 
 def release_client(request: HttpRequest) -> None:

@@ -8,8 +8,10 @@ Addresses that belong to nobody answer exactly like a Care Identity throughout, 
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import pytest
+import time_machine
 from django.core.cache import caches
 from django.utils import timezone
 
@@ -114,3 +116,21 @@ def test_wrong_codes_and_wrong_passwords_are_counted_apart(client, person, no_de
     person.user.refresh_from_db()
     # The right password ends the run of wrong passwords; the wrong code starts a run of its own.
     assert (person.user.password_failures, person.user.code_failures) == (0, 1)
+
+
+def test_a_locked_unknown_address_stays_locked_after_the_failure_window(client, person, no_delays, settings):
+    """A real Care Identity's lock outlasts the failure window, so an unknown address's must too, after the
+    daily clean-up of stale rows (else the address would answer differently from then on)."""
+    from signin.models import UnknownAddress
+
+    User.objects.filter(pk=person.user.pk).update(password_failures=99, last_signin_failure_at=timezone.now())
+    client.post(APP, {"email": person.user.email, "password": "wrong password"})
+    for _attempt in range(100):
+        client.post(APP, {"email": "nobody@nhs.net", "password": "wrong password"})
+    for _attempt in range(3):
+        client.post(APP, {"email": "someone.else@nhs.net", "password": "wrong password"})
+    with time_machine.travel(timezone.now() + settings.CAREID_SIGNIN_FAILURE_WINDOW + timedelta(minutes=1)):
+        assert UnknownAddress.objects.forget_stale() == 1  # only the address that was not locked
+        unknown = answer(client.post(APP, {"email": "nobody@nhs.net", "password": "wrong password"}), "nobody@nhs.net")
+        known = answer(client.post(APP, {"email": person.user.email, "password": "wrong password"}), person.user.email)
+    assert unknown == known and "Your Care Identity is locked" in unknown[1]

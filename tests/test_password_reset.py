@@ -124,6 +124,39 @@ def test_wrong_app_codes_count_towards_the_code_lock(client, person, mailbox, se
     assert client.post(APP, {"token": person.fresh_code()}).url == START + "?expired=1"
 
 
+def test_the_thirtieth_wrong_app_code_turns_a_lock_for_passwords_into_one_for_codes(client, person, mailbox, settings):
+    """Locked by a stranger's wrong passwords, then 30 wrong app codes in the reset: a reset can no longer
+    lift it, so the person is told to contact their RA (not to reset), and the lock is recorded as for codes."""
+    user = person.user
+    User.objects.filter(pk=user.pk).update(password_failures=100, locked_at=timezone.now(), lock_reason="passwords",
+                                           code_failures=settings.CAREID_CODE_LOCK_AFTER - 1,
+                                           last_signin_failure_at=timezone.now())
+    client.post(START, {"email": user.email})
+    client.post(CODE, {"code": code_from(mailbox, user.email)})
+    wrong_token = f"{(int(person.code()) + 500000) % 10**6:06d}"
+    page = client.post(APP, {"token": wrong_token}).content.decode()
+    assert "locked after too many wrong security codes" in page and "Reset your password" not in page
+    user.refresh_from_db()
+    assert user.lock_reason == "codes" and not user.lock_is_lifted_by_password_reset
+    assert AuditEvent.objects.filter(event=Event.ACCOUNT_LOCKED, subject=user, details__reason="codes").exists()
+    page = Client().post("/login/authenticator-app/", {"email": user.email, "password": person.password})
+    assert "locked after too many wrong security codes" in page.content.decode()
+
+
+def test_a_lock_for_codes_outlives_a_hundred_wrong_passwords_spread_out(person, settings):
+    """Wrong passwords long after a lock for codes do not wipe the codes it counted: a reset still
+    cannot lift it."""
+    user = person.user
+    User.objects.filter(pk=user.pk).update(code_failures=30, locked_at=timezone.now(), lock_reason="codes",
+                                           password_failures=99,
+                                           last_signin_failure_at=timezone.now() - 2 * settings.CAREID_SIGNIN_FAILURE_WINDOW)
+    settings.CAREID_PASSWORD_LOCK_AFTER = 1
+    page = Client().post("/login/authenticator-app/", {"email": user.email, "password": "not the password"})
+    assert "locked after too many wrong security codes" in page.content.decode()
+    user.refresh_from_db()
+    assert user.is_locked and not user.lock_is_lifted_by_password_reset
+
+
 def test_the_new_password_follows_the_registration_rules(client, person, mailbox):
     user = person.user
     client.post(START, {"email": user.email})

@@ -12,9 +12,11 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from importlib import import_module
 
 from allauth.usersessions.models import UserSession
-from django.contrib.auth import login, logout
+from django.conf import settings
+from django.contrib.auth import login, logout, update_session_auth_hash
 from django.contrib.auth.hashers import check_password, make_password
 from django.db import DatabaseError, transaction
 from django.http import HttpRequest
@@ -28,7 +30,7 @@ from audit.record import record
 from . import throttle
 from .models import Factor
 from .session import SESSION_AUTH, SESSION_LAST_SEEN, Authentication, current
-from .signals import sessions_ended
+from .signals import session_key_changed, sessions_ended
 
 logger = logging.getLogger(__name__)
 # An unusable hash: Django's check_password then makes a hash with the configured hasher and cost
@@ -150,9 +152,10 @@ def complete_signin(request: HttpRequest, *, user: User, kind) -> None:
             # Someone else was signed in here (a shared practice computer): their session ends first.
             _end_this_session(request, Event.SIGNED_OUT, reason="another person signed in")
         throttle.release(request, user, Factor.CODE, succeeded=True)
-        if request.user.is_authenticated:
-            request.session.cycle_key()  # login() keeps the key when the same person signs in again
-        before = request.session.session_key
+        before = None
+        if request.user.is_authenticated:  # the same person again: login() would keep the key
+            before = request.session.session_key
+            request.session.cycle_key()
         login(request, user, backend="accounts.backends.CareIdentityBackend")  # a new session key
         now = time.time()
         auth = Authentication(method=kind.key, aal=kind.aal, acr=kind.acr, amr=tuple(kind.amr), at=now, sid=sid)
@@ -163,8 +166,21 @@ def complete_signin(request: HttpRequest, *, user: User, kind) -> None:
         if before:
             UserSession.objects.filter(session_key=before).delete()
         UserSession.objects.create_from_request(request)
+        if before:
+            session_key_changed.send(sender=User, user=user, before=before, after=request.session.session_key)
         record(Event.SIGNIN_SUCCEEDED, request=request, actor=user, subject=user, method=kind.key, aal=kind.aal,
                acr=kind.acr)
+
+
+def keep_this_session(request: HttpRequest, user: User) -> None:
+    """After the signed-in person's password changed: this session stays valid under the new one with a
+    new key (Django's update_session_auth_hash), and stays in their list of sessions and their services'."""
+    before = request.session.session_key
+    update_session_auth_hash(request, user)
+    request.session.save()  # stored with the new password's hash, which a check of the list looks at
+    after = request.session.session_key
+    UserSession.objects.filter(session_key=before).update(session_key=after)
+    session_key_changed.send(sender=User, user=user, before=before, after=after)
 
 
 def _end_this_session(request: HttpRequest, event: Event, **details) -> None:
@@ -189,14 +205,22 @@ def end_timed_out_session(request: HttpRequest) -> None:
     _end_this_session(request, Event.SESSION_EXPIRED, reason="timed out")
 
 
-def end_sessions(user: User, *, reason: str) -> int:
-    """End every session of the person at once (allauth's list of them, and each from the store);
-    returns how many ended. Called inside the RA action's transaction."""
-    sessions = list(UserSession.objects.filter(user=user))
+def end_sessions(user: User, *, reason: str, keep: str | None = None) -> int:
+    """End the person's sessions at once (allauth's list of them, and each from the store): every one, or
+    every one but the session keyed `keep`; returns how many ended. Called inside the transaction of the
+    change that ends them, whose own audit event says how many."""
+    sessions = list(UserSession.objects.filter(user=user).exclude(session_key=keep or ""))
+    sids = None
+    if keep is not None:  # the services hear of exactly the sessions that end
+        sids = [auth.sid for auth in map(_stored_authentication, sessions) if auth is not None and auth.sid]
     for session in sessions:
         session.end()
-    sessions_ended.send(sender=User, user=user, sids=None, reason=reason)
+    sessions_ended.send(sender=User, user=user, sids=sids, reason=reason)
     return len(sessions)
+
+
+def _stored_authentication(session: UserSession) -> Authentication | None:
+    return Authentication.from_session(import_module(settings.SESSION_ENGINE).SessionStore(session.session_key).load())
 
 
 # --- the person's sessions ("Where you are signed in", the RA's person page) ------------------------
@@ -215,14 +239,9 @@ def end_session(*, user: User, session: UserSession, actor: User, reason: str,
                 request: HttpRequest | None = None) -> None:
     """End one of the person's sessions (by themselves, from another browser, or by an RA): that browser
     is signed out at its next request, and the services it signed into are told."""
-    from importlib import import_module
-
-    from django.conf import settings
-
     if session.user_id != user.pk:
         raise PermissionError("Not this person's session")
-    store = import_module(settings.SESSION_ENGINE).SessionStore(session.session_key)
-    auth = Authentication.from_session(store.load())
+    auth = _stored_authentication(session)
     with transaction.atomic():
         session.end()
         record(Event.SESSIONS_ENDED, request=request, actor=actor, subject=user, sessions_ended=1, reason=reason,
@@ -232,8 +251,10 @@ def end_session(*, user: User, session: UserSession, actor: User, reason: str,
 
 
 def end_other_sessions(request: HttpRequest, *, reason: str) -> int:
-    """Every session of the signed-in person but this one; returns how many ended."""
-    others = [session for session in sessions_of(request.user) if session.session_key != request.session.session_key]
-    for session in others:
-        end_session(user=request.user, session=session, actor=request.user, reason=reason, request=request)
-    return len(others)
+    """Every session of the signed-in person but this one, in one audit event; returns how many ended."""
+    with transaction.atomic():
+        ended = end_sessions(request.user, reason=reason, keep=request.session.session_key)
+        if ended:
+            record(Event.SESSIONS_ENDED, request=request, actor=request.user, subject=request.user,
+                   sessions_ended=ended, reason=reason)
+    return ended

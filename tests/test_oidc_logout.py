@@ -146,12 +146,43 @@ def test_signing_in_again_keeps_the_services_sessions_alive(client, person, serv
     """Re-authentication gives the session a new key; the sweep must follow it, not log the person out."""
     from oidc.flows import sweep_timed_out_sessions
 
+    from allauth.usersessions.models import UserSession
+
+    from oidc.models import Grant
+
     signed_into(client, person, service, rp_key)
     before = client.session.session_key
     sign_in(client, person)
     assert client.session.session_key != before
     assert sweep_timed_out_sessions() == 0
     assert not receiver.tokens and not BackchannelLogout.objects.exists()
+    # One session in the person's list (the one with the new key), and the service's grant follows it.
+    assert list(UserSession.objects.filter(user=person.user).values_list("session_key", flat=True)) == [
+        client.session.session_key]
+    assert set(Grant.objects.values_list("session_key", flat=True)) == {client.session.session_key}
+
+
+def test_changing_the_password_keeps_this_session_and_its_services(client, person, service, rp_key, receiver):
+    """The new password gives this session a new key: it stays listed, and the services' sessions follow it
+    (the sweep must not take them for expired and log the person out)."""
+    from allauth.usersessions.models import UserSession
+
+    from oidc.flows import sweep_timed_out_sessions
+    from oidc.models import Grant
+
+    signed_into(client, person, service, rp_key)
+    before = client.session.session_key
+    new = "a new phrase for the night shift"
+    assert client.post("/profile/password/", {"password1": new, "password2": new}).status_code == 302
+    after = client.session.session_key
+    assert after != before
+    page = client.get("/profile/sessions/").content.decode()
+    assert "This session" in page
+    assert list(UserSession.objects.filter(user=person.user).values_list("session_key", flat=True)) == [after]
+    assert set(Grant.objects.values_list("session_key", flat=True)) == {after}
+    assert sweep_timed_out_sessions() == 0
+    assert not receiver.tokens and not BackchannelLogout.objects.exists()
+    assert not AuditEvent.objects.filter(event__in=[Event.SESSION_EXPIRED, Event.SESSIONS_ENDED]).exists()
 
 
 def test_a_timeout_noticed_on_the_next_request_tells_the_services(client, person, service, rp_key, receiver):

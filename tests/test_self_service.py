@@ -43,6 +43,8 @@ def test_sign_out_of_all_other_sessions(signed_in, person, elsewhere):
     signed_in.post("/profile/sessions/", {"session": "others"})
     assert elsewhere.get("/profile/").status_code == 302 and third.get("/profile/").status_code == 302
     assert signed_in.get("/profile/").status_code == 200
+    [event] = AuditEvent.objects.filter(event=Event.SESSIONS_ENDED, subject=person.user)  # one event for the action
+    assert event.details["sessions_ended"] == 2 and event.details["reason"] == "signed out from another session"
 
 
 def test_another_persons_session_cannot_be_named(signed_in, make_person):
@@ -132,6 +134,8 @@ def test_changing_the_password_needs_a_recent_sign_in_and_signs_out_everywhere_e
     assert other.get("/profile/").status_code == 302 and client.get("/profile/").status_code == 200
     mailbox.wait_for(person.user.email, "password has been changed")
     assert new not in str(AuditEvent.objects.get(event=Event.PASSWORD_CHANGED).details)
+    assert AuditEvent.objects.get(event=Event.PASSWORD_CHANGED).details["sessions_ended"] == 1
+    assert not AuditEvent.objects.filter(event=Event.SESSIONS_ENDED).exists()  # the change's own event says it
 
 
 def test_the_last_authenticator_cannot_be_removed(signed_in, person):

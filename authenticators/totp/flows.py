@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.contrib.auth import update_session_auth_hash
 from django.contrib.auth.hashers import make_password
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest
@@ -335,8 +334,8 @@ def change_password(request: HttpRequest, password: str) -> int:
     with transaction.atomic():
         user.set_password(password)
         user.save(update_fields=["password"])
-        update_session_auth_hash(request, user)  # this session stays valid under the new password
-        ended = signin_flows.end_other_sessions(request, reason="password changed")
+        signin_flows.keep_this_session(request, user)
+        ended = signin_flows.end_sessions(user, reason="password changed", keep=request.session.session_key)
         notify_person(record(Event.PASSWORD_CHANGED, request=request, subject=user, method=KIND.key,
                              sessions_ended=ended))
     return ended

@@ -462,10 +462,11 @@ if not 1 <= CAREID_WEBAUTHN_TIMEOUT <= 300:
 
     raise ImproperlyConfigured(f"CAREID_WEBAUTHN_TIMEOUT={CAREID_WEBAUTHN_TIMEOUT}: give between 1 and 300 seconds "
                                "(a WebAuthn challenge lives 5 minutes, so a longer wait ends in a refused answer).")
-# Authenticator models (AAGUIDs) an organisation accepts, e.g. FIDO2 Certified Level 2 keys; empty: any,
-# with attestation "none". When set, every WebAuthn registration must carry an attestation certificate
+# Security key models (AAGUIDs) an organisation accepts, e.g. FIDO2 Certified Level 2 keys; empty: any,
+# with attestation "none". When set, a security key's registration must carry an attestation certificate
 # chain to one of the roots in CAREID_WEBAUTHN_ATTESTATION_ROOTS (a PEM file, e.g. from the FIDO
-# Metadata Service): an AAGUID no certificate vouches for is only what the authenticator claims.
+# Metadata Service): an AAGUID no certificate vouches for is only what the authenticator claims. The
+# types whose WebAuthn profile does not ask for attestation (Windows Hello, iPad, passkey) ignore it.
 CAREID_WEBAUTHN_ALLOWED_AAGUIDS = [aaguid.strip().lower() for aaguid in env.list("CAREID_WEBAUTHN_ALLOWED_AAGUIDS", default=[])]
 CAREID_WEBAUTHN_ATTESTATION_ROOTS = env.str("CAREID_WEBAUTHN_ATTESTATION_ROOTS", default="")
 if CAREID_WEBAUTHN_ALLOWED_AAGUIDS and not CAREID_WEBAUTHN_ATTESTATION_ROOTS:

@@ -7,6 +7,7 @@ from django.db.models import F
 from django.http import HttpRequest
 from django.utils import timezone
 
+from accounts.models import User
 from accounts.notifications import notify_person
 from audit.models import Event, Outcome
 from audit.record import record
@@ -144,15 +145,21 @@ class LastAuthenticator(ValueError):
 
 
 def remove_own_authenticator(request: HttpRequest, *, kind: str) -> bool:
-    """The person removes one of their own authenticators (a lost phone, an old key), never the last."""
-    registered = [item.kind.key for item in registry.authenticators_of(request.user)]
-    if kind not in registered:
-        return False
-    if len(registered) == 1:
-        raise LastAuthenticator("You cannot remove your only authenticator: you would not be able to sign in. "
-                                "Add another one first, or ask your registration authority for help.")
-    return remove_authenticator(user=request.user, kind=kind, actor=request.user, reason="removed by the person",
-                                request=request)
+    """The person removes one of their own authenticators (a lost phone, an old key), never the last
+    one they can sign in with: a type switched off (a passkey out of its beta) does not count. False
+    when they have none of `kind`. The person's row is locked first, so two removals at once cannot
+    each leave the other's authenticator as the last one."""
+    with transaction.atomic():
+        User.objects.select_for_update().get(pk=request.user.pk)
+        registered = registry.authenticators_of(request.user)
+        if kind not in {item.kind.key for item in registered}:
+            return False
+        if not any(item.kind.enabled for item in registered if item.kind.key != kind):
+            raise LastAuthenticator("You cannot remove your only authenticator you can sign in with: you would "
+                                    "not be able to sign in. Add another one first, or ask your registration "
+                                    "authority for help.")
+        return remove_authenticator(user=request.user, kind=kind, actor=request.user,
+                                    reason="removed by the person", request=request)
 
 
 def remove_authenticator(*, user, kind: str, actor, reason: str, request: HttpRequest | None = None) -> bool:

@@ -56,18 +56,20 @@ def select_type(request: HttpRequest) -> HttpResponse:
 def remove_own(request: HttpRequest, kind: str) -> HttpResponse:
     """Remove one of your authenticators (a page to confirm; never the last one)."""
     authenticator_type = registry.get(kind)
-    registered = {item.kind.key for item in registry.authenticators_of(request.user)}
-    if authenticator_type is None or kind not in registered:
+    if authenticator_type is None:
         raise Http404
     problem = None
     if request.method == "POST":
         try:
-            flows.remove_own_authenticator(request, kind=kind)
+            if not flows.remove_own_authenticator(request, kind=kind):
+                raise Http404
         except flows.LastAuthenticator as error:
             problem = str(error)
         else:
             messages.success(request, f"{authenticator_type.name} has been removed from your profile.")
             return redirect("profile")
+    elif not authenticator_type.model.objects.registered(request.user).exists():
+        raise Http404
     return render(request, "authenticators/remove.html", {"kind": authenticator_type, "problem": problem},
                   status=400 if problem else 200)
 

@@ -454,12 +454,19 @@ OTP_TOTP_THROTTLE_FACTOR = 0
 # refuse IP addresses): use http://localhost:8000, not 127.0.0.1, for development.
 CAREID_WEBAUTHN_RP_ID = env.str("CAREID_WEBAUTHN_RP_ID", default="")
 CAREID_WEBAUTHN_ORIGINS = [origin.rstrip("/") for origin in env.list("CAREID_WEBAUTHN_ORIGINS", default=[])]
-# Seconds the browser waits for an authenticator (also how long a ceremony's challenge lives, at most 5 minutes).
+# Seconds the browser waits for an authenticator, at most 300: a ceremony's challenge lives 5 minutes
+# whatever this says (authenticators/webauthn/models.py), so an answer after a longer wait would be refused.
 CAREID_WEBAUTHN_TIMEOUT = env.int("CAREID_WEBAUTHN_TIMEOUT", default=180)
-# Authenticator models (AAGUIDs) an organisation accepts, e.g. FIDO2 Certified Level 2 keys; empty: any,
-# with attestation "none". When set, every WebAuthn registration must carry an attestation certificate
+if not 1 <= CAREID_WEBAUTHN_TIMEOUT <= 300:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(f"CAREID_WEBAUTHN_TIMEOUT={CAREID_WEBAUTHN_TIMEOUT}: give between 1 and 300 seconds "
+                               "(a WebAuthn challenge lives 5 minutes, so a longer wait ends in a refused answer).")
+# Security key models (AAGUIDs) an organisation accepts, e.g. FIDO2 Certified Level 2 keys; empty: any,
+# with attestation "none". When set, a security key's registration must carry an attestation certificate
 # chain to one of the roots in CAREID_WEBAUTHN_ATTESTATION_ROOTS (a PEM file, e.g. from the FIDO
-# Metadata Service): an AAGUID no certificate vouches for is only what the authenticator claims.
+# Metadata Service): an AAGUID no certificate vouches for is only what the authenticator claims. The
+# types whose WebAuthn profile does not ask for attestation (Windows Hello, iPad, passkey) ignore it.
 CAREID_WEBAUTHN_ALLOWED_AAGUIDS = [aaguid.strip().lower() for aaguid in env.list("CAREID_WEBAUTHN_ALLOWED_AAGUIDS", default=[])]
 CAREID_WEBAUTHN_ATTESTATION_ROOTS = env.str("CAREID_WEBAUTHN_ATTESTATION_ROOTS", default="")
 if CAREID_WEBAUTHN_ALLOWED_AAGUIDS and not CAREID_WEBAUTHN_ATTESTATION_ROOTS:

@@ -87,18 +87,17 @@ def test_the_per_ip_limit_holds_under_parallel_attempts(transactional_db, settin
 
 
 @contextmanager
-def verified_meanwhile(address: EmailAddress) -> Iterator[list[bool]]:
-    """Another transaction verifies `address` and commits only once a request of the block waits on
-    it, so that request passed every check before the database's unique_verified_email decides.
-    Yields [True] once someone waited (the race really happened)."""
-    updated, waited = threading.Event(), []
+def committed_once_waited_on(work) -> Iterator[list[bool]]:
+    """Another transaction does `work()` and commits only once a request of the block waits on it
+    (or after 5 seconds, when none does). Yields [True] once someone waited (the race really happened)."""
+    done, waited, errors = threading.Event(), [], []
 
-    def verify() -> None:
+    def run() -> None:
         try:
             with transaction.atomic():
-                EmailAddress.objects.filter(pk=address.pk).update(verified=True)
-                updated.set()
-                deadline = time.monotonic() + 10
+                work()
+                done.set()
+                deadline = time.monotonic() + 5
                 with connection.cursor() as cursor:
                     while time.monotonic() < deadline and not waited:
                         cursor.execute("SELECT count(*) FROM pg_stat_activity "
@@ -107,16 +106,27 @@ def verified_meanwhile(address: EmailAddress) -> Iterator[list[bool]]:
                             waited.append(True)
                         else:
                             time.sleep(0.02)
+        except BaseException as error:
+            errors.append(error)
+            done.set()
         finally:
             connections.close_all()
 
-    thread = threading.Thread(target=verify)
+    thread = threading.Thread(target=run)
     thread.start()
-    assert updated.wait(10)
+    assert done.wait(10)
     try:
         yield waited
     finally:
         thread.join()
+    if errors:
+        raise errors[0]
+
+
+def verified_meanwhile(address: EmailAddress):
+    """Another transaction verifies `address`, so a request of the block passed every check before the
+    database's unique_verified_email decides."""
+    return committed_once_waited_on(lambda: EmailAddress.objects.filter(pk=address.pk).update(verified=True))
 
 
 def test_a_registration_that_loses_the_race_for_its_address_gets_the_conflict_page(invite, make_person, mailbox):
@@ -160,3 +170,29 @@ def test_a_verification_link_that_loses_the_race_gets_a_clear_page(transactional
     assert not loser.verified
     event = AuditEvent.objects.get(event=Event.EMAIL_REFUSED, subject=second.user)
     assert event.details["via"] == "link" and event.details["held_by"] == [first.user.uid]
+
+
+def test_two_removals_at_once_leave_the_person_one_authenticator(transactional_db, make_person):
+    require(connection.vendor == "postgresql", "PostgreSQL (real concurrent transactions)")
+    from authenticators import flows as authenticator_flows
+    from authenticators.models import AuthenticatorApp, SecurityKey
+
+    person = make_person()
+    SecurityKey.objects.create(user=person.user, name="Security key", confirmed=True, credential_id=b"key",
+                               public_key=b"public key", user_handle=b"handle")
+    factory = RequestFactory()
+
+    def removal(kind: str):
+        request = factory.post(f"/profile/authenticators/{kind}/remove/")
+        request.user = User.objects.get(pk=person.user.pk)
+        return lambda: authenticator_flows.remove_own_authenticator(request, kind=kind)
+
+    # The key goes in a transaction that is still open while the app's removal runs.
+    with committed_once_waited_on(removal("security-key")) as waited:
+        with pytest.raises(authenticator_flows.LastAuthenticator):
+            removal("authenticator-app")()
+
+    assert waited, "the second removal never waited on the first: it did not see the person locked"
+    assert not SecurityKey.objects.filter(user=person.user).exists()
+    assert AuthenticatorApp.objects.filter(user=person.user).exists()
+    assert AuditEvent.objects.filter(event=Event.AUTHENTICATOR_REMOVED, subject=person.user).count() == 1

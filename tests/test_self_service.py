@@ -145,6 +145,33 @@ def test_the_last_authenticator_cannot_be_removed(signed_in, person):
 
     assert AuthenticatorApp.objects.filter(user=person.user).exists()
     assert signed_in.post("/profile/authenticators/no-such-type/remove/").status_code == 404
+    assert signed_in.get("/profile/authenticators/security-key/remove/").status_code == 404  # not one of theirs
+    assert signed_in.post("/profile/authenticators/security-key/remove/").status_code == 404
+
+
+def test_a_removal_looks_up_the_persons_authenticators_once(signed_in, person):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        signed_in.post("/profile/authenticators/authenticator-app/remove/")
+    assert sum(" UNION " in query["sql"] for query in queries) == 1  # the registry's query over every type
+
+
+def test_an_authenticator_of_a_type_switched_off_does_not_count_as_a_way_to_sign_in(signed_in, person, settings):
+    from authenticators.models import AuthenticatorApp, Passkey
+
+    settings.CAREID_PASSKEY_BETA = False
+    Passkey.objects.create(user=person.user, name="Passkey", confirmed=True, credential_id=b"passkey",
+                           public_key=b"public key", user_handle=b"handle")
+    response = signed_in.post("/profile/authenticators/authenticator-app/remove/")
+    assert response.status_code == 400 and "You cannot remove your only authenticator" in response.content.decode()
+    assert AuthenticatorApp.objects.filter(user=person.user).exists()
+    assert not AuditEvent.objects.filter(event=Event.AUTHENTICATOR_REMOVED).exists()
+    # The passkey, which cannot be used while the beta is off, can go.
+    assert signed_in.post("/profile/authenticators/passkey/remove/").status_code == 302
+    assert not Passkey.objects.filter(user=person.user).exists()
+    assert AuthenticatorApp.objects.filter(user=person.user).exists()
 
 
 def test_the_profile_offers_every_self_service_page(signed_in):

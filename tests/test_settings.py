@@ -178,3 +178,10 @@ def test_webauthn_settings_default_to_the_base_url_and_come_from_the_environment
 def test_an_aaguid_allow_list_without_attestation_roots_refuses_to_start():
     s = webauthn_settings_with({"CAREID_WEBAUTHN_ALLOWED_AAGUIDS": "2fc0579f-8113-47ea-b116-bb5a8db9202a"})
     assert "CAREID_WEBAUTHN_ALLOWED_AAGUIDS needs CAREID_WEBAUTHN_ATTESTATION_ROOTS" in s["error"]
+
+
+def test_a_webauthn_timeout_longer_than_a_challenge_lives_refuses_to_start():
+    assert webauthn_settings_with({"CAREID_WEBAUTHN_TIMEOUT": "300"})["timeout"] == 300_000
+    for seconds in ("301", "3600", "0"):
+        error = webauthn_settings_with({"CAREID_WEBAUTHN_TIMEOUT": seconds})["error"]
+        assert "ImproperlyConfigured: CAREID_WEBAUTHN_TIMEOUT" in error and "between 1 and 300 seconds" in error

@@ -373,6 +373,19 @@ def test_with_an_allow_list_only_listed_models_with_a_verified_attestation_regis
     assert SecurityKey.objects.get(user=person.user).aaguid == ALLOWED
 
 
+
+@pytest.mark.parametrize("kind", ["windows-hello", "ipad", "passkey"])
+def test_the_allow_list_applies_only_to_types_that_ask_for_attestation(signed_in, person, vendor, setting_up, kind):
+    # Platform authenticators and passkeys give no attestation an RA could check (or an anonymous one):
+    # the allow-list of key models must not refuse them.
+    start_registration(signed_in, kind)
+    options = options_of(signed_in, ceremony_url(kind))
+    assert options["attestation"] == "none"
+    response = post_answer(signed_in, ceremony_url(kind), authenticator_for(kind, setting_up).create(options))
+    assert response.status_code == 302, error_summary(response)
+    assert MODELS[kind].objects.get(user=person.user).aaguid == "00000000-0000-0000-0000-000000000000"
+    assert not failures(person.user)
+
 # --- from a registration link issued by an RA: e-mail, One Time Password, then the ceremony ---------------
 
 

@@ -125,6 +125,17 @@ def test_the_page_asked_for_is_reached_after_signing_in(enrol, person):
     assert response.status_code == 302 and response.url == "/profile/"
 
 
+
+@pytest.mark.parametrize("kind", ["security-key", "passkey"])
+@pytest.mark.parametrize("asked, reached", [("/profile/", "/profile/"), ("https://evil.example/", "/?goto_refused=1")])
+def test_a_next_address_is_honoured_as_the_authenticator_app_sign_in_honours_it(kind, asked, reached, enrol, person):
+    key = enrol(kind)
+    app = Client()
+    app.post(f"/login/authenticator-app/?next={asked}", {"email": person.user.email, "password": person.password})
+    assert app.post(f"/login/authenticator-app/code/?next={asked}", {"token": person.fresh_code()}).url == reached
+    response = sign_in(Client(), kind, key, person.user.email, query={"next": asked})
+    assert response.status_code == 302 and response.url == reached
+
 # --- no enumeration -----------------------------------------------------------------------------------------
 
 

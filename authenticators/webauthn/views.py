@@ -25,7 +25,7 @@ from authenticators.registry import AuthenticatorType
 from authenticators.views import code_step, email_step, journey_error, resend_step
 from careid.http import posted
 from signin.decorators import recent_authentication_required
-from signin.views import choose_another_url, requested_goto, signin_method, signin_url
+from signin.views import after_signin_url, choose_another_url, requested_goto, signin_method, signin_url
 
 from . import ceremony as ceremonies
 from . import flows
@@ -175,7 +175,7 @@ def _assertion_page(request: HttpRequest, kind: AuthenticatorType, email: str | 
         message = flows.finish_signin(request, kind, email=email, response=form.cleaned_data["credential"],
                                       client_error=form.cleaned_data["client_error"])
         if message is None:
-            return redirect(requested_goto(request) or "home")
+            return redirect(after_signin_url(request))
         form.add_error(None, message)
     options = flows.signin_options(request, kind, email)
     return _page(request, kind, template, form, options=options, email=email,

@@ -33,10 +33,6 @@ if (form && optionsElement) {
     if (answered) {
       return;
     }
-    const confirm = form.querySelector("input[name=confirm]");
-    if (confirm && !confirm.checked) {
-      return; // the server asks for the confirmation first
-    }
     event.preventDefault();
     const button = form.querySelector("button[type=submit]");
     if (button) {

@@ -144,10 +144,9 @@ def test_a_session_that_timed_out_is_swept_and_its_services_told(client, person,
 
 def test_signing_in_again_keeps_the_services_sessions_alive(client, person, service, rp_key, receiver):
     """Re-authentication gives the session a new key; the sweep must follow it, not log the person out."""
-    from oidc.flows import sweep_timed_out_sessions
-
     from allauth.usersessions.models import UserSession
 
+    from oidc.flows import sweep_timed_out_sessions
     from oidc.models import Grant
 
     signed_into(client, person, service, rp_key)

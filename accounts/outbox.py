@@ -21,7 +21,7 @@ from typing import Any
 
 from celery import shared_task
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from . import mail
@@ -89,12 +89,17 @@ def deliver(email_id: int) -> OutgoingEmail.State | None:
     if not claimed:
         return None
     email = OutgoingEmail.objects.get(pk=email_id)
-    message = _KINDS[email.kind].render(email)
-    if message is None:
-        return _finish(email, OutgoingEmail.State.CANCELLED)
     try:
+        message = _KINDS[email.kind].render(email)
+        if message is None:
+            return _finish(email, OutgoingEmail.State.CANCELLED)
         mail.send(message.template, email.to, message.context)
     except (OSError, smtplib.SMTPException) as error:
+        return _failed_attempt(email, f"{type(error).__name__}: {error}")
+    except DatabaseError:
+        raise  # the claim runs out and the sweep hands it over again
+    except Exception as error:  # it could not be written (a template, a kind this version no longer has)
+        logger.exception("Could not write e-mail %s (%s)", email.pk, email.kind)
         return _failed_attempt(email, f"{type(error).__name__}: {error}")
     return _finish(email, OutgoingEmail.State.SENT, sent_at=timezone.now(), last_error="")
 
@@ -110,7 +115,7 @@ def _failed_attempt(email: OutgoingEmail, error: str) -> OutgoingEmail.State:
     if timezone.now() - email.created_at >= settings.CAREID_EMAIL_GIVE_UP_AFTER:
         with transaction.atomic():
             _finish(email, OutgoingEmail.State.FAILED, last_error=error[:300])
-            if gave_up := _KINDS[email.kind].gave_up:
+            if (registered := _KINDS.get(email.kind)) and (gave_up := registered.gave_up):
                 gave_up(email)
         logger.error("Gave up e-mail %s (%s to %s) after %s attempts: %s", email.pk, email.kind, email.to, attempts, error)
         return OutgoingEmail.State.FAILED

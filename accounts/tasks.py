@@ -13,7 +13,7 @@ from .flows import send_invitation
 from .models import User
 
 
-@shared_task(autoretry_for=(OSError,), retry_backoff=True, max_retries=5)
+@shared_task
 def send_invitations_task(user_ids: list[int]) -> None:
     """Invite each of these Care Identities that was never invited (bulk onboarding queues them in
     chunks): a chunk delivered twice, or alongside a re-run, invites nobody twice."""

@@ -134,7 +134,6 @@ EMAIL_CONFIG = env.email("EMAIL_URL", default="consolemail://")
 vars().update(EMAIL_CONFIG)
 EMAIL_TIMEOUT = env.int("CAREID_EMAIL_TIMEOUT", default=10)  # seconds for each SMTP operation (a Celery worker waits)
 DEFAULT_FROM_EMAIL = env.str("CAREID_FROM_EMAIL", default="NHS Care Identity <no-reply@careid.localhost>")
-EMAIL_TIMEOUT = env.int("CAREID_EMAIL_TIMEOUT", default=10)  # seconds an SMTP server may take to answer
 # The outbox (accounts/outbox.py) retries an e-mail from 1 minute to an hour apart for this long.
 CAREID_EMAIL_GIVE_UP_AFTER = timedelta(seconds=env.int("CAREID_EMAIL_GIVE_UP_AFTER", default=26 * 3600))
 # A send taking longer than this was lost with its worker: the sweep queues the e-mail again.

@@ -198,3 +198,18 @@ def test_the_email_task_is_registered_with_the_worker():
 
     assert "accounts.outbox.deliver_email_task" in celery_app.tasks
     assert "accounts.tasks.sweep_outbox_task" in celery_app.tasks
+
+
+def test_an_email_that_cannot_be_written_is_retried_then_failed_not_left_sending(user, settings):
+    """A message that fails to render (here a kind this version no longer knows) is an attempt like an SMTP
+    failure: queued again with its error shown, and failed in the end, never left 'sending'."""
+    email = OutgoingEmail.objects.create(kind="retired-kind", object_id=user.pk, to=user.email, user=user)
+    assert outbox.deliver(email.pk) == OutgoingEmail.State.QUEUED
+    email.refresh_from_db()
+    assert (email.state, email.attempts, email.claimed_until) == (OutgoingEmail.State.QUEUED, 1, None)
+    assert "retired-kind" in email.last_error
+    OutgoingEmail.objects.filter(pk=email.pk).update(created_at=timezone.now() - settings.CAREID_EMAIL_GIVE_UP_AFTER,
+                                                     next_attempt_at=timezone.now())
+    assert outbox.deliver(email.pk) == OutgoingEmail.State.FAILED
+    email.refresh_from_db()
+    assert email.state == OutgoingEmail.State.FAILED and email.attempts == 2

@@ -278,7 +278,7 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
                 (reverse(f"admin:accounts_user_{name}", args=[obj.pk]), button)
                 for name, (permission, _title, button, _flow) in USER_ACTIONS.items()
                 if request.user.has_perm(permission) and not roles.is_protected_from(obj, request.user)
-                and _applies(name, obj)
+                and _applies(name, obj, sessions=context["sessions"])
             ]
             if request.user.has_perm("accounts.issue_registration_link") and obj.is_active:
                 context["ra_actions"].append((reverse("admin:accounts_user_link", args=[obj.pk]), "Issue a registration link"))
@@ -400,11 +400,16 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
         return request.user.has_perm("accounts.unlock_user")
 
 
-def _applies(action: str, user: User) -> bool:
-    return {
-        "suspend": user.status == User.Status.ACTIVE,
-        "reinstate": user.status == User.Status.SUSPENDED,
-        "close": user.status != User.Status.CLOSED,
-        "unlock": user.locked_at is not None or user.password_failures > 0 or user.code_failures > 0,
-        "sign_out": UserSession.objects.filter(user=user).exists(),
-    }[action]
+def _applies(action: str, user: User, *, sessions: list | None = None) -> bool:
+    """Whether `action` would change anything for `user` (`sessions`: theirs, when already loaded)."""
+    if action == "suspend":
+        return user.status == User.Status.ACTIVE
+    if action == "reinstate":
+        return user.status == User.Status.SUSPENDED
+    if action == "close":
+        return user.status != User.Status.CLOSED
+    if action == "unlock":
+        return user.locked_at is not None or user.password_failures > 0 or user.code_failures > 0
+    if action == "sign_out":
+        return bool(sessions) if sessions is not None else UserSession.objects.filter(user=user).exists()
+    raise LookupError(action)

@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from .models import AuditEvent
 
-logger = logging.getLogger("careid.audit")
+head_log = logging.getLogger("careid.audit.head")  # settings.LOGGING gives it its own level
 GENESIS = "0" * 64
 _SEAL_LOCK = 0x61756469  # pg_advisory_xact_lock key: one sealer at a time
 CONTENT = ("id", "at", "event", "outcome", "actor_id", "subject_id", "ip", "user_agent", "method", "aal", "details")
@@ -77,7 +77,7 @@ def seal(batch: int = 2000) -> int:
             sealed += len(rows)
         # Logged (and shipped off the database's host with the other logs): the head to check against
         # later, which is how a trail cut short at its end, or emptied, is found.
-        logger.info("audit chain head %s:%s", seq, previous)
+        head_log.info("audit chain head %s:%s", seq, previous)
 
 
 def _write_links(ids: list[int], seqs: list[int], hashes: list[str], sealed_at: datetime) -> None:

@@ -475,6 +475,10 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env.str("CAREID_LOG_LEVEL", default="WARNING")},
+    # The audit chain's head, which a verifier keeps off this host (verify_audit --expect-head): logged
+    # whatever CAREID_LOG_LEVEL says. Its own level lets the INFO record through to the root's handlers,
+    # Django's here and Celery's in a worker (which replaces the root's handlers but not loggers' levels).
+    "loggers": {"careid.audit.head": {"level": "INFO"}},
 }
 
 # User.email is unique case-insensitively (a UniqueConstraint on Lower("email")), which the

@@ -3,6 +3,11 @@ the keyed hash chain finds what a database superuser changed, removed or slipped
 
 from __future__ import annotations
 
+import os
+import selectors
+import subprocess
+import sys
+import time
 from datetime import timedelta
 from io import StringIO
 
@@ -15,7 +20,7 @@ from audit import chain
 from audit.models import AuditEvent, Event
 from audit.record import record
 
-from .conftest import require
+from .conftest import ROOT, celery_worker, require
 
 pytestmark = pytest.mark.services
 
@@ -104,8 +109,7 @@ def test_an_event_inserted_out_of_order_is_found(trail, settings):
 
 def test_a_trail_cut_short_at_its_end_is_found_against_the_logged_head(trail, caplog):
     record(Event.SIGNED_OUT)
-    with caplog.at_level("INFO", logger="careid.audit"):
-        chain.seal()
+    chain.seal()  # logged at default settings (below)
     head = caplog.records[-1].getMessage().rsplit(" ", 1)[1]
     seq, head_hash = head.split(":")
     assert seq == "7"
@@ -196,3 +200,49 @@ def test_events_written_in_parallel_while_sealing_all_end_up_chained(transaction
     chain.seal()
     result = chain.verify()
     assert result.ok and result.checked == 160 and result.unsealed == 0
+
+
+def _default_logging_env() -> dict[str, str]:
+    """This process's environment on the test database, with the log level left at its default."""
+    db = connection.settings_dict
+    env = {k: v for k, v in os.environ.items() if k != "CAREID_LOG_LEVEL"}
+    return {**env, "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"}
+
+
+def _head_logged_by(process: subprocess.Popen, timeout: float = 60) -> str:
+    """The first chain head in a process's output (read as it comes), or a failure with what it wrote."""
+    seen: list[str] = []
+    selector = selectors.DefaultSelector()
+    selector.register(process.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    while (remaining := deadline - time.monotonic()) > 0 and selector.select(remaining):
+        line = process.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if "audit chain head " in line:
+            return line.rsplit(" ", 1)[1].strip()
+    raise AssertionError("No chain head in the log:\n" + "".join(seen))
+
+
+def test_the_chain_head_reaches_the_log_at_default_settings_in_a_web_process(transactional_db):
+    require(connection.vendor == "postgresql", "PostgreSQL (the process must share the test database)")
+    for n in range(3):
+        record(Event.SIGNIN_FAILED, reason=f"attempt {n}")
+    process = subprocess.Popen([sys.executable, "manage.py", "verify_audit", "--seal"], cwd=ROOT,
+                               env=_default_logging_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        head = _head_logged_by(process)
+    finally:
+        process.communicate(timeout=60)
+    assert head == "3:" + AuditEvent.objects.get(seq=3).chain_hash
+
+
+def test_the_chain_head_reaches_the_log_at_default_settings_in_a_celery_worker(transactional_db, smtp_server):
+    from audit.tasks import seal_audit_trail_task
+
+    record(Event.SIGNIN_FAILED, reason="wrong password")
+    with celery_worker(smtp_server.port, CAREID_LOG_LEVEL="WARNING") as worker:  # the default, and `-l warning`
+        seal_audit_trail_task.delay()
+        head = _head_logged_by(worker)
+    assert head == "1:" + AuditEvent.objects.get(seq=1).chain_hash

@@ -393,7 +393,8 @@ CAREID_BACKCHANNEL_CLAIM = timedelta(seconds=60)  # a delivery taking longer was
 # must not be enough to recompute the chain) and never change it: old links are checked with it.
 CAREID_AUDIT_CHAIN_KEY = env.str("CAREID_AUDIT_CHAIN_KEY", default="") or (
     __import__("hashlib").sha256(f"careid.audit-chain:{SECRET_KEY}".encode()).hexdigest())
-# An event sealed longer than this after it happened was written outside careid (or sealing stopped).
+# An event dated longer than this before one chained ahead of it was written outside careid (backdated);
+# one written longer ago than this and still not sealed means the sealer has stopped.
 CAREID_AUDIT_SEAL_TOLERANCE = timedelta(seconds=env.int("CAREID_AUDIT_SEAL_TOLERANCE", default=900))
 
 # --- help and contact ----------------------------------------------------------------------

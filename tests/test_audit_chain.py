@@ -12,8 +12,10 @@ from datetime import timedelta
 from io import StringIO
 
 import pytest
+import time_machine
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from audit import chain
@@ -119,6 +121,45 @@ def test_a_trail_cut_short_at_its_end_is_found_against_the_logged_head(trail, ca
     with pytest.raises(CommandError, match="broken"):
         call_command("verify_audit", "--expect-head", head, stdout=out, stderr=err)
     assert "no longer holds the head" in err.getvalue()  # ... the logged head does
+
+
+def test_a_sealer_outage_longer_than_the_tolerance_verifies_once_sealing_resumes(trail, settings):
+    assert settings.CAREID_AUDIT_SEAL_TOLERANCE == timedelta(seconds=900)
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        written = []
+        for n in range(4):  # 1,200 s of events and no sealer
+            written.append(record(Event.SIGNIN_FAILED, reason=f"during the outage {n}"))
+            clock.shift(timedelta(seconds=300))
+        assert "never sealed" in problems()[0]
+        assert chain.seal() == 4
+        result = chain.verify()
+        assert result.ok and result.checked == 10 and result.unsealed == 0
+        as_superuser("UPDATE audit_auditevent SET details = %s WHERE id = %s", ['{"reason": "x"}', written[1].pk])
+        [problem] = problems()
+        assert f"Event {written[1].pk} " in problem and "does not match its chain hash" in problem
+
+
+def test_an_event_committed_a_little_after_later_ones_is_no_problem(trail):
+    with time_machine.travel(timezone.now() - timedelta(seconds=60)):  # a transaction that took a minute
+        late = record(Event.SIGNED_OUT)
+    chain.seal()
+    assert AuditEvent.objects.get(pk=late.pk).seq == 7
+    assert chain.verify().ok
+
+
+def test_verify_since_a_time_nothing_was_sealed_after_reads_no_event(trail):
+    with CaptureQueriesContext(connection) as queries:
+        result = chain.verify(since=timezone.now() + timedelta(days=1))
+    assert result.ok and result.checked == 0
+    assert len(queries) <= 3, [query["sql"] for query in queries]  # where to start, and the unsealed events
+
+
+def test_verify_since_a_time_starts_at_the_first_event_sealed_then(trail):
+    as_superuser("UPDATE audit_auditevent SET at = at - interval '1 day' WHERE id = ANY(%s)",
+                 [[event.pk for event in trail[:4]]])  # four old events (altered, but before the window)
+    since = AuditEvent.objects.get(pk=trail[4].pk).at
+    result = chain.verify(since=since)
+    assert result.ok and result.checked == 2
 
 
 def test_verify_audit_names_the_first_broken_link_and_fails(trail):

@@ -166,7 +166,7 @@ def verify(*, since: datetime | None = None, first_problem_only: bool = True,
 def _chained(start_seq: int) -> Iterator[tuple[dict, int, str, datetime]]:
     rows = (AuditEvent.objects.filter(seq__gte=start_seq).order_by("seq")
             .values_list(*CONTENT, "seq", "chain_hash", "sealed_at"))
-    with transaction.atomic():  # a server-side cursor that streams (see audit/admin.in_one_transaction)
+    with transaction.atomic():  # a server-side cursor that streams (why: audit/export.export_lines)
         for *content, seq, chain_hash, sealed_at in rows.iterator(chunk_size=5000):
             yield dict(zip(CONTENT, content, strict=True)), seq, chain_hash, sealed_at
 

@@ -306,35 +306,22 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "inte
 # the process is replaced), so it cannot hold a worker forever.
 CELERY_TASK_SOFT_TIME_LIMIT = 300
 CELERY_TASK_TIME_LIMIT = 360
+
+
+def _every(seconds: float, task: str) -> dict:
+    # A run still queued when the next is due has expired: a worker back after an outage runs each
+    # periodic task once, not once for every interval it missed (all at once, on the database).
+    return {"task": task, "schedule": seconds, "options": {"expires": seconds}}
+
+
 CELERY_BEAT_SCHEDULE = {
-    "forget-abandoned-registrations": {
-        "task": "authenticators.tasks.forget_abandoned_registrations_task",
-        "schedule": 3600.0,
-    },
-    "forget-stale-unknown-addresses": {
-        "task": "signin.tasks.forget_stale_unknown_addresses_task",
-        "schedule": 3600.0,
-    },
-    "sweep-timed-out-sessions": {
-        "task": "oidc.tasks.sweep_timed_out_sessions_task",
-        "schedule": 300.0,
-    },
-    "sweep-outbox": {
-        "task": "accounts.tasks.sweep_outbox_task",
-        "schedule": 60.0,
-    },
-    "sweep-backchannel-logouts": {
-        "task": "oidc.tasks.sweep_backchannel_logouts_task",
-        "schedule": 60.0,
-    },
-    "seal-audit-trail": {
-        "task": "audit.tasks.seal_audit_trail_task",
-        "schedule": 10.0,
-    },
-    "forget-used-assertions": {
-        "task": "oidc.tasks.forget_used_assertions_task",
-        "schedule": 3600.0,
-    },
+    "forget-abandoned-registrations": _every(3600.0, "authenticators.tasks.forget_abandoned_registrations_task"),
+    "forget-stale-unknown-addresses": _every(3600.0, "signin.tasks.forget_stale_unknown_addresses_task"),
+    "sweep-timed-out-sessions": _every(300.0, "oidc.tasks.sweep_timed_out_sessions_task"),
+    "sweep-outbox": _every(60.0, "accounts.tasks.sweep_outbox_task"),
+    "sweep-backchannel-logouts": _every(60.0, "oidc.tasks.sweep_backchannel_logouts_task"),
+    "seal-audit-trail": _every(10.0, "audit.tasks.seal_audit_trail_task"),
+    "forget-used-assertions": _every(3600.0, "oidc.tasks.forget_used_assertions_task"),
 }
 
 # --- allauth: e-mail addresses and their verification only ---------------------------------

@@ -4,10 +4,8 @@ the keyed hash chain finds what a database superuser changed, removed or slipped
 from __future__ import annotations
 
 import os
-import selectors
 import subprocess
 import sys
-import time
 from datetime import timedelta
 from io import StringIO
 
@@ -22,7 +20,7 @@ from audit import chain
 from audit.models import AuditEvent, Event
 from audit.record import record
 
-from .conftest import ROOT, celery_worker, require
+from .conftest import ROOT, celery_worker, output_until, require
 
 pytestmark = pytest.mark.services
 
@@ -250,20 +248,10 @@ def _default_logging_env() -> dict[str, str]:
     return {**env, "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"}
 
 
-def _head_logged_by(process: subprocess.Popen, timeout: float = 60) -> str:
-    """The first chain head in a process's output (read as it comes), or a failure with what it wrote."""
-    seen: list[str] = []
-    selector = selectors.DefaultSelector()
-    selector.register(process.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + timeout
-    while (remaining := deadline - time.monotonic()) > 0 and selector.select(remaining):
-        line = process.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        if "audit chain head " in line:
-            return line.rsplit(" ", 1)[1].strip()
-    raise AssertionError("No chain head in the log:\n" + "".join(seen))
+def _head_logged_by(process: subprocess.Popen) -> str:
+    """The first chain head a process logs."""
+    last = output_until(process, lambda lines: "audit chain head " in lines[-1])[-1]
+    return last.rsplit(" ", 1)[1].strip()
 
 
 def test_the_chain_head_reaches_the_log_at_default_settings_in_a_web_process(transactional_db):

@@ -377,9 +377,17 @@ CAREID_BACKCHANNEL_CLAIM = timedelta(seconds=60)  # a delivery taking longer was
 
 # --- the audit trail's hash chain (audit/chain.py) -------------------------------------------
 # The key the chain is computed with. Keep it apart from the database (a copy of the database alone
-# must not be enough to recompute the chain) and never change it: old links are checked with it.
-CAREID_AUDIT_CHAIN_KEY = env.str("CAREID_AUDIT_CHAIN_KEY", default="") or (
-    __import__("hashlib").sha256(f"careid.audit-chain:{SECRET_KEY}".encode()).hexdigest())
+# must not be enough to recompute the chain) and never change it: old links are checked with it. Not
+# derived from SECRET_KEY outside DEBUG, so that rotating SECRET_KEY cannot break the whole trail.
+CAREID_AUDIT_CHAIN_KEY = env.str("CAREID_AUDIT_CHAIN_KEY", default="")
+if not CAREID_AUDIT_CHAIN_KEY:
+    if not DEBUG:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured("Set CAREID_AUDIT_CHAIN_KEY, the audit trail's hash chain key: a long random "
+                                   "secret kept apart from the database and never changed (README, Configuration), "
+                                   "or DEBUG=true for local development.")
+    CAREID_AUDIT_CHAIN_KEY = __import__("hashlib").sha256(f"careid.audit-chain:{SECRET_KEY}".encode()).hexdigest()
 # An event dated longer than this before one chained ahead of it was written outside careid (backdated);
 # one written longer ago than this and still not sealed means the sealer has stopped.
 CAREID_AUDIT_SEAL_TOLERANCE = timedelta(seconds=env.int("CAREID_AUDIT_SEAL_TOLERANCE", default=900))

@@ -5,8 +5,9 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 DEV_ENV := DEBUG=true
 # Tests run with DEBUG off (production settings) over plain http on loopback.
-TEST_ENV := SECRET_KEY=$${SECRET_KEY:-test-only-secret-key-never-used-in-production} CAREID_SSL_REDIRECT=false \
-	DJANGO_ALLOW_ASYNC_UNSAFE=true
+TEST_ENV := SECRET_KEY=$${SECRET_KEY:-test-only-secret-key-never-used-in-production} \
+	CAREID_AUDIT_CHAIN_KEY=$${CAREID_AUDIT_CHAIN_KEY:-test-only-audit-chain-key-never-used-in-production} \
+	CAREID_SSL_REDIRECT=false DJANGO_ALLOW_ASYNC_UNSAFE=true
 
 .PHONY: run test install install-test chromium clean
 

@@ -19,7 +19,7 @@ from django.utils.functional import cached_property
 
 from accounts.models import is_uid
 from authenticators import registry
-from careid.admin import DeclaredFiltersOnly, InputFilter, filter_problems, filters_refused
+from careid.admin import DeclaredFiltersOnly, InputFilter, filter_problems, filters_refused, lookup_refused
 
 from .export import export_lines
 from .models import AuditEvent, Event, Outcome
@@ -214,7 +214,7 @@ class AuditEventAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
             changelist = self.get_changelist_instance(request)
         except DisallowedModelAdminLookup as refused:
             problems = [str(refused)]
-            messages.error(request, str(refused))
+            lookup_refused(request, refused)
         else:
             problems = filter_problems(changelist)
             for problem in problems:

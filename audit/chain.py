@@ -21,11 +21,12 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Min
 from django.utils import timezone
 
 from .models import AuditEvent
 
-logger = logging.getLogger("careid.audit")
+head_log = logging.getLogger("careid.audit.head")  # settings.LOGGING gives it its own level
 GENESIS = "0" * 64
 _SEAL_LOCK = 0x61756469  # pg_advisory_xact_lock key: one sealer at a time
 CONTENT = ("id", "at", "event", "outcome", "actor_id", "subject_id", "ip", "user_agent", "method", "aal", "details")
@@ -77,7 +78,7 @@ def seal(batch: int = 2000) -> int:
             sealed += len(rows)
         # Logged (and shipped off the database's host with the other logs): the head to check against
         # later, which is how a trail cut short at its end, or emptied, is found.
-        logger.info("audit chain head %s:%s", seq, previous)
+        head_log.info("audit chain head %s:%s", seq, previous)
 
 
 def _write_links(ids: list[int], seqs: list[int], hashes: list[str], sealed_at: datetime) -> None:
@@ -109,20 +110,23 @@ def verify(*, since: datetime | None = None, first_problem_only: bool = True,
            expect_head: tuple[int, str] | None = None) -> Verification:
     """Walk the chain in order (from the first event on or after `since`) and name what is broken:
     an event altered, events removed (a gap, or a broken link), an event inserted or moved, an event
-    sealed long after it happened (written outside careid), or events never sealed."""
+    dated well before one chained ahead of it (backdated: written outside careid), or events never sealed."""
     result = Verification()
-    start_seq, previous = 1, GENESIS
+    start_seq, previous, latest = 1, GENESIS, None
     if since is not None:
-        first = AuditEvent.objects.filter(seq__isnull=False, at__gte=since).order_by("seq").values_list("seq", flat=True).first()
-        if first is not None and first > 1:
+        first = AuditEvent.objects.filter(seq__isnull=False, at__gte=since).aggregate(first=Min("seq"))["first"]
+        if first is None:
+            start_seq = None  # nothing chained since then: only the head and the unsealed events to check
+        elif first > 1:
             start_seq = first
-            previous = AuditEvent.objects.filter(seq=first - 1).values_list("chain_hash", flat=True).first()
-            if previous is None:
+            before = AuditEvent.objects.filter(seq=first - 1).values_list("chain_hash", "at").first()
+            if before is None:
                 result.problems.append(f"The event before seq {first} is missing: events were removed")
                 return result
+            previous, latest = before
     tolerance = settings.CAREID_AUDIT_SEAL_TOLERANCE
     expected = start_seq
-    for content, seq, chain_hash, sealed_at in _chained(start_seq):
+    for content, seq, chain_hash, sealed_at in _chained(start_seq) if start_seq is not None else ():
         if seq != expected:
             result.problems.append(f"Events seq {expected}–{seq - 1} are missing before event {content['id']}: "
                                    f"they were removed")
@@ -134,12 +138,15 @@ def verify(*, since: datetime | None = None, first_problem_only: bool = True,
                                    f"chain hash: it was altered, moved, or an event before it was removed or changed")
             if first_problem_only:
                 return result
-        elif sealed_at - content["at"] > tolerance:
-            result.problems.append(f"Event {content['id']} (seq {seq}) is dated {_text(content['at'])} but was sealed "
-                                   f"{_text(sealed_at)}: it was inserted out of order (or sealing stopped for a while)")
+        elif latest is not None and latest - content["at"] > tolerance:
+            # The sealer chains events in the order they were written (id), however late it runs (an outage
+            # only delays it); their times follow that order but for transactions committing out of step.
+            result.problems.append(f"Event {content['id']} (seq {seq}) is dated {_text(content['at'])}, before an "
+                                   f"event chained ahead of it ({_text(latest)}): it was inserted out of order")
             if first_problem_only:
                 return result
         previous, expected = chain_hash, seq + 1
+        latest = content["at"] if latest is None else max(latest, content["at"])
         result.checked += 1
     if expect_head is not None:
         seq, chain_hash = expect_head
@@ -159,7 +166,7 @@ def verify(*, since: datetime | None = None, first_problem_only: bool = True,
 def _chained(start_seq: int) -> Iterator[tuple[dict, int, str, datetime]]:
     rows = (AuditEvent.objects.filter(seq__gte=start_seq).order_by("seq")
             .values_list(*CONTENT, "seq", "chain_hash", "sealed_at"))
-    with transaction.atomic():  # a server-side cursor that streams (see audit/admin.in_one_transaction)
+    with transaction.atomic():  # a server-side cursor that streams (why: audit/export.export_lines)
         for *content, seq, chain_hash, sealed_at in rows.iterator(chunk_size=5000):
             yield dict(zip(CONTENT, content, strict=True)), seq, chain_hash, sealed_at
 

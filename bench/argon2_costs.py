@@ -43,6 +43,7 @@ def main() -> None:
     arguments = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "careid.settings")
     os.environ.setdefault("SECRET_KEY", "bench-only")
+    os.environ.setdefault("CAREID_AUDIT_CHAIN_KEY", "bench-only")
     import django
 
     django.setup()

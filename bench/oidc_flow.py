@@ -655,6 +655,7 @@ def environments(arguments: argparse.Namespace, careid_port: int, stock_port: in
             "CACHE_URL": os.environ.get("CACHE_URL", DEFAULT_CACHE_URL)}
     careid = {
         **base, "DJANGO_SETTINGS_MODULE": "careid.settings", "DATABASE_URL": arguments.database_url,
+        "CAREID_AUDIT_CHAIN_KEY": "bench-only-audit-chain-key-not-used-anywhere-else",
         "CAREID_SSL_REDIRECT": "false", "CAREID_CONN_MAX_AGE": str(CONN_MAX_AGE),
         "CAREID_BASE_URL": f"http://127.0.0.1:{careid_port}",
         "CAREID_OIDC_PRIVATE_KEY_FILES": str(scratch / "careid-signing.pem"),

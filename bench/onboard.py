@@ -41,6 +41,7 @@ ENVIRONMENT = {
     "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/careid_bench_onboard",
     **os.environ,
     "SECRET_KEY": "bench-only-secret-key-not-used-anywhere-else",
+    "CAREID_AUDIT_CHAIN_KEY": "bench-only-audit-chain-key-not-used-anywhere-else",
     "DEBUG": "false",
     "CAREID_SSL_REDIRECT": "false",
     "DJANGO_SETTINGS_MODULE": "careid.settings",

@@ -51,6 +51,7 @@ SERVICE_DEFAULTS = {
 BENCH_SETTINGS = {
     "DJANGO_SETTINGS_MODULE": "bench.settings",
     "SECRET_KEY": "bench-only-secret-key-not-used-anywhere-else",
+    "CAREID_AUDIT_CHAIN_KEY": "bench-only-audit-chain-key-not-used-anywhere-else",
     "DEBUG": "false",
     "ALLOWED_HOSTS": "127.0.0.1",
     "CAREID_SSL_REDIRECT": "false",

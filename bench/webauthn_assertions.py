@@ -38,6 +38,7 @@ ORIGIN = "https://careid.bench.example"
 SETTINGS = {
     "DJANGO_SETTINGS_MODULE": "careid.settings",
     "SECRET_KEY": "bench-only-secret-key-not-used-anywhere-else",
+    "CAREID_AUDIT_CHAIN_KEY": "bench-only-audit-chain-key-not-used-anywhere-else",
     "DEBUG": "false",
     "ALLOWED_HOSTS": "testserver",
     "CAREID_SSL_REDIRECT": "false",

@@ -305,35 +305,22 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "inte
 # the process is replaced), so it cannot hold a worker forever.
 CELERY_TASK_SOFT_TIME_LIMIT = 300
 CELERY_TASK_TIME_LIMIT = 360
+
+
+def _every(seconds: float, task: str) -> dict:
+    # A run still queued when the next is due has expired: a worker back after an outage runs each
+    # periodic task once, not once for every interval it missed (all at once, on the database).
+    return {"task": task, "schedule": seconds, "options": {"expires": seconds}}
+
+
 CELERY_BEAT_SCHEDULE = {
-    "forget-abandoned-registrations": {
-        "task": "authenticators.tasks.forget_abandoned_registrations_task",
-        "schedule": 3600.0,
-    },
-    "forget-stale-unknown-addresses": {
-        "task": "signin.tasks.forget_stale_unknown_addresses_task",
-        "schedule": 3600.0,
-    },
-    "sweep-timed-out-sessions": {
-        "task": "oidc.tasks.sweep_timed_out_sessions_task",
-        "schedule": 300.0,
-    },
-    "sweep-outbox": {
-        "task": "accounts.tasks.sweep_outbox_task",
-        "schedule": 60.0,
-    },
-    "sweep-backchannel-logouts": {
-        "task": "oidc.tasks.sweep_backchannel_logouts_task",
-        "schedule": 60.0,
-    },
-    "seal-audit-trail": {
-        "task": "audit.tasks.seal_audit_trail_task",
-        "schedule": 10.0,
-    },
-    "forget-used-assertions": {
-        "task": "oidc.tasks.forget_used_assertions_task",
-        "schedule": 3600.0,
-    },
+    "forget-abandoned-registrations": _every(3600.0, "authenticators.tasks.forget_abandoned_registrations_task"),
+    "forget-stale-unknown-addresses": _every(3600.0, "signin.tasks.forget_stale_unknown_addresses_task"),
+    "sweep-timed-out-sessions": _every(300.0, "oidc.tasks.sweep_timed_out_sessions_task"),
+    "sweep-outbox": _every(60.0, "accounts.tasks.sweep_outbox_task"),
+    "sweep-backchannel-logouts": _every(60.0, "oidc.tasks.sweep_backchannel_logouts_task"),
+    "seal-audit-trail": _every(10.0, "audit.tasks.seal_audit_trail_task"),
+    "forget-used-assertions": _every(3600.0, "oidc.tasks.forget_used_assertions_task"),
 }
 
 # --- allauth: e-mail addresses and their verification only ---------------------------------
@@ -389,10 +376,19 @@ CAREID_BACKCHANNEL_CLAIM = timedelta(seconds=60)  # a delivery taking longer was
 
 # --- the audit trail's hash chain (audit/chain.py) -------------------------------------------
 # The key the chain is computed with. Keep it apart from the database (a copy of the database alone
-# must not be enough to recompute the chain) and never change it: old links are checked with it.
-CAREID_AUDIT_CHAIN_KEY = env.str("CAREID_AUDIT_CHAIN_KEY", default="") or (
-    __import__("hashlib").sha256(f"careid.audit-chain:{SECRET_KEY}".encode()).hexdigest())
-# An event sealed longer than this after it happened was written outside careid (or sealing stopped).
+# must not be enough to recompute the chain) and never change it: old links are checked with it. Not
+# derived from SECRET_KEY outside DEBUG, so that rotating SECRET_KEY cannot break the whole trail.
+CAREID_AUDIT_CHAIN_KEY = env.str("CAREID_AUDIT_CHAIN_KEY", default="")
+if not CAREID_AUDIT_CHAIN_KEY:
+    if not DEBUG:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured("Set CAREID_AUDIT_CHAIN_KEY, the audit trail's hash chain key: a long random "
+                                   "secret kept apart from the database and never changed (README, Configuration), "
+                                   "or DEBUG=true for local development.")
+    CAREID_AUDIT_CHAIN_KEY = __import__("hashlib").sha256(f"careid.audit-chain:{SECRET_KEY}".encode()).hexdigest()
+# An event dated longer than this before one chained ahead of it was written outside careid (backdated);
+# one written longer ago than this and still not sealed means the sealer has stopped.
 CAREID_AUDIT_SEAL_TOLERANCE = timedelta(seconds=env.int("CAREID_AUDIT_SEAL_TOLERANCE", default=900))
 
 # --- help and contact ----------------------------------------------------------------------
@@ -481,6 +477,10 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env.str("CAREID_LOG_LEVEL", default="WARNING")},
+    # The audit chain's head, which a verifier keeps off this host (verify_audit --expect-head): logged
+    # whatever CAREID_LOG_LEVEL says. Its own level lets the INFO record through to the root's handlers,
+    # Django's here and Celery's in a worker (which replaces the root's handlers but not loggers' levels).
+    "loggers": {"careid.audit.head": {"level": "INFO"}},
 }
 
 # User.email is unique case-insensitively (a UniqueConstraint on Lower("email")), which the

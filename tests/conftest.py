@@ -7,12 +7,14 @@ failure, so CI can never pass without the real components.
 from __future__ import annotations
 
 import os
+import selectors
 import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email import message_from_bytes
@@ -285,7 +287,7 @@ def ra_staff(make_person, seeded_roles):
 
 
 @contextmanager
-def celery_worker(smtp_port: int, **env_overrides: str):
+def celery_worker(smtp_port: int, loglevel: str = "warning", **env_overrides: str):
     """A real Celery worker process on Redis, on a queue of its own, sharing the test database, the SMTP
     server on `smtp_port`, CAREID_BASE_URL and the provider's signing key (CAREID_OIDC_PRIVATE_KEY_FILES,
     set by op_signing_key); tasks this process queues go to it while the block runs."""
@@ -306,7 +308,7 @@ def celery_worker(smtp_port: int, **env_overrides: str):
         **env_overrides,
     }
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "careid", "worker", "--pool=solo", "-Q", queue, "-l", "warning",
+        [sys.executable, "-m", "celery", "-A", "careid", "worker", "--pool=solo", "-Q", queue, "-l", loglevel,
          "--without-gossip", "--without-mingle", "--without-heartbeat"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
@@ -320,6 +322,23 @@ def celery_worker(smtp_port: int, **env_overrides: str):
             worker.terminate()
         output, _ = worker.communicate(timeout=30)
         print(output)
+
+
+def output_until(process: subprocess.Popen, done: Callable[[list[str]], bool], timeout: float = 60) -> list[str]:
+    """The lines a process (started with stdout=PIPE, text=True) writes, read as they come, until
+    done(lines); a failure showing them if it never is."""
+    lines: list[str] = []
+    selector = selectors.DefaultSelector()
+    selector.register(process.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    while (remaining := deadline - time.monotonic()) > 0 and selector.select(remaining):
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if done(lines):
+            return lines
+    raise AssertionError("Not in the process's output:\n" + "".join(lines))
 
 
 @pytest.fixture

@@ -124,6 +124,16 @@ def test_an_export_with_bad_filters_sends_no_file_and_is_audited_as_refused(tran
     assert not AuditEvent.objects.filter(event=Event.AUDIT_EXPORT_STARTED).exists()
 
 
+@pytest.mark.parametrize("path", [EVENTS, f"{EVENTS}export/"])
+def test_a_refused_lookup_is_logged_as_a_security_event_by_the_list_and_the_export_alike(manager, path, caplog):
+    _, client = manager
+    response = client.get(f"{path}?method__regex=(")
+    assert response.status_code == 400
+    [logged] = [record for record in caplog.records if record.name.startswith("django.security")]
+    assert logged.name == "django.security.DisallowedModelAdminLookup" and logged.levelname == "WARNING"
+    assert logged.getMessage() == "This list has no filter called “method__regex”."
+
+
 # --- free text people will read -------------------------------------------------------------------
 
 HIDDEN = ["\r", "\n", "\x07", "\x1b", "\u202e", "\u200b", "\u00a0"]

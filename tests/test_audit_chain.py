@@ -3,19 +3,24 @@ the keyed hash chain finds what a database superuser changed, removed or slipped
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import timedelta
 from io import StringIO
 
 import pytest
+import time_machine
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from audit import chain
 from audit.models import AuditEvent, Event
 from audit.record import record
 
-from .conftest import require
+from .conftest import ROOT, celery_worker, output_until, require
 
 pytestmark = pytest.mark.services
 
@@ -104,8 +109,7 @@ def test_an_event_inserted_out_of_order_is_found(trail, settings):
 
 def test_a_trail_cut_short_at_its_end_is_found_against_the_logged_head(trail, caplog):
     record(Event.SIGNED_OUT)
-    with caplog.at_level("INFO", logger="careid.audit"):
-        chain.seal()
+    chain.seal()  # logged at default settings (below)
     head = caplog.records[-1].getMessage().rsplit(" ", 1)[1]
     seq, head_hash = head.split(":")
     assert seq == "7"
@@ -115,6 +119,45 @@ def test_a_trail_cut_short_at_its_end_is_found_against_the_logged_head(trail, ca
     with pytest.raises(CommandError, match="broken"):
         call_command("verify_audit", "--expect-head", head, stdout=out, stderr=err)
     assert "no longer holds the head" in err.getvalue()  # ... the logged head does
+
+
+def test_a_sealer_outage_longer_than_the_tolerance_verifies_once_sealing_resumes(trail, settings):
+    assert settings.CAREID_AUDIT_SEAL_TOLERANCE == timedelta(seconds=900)
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        written = []
+        for n in range(4):  # 1,200 s of events and no sealer
+            written.append(record(Event.SIGNIN_FAILED, reason=f"during the outage {n}"))
+            clock.shift(timedelta(seconds=300))
+        assert "never sealed" in problems()[0]
+        assert chain.seal() == 4
+        result = chain.verify()
+        assert result.ok and result.checked == 10 and result.unsealed == 0
+        as_superuser("UPDATE audit_auditevent SET details = %s WHERE id = %s", ['{"reason": "x"}', written[1].pk])
+        [problem] = problems()
+        assert f"Event {written[1].pk} " in problem and "does not match its chain hash" in problem
+
+
+def test_an_event_committed_a_little_after_later_ones_is_no_problem(trail):
+    with time_machine.travel(timezone.now() - timedelta(seconds=60)):  # a transaction that took a minute
+        late = record(Event.SIGNED_OUT)
+    chain.seal()
+    assert AuditEvent.objects.get(pk=late.pk).seq == 7
+    assert chain.verify().ok
+
+
+def test_verify_since_a_time_nothing_was_sealed_after_reads_no_event(trail):
+    with CaptureQueriesContext(connection) as queries:
+        result = chain.verify(since=timezone.now() + timedelta(days=1))
+    assert result.ok and result.checked == 0
+    assert len(queries) <= 3, [query["sql"] for query in queries]  # where to start, and the unsealed events
+
+
+def test_verify_since_a_time_starts_at_the_first_event_sealed_then(trail):
+    as_superuser("UPDATE audit_auditevent SET at = at - interval '1 day' WHERE id = ANY(%s)",
+                 [[event.pk for event in trail[:4]]])  # four old events (altered, but before the window)
+    since = AuditEvent.objects.get(pk=trail[4].pk).at
+    result = chain.verify(since=since)
+    assert result.ok and result.checked == 2
 
 
 def test_verify_audit_names_the_first_broken_link_and_fails(trail):
@@ -196,3 +239,39 @@ def test_events_written_in_parallel_while_sealing_all_end_up_chained(transaction
     chain.seal()
     result = chain.verify()
     assert result.ok and result.checked == 160 and result.unsealed == 0
+
+
+def _default_logging_env() -> dict[str, str]:
+    """This process's environment on the test database, with the log level left at its default."""
+    db = connection.settings_dict
+    env = {k: v for k, v in os.environ.items() if k != "CAREID_LOG_LEVEL"}
+    return {**env, "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"}
+
+
+def _head_logged_by(process: subprocess.Popen) -> str:
+    """The first chain head a process logs."""
+    last = output_until(process, lambda lines: "audit chain head " in lines[-1])[-1]
+    return last.rsplit(" ", 1)[1].strip()
+
+
+def test_the_chain_head_reaches_the_log_at_default_settings_in_a_web_process(transactional_db):
+    require(connection.vendor == "postgresql", "PostgreSQL (the process must share the test database)")
+    for n in range(3):
+        record(Event.SIGNIN_FAILED, reason=f"attempt {n}")
+    process = subprocess.Popen([sys.executable, "manage.py", "verify_audit", "--seal"], cwd=ROOT,
+                               env=_default_logging_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        head = _head_logged_by(process)
+    finally:
+        process.communicate(timeout=60)
+    assert head == "3:" + AuditEvent.objects.get(seq=3).chain_hash
+
+
+def test_the_chain_head_reaches_the_log_at_default_settings_in_a_celery_worker(transactional_db, smtp_server):
+    from audit.tasks import seal_audit_trail_task
+
+    record(Event.SIGNIN_FAILED, reason="wrong password")
+    with celery_worker(smtp_server.port, CAREID_LOG_LEVEL="WARNING") as worker:  # the default, and `-l warning`
+        seal_audit_trail_task.delay()
+        head = _head_logged_by(worker)
+    assert head == "1:" + AuditEvent.objects.get(seq=1).chain_hash

@@ -146,7 +146,8 @@ def _settings_of(code: str, env: dict[str, str]) -> dict:
 
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("CAREID_", "DATABASE_URL", "CACHE_URL", "CELERY_"))}
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
-                            env={**clean, "DJANGO_SETTINGS_MODULE": "careid.settings", "SECRET_KEY": "k", **env})
+                            env={**clean, "DJANGO_SETTINGS_MODULE": "careid.settings", "SECRET_KEY": "k",
+                                 "CAREID_AUDIT_CHAIN_KEY": "c", **env})
     return json.loads(result.stdout)
 
 

@@ -55,12 +55,12 @@ def hash_made_with(env: dict[str, str]) -> str:
 
     result = subprocess.run([sys.executable, "-c", MAKE_HASH], cwd=ROOT, capture_output=True, text=True,
                             env={"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "careid.settings", "SECRET_KEY": "k",
-                                 **env})
+                                 "CAREID_AUDIT_CHAIN_KEY": "c", **env})
     return result.stdout.strip() or result.stderr
 
 
 def test_the_default_is_argon2id_at_64_mib_3_passes_1_lane():
-    assert settings_with({"SECRET_KEY": "k"})["hashers"][0] == "accounts.hashers.CareIdArgon2PasswordHasher"
+    assert settings_with({"SECRET_KEY": "k", "CAREID_AUDIT_CHAIN_KEY": "c"})["hashers"][0] == "accounts.hashers.CareIdArgon2PasswordHasher"
     assert hash_made_with({}).startswith("argon2$argon2id$v=19$m=65536,t=3,p=1$")
 
 

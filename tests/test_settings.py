@@ -20,7 +20,7 @@ def settings_with(env: dict[str, str]) -> dict:
         "'eager': s.CELERY_TASK_ALWAYS_EAGER, 'email': s.EMAIL_BACKEND, 'hosts': s.ALLOWED_HOSTS,"
         "'cache': s.CACHES['default']['BACKEND'], 'xfo': s.X_FRAME_OPTIONS, 'referrer': s.SECURE_REFERRER_POLICY}))"
     )
-    clean = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "CACHE_URL", "EMAIL_URL", "DEBUG", "SECRET_KEY", "CAREID_SSL_REDIRECT"}}
+    clean = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "CACHE_URL", "EMAIL_URL", "DEBUG", "SECRET_KEY", "CAREID_AUDIT_CHAIN_KEY", "CAREID_SSL_REDIRECT"}}
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
         env={**clean, "DJANGO_SETTINGS_MODULE": "careid.settings", **env},
@@ -34,8 +34,13 @@ def test_without_a_secret_key_and_debug_off_it_refuses_to_start():
     assert "Set SECRET_KEY" in settings_with({})["error"]
 
 
+def test_without_an_audit_chain_key_and_debug_off_it_refuses_to_start():
+    assert "Set CAREID_AUDIT_CHAIN_KEY" in settings_with({"SECRET_KEY": "k"})["error"]
+    assert settings_with({"DEBUG": "true"})["debug"] is True  # make run
+
+
 def test_defaults_are_safe_and_self_contained():
-    s = settings_with({"SECRET_KEY": "k"})
+    s = settings_with({"SECRET_KEY": "k", "CAREID_AUDIT_CHAIN_KEY": "c"})
     assert s["debug"] is False
     assert s["hashers"][0] == "accounts.hashers.CareIdArgon2PasswordHasher"
     assert s["conn_max_age"] == 60
@@ -48,7 +53,7 @@ def test_defaults_are_safe_and_self_contained():
 
 def test_real_components_come_from_the_environment():
     s = settings_with({
-        "SECRET_KEY": "k", "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/careid",
+        "SECRET_KEY": "k", "CAREID_AUDIT_CHAIN_KEY": "c", "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/careid",
         "CELERY_BROKER_URL": "redis://127.0.0.1:6379/1", "CACHE_URL": "redis://127.0.0.1:6379/2",
         "EMAIL_URL": "smtp://127.0.0.1:2525", "ALLOWED_HOSTS": "careid.example.nhs.uk",
     })
@@ -109,7 +114,8 @@ def headers_with(env: dict[str, str]) -> dict:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CAREID_CSP_")}
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-        env={**clean, "DJANGO_SETTINGS_MODULE": "careid.settings", "SECRET_KEY": "k", **env},
+        env={**clean, "DJANGO_SETTINGS_MODULE": "careid.settings", "SECRET_KEY": "k",
+                                 "CAREID_AUDIT_CHAIN_KEY": "c", **env},
     )
     if result.returncode:
         return {"error": result.stderr}
@@ -156,7 +162,8 @@ def webauthn_settings_with(env: dict[str, str]) -> dict:
             "'timeout': c.timeout_ms(), 'aaguids': s.CAREID_WEBAUTHN_ALLOWED_AAGUIDS, 'beta': s.CAREID_PASSKEY_BETA}))")
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("CAREID_", "DATABASE_URL", "CACHE_URL"))}
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                            env={**clean, "DJANGO_SETTINGS_MODULE": "careid.settings", "SECRET_KEY": "k", **env})
+                            env={**clean, "DJANGO_SETTINGS_MODULE": "careid.settings", "SECRET_KEY": "k",
+                                 "CAREID_AUDIT_CHAIN_KEY": "c", **env})
     return {"error": result.stderr} if result.returncode else json.loads(result.stdout)
 
 

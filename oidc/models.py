@@ -73,9 +73,6 @@ class RelyingService(Client):
 
 
 class GrantQuerySet(models.QuerySet["Grant"]):
-    def of_session(self, user_id: int, sid: str) -> GrantQuerySet:
-        return self.filter(user_id=user_id, sid=sid)
-
     def live(self) -> GrantQuerySet:
         return self.filter(ended_at__isnull=True)
 

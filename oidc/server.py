@@ -22,6 +22,7 @@ from allauth.idp.oidc.internal.oauthlib.server import (
     validate_code_challenge_method,
 )
 from allauth.idp.oidc.internal.oauthlib.utils import get_validator_context
+from allauth.idp.oidc.internal.tokens import decode_jwt_token
 from django.urls import reverse
 from oauthlib.openid import Server
 
@@ -152,6 +153,25 @@ class CareIdRequestValidator(OAuthLibRequestValidator):
                client=request.client.pk, service=request.client.name, grant_type=request.grant_type,
                scopes=list(request.scopes), acr=grant.acr)
 
+    # --- id_token_hint and a sub asked for in the claims parameter: whom the service expects -----------
+    def validate_user_match(self, id_token_hint, scopes, claims, request) -> bool:
+        """Nobody signed in yet: accepted, the person signs in first and comes back here, asked again.
+        Signed in: the person must be the one the service names (OpenID Connect Core 3.1.2.1, 5.5.1),
+        else the service gets login_required. The hint must be careid's, for this service; an expired one
+        still names its person (ID tokens last 5 minutes, the hint is who, not a credential)."""
+        user = context.request.user
+        if not user.is_authenticated:
+            return True
+        named = []
+        if id_token_hint:
+            payload = decode_jwt_token(id_token_hint, client_id=request.client.id, verify_exp=False, verify_iss=True)
+            if payload is None:
+                return False
+            named.append(payload.get("sub"))
+        if (sub := _sub_asked_for(claims)) is not None:
+            named.append(sub)
+        return all(sub == get_adapter().get_user_sub(request.client, user) for sub in named)
+
     # --- prompt=none: only a session that already reaches what is asked ---------------------------
     def validate_silent_login(self, request) -> bool:
         if not levels.session_satisfies(context.request, request.acr_values, request.max_age):
@@ -161,6 +181,13 @@ class CareIdRequestValidator(OAuthLibRequestValidator):
 
     def validate_silent_authorization(self, request) -> bool:
         return True  # no consent screen: using CIS2 implies consent under its terms of use
+
+
+def _sub_asked_for(claims) -> str | None:
+    """The sub value the claims parameter asks the ID token for ({"id_token": {"sub": {"value": …}}})."""
+    wanted = claims.get("id_token") if isinstance(claims, dict) else None
+    sub = wanted.get("sub") if isinstance(wanted, dict) else None
+    return sub.get("value") if isinstance(sub, dict) else None
 
 
 def _grant_of_this_request() -> Grant:

@@ -3,6 +3,7 @@ refusal the issue names, through the real endpoints."""
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import timedelta
 
@@ -321,3 +322,64 @@ def test_userinfo_refuses_a_revoked_token(client, person, service, rp_key):
                                            "client_assertion": rp.assertion(service.pk, rp_key)})
     assert revoked.status_code == 200
     assert client.get("/oidc/userinfo", HTTP_AUTHORIZATION=f"Bearer {tokens['access_token']}").status_code == 401
+
+
+# --- id_token_hint and the claims parameter (OpenID Connect Core 3.1.2.1, 5.5.1) --------------------
+
+
+def id_token_for(person, service, rp_key) -> str:
+    """An ID token careid issued to `service` for `person` (signed in on a browser of their own)."""
+    from django.test import Client
+
+    browser = Client()
+    code, authorization = signed_in_code(browser, person, service)
+    return rp.exchange(browser, service.pk, rp_key, code, authorization).json()["id_token"]
+
+
+def sub_claim(uid: str) -> str:
+    return json.dumps({"id_token": {"sub": {"value": uid}}})
+
+
+def test_a_person_not_signed_in_with_an_id_token_hint_signs_in_first(client, person, service, rp_key):
+    hint = id_token_for(person, service, rp_key)
+    response, authorization = rp.authorize(client, service.pk, id_token_hint=hint)
+    assert response.status_code == 302 and response["Location"].startswith("/login/")
+    goto = rp.query_of(response["Location"])["goto"]
+    assert sign_in(client, person, goto=goto).url == goto
+    rp.code_of(client.get(goto), authorization)
+
+
+def test_a_person_not_signed_in_with_a_claims_parameter_signs_in_first(client, person, service):
+    response, authorization = rp.authorize(client, service.pk, claims=sub_claim(person.user.uid))
+    assert response.status_code == 302 and response["Location"].startswith("/login/")
+    goto = rp.query_of(response["Location"])["goto"]
+    sign_in(client, person, goto=goto)
+    rp.code_of(client.get(goto), authorization)
+
+
+def test_an_id_token_hint_of_the_signed_in_person_gets_a_code(client, person, service, rp_key):
+    hint = id_token_for(person, service, rp_key)
+    code, authorization = signed_in_code(client, person, service, id_token_hint=hint)
+    assert rp.exchange(client, service.pk, rp_key, code, authorization).status_code == 200
+
+
+def test_an_expired_id_token_hint_still_names_the_person(client, person, service, rp_key, settings):
+    settings.IDP_OIDC_ID_TOKEN_EXPIRES_IN = -10  # ID tokens last 5 minutes; a hint is who, not a credential
+    hint = id_token_for(person, service, rp_key)
+    signed_in_code(client, person, service, id_token_hint=hint)
+
+
+def test_a_hint_or_sub_claim_naming_someone_else_answers_login_required(client, person, service, rp_key, make_person):
+    other = make_person(email="mary.seacole@nhs.net")
+    hint = id_token_for(other, service, rp_key)
+    sign_in(client, person)
+    for extra in [{"id_token_hint": hint}, {"claims": sub_claim(other.user.uid)}, {"id_token_hint": "not.a.jwt"}]:
+        response, authorization = rp.authorize(client, service.pk, **extra)
+        assert response.status_code == 302 and response["Location"].startswith(rp.REDIRECT_URI + "?"), extra
+        query = rp.query_of(response["Location"])
+        assert query["error"] == "login_required" and query["state"] == authorization.state and "code" not in query
+    assert not Token.objects.filter(type=Token.Type.AUTHORIZATION_CODE, user=person.user).exists()
+
+
+def test_a_claims_parameter_without_sub_is_no_obstacle(client, person, service):
+    signed_in_code(client, person, service, claims=json.dumps({"userinfo": {"email": {"essential": True}}}))

@@ -383,3 +383,22 @@ def test_a_hint_or_sub_claim_naming_someone_else_answers_login_required(client, 
 
 def test_a_claims_parameter_without_sub_is_no_obstacle(client, person, service):
     signed_in_code(client, person, service, claims=json.dumps({"userinfo": {"email": {"essential": True}}}))
+
+
+def test_the_authorization_endpoint_takes_a_post_too(client, person, service, rp_key):
+    """OpenID Connect Core 3.1.2.1: a service's form POSTs cross-site (no CSRF token, and no SameSite=Lax
+    session cookie); careid answers with the same request as a GET, where the cookie comes along."""
+    from django.test import Client
+
+    sign_in(client, person)
+    authorization = rp.Authorization()
+    form_post = Client(enforce_csrf_checks=True)
+    response = form_post.post("/oidc/authorize", authorization.params(service.pk, acr_values="AAL2_ANY"))
+    assert response.status_code == 303
+    location = response["Location"]
+    assert location.startswith("/oidc/authorize?") and rp.query_of(location) == authorization.params(
+        service.pk, acr_values="AAL2_ANY")
+    code = rp.code_of(client.get(location), authorization)
+    claims = rp.verified(client, rp.exchange(client, service.pk, rp_key, code, authorization).json()["id_token"],
+                         service.pk)
+    assert claims["acr"] == "AAL2_ANY" and claims["nonce"] == authorization.nonce

@@ -25,17 +25,18 @@ from .models import BackchannelLogout, Grant, RelyingService
 
 
 def end_service_sessions(*, user: User, sids: Iterable[str] | None, reason: str, except_client_id: str | None = None) -> int:
-    """The person's careid session(s) ended: their services' tokens stop at once, and each service
-    that asked for back-channel logout is owed a logout token (queued in this transaction, sent by
-    Celery after it commits). Returns how many logout tokens are owed."""
+    """The person's careid session(s) ended: their services' tokens stop at once, and so do the codes
+    not exchanged yet (a code issued before the end brings no tokens after it); each service that asked
+    for back-channel logout is owed a logout token (queued in this transaction, sent by Celery after it
+    commits). Returns how many logout tokens are owed."""
     grants = Grant.objects.live().filter(user=user)
     if sids is not None:
         grants = grants.filter(sid__in=list(sids))
     grants = list(grants.select_related("client"))
     if not grants:
         return 0
-    Token.objects.filter(user=user, type__in=[Token.Type.ACCESS_TOKEN, Token.Type.REFRESH_TOKEN],
-                         data__grant_id__in=[grant.grant_id for grant in grants]).delete()
+    Token.objects.filter(user=user, data__grant_id__in=[grant.grant_id for grant in grants], type__in=[
+        Token.Type.AUTHORIZATION_CODE, Token.Type.ACCESS_TOKEN, Token.Type.REFRESH_TOKEN]).delete()
     Grant.objects.filter(pk__in=[grant.pk for grant in grants]).update(ended_at=timezone.now())
     owed = {}
     for grant in grants:

@@ -24,6 +24,8 @@ from allauth.idp.oidc.internal.oauthlib.server import (
 from allauth.idp.oidc.internal.oauthlib.utils import get_validator_context
 from allauth.idp.oidc.internal.tokens import decode_jwt_token
 from django.urls import reverse
+from oauthlib.oauth2.rfc6749 import errors
+from oauthlib.oauth2.rfc6749.grant_types.authorization_code import code_challenge_method_s256
 from oauthlib.openid import Server
 
 from audit.models import Event
@@ -113,6 +115,11 @@ class CareIdRequestValidator(OAuthLibRequestValidator):
         if not request.user.is_active:
             refuse(f"profile {request.user.status}", client_id)
             return False
+        # oauthlib checks the verifier next, with the same function, but cannot say why it refused.
+        if (request.code_challenge and request.code_challenge_method == "S256" and request.code_verifier is not None
+                and not code_challenge_method_s256(request.code_verifier, request.code_challenge)):
+            refuse("PKCE code_verifier does not match the code_challenge", client_id)
+            return False
         return True
 
     def validate_refresh_token(self, refresh_token, client, request, *args, **kwargs) -> bool:
@@ -183,6 +190,15 @@ class CareIdRequestValidator(OAuthLibRequestValidator):
         return True  # no consent screen: using CIS2 implies consent under its terms of use
 
 
+def _claim_authorization_code(request) -> None:
+    """allauth's claim of the code (a second use revokes the first use's tokens), with the reason."""
+    try:
+        claim_authorization_code(request)
+    except errors.InvalidGrantError:
+        refuse("authorization code already exchanged (reused)", request.client_id)
+        raise
+
+
 def _sub_asked_for(claims) -> str | None:
     """The sub value the claims parameter asks the ID token for ({"id_token": {"sub": {"value": …}}})."""
     wanted = claims.get("id_token") if isinstance(claims, dict) else None
@@ -214,7 +230,7 @@ class CareIdServer(Server):
         for grant in (self.auth_grant, self.openid_connect_auth, self.openid_connect_hybrid):
             grant.custom_validators.pre_auth.append(validate_code_challenge_method)
         for grant in (self.auth_grant, self.openid_connect_auth):
-            grant.custom_validators.post_token.append(claim_authorization_code)
+            grant.custom_validators.post_token.append(_claim_authorization_code)
 
 
 def get_server() -> CareIdServer:

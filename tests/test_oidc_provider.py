@@ -144,6 +144,7 @@ def test_a_wrong_pkce_verifier_is_refused(client, person, service, rp_key):
     response = rp.exchange(client, service.pk, rp_key, code, authorization, code_verifier="x" * 50)
     assert response.status_code == 400 and response.json()["error"] == "invalid_grant"
     assert not Token.objects.filter(type=Token.Type.ACCESS_TOKEN).exists()
+    assert refused("PKCE code_verifier does not match the code_challenge") and not refused("already exchanged")
 
 
 def test_a_code_used_twice_is_refused_and_the_first_tokens_are_revoked(transactional_db, client, person, service, rp_key):
@@ -157,6 +158,7 @@ def test_a_code_used_twice_is_refused_and_the_first_tokens_are_revoked(transacti
     assert userinfo.status_code == 401
     assert AuditEvent.objects.filter(event=Event.OIDC_REFUSED, details__endpoint="token",
                                      details__error="invalid_grant").exists()
+    assert refused("authorization code already exchanged (reused)") and not refused("PKCE")
 
 
 def test_a_code_older_than_its_lifetime_is_refused(client, person, service, rp_key, settings):

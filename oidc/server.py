@@ -78,10 +78,11 @@ class CareIdRequestValidator(OAuthLibRequestValidator):
             if request.client_id and request.client_id != client.pk:
                 refuse("client_id does not match the client assertion", client.pk)
                 return False
+            get_validator_context().clients[client.pk] = client
             self._use_client(request, client)
             return True
         client_id = secret_id or post.get("client_id")
-        service = RelyingService.objects.filter(pk=client_id).first() if isinstance(client_id, str) else None
+        service = self._lookup_client(request, client_id)
         if service is not None and service.auth_method == AuthMethod.PRIVATE_KEY_JWT:
             refuse("client is registered for private_key_jwt, not a secret", service.pk)
             return False
@@ -89,6 +90,16 @@ class CareIdRequestValidator(OAuthLibRequestValidator):
             refuse("client authentication failed", client_id if isinstance(client_id, str) else None)
             return False
         return True
+
+    def _lookup_client(self, request, client_id) -> RelyingService | None:
+        """allauth's per-request cache of clients, filled with RelyingServices (careid's view of allauth's
+        Client, the same row): each service is read once per request. careid registers every service
+        (no client ID metadata documents), so no id that is not a string can name one."""
+        clients = get_validator_context().clients
+        if client_id not in clients:
+            clients[client_id] = (RelyingService.objects.filter(pk=client_id).first()
+                                  if isinstance(client_id, str) and client_id else None)
+        return clients[client_id]
 
     def get_authorization_code_scopes(self, client_id, code, redirect_uri, request) -> list[str]:
         # oauthlib picks the OpenID grant (the one that adds an ID token) from the code's scopes before

@@ -404,3 +404,35 @@ def test_the_authorization_endpoint_takes_a_post_too(client, person, service, rp
     claims = rp.verified(client, rp.exchange(client, service.pk, rp_key, code, authorization).json()["id_token"],
                          service.pk)
     assert claims["acr"] == "AAL2_ANY" and claims["nonce"] == authorization.nonce
+
+
+@pytest.mark.parametrize("auth_method", ["private_key_jwt", "client_secret_basic", "client_secret_post"])
+def test_a_token_request_reads_the_service_once(client, person, rp_key, auth_method):
+    import base64
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    service, secret = rp.register(key=rp_key if auth_method == "private_key_jwt" else None, auth_method=auth_method)
+
+    def authenticated(data: dict) -> dict:
+        if auth_method == "private_key_jwt":
+            return {"data": {**data, "client_assertion_type": rp.JWT_BEARER,
+                             "client_assertion": rp.assertion(service.pk, rp_key)}}
+        if auth_method == "client_secret_post":
+            return {"data": {**data, "client_id": service.pk, "client_secret": secret}}
+        basic = base64.b64encode(f"{service.pk}:{secret}".encode()).decode()
+        return {"data": data, "HTTP_AUTHORIZATION": f"Basic {basic}"}
+
+    def service_reads(data: dict) -> tuple[int, dict]:
+        with CaptureQueriesContext(connection) as captured:
+            response = client.post("/oidc/token", **authenticated(data))
+        assert response.status_code == 200, response.content
+        return sum('FROM "allauth_idp_oidc_client"' in query["sql"] for query in captured.captured_queries), response.json()
+
+    code, authorization = signed_in_code(client, person, service)
+    reads, tokens = service_reads({"grant_type": "authorization_code", "code": code, "redirect_uri": rp.REDIRECT_URI,
+                                   "code_verifier": authorization.verifier})
+    assert reads == 1
+    reads, _ = service_reads({"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})
+    assert reads == 1

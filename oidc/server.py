@@ -9,7 +9,6 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-import jwt
 from allauth.core import context
 from allauth.core.internal import httpkit
 from allauth.idp.oidc import app_settings
@@ -150,8 +149,9 @@ class CareIdRequestValidator(OAuthLibRequestValidator):
         )
 
     def finalize_id_token(self, id_token: dict, token: dict, token_handler, request) -> str:
-        """allauth's finalize_id_token (iss, exp, jti, the adapter's claims, RS256 with the signing key's
-        kid) with how the person signed in, signed with the key parsed once (oidc/signing.py)."""
+        """allauth's finalize_id_token, step for step (iss, exp, jti, the adapter's get_claims, then its
+        populate_id_token hook), with how the person signed in added first; signed by oidc/signing.py
+        (the key parsed once) instead of allauth's parse on every token."""
         adapter = get_adapter()
         grant = _grant_of_this_request()
         id_token.update(
@@ -160,9 +160,10 @@ class CareIdRequestValidator(OAuthLibRequestValidator):
             sid=grant.sid, authentication_assurance_level=str(grant.aal),
             id_assurance_level=str(request.user.identity_assurance_level),
         )
-        id_token.update(adapter.get_claims("id_token", request.user, request.client, request.scopes))
-        jwk, private_key = signing.load_jwk_from_pem(adapter.get_signing_key().pem)
-        return jwt.encode(id_token, private_key, algorithm="RS256", headers={"kid": jwk["kid"]})
+        id_token.update(adapter.get_claims("id_token", request.user, request.client, request.scopes,
+                                           email=get_validator_context().email))
+        adapter.populate_id_token(id_token, request.client, request.scopes)
+        return signing.sign(id_token)
 
     def save_bearer_token(self, token: dict, request, *args, **kwargs) -> None:
         super().save_bearer_token(token, request, *args, **kwargs)

@@ -26,6 +26,9 @@ class AuthMethod(models.TextChoices):
     NONE = "none", "none (public client: PKCE required)"
 
 
+SECRET_METHODS = (AuthMethod.CLIENT_SECRET_BASIC, AuthMethod.CLIENT_SECRET_POST)
+
+
 class RelyingService(Client):
     """A relying service (eRS and others) registered to sign people in through careid."""
 

@@ -189,7 +189,8 @@ class CareIdRequestValidator(OAuthLibRequestValidator):
             named.append(payload.get("sub"))
         if (sub := _sub_asked_for(claims)) is not None:
             named.append(sub)
-        return all(sub == get_adapter().get_user_sub(request.client, user) for sub in named)
+        signed_in = get_adapter().get_user_sub(request.client, user)
+        return all(sub == signed_in for sub in named)
 
     # --- prompt=none: only a session that already reaches what is asked ---------------------------
     def validate_silent_login(self, request) -> bool:

@@ -31,7 +31,6 @@ def load_jwk_from_pem(pem: str) -> tuple[dict[str, Any], Any]:
     return dict(jwk), private_key
 
 
-
 def sign(claims: dict[str, Any], *, typ: str | None = None) -> str:
     """`claims` signed RS256 with the adapter's signing key, its kid in the header (as allauth signs ID
     tokens); `typ` for tokens that name their type (logout+jwt)."""

@@ -294,9 +294,10 @@ CELERY_BROKER_CONNECTION_MAX_RETRIES = None  # however long the broker is away (
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "socket_connect_timeout": CAREID_REDIS_TIMEOUT,
     "socket_timeout": CAREID_REDIS_TIMEOUT,  # the worker's BRPOP is read only once readable: unaffected
-    # A task held for its countdown stays unacknowledged (acks_late) on the worker; Redis hands it to
-    # another worker after this long. Longer than the longest countdown careid uses (back-channel logout
-    # retries, an hour apart: oidc.backchannel.retry_countdown), or those tasks would run twice.
+    # A task a worker has taken stays unacknowledged (acks_late) until it ends; Redis hands it to another
+    # worker after this long, so it must exceed the longest a task may run (CELERY_TASK_TIME_LIMIT) and any
+    # countdown. careid queues no task with a countdown: retries of e-mails and back-channel logouts wait
+    # in their outbox rows (next_attempt_at, accounts.outbox.backoff: at most an hour) for the sweeps.
     "visibility_timeout": 2 * 3600,
 }
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}

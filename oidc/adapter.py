@@ -46,19 +46,12 @@ def claims_of(user: User, scopes: Iterable[str]) -> dict[str, Any]:
 
 
 class CareIdOIDCAdapter(DefaultOIDCAdapter):
-    scope_display = {"openid": "Your user ID", "profile": "Your name", "email": "Your email address",
-                     "nhsperson": "Your NHS person details"}
-
     def get_issuer(self) -> str:
         # From settings, not the request: Celery workers sign logout tokens with no request at all.
         return settings.CAREID_BASE_URL
 
     def get_user_sub(self, client: Client, user) -> str:
         return user.uid
-
-    def get_user_by_sub(self, client: Client, sub: str) -> User | None:
-        user = User.objects.filter(uid=sub).first() if isinstance(sub, str) else None
-        return user if user is not None and user.is_active else None
 
     def get_claims(self, purpose: Literal["id_token", "userinfo"], user, client: Client, scopes: Iterable[str],
                    email: str | None = None, **kwargs: Any) -> dict[str, Any]:

@@ -26,7 +26,7 @@ class RelyingServiceAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
     readonly_fields = ["id", "created_at"]
     fieldsets = [
         (None, {"fields": ["name", "id", "created_at"]}),
-        ("Authentication", {"fields": ["auth_method", "jwks_uri", "jwks"]}),
+        ("Authentication", {"fields": ["auth_method", "new_secret", "jwks_uri", "jwks"]}),
         ("Addresses", {"fields": ["redirect_uris", "post_logout_redirect_uris", "backchannel_logout_uri"]}),
         ("What it may ask for", {"fields": ["allowed_scopes", "refresh_tokens"]}),
     ]
@@ -54,7 +54,8 @@ class RelyingServiceAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
         return service.auth_method
 
     def save_model(self, request, obj, form, change) -> None:
-        _service, secret = flows.save_relying_service(form, actor=request.user, request=request)
+        _service, secret = flows.save_relying_service(form, actor=request.user, request=request,
+                                                      new_secret=form.cleaned_data["new_secret"])
         if secret:
             self.message_user(request, format_html(
                 "The client secret is shown only this once. Copy it now: <code>{}</code>", secret), messages.WARNING)

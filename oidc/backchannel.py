@@ -14,7 +14,6 @@ from celery import shared_task
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from jwt import encode as jwt_encode
 
 from accounts.outbox import backoff, hand_over
 from audit.models import Event, Outcome
@@ -36,8 +35,7 @@ def logout_token(logout: BackchannelLogout) -> str:
         "iss": adapter.get_issuer(), "aud": logout.client_id, "iat": now, "exp": now + LOGOUT_TOKEN_LIFETIME,
         "jti": uuid.uuid4().hex, "sub": logout.user.uid, "sid": logout.sid, "events": {BACKCHANNEL_EVENT: {}},
     }
-    jwk, private_key = signing.load_jwk_from_pem(adapter.get_signing_key().pem)
-    return jwt_encode(claims, private_key, algorithm="RS256", headers={"kid": jwk["kid"], "typ": "logout+jwt"})
+    return signing.sign(claims, typ="logout+jwt")
 
 
 def deliver_backchannel_logout(logout_id: int) -> BackchannelLogout.State | None:

@@ -10,6 +10,7 @@ from allauth.idp.oidc.adapter import get_adapter
 from allauth.idp.oidc.models import Token
 from allauth.usersessions.models import UserSession
 from django.conf import settings
+from django.contrib.auth.hashers import make_password
 from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
@@ -21,21 +22,22 @@ from signin import flows as signin_flows
 from signin.session import Authentication, current, has_timed_out
 
 from . import backchannel
-from .models import BackchannelLogout, Grant, RelyingService
+from .models import SECRET_METHODS, BackchannelLogout, Grant, RelyingService
 
 
 def end_service_sessions(*, user: User, sids: Iterable[str] | None, reason: str, except_client_id: str | None = None) -> int:
-    """The person's careid session(s) ended: their services' tokens stop at once, and each service
-    that asked for back-channel logout is owed a logout token (queued in this transaction, sent by
-    Celery after it commits). Returns how many logout tokens are owed."""
+    """The person's careid session(s) ended: their services' tokens stop at once, and so do the codes
+    not exchanged yet (a code issued before the end brings no tokens after it); each service that asked
+    for back-channel logout is owed a logout token (queued in this transaction, sent by Celery after it
+    commits). Returns how many logout tokens are owed."""
     grants = Grant.objects.live().filter(user=user)
     if sids is not None:
         grants = grants.filter(sid__in=list(sids))
     grants = list(grants.select_related("client"))
     if not grants:
         return 0
-    Token.objects.filter(user=user, type__in=[Token.Type.ACCESS_TOKEN, Token.Type.REFRESH_TOKEN],
-                         data__grant_id__in=[grant.grant_id for grant in grants]).delete()
+    Token.objects.filter(user=user, data__grant_id__in=[grant.grant_id for grant in grants], type__in=[
+        Token.Type.AUTHORIZATION_CODE, Token.Type.ACCESS_TOKEN, Token.Type.REFRESH_TOKEN]).delete()
     Grant.objects.filter(pk__in=[grant.pk for grant in grants]).update(ended_at=timezone.now())
     owed = {}
     for grant in grants:
@@ -89,19 +91,17 @@ def sweep_timed_out_sessions() -> int:
 
 def save_relying_service(form, *, actor: User | None, request: HttpRequest | None = None,
                          new_secret: bool = False) -> tuple[RelyingService, str | None]:
-    """Register or change a relying service from a valid RelyingServiceForm; audited. Returns the
-    service and, for a new confidential client that authenticates with a secret (or when asked), its
+    """Register or change a relying service from a valid RelyingServiceForm; audited. A service that
+    authenticates with a secret gets a new one when it is registered, when it is switched to a secret
+    method, and when `new_secret` is asked for (the old one stops at once). Returns the service and that
     secret: shown once, stored hashed."""
-    from django.contrib.auth.hashers import make_password
-
-    from .models import AuthMethod
-
     adding = form.instance._state.adding
+    had_secret = not adding and form.instance.auth_method in SECRET_METHODS
     with transaction.atomic():
         service = form.apply()
         secret = None
-        if service.auth_method in (AuthMethod.CLIENT_SECRET_BASIC, AuthMethod.CLIENT_SECRET_POST):
-            if adding or new_secret:
+        if service.auth_method in SECRET_METHODS:
+            if not had_secret or new_secret:
                 secret = get_adapter().generate_client_secret()
                 service.set_secret(secret)
         else:

@@ -13,7 +13,7 @@ from django.core.exceptions import ValidationError
 from accounts.validators import VisibleText
 
 from .adapter import SCOPES
-from .models import AuthMethod, RelyingService
+from .models import SECRET_METHODS, AuthMethod, RelyingService
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -60,6 +60,10 @@ class RelyingServiceForm(forms.ModelForm):
                                                widget=forms.CheckboxSelectMultiple)
     refresh_tokens = forms.BooleanField(label="Refresh tokens", required=False,
                                         help_text="Let the service refresh its tokens while the person stays active.")
+    new_secret = forms.BooleanField(
+        label="Issue a new client secret", required=False,
+        help_text="For client_secret_basic or _post: the old secret stops at once; the new one is shown once. "
+                  "A service switched to a secret method gets one without asking.")
 
     class Meta:
         model = RelyingService
@@ -125,6 +129,9 @@ class RelyingServiceForm(forms.ModelForm):
             self.add_error("jwks_uri", "private_key_jwt needs the service's public keys: a JWKS URI or a JWKS")
         if cleaned.get("jwks_uri") and cleaned.get("jwks"):
             self.add_error("jwks", "Give a JWKS URI or a JWKS, not both")
+        if cleaned.get("new_secret") and method not in SECRET_METHODS:
+            self.add_error("new_secret", "There is no secret to issue: only a service that authenticates with a "
+                                         "client secret (client_secret_basic or _post) has one")
         return cleaned
 
     def apply(self) -> RelyingService:

@@ -26,6 +26,9 @@ class AuthMethod(models.TextChoices):
     NONE = "none", "none (public client: PKCE required)"
 
 
+SECRET_METHODS = (AuthMethod.CLIENT_SECRET_BASIC, AuthMethod.CLIENT_SECRET_POST)
+
+
 class RelyingService(Client):
     """A relying service (eRS and others) registered to sign people in through careid."""
 
@@ -73,9 +76,6 @@ class RelyingService(Client):
 
 
 class GrantQuerySet(models.QuerySet["Grant"]):
-    def of_session(self, user_id: int, sid: str) -> GrantQuerySet:
-        return self.filter(user_id=user_id, sid=sid)
-
     def live(self) -> GrantQuerySet:
         return self.filter(ended_at__isnull=True)
 

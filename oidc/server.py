@@ -9,7 +9,6 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-import jwt
 from allauth.core import context
 from allauth.core.internal import httpkit
 from allauth.idp.oidc import app_settings
@@ -22,7 +21,10 @@ from allauth.idp.oidc.internal.oauthlib.server import (
     validate_code_challenge_method,
 )
 from allauth.idp.oidc.internal.oauthlib.utils import get_validator_context
+from allauth.idp.oidc.internal.tokens import decode_jwt_token
 from django.urls import reverse
+from oauthlib.oauth2.rfc6749 import errors
+from oauthlib.oauth2.rfc6749.grant_types.authorization_code import code_challenge_method_s256
 from oauthlib.openid import Server
 
 from audit.models import Event
@@ -75,10 +77,11 @@ class CareIdRequestValidator(OAuthLibRequestValidator):
             if request.client_id and request.client_id != client.pk:
                 refuse("client_id does not match the client assertion", client.pk)
                 return False
+            get_validator_context().clients[client.pk] = client
             self._use_client(request, client)
             return True
         client_id = secret_id or post.get("client_id")
-        service = RelyingService.objects.filter(pk=client_id).first() if isinstance(client_id, str) else None
+        service = self._lookup_client(request, client_id)
         if service is not None and service.auth_method == AuthMethod.PRIVATE_KEY_JWT:
             refuse("client is registered for private_key_jwt, not a secret", service.pk)
             return False
@@ -86,6 +89,16 @@ class CareIdRequestValidator(OAuthLibRequestValidator):
             refuse("client authentication failed", client_id if isinstance(client_id, str) else None)
             return False
         return True
+
+    def _lookup_client(self, request, client_id) -> RelyingService | None:
+        """allauth's per-request cache of clients, filled with RelyingServices (careid's view of allauth's
+        Client, the same row): each service is read once per request. careid registers every service
+        (no client ID metadata documents), so no id that is not a string can name one."""
+        clients = get_validator_context().clients
+        if client_id not in clients:
+            clients[client_id] = (RelyingService.objects.filter(pk=client_id).first()
+                                  if isinstance(client_id, str) and client_id else None)
+        return clients[client_id]
 
     def get_authorization_code_scopes(self, client_id, code, redirect_uri, request) -> list[str]:
         # oauthlib picks the OpenID grant (the one that adds an ID token) from the code's scopes before
@@ -112,6 +125,11 @@ class CareIdRequestValidator(OAuthLibRequestValidator):
         if not request.user.is_active:
             refuse(f"profile {request.user.status}", client_id)
             return False
+        # oauthlib checks the verifier next, with the same function, but cannot say why it refused.
+        if (request.code_challenge and request.code_challenge_method == "S256" and request.code_verifier is not None
+                and not code_challenge_method_s256(request.code_verifier, request.code_challenge)):
+            refuse("PKCE code_verifier does not match the code_challenge", client_id)
+            return False
         return True
 
     def validate_refresh_token(self, refresh_token, client, request, *args, **kwargs) -> bool:
@@ -131,8 +149,9 @@ class CareIdRequestValidator(OAuthLibRequestValidator):
         )
 
     def finalize_id_token(self, id_token: dict, token: dict, token_handler, request) -> str:
-        """allauth's finalize_id_token (iss, exp, jti, the adapter's claims, RS256 with the signing key's
-        kid) with how the person signed in, signed with the key parsed once (oidc/signing.py)."""
+        """allauth's finalize_id_token, step for step (iss, exp, jti, the adapter's get_claims, then its
+        populate_id_token hook), with how the person signed in added first; signed by oidc/signing.py
+        (the key parsed once) instead of allauth's parse on every token."""
         adapter = get_adapter()
         grant = _grant_of_this_request()
         id_token.update(
@@ -141,9 +160,10 @@ class CareIdRequestValidator(OAuthLibRequestValidator):
             sid=grant.sid, authentication_assurance_level=str(grant.aal),
             id_assurance_level=str(request.user.identity_assurance_level),
         )
-        id_token.update(adapter.get_claims("id_token", request.user, request.client, request.scopes))
-        jwk, private_key = signing.load_jwk_from_pem(adapter.get_signing_key().pem)
-        return jwt.encode(id_token, private_key, algorithm="RS256", headers={"kid": jwk["kid"]})
+        id_token.update(adapter.get_claims("id_token", request.user, request.client, request.scopes,
+                                           email=get_validator_context().email))
+        adapter.populate_id_token(id_token, request.client, request.scopes)
+        return signing.sign(id_token)
 
     def save_bearer_token(self, token: dict, request, *args, **kwargs) -> None:
         super().save_bearer_token(token, request, *args, **kwargs)
@@ -151,6 +171,26 @@ class CareIdRequestValidator(OAuthLibRequestValidator):
         record(Event.OIDC_TOKEN_ISSUED, subject=request.user, method=grant.method, aal=grant.aal,
                client=request.client.pk, service=request.client.name, grant_type=request.grant_type,
                scopes=list(request.scopes), acr=grant.acr)
+
+    # --- id_token_hint and a sub asked for in the claims parameter: whom the service expects -----------
+    def validate_user_match(self, id_token_hint, scopes, claims, request) -> bool:
+        """Nobody signed in yet: accepted, the person signs in first and comes back here, asked again.
+        Signed in: the person must be the one the service names (OpenID Connect Core 3.1.2.1, 5.5.1),
+        else the service gets login_required. The hint must be careid's, for this service; an expired one
+        still names its person (ID tokens last 5 minutes, the hint is who, not a credential)."""
+        user = context.request.user
+        if not user.is_authenticated:
+            return True
+        named = []
+        if id_token_hint:
+            payload = decode_jwt_token(id_token_hint, client_id=request.client.id, verify_exp=False, verify_iss=True)
+            if payload is None:
+                return False
+            named.append(payload.get("sub"))
+        if (sub := _sub_asked_for(claims)) is not None:
+            named.append(sub)
+        signed_in = get_adapter().get_user_sub(request.client, user)
+        return all(sub == signed_in for sub in named)
 
     # --- prompt=none: only a session that already reaches what is asked ---------------------------
     def validate_silent_login(self, request) -> bool:
@@ -161,6 +201,22 @@ class CareIdRequestValidator(OAuthLibRequestValidator):
 
     def validate_silent_authorization(self, request) -> bool:
         return True  # no consent screen: using CIS2 implies consent under its terms of use
+
+
+def _claim_authorization_code(request) -> None:
+    """allauth's claim of the code (a second use revokes the first use's tokens), with the reason."""
+    try:
+        claim_authorization_code(request)
+    except errors.InvalidGrantError:
+        refuse("authorization code already exchanged (reused)", request.client_id)
+        raise
+
+
+def _sub_asked_for(claims) -> str | None:
+    """The sub value the claims parameter asks the ID token for ({"id_token": {"sub": {"value": …}}})."""
+    wanted = claims.get("id_token") if isinstance(claims, dict) else None
+    sub = wanted.get("sub") if isinstance(wanted, dict) else None
+    return sub.get("value") if isinstance(sub, dict) else None
 
 
 def _grant_of_this_request() -> Grant:
@@ -187,7 +243,7 @@ class CareIdServer(Server):
         for grant in (self.auth_grant, self.openid_connect_auth, self.openid_connect_hybrid):
             grant.custom_validators.pre_auth.append(validate_code_challenge_method)
         for grant in (self.auth_grant, self.openid_connect_auth):
-            grant.custom_validators.post_token.append(claim_authorization_code)
+            grant.custom_validators.post_token.append(_claim_authorization_code)
 
 
 def get_server() -> CareIdServer:

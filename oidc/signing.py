@@ -5,7 +5,7 @@ each time it signs an ID token or serves the JWKS. cryptography checks an RSA pr
 it: about 35 ms of CPU for 2,048 bits here, half of a whole code flow (bench/oidc_flow.py). careid's
 own signing (ID tokens in oidc/server.py, logout tokens, the JWKS view) goes through this cache
 instead; the keys come from settings and do not change while a process runs, so each PEM is parsed
-once, and a rolled key, a new PEM, once in its turn.
+once, and a rolled key, a new PEM, once in its turn. `sign` is the one way careid signs a token.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+import jwt
 from allauth.core.internal import jwkkit
+from allauth.idp.oidc.adapter import get_adapter
 
 _load_jwk_from_pem = jwkkit.load_jwk_from_pem  # allauth's own, which does the parsing
 
@@ -28,3 +30,10 @@ def load_jwk_from_pem(pem: str) -> tuple[dict[str, Any], Any]:
     jwk, private_key = _parsed(pem)
     return dict(jwk), private_key
 
+
+def sign(claims: dict[str, Any], *, typ: str | None = None) -> str:
+    """`claims` signed RS256 with the adapter's signing key, its kid in the header (as allauth signs ID
+    tokens); `typ` for tokens that name their type (logout+jwt)."""
+    jwk, private_key = _parsed(get_adapter().get_signing_key().pem)
+    headers = {"kid": jwk["kid"], **({"typ": typ} if typ else {})}
+    return jwt.encode(claims, private_key, algorithm="RS256", headers=headers)

@@ -14,7 +14,7 @@ from allauth.idp.oidc.forms import RPInitiatedLogoutForm
 from allauth.idp.oidc.internal.oauthlib.utils import convert_response, extract_params
 from django.core import signing
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.shortcuts import render
 from django.urls import reverse
@@ -63,10 +63,19 @@ def _reauthenticated_since(request: HttpRequest) -> float | None:
         return None
 
 
-@require_GET
+@csrf_exempt  # a POST only turns into the same request as a GET: it changes nothing
+@require_http_methods(["GET", "POST"])
 def authorize(request: HttpRequest) -> HttpResponse:
     """The authorization endpoint: a person who is not signed in, or not at the level asked for, or
-    not recently enough, goes to CIS2 Authentication and comes back here; no consent screen."""
+    not recently enough, goes to CIS2 Authentication and comes back here; no consent screen.
+
+    POST is accepted too (OpenID Connect Core 3.1.2.1). A service's form posts cross-site, and the
+    session cookie (SameSite=Lax) only comes along on a top-level GET: the POST is answered with the
+    same request as a GET, which then does everything (and is the address sign-in comes back to)."""
+    if request.method == "POST":
+        response = HttpResponseRedirect(f"{request.path}?{request.POST.urlencode()}")
+        response.status_code = HTTPStatus.SEE_OTHER
+        return response
     orequest = extract_params(request)
     server = get_server()
     try:

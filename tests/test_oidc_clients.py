@@ -132,3 +132,68 @@ def test_the_ra_sees_which_services_a_person_signed_into(ra_staff, person, clien
     _ra, ra_client = ra_staff("RA Agent")
     page = ra_client.get(f"/admin/accounts/user/{person.user.pk}/change/").content.decode()
     assert "Services signed into" in page and "e-Referral Service" in page
+
+
+def change_form(service: RelyingService, **changes) -> dict:
+    """The admin's change form for `service` as it stands, with `changes`."""
+    from oidc.forms import RelyingServiceForm
+
+    initial = RelyingServiceForm(instance=service).initial
+    data = {name: initial.get(name, "") for name in ["name", "auth_method", "redirect_uris", "post_logout_redirect_uris",
+                                                     "backchannel_logout_uri", "jwks_uri", "jwks"]}
+    data["allowed_scopes"] = initial["allowed_scopes"]
+    if initial.get("refresh_tokens"):
+        data["refresh_tokens"] = "on"
+    return {**data, **changes}
+
+
+def secret_shown(response) -> str | None:
+    import html
+    import re
+
+    found = re.search(r"Copy it now: <code>([^<]+)</code>", response.content.decode())
+    return html.unescape(found.group(1)) if found else None
+
+
+def test_switching_a_service_to_a_client_secret_shows_its_new_secret_once(operator):
+    service, _ = rp.register(key=rp.new_key())
+    response = operator.post(f"/admin/oidc/relyingservice/{service.pk}/change/",
+                             change_form(service, auth_method="client_secret_basic", jwks=""), follow=True)
+    secret = secret_shown(response)
+    assert secret
+    service.refresh_from_db()
+    assert service.auth_method == "client_secret_basic" and service.check_secret(secret)
+    event = AuditEvent.objects.filter(event=Event.CLIENT_CHANGED, details__client=service.pk).latest("pk")
+    assert event.details["change"] == "changed" and event.details["new_credentials"] is True
+    assert secret not in str(event.details)
+    assert secret_shown(operator.get(f"/admin/oidc/relyingservice/{service.pk}/change/")) is None  # only once
+
+
+def test_an_operator_rotates_a_client_secret_and_the_old_one_stops(operator):
+    service, old = rp.register(auth_method="client_secret_post")
+    unchanged = operator.post(f"/admin/oidc/relyingservice/{service.pk}/change/",
+                              change_form(service, name="Legacy service"), follow=True)
+    assert secret_shown(unchanged) is None  # another change keeps the secret
+    service.refresh_from_db()
+    assert service.name == "Legacy service" and service.check_secret(old)
+
+    response = operator.post(f"/admin/oidc/relyingservice/{service.pk}/change/",
+                             change_form(service, new_secret="on"), follow=True)
+    new = secret_shown(response)
+    assert new and new != old
+    service.refresh_from_db()
+    assert service.check_secret(new) and not service.check_secret(old)
+    event = AuditEvent.objects.filter(event=Event.CLIENT_CHANGED, details__client=service.pk).latest("pk")
+    assert event.details["new_credentials"] is True and event.actor.email == "platform.operator@nhs.net"
+
+
+def test_a_service_without_a_secret_cannot_be_given_one_by_rotation(operator):
+    service, _ = rp.register(key=rp.new_key())
+    before = service.secret
+    response = operator.post(f"/admin/oidc/relyingservice/{service.pk}/change/",
+                             change_form(service, new_secret="on"))
+    assert response.status_code == 200 and "only a service that authenticates with a client secret" in (
+        response.content.decode())
+    service.refresh_from_db()
+    assert service.secret == before
+    assert not AuditEvent.objects.filter(event=Event.CLIENT_CHANGED, details__change="changed").exists()

@@ -113,6 +113,19 @@ def test_signing_out_sends_each_service_a_logout_token_for_the_session(client, p
     assert client.get("/oidc/userinfo", HTTP_AUTHORIZATION=f"Bearer {id_token['access_token']}").status_code == 401
 
 
+def test_a_code_issued_before_signing_out_cannot_be_exchanged_after(client, person, service, rp_key, receiver):
+    from allauth.idp.oidc.models import Token
+
+    sign_in(client, person)
+    response, authorization = rp.authorize(client, service.pk)
+    code = rp.code_of(response, authorization)
+    client.post("/logout/")
+    assert not Token.objects.filter(type=Token.Type.AUTHORIZATION_CODE).exists()
+    exchanged = rp.exchange(client, service.pk, rp_key, code, authorization)
+    assert exchanged.status_code == 400 and exchanged.json()["error"] == "invalid_grant"
+    assert not Token.objects.filter(type=Token.Type.ACCESS_TOKEN).exists()
+
+
 def test_an_ra_suspension_logs_the_person_out_of_every_service(client, person, service, rp_key, receiver, make_person):
     from accounts.flows import suspend_user
 

@@ -3,6 +3,7 @@ refusal the issue names, through the real endpoints."""
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import timedelta
 
@@ -143,6 +144,7 @@ def test_a_wrong_pkce_verifier_is_refused(client, person, service, rp_key):
     response = rp.exchange(client, service.pk, rp_key, code, authorization, code_verifier="x" * 50)
     assert response.status_code == 400 and response.json()["error"] == "invalid_grant"
     assert not Token.objects.filter(type=Token.Type.ACCESS_TOKEN).exists()
+    assert refused("PKCE code_verifier does not match the code_challenge") and not refused("already exchanged")
 
 
 def test_a_code_used_twice_is_refused_and_the_first_tokens_are_revoked(transactional_db, client, person, service, rp_key):
@@ -156,6 +158,7 @@ def test_a_code_used_twice_is_refused_and_the_first_tokens_are_revoked(transacti
     assert userinfo.status_code == 401
     assert AuditEvent.objects.filter(event=Event.OIDC_REFUSED, details__endpoint="token",
                                      details__error="invalid_grant").exists()
+    assert refused("authorization code already exchanged (reused)") and not refused("PKCE")
 
 
 def test_a_code_older_than_its_lifetime_is_refused(client, person, service, rp_key, settings):
@@ -321,3 +324,115 @@ def test_userinfo_refuses_a_revoked_token(client, person, service, rp_key):
                                            "client_assertion": rp.assertion(service.pk, rp_key)})
     assert revoked.status_code == 200
     assert client.get("/oidc/userinfo", HTTP_AUTHORIZATION=f"Bearer {tokens['access_token']}").status_code == 401
+
+
+# --- id_token_hint and the claims parameter (OpenID Connect Core 3.1.2.1, 5.5.1) --------------------
+
+
+def id_token_for(person, service, rp_key) -> str:
+    """An ID token careid issued to `service` for `person` (signed in on a browser of their own)."""
+    from django.test import Client
+
+    browser = Client()
+    code, authorization = signed_in_code(browser, person, service)
+    return rp.exchange(browser, service.pk, rp_key, code, authorization).json()["id_token"]
+
+
+def sub_claim(uid: str) -> str:
+    return json.dumps({"id_token": {"sub": {"value": uid}}})
+
+
+def test_a_person_not_signed_in_with_an_id_token_hint_signs_in_first(client, person, service, rp_key):
+    hint = id_token_for(person, service, rp_key)
+    response, authorization = rp.authorize(client, service.pk, id_token_hint=hint)
+    assert response.status_code == 302 and response["Location"].startswith("/login/")
+    goto = rp.query_of(response["Location"])["goto"]
+    assert sign_in(client, person, goto=goto).url == goto
+    rp.code_of(client.get(goto), authorization)
+
+
+def test_a_person_not_signed_in_with_a_claims_parameter_signs_in_first(client, person, service):
+    response, authorization = rp.authorize(client, service.pk, claims=sub_claim(person.user.uid))
+    assert response.status_code == 302 and response["Location"].startswith("/login/")
+    goto = rp.query_of(response["Location"])["goto"]
+    sign_in(client, person, goto=goto)
+    rp.code_of(client.get(goto), authorization)
+
+
+def test_an_id_token_hint_of_the_signed_in_person_gets_a_code(client, person, service, rp_key):
+    hint = id_token_for(person, service, rp_key)
+    code, authorization = signed_in_code(client, person, service, id_token_hint=hint)
+    assert rp.exchange(client, service.pk, rp_key, code, authorization).status_code == 200
+
+
+def test_an_expired_id_token_hint_still_names_the_person(client, person, service, rp_key, settings):
+    settings.IDP_OIDC_ID_TOKEN_EXPIRES_IN = -10  # ID tokens last 5 minutes; a hint is who, not a credential
+    hint = id_token_for(person, service, rp_key)
+    signed_in_code(client, person, service, id_token_hint=hint)
+
+
+def test_a_hint_or_sub_claim_naming_someone_else_answers_login_required(client, person, service, rp_key, make_person):
+    other = make_person(email="mary.seacole@nhs.net")
+    hint = id_token_for(other, service, rp_key)
+    sign_in(client, person)
+    for extra in [{"id_token_hint": hint}, {"claims": sub_claim(other.user.uid)}, {"id_token_hint": "not.a.jwt"}]:
+        response, authorization = rp.authorize(client, service.pk, **extra)
+        assert response.status_code == 302 and response["Location"].startswith(rp.REDIRECT_URI + "?"), extra
+        query = rp.query_of(response["Location"])
+        assert query["error"] == "login_required" and query["state"] == authorization.state and "code" not in query
+    assert not Token.objects.filter(type=Token.Type.AUTHORIZATION_CODE, user=person.user).exists()
+
+
+def test_a_claims_parameter_without_sub_is_no_obstacle(client, person, service):
+    signed_in_code(client, person, service, claims=json.dumps({"userinfo": {"email": {"essential": True}}}))
+
+
+def test_the_authorization_endpoint_takes_a_post_too(client, person, service, rp_key):
+    """OpenID Connect Core 3.1.2.1: a service's form POSTs cross-site (no CSRF token, and no SameSite=Lax
+    session cookie); careid answers with the same request as a GET, where the cookie comes along."""
+    from django.test import Client
+
+    sign_in(client, person)
+    authorization = rp.Authorization()
+    form_post = Client(enforce_csrf_checks=True)
+    response = form_post.post("/oidc/authorize", authorization.params(service.pk, acr_values="AAL2_ANY"))
+    assert response.status_code == 303
+    location = response["Location"]
+    assert location.startswith("/oidc/authorize?") and rp.query_of(location) == authorization.params(
+        service.pk, acr_values="AAL2_ANY")
+    code = rp.code_of(client.get(location), authorization)
+    claims = rp.verified(client, rp.exchange(client, service.pk, rp_key, code, authorization).json()["id_token"],
+                         service.pk)
+    assert claims["acr"] == "AAL2_ANY" and claims["nonce"] == authorization.nonce
+
+
+@pytest.mark.parametrize("auth_method", ["private_key_jwt", "client_secret_basic", "client_secret_post"])
+def test_a_token_request_reads_the_service_once(client, person, rp_key, auth_method):
+    import base64
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    service, secret = rp.register(key=rp_key if auth_method == "private_key_jwt" else None, auth_method=auth_method)
+
+    def authenticated(data: dict) -> dict:
+        if auth_method == "private_key_jwt":
+            return {"data": {**data, "client_assertion_type": rp.JWT_BEARER,
+                             "client_assertion": rp.assertion(service.pk, rp_key)}}
+        if auth_method == "client_secret_post":
+            return {"data": {**data, "client_id": service.pk, "client_secret": secret}}
+        basic = base64.b64encode(f"{service.pk}:{secret}".encode()).decode()
+        return {"data": data, "HTTP_AUTHORIZATION": f"Basic {basic}"}
+
+    def service_reads(data: dict) -> tuple[int, dict]:
+        with CaptureQueriesContext(connection) as captured:
+            response = client.post("/oidc/token", **authenticated(data))
+        assert response.status_code == 200, response.content
+        return sum('FROM "allauth_idp_oidc_client"' in query["sql"] for query in captured.captured_queries), response.json()
+
+    code, authorization = signed_in_code(client, person, service)
+    reads, tokens = service_reads({"grant_type": "authorization_code", "code": code, "redirect_uri": rp.REDIRECT_URI,
+                                   "code_verifier": authorization.verifier})
+    assert reads == 1
+    reads, _ = service_reads({"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})
+    assert reads == 1

@@ -7,6 +7,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from oidc import signing
+from oidc.adapter import CareIdOIDCAdapter
 
 from . import oidc_rp as rp
 from .conftest import sign_in
@@ -72,3 +73,19 @@ def test_callers_get_their_own_copy_of_the_public_jwk(op_signing_key):
     jwk["kid"] = "changed by a caller"
     again, same_key = signing.load_jwk_from_pem(op_signing_key)
     assert again["kid"] != "changed by a caller" and same_key is key
+
+
+class AdapterAddingAClaim(CareIdOIDCAdapter):
+    """A deployment's adapter using allauth's populate_id_token hook."""
+
+    def populate_id_token(self, id_token, client, scopes, **kwargs) -> None:
+        id_token["org_code"] = "RX1"
+
+
+def test_the_id_token_goes_through_the_adapters_populate_id_token_hook(client, person, db, settings):
+    settings.IDP_OIDC_ADAPTER = f"{__name__}.AdapterAddingAClaim"
+    rp_key = rp.new_key()
+    service, _ = rp.register(key=rp_key)
+    sign_in(client, person)
+    claims = rp.verified(client, id_token_of_a_flow(client, service, rp_key), service.pk)
+    assert claims["org_code"] == "RX1" and claims["acr"] == "AAL2_OR_AAL3_ANY"

@@ -90,7 +90,7 @@ def add_email_address(request: HttpRequest, email: str) -> bool:
 
 
 def confirm_email_address(request: HttpRequest, confirmation: EmailConfirmationHMAC) -> EmailAddress | None:
-    """Verify the address of a confirmation link; the first verified address becomes primary.
+    """Verify the address of a confirmation link; the Care Identity address becomes primary once verified.
 
     None when the link verifies nothing any more. Raises EmailTaken (nothing verified, the refusal
     audited) when the address has become another Care Identity's since the link was sent.
@@ -103,7 +103,11 @@ def confirm_email_address(request: HttpRequest, confirmation: EmailConfirmationH
             confirmed = confirmation.confirm(request)
             if confirmed is None:
                 return None
-            if not EmailAddress.objects.filter(user=confirmed.user, primary=True, verified=True).exists():
+            # The Care Identity address itself becomes the primary once verified; any other address stays
+            # secondary (the person signs in with another only through make_care_identity_email: audited, and
+            # the old address told), even while their own is not verified yet.
+            if (confirmed.email.lower() == confirmed.user.email.lower()
+                    and not EmailAddress.objects.filter(user=confirmed.user, primary=True, verified=True).exists()):
                 EmailAddress.objects.filter(user=confirmed.user, primary=True).update(primary=False)
                 confirmed.set_as_primary()
             notify_person(record(Event.EMAIL_VERIFIED, request=request, subject=confirmed.user, email=confirmed.email,

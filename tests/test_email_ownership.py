@@ -189,3 +189,20 @@ def test_the_invite_command_refuses_an_address_verified_on_another(db, holder):
     with pytest.raises(CommandError, match=f"verified on another Care Identity \\(UID {holder.user.uid}\\)"):
         call_command("invite_user", email="second.address@nhs.net", first_name="A", last_name="B")
     assert User.objects.count() == 1
+
+
+def test_verifying_another_address_never_changes_the_care_identity_email_silently(transactional_db, make_person, mailbox,
+                                                                                 seeded_allow_list):
+    """The address a person signs in with changes only through "make this your Care Identity e-mail" (audited,
+    the old address told), even while that address itself is not yet verified."""
+    person = make_person()
+    EmailAddress.objects.filter(user=person.user).update(verified=False)
+    browser = Client()
+    sign_in(browser, person)
+    assert browser.post("/profile/email/add/", {"email": "second.address@nhs.net"}).status_code == 302
+    assert browser.post(verification_path(mailbox, "second.address@nhs.net")).status_code == 200
+    person.user.refresh_from_db()
+    assert person.user.email == "edith.cavell@nhs.net"
+    assert EmailAddress.objects.get(user=person.user, email="second.address@nhs.net").verified
+    assert EmailAddress.objects.get(user=person.user, primary=True).email == "edith.cavell@nhs.net"
+    assert not AuditEvent.objects.filter(event=Event.EMAIL_PRIMARY_CHANGED).exists()

@@ -357,6 +357,8 @@ def gunicorn_environment(environment: dict[str, str], arguments: argparse.Namesp
     overrides = {"CAREID_WORKER_CLASS": arguments.worker_class, "CAREID_WORKERS": arguments.workers,
                  "CAREID_THREADS": arguments.threads, "CAREID_KEEPALIVE": arguments.keepalive,
                  "CAREID_WORKER_CONNECTIONS": arguments.worker_connections}
+    if arguments.profile:
+        environment = {**environment, "CAREID_PROFILE_DIR": str(arguments.profile)}
     return {**environment, "CAREID_BIND": f"127.0.0.1:{port}",
             **{name: str(value) for name, value in overrides.items() if value is not None}}
 
@@ -422,8 +424,9 @@ def servers(environment: dict[str, str], arguments: argparse.Namespace, scratch:
         for index, port in enumerate(ports):
             log_path = scratch / f"gunicorn-{index}.log"
             log = stack.enter_context(log_path.open("wb"))
+            app = "bench.profiled_wsgi:application" if arguments.profile else "careid.wsgi:application"
             process = subprocess.Popen(
-                [str(VENV_BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "careid.wsgi:application"],
+                [str(VENV_BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py", app],
                 cwd=PROJECT_DIR, env=gunicorn_environment(environment, arguments, port), stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True)
             stack.callback(stop, process)
@@ -683,6 +686,37 @@ class Result:
     window: float = 0.0
     sealed: str = ""
     load_average: float = 0.0
+    profile: str = ""  # --profile: where the window's CPU per sign-in went, by request
+
+
+def profile_report(directory: Path, start: float, end: float, signins: int) -> str:
+    """From bench/profiled_wsgi.py's lines of the requests that ended in the window: per kind of request,
+    how many per sign-in and, per request, thread CPU, wall, queries, query wall, and the hash's CPU."""
+    rows: dict[str, list[list[float]]] = {}
+    at_once = Counter()
+    for path in directory.glob("*.tsv"):
+        for line in path.read_text().splitlines():
+            ended, method, view, status, *numbers = line.split("\t")
+            if start <= float(ended) <= end:
+                values = [float(value) for value in numbers]
+                rows.setdefault(f"{method} {view} {status}", []).append(values)
+                if values[5]:
+                    at_once[int(values[6])] += 1
+    lines = [f"    {'request':<40} {'per sign-in':>11} {'wall ms':>8} {'CPU ms':>7} {'queries':>7} "
+             f"{'query ms':>8} {'hash CPU':>8} {'hash wall':>9}"]
+    total_cpu = total_hash = total_queries = 0.0
+    for name, values in sorted(rows.items(), key=lambda item: -sum(v[1] for v in item[1])):
+        mean = [statistics.mean(column) for column in zip(*values, strict=True)]
+        lines.append(f"    {name:<40} {len(values) / signins:>11.2f} {mean[0]:>8.1f} {mean[1]:>7.2f} {mean[2]:>7.1f} "
+                     f"{mean[3]:>8.2f} {mean[4]:>8.1f} {mean[5]:>9.1f}")
+        total_cpu += sum(v[1] for v in values)
+        total_hash += sum(v[4] for v in values)
+        total_queries += sum(v[2] for v in values)
+    lines.append(f"    per sign-in: {total_cpu / signins:.1f} ms thread CPU in requests, of which the hash "
+                 f"{total_hash / signins:.1f} and the rest {(total_cpu - total_hash) / signins:.1f}; "
+                 f"{total_queries / signins:.1f} queries; hashes in the same process at once: "
+                 + ", ".join(f"{k}: {v}" for k, v in sorted(at_once.items())))
+    return "\n".join(lines)
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -735,6 +769,7 @@ def run(n: int, sealer: bool, state: Servers, people: deque[Person], environment
         cpu_ms=cpu_ms,
         audited=succeeded_events_after(first_event), signed_in=signed_in, stalls=load.stalls, sealed=sealed,
         load_average=os.getloadavg()[0],
+        profile=profile_report(arguments.profile, start, end, done) if arguments.profile else "",
     )
 
 
@@ -804,11 +839,19 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--keepalive", type=int, help="override deploy/gunicorn.conf.py (CAREID_KEEPALIVE)")
     parser.add_argument("--worker-connections", type=int,
                         help="override deploy/gunicorn.conf.py (CAREID_WORKER_CONNECTIONS)")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="serve bench/profiled_wsgi.py (each request's thread CPU, queries and hash time, "
+                             "written to DIR) and print where each N's CPU per sign-in goes")
     parser.add_argument("--proxy-keepalive", type=int, default=60,
                         help="seconds nginx keeps an idle connection to gunicorn (default 60, nginx's own default; "
                              "gunicorn's keepalive must be longer)")
     arguments = parser.parse_args()
     arguments.ns = sorted({int(n) for n in arguments.clients.split(",")})
+    if arguments.profile:
+        arguments.profile = arguments.profile.resolve()
+        arguments.profile.mkdir(parents=True, exist_ok=True)
+        for old in arguments.profile.glob("*.tsv"):
+            old.unlink()
     if arguments.duration is None:
         arguments.duration = 8.0 if arguments.quick else 20.0
     if arguments.hash_seconds is None:
@@ -876,6 +919,8 @@ def main() -> None:
                       + (f"; {result.stalls} waits for a time step" if result.stalls else ""))
                 for failure, count in result.failures.most_common(5):
                     print(f"    {count} x {failure}")
+                if result.profile:
+                    print(result.profile)
                 if result.audited != result.signed_in:
                     problems.append(f"N={n}: the clients signed in {result.signed_in} times, the audit trail has "
                                     f"{result.audited} signin.succeeded events")

@@ -131,7 +131,8 @@ def complete_signin(request: HttpRequest, *, user: User, kind) -> None:
         throttle.release(request, user, Factor.CODE, succeeded=True)
         if request.user.is_authenticated:
             request.session.cycle_key()  # login() keeps the key when the same person signs in again
-        before = request.session.session_key
+        # Only a signed-in session has a row on the person's list (the same person signing in again here).
+        before = request.session.session_key if request.user.is_authenticated else None
         login(request, user, backend="accounts.backends.CareIdentityBackend")  # a new session key
         now = time.time()
         auth = Authentication(method=kind.key, aal=kind.aal, acr=kind.acr, amr=tuple(kind.amr), at=now, sid=sid)

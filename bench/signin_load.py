@@ -13,8 +13,9 @@
    so careid runs with CAREID_TRUSTED_PROXY_COUNT=1); --balancer direct spreads the clients over the two
    ports instead.
 3. For each N (--clients, default 20,50,200): N clients, each from its own loopback address (so the
-   per-IP limit sees N addresses, as a load balancer would pass on), starting one every 1/(the hash
-   checks/s measured just before) seconds (--all-at-once: together; they then move through the six
+   per-IP limit sees N addresses, as a load balancer would pass on), starting one every 1/(0.8 x the
+   hash checks/s measured just before) seconds, about a sign-in's time at the target rate over all N
+   (--all-at-once: together; they then move through the six
    steps in step, sign-ins complete in waves, and a window counts a crest or a trough of them: at N=200
    1.4 password steps per sign-in counted, so CPU per sign-in read 40% high), sign in again and again, each time
    as the next person of the pool: GET /login/ (CIS2 Authentication), choose "Authenticator app", GET
@@ -24,10 +25,11 @@
    one has finished a sign-in (and at least --warmup seconds), then --duration seconds, or three times
    the median sign-in if longer, are measured; the sign-ins begun in that window are then finished.
    Reported: sign-ins/s completed in the window (and the password steps answered in it per sign-in
-   completed in it: near 1 when the window's CPU served as many sign-ins as it counted),
+   completed in it: near 1 when the window is not on a crest or a trough of completions),
    p50/p95/max of the whole sign-in, errors (a wrong answer, a 4xx/5xx, a timeout) and dropped
    connections (refused, reset, or closed before a whole response), over the whole run, warm-up and
-   drain included; CPU per sign-in in the window of the gunicorn workers, their PostgreSQL backends,
+   drain included; CPU per sign-in in the window (its CPU over the password steps answered in it: one
+   per sign-in, and most of its CPU) of the gunicorn workers, their PostgreSQL backends,
    nginx, the sealer and the clients (read from /proc every half second); and the audit trail's count
    of signin.succeeded events against the clients' count.
 4. Each N runs twice: without and with the audit chain's sealer (a separate process calling
@@ -767,7 +769,7 @@ def run(n: int, sealer: bool, state: Servers, people: deque[Person], environment
     try:
         load = asyncio.run(run_load(n, state, people, warmup=arguments.warmup, duration=arguments.duration,
                                     timeout=arguments.timeout, meter=meter,
-                                    spacing=0.0 if arguments.all_at_once else 1 / hash_rate))
+                                    spacing=0.0 if arguments.all_at_once else 1 / (TARGET_RATIO * hash_rate)))
     finally:
         backends.close()
         sealed = ""
@@ -782,7 +784,11 @@ def run(n: int, sealer: bool, state: Servers, people: deque[Person], environment
     failures = Counter(a.failure for a in load.attempts if a.failure)
     signed_in = sum(1 for a in load.attempts if not a.failure)
     done = max(len(in_window), 1)
-    cpu_ms = {name: meter.seconds(name) / done * 1000 for name in meter.groups}
+    # CPU per sign-in: over the password steps answered in the window, not the sign-ins completed in it.
+    # Each sign-in has one, it is most of the CPU, and the window's CPU went into the steps it served,
+    # whereas completions come in waves whenever the clients move in step (--all-at-once).
+    hashed = max(sum(1 for at in load.passwords if start <= at <= end), 1)
+    cpu_ms = {name: meter.seconds(name) / hashed * 1000 for name in meter.groups}
     return Result(
         n=n, sealer=sealer, per_second=len(in_window) / (end - start), window=end - start,
         p50=statistics.median(begun) if begun else float("nan"), p95=percentile(begun, 0.95),
@@ -792,7 +798,7 @@ def run(n: int, sealer: bool, state: Servers, people: deque[Person], environment
         cpu_ms=cpu_ms,
         audited=succeeded_events_after(first_event), signed_in=signed_in, stalls=load.stalls, sealed=sealed,
         load_average=os.getloadavg()[0],
-        balance=sum(1 for at in load.passwords if start <= at <= end) / done,
+        balance=hashed / done,
         profile=profile_report(arguments.profile, start, end, done) if arguments.profile else "",
     )
 
@@ -852,7 +858,7 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--balancer", choices=("nginx", "direct"), default="nginx" if shutil.which("nginx") else "direct",
                         help="nginx in front (default when installed), or clients spread over the two ports")
     parser.add_argument("--all-at-once", action="store_true",
-                        help="start the N clients at the same instant instead of one every 1/(hash checks/s) s")
+                        help="start the N clients at the same instant instead of one every 1/(0.8 x hash checks/s) s")
     parser.add_argument("--no-sealer", action="store_true", help="skip the runs with the audit sealer")
     parser.add_argument("--repeat", type=int, default=1,
                         help="runs per N and sealer setting, alternating without and with the sealer (default 1)")

@@ -2,9 +2,13 @@
 
 Times Django's check_password with careid's hasher (accounts/hashers.py) at OWASP's equally strong
 minimums, a few stronger settings and Django's defaults (careid's cost before it was configurable),
-one process at a time: CPU and wall time per check (median of --checks). Capacity per core is
+one process at a time: CPU and wall time per check (median of --checks). The baseline row is the
+configured cost (CAREID_ARGON2_*, careid's default unless set), measured in the same run: its checks
+take turns with each setting's, so every setting's "x baseline" (its CPU per check over the baseline's
+in the same turns) holds however busy the machine is. Capacity per core is
 1 / (hash CPU + the rest of a sign-in's CPU), the rest (--overhead, ms) measured by
-bench/signin_load.py under load (its "not the hash" line).
+bench/signin_load.py under load (its "not the hash" line); "hash share" is hash / (hash + the rest),
+the ratio of issue 9's target (sign-ins/s against pure hash checks/s) on cores that do nothing else.
 
 Run from the project root:  .venv/bin/python bench/argon2_costs.py [--checks N] [--overhead MS]
 """
@@ -51,24 +55,41 @@ def main() -> None:
     from django.contrib.auth.hashers import check_password, make_password
 
     settings.PASSWORD_HASHERS = ["accounts.hashers.CareIdArgon2PasswordHasher"]
-    load_before = os.getloadavg()[0]
-    print(f"{'m (MiB)':>8} {'t':>2} {'p':>2}  {'CPU ms':>7} {'wall ms':>8}  {'sign-ins/s per core':>19}   setting")
-    for memory, passes, lanes, what in SETTINGS:
+    baseline = (settings.CAREID_ARGON2_MEMORY_COST, settings.CAREID_ARGON2_TIME_COST, settings.CAREID_ARGON2_PARALLELISM)
+
+    def use(memory: int, passes: int, lanes: int) -> None:
         settings.CAREID_ARGON2_MEMORY_COST, settings.CAREID_ARGON2_TIME_COST = memory, passes
         settings.CAREID_ARGON2_PARALLELISM = lanes
-        encoded = make_password("a pass phrase to check")
-        cpu, wall = [], []
-        for _ in range(arguments.checks):
-            cpu_start, wall_start = time.process_time(), time.perf_counter()
-            assert check_password("a pass phrase to check", encoded)
-            cpu.append(time.process_time() - cpu_start)
-            wall.append(time.perf_counter() - wall_start)
-        hash_ms = statistics.median(cpu) * 1000
-        print(f"{memory / 1024:>8.0f} {passes:>2} {lanes:>2}  {hash_ms:>7.1f} {statistics.median(wall) * 1000:>8.1f}  "
-              f"{1000 / (hash_ms + arguments.overhead):>19.1f}   {what}")
-    print(f"capacity per core = 1000 / (hash CPU ms + {arguments.overhead:.0f} ms of the rest of a sign-in); "
-          f"load average (1 min) before/after: {load_before:.2f} / {os.getloadavg()[0]:.2f}")
 
+    def check(encoded: str) -> tuple[float, float]:
+        cpu_start, wall_start = time.process_time(), time.perf_counter()
+        assert check_password("a pass phrase to check", encoded)
+        return time.process_time() - cpu_start, time.perf_counter() - wall_start
+
+    use(*baseline)
+    baseline_hash = make_password("a pass phrase to check")
+    rows = [(*baseline, "baseline: the configured cost")] + [row for row in SETTINGS if row[:3] != baseline]
+    load_before = os.getloadavg()[0]
+    print(f"{'m (MiB)':>8} {'t':>2} {'p':>2}  {'CPU ms':>7} {'wall ms':>8} {'x baseline':>10}  "
+          f"{'sign-ins/s per core':>19} {'hash share':>10}   setting")
+    for memory, passes, lanes, what in rows:
+        use(memory, passes, lanes)
+        encoded = make_password("a pass phrase to check")
+        cpu, wall, baseline_cpu = [], [], []
+        for _ in range(arguments.checks):  # this setting's checks take turns with the baseline's
+            use(memory, passes, lanes)
+            seconds = check(encoded)
+            cpu.append(seconds[0])
+            wall.append(seconds[1])
+            use(*baseline)
+            baseline_cpu.append(check(baseline_hash)[0])
+        hash_ms = statistics.median(cpu) * 1000
+        print(f"{memory / 1024:>8.0f} {passes:>2} {lanes:>2}  {hash_ms:>7.1f} {statistics.median(wall) * 1000:>8.1f} "
+              f"{statistics.median(cpu) / statistics.median(baseline_cpu):>10.2f}  "
+              f"{1000 / (hash_ms + arguments.overhead):>19.1f} {hash_ms / (hash_ms + arguments.overhead):>10.2f}   {what}")
+    print(f"capacity per core = 1000 / (hash CPU ms + {arguments.overhead:.0f} ms of the rest of a sign-in); "
+          f"x baseline against Argon2id m={baseline[0]} KiB t={baseline[1]} p={baseline[2]} in the same run; "
+          f"load average (1 min) before/after: {load_before:.2f} / {os.getloadavg()[0]:.2f}")
 
 if __name__ == "__main__":
     main()

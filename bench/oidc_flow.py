@@ -807,7 +807,7 @@ def report(arguments, sides, runs, sequential, queries, load_before, load_after,
     if inline:
         print(f"warning: {inline} client assertions were signed inside the timed loop (the pool ran out)")
     print(f"configuration: gunicorn {WORKERS} sync workers per project, {arguments.clients} client threads, "
-          f"CONN_MAX_AGE={CONN_MAX_AGE} with health checks, sessions cached_db on Redis, {os.cpu_count()} CPUs; "
+          f"CONN_MAX_AGE={CONN_MAX_AGE} with health checks, sessions in PostgreSQL only, {os.cpu_count()} CPUs; "
           f"load average (1 min) before/after: {load_before:.2f} / {load_after:.2f}")
     print_queries(queries, arguments.show_sql)
 

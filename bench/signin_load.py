@@ -13,16 +13,23 @@
    so careid runs with CAREID_TRUSTED_PROXY_COUNT=1); --balancer direct spreads the clients over the two
    ports instead.
 3. For each N (--clients, default 20,50,200): N clients, each from its own loopback address (so the
-   per-IP limit sees N addresses, as a load balancer would pass on), sign in again and again, each time
+   per-IP limit sees N addresses, as a load balancer would pass on), starting one every 1/(0.8 x the
+   hash checks/s measured just before) seconds, about a sign-in's time at the target rate over all N
+   (--all-at-once: together; they then move through the six
+   steps in step, sign-ins complete in waves, and a window counts a crest or a trough of them: at N=200
+   1.4 password steps per sign-in counted, so CPU per sign-in read 40% high), sign in again and again, each time
    as the next person of the pool: GET /login/ (CIS2 Authentication), choose "Authenticator app", GET
    and POST e-mail and password, GET and POST the 6-digit code computed from the person's secret, which
    must answer 302 to the home page. A person signs in at most once per 30-second time step (the
    replay guard is reset between runs, as tests/conftest.py's fresh_code does). Clients run until every
    one has finished a sign-in (and at least --warmup seconds), then --duration seconds, or three times
-   the median sign-in if longer, are measured; the sign-ins begun in that window are then finished. Reported: sign-ins/s completed in the window,
+   the median sign-in if longer, are measured; the sign-ins begun in that window are then finished.
+   Reported: sign-ins/s completed in the window (and the password steps answered in it per sign-in
+   completed in it: near 1 when the window is not on a crest or a trough of completions),
    p50/p95/max of the whole sign-in, errors (a wrong answer, a 4xx/5xx, a timeout) and dropped
    connections (refused, reset, or closed before a whole response), over the whole run, warm-up and
-   drain included; CPU per sign-in in the window of the gunicorn workers, their PostgreSQL backends,
+   drain included; CPU per sign-in in the window (its CPU over the password steps answered in it: one
+   per sign-in, and most of its CPU) of the gunicorn workers, their PostgreSQL backends,
    nginx, the sealer and the clients (read from /proc every half second); and the audit trail's count
    of signin.succeeded events against the clients' count.
 4. Each N runs twice: without and with the audit chain's sealer (a separate process calling
@@ -37,8 +44,13 @@ hash rate's, and other work on a shared machine moves both rates: the "CPU ratio
 check's CPU over the CPU that served one sign-in) is the ratio on cores that do nothing else, and
 varies far less from run to run.
 
+--profile DIR serves bench/profiled_wsgi.py instead of careid.wsgi: per kind of request, its thread CPU
+(time.thread_time, so a neighbour's work is not counted), queries, and the hash's CPU, which do not
+depend on how the window falls.
+
 Run from the project root:  .venv/bin/python bench/signin_load.py [--quick] [--clients 20,50,200]
     [--duration S] [--balancer nginx|direct] [--workers W] [--threads T] [--worker-class sync|gthread]
+    [--all-at-once] [--profile DIR]
 """
 
 from __future__ import annotations
@@ -358,6 +370,8 @@ def gunicorn_environment(environment: dict[str, str], arguments: argparse.Namesp
     overrides = {"CAREID_WORKER_CLASS": arguments.worker_class, "CAREID_WORKERS": arguments.workers,
                  "CAREID_THREADS": arguments.threads, "CAREID_KEEPALIVE": arguments.keepalive,
                  "CAREID_WORKER_CONNECTIONS": arguments.worker_connections}
+    if arguments.profile:
+        environment = {**environment, "CAREID_PROFILE_DIR": str(arguments.profile)}
     return {**environment, "CAREID_BIND": f"127.0.0.1:{port}",
             **{name: str(value) for name, value in overrides.items() if value is not None}}
 
@@ -423,8 +437,9 @@ def servers(environment: dict[str, str], arguments: argparse.Namespace, scratch:
         for index, port in enumerate(ports):
             log_path = scratch / f"gunicorn-{index}.log"
             log = stack.enter_context(log_path.open("wb"))
+            app = "bench.profiled_wsgi:application" if arguments.profile else "careid.wsgi:application"
             process = subprocess.Popen(
-                [str(VENV_BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "careid.wsgi:application"],
+                [str(VENV_BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py", app],
                 cwd=PROJECT_DIR, env=gunicorn_environment(environment, arguments, port), stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True)
             stack.callback(stop, process)
@@ -581,7 +596,8 @@ def code_for(person: Person) -> str:
     return totp(person.secret, step)
 
 
-async def sign_in(browser: Browser, person: Person) -> None:
+async def sign_in(browser: Browser, person: Person, passwords: list[float]) -> None:
+    """The whole sign-in; when the password step was answered is appended to `passwords`."""
     browser.cookies.clear()  # a new person at a new browser
     page = expect(await browser.request("GET", "/login/"), "GET /login/", 200, b"CIS2 Authentication")
     chosen = expect(await browser.request("POST", "/login/", {"csrfmiddlewaretoken": csrf(page, "GET /login/"),
@@ -591,6 +607,7 @@ async def sign_in(browser: Browser, person: Person) -> None:
     posted = expect(await browser.request("POST", password_page, {
         "csrfmiddlewaretoken": csrf(page, "GET password page"), "email": person.email, "password": PASSWORD}),
         "POST password", 302)
+    passwords.append(time.monotonic())
     code_page = posted.header("location")
     page = expect(await browser.request("GET", code_page), "GET code page", 200, b'name="token"')
     done = expect(await browser.request("POST", code_page, {"csrfmiddlewaretoken": csrf(page, "GET code page"),
@@ -612,10 +629,11 @@ class Load:
     attempts: list[Attempt] = field(default_factory=list)
     window: tuple[float, float] = (0.0, 0.0)
     stalls: int = 0  # a person had to wait for the next time step (the pool was too small)
+    passwords: list[float] = field(default_factory=list)  # when each password step was answered
 
 
 async def run_load(n: int, state: Servers, people: deque[Person], *, warmup: float, duration: float,
-                   timeout: float, meter: Meter) -> Load:
+                   timeout: float, meter: Meter, spacing: float) -> Load:
     load = Load()
     starting = [True]
     finished = [0] * n  # sign-ins each client has finished, right or wrong
@@ -624,6 +642,7 @@ async def run_load(n: int, state: Servers, people: deque[Person], *, warmup: flo
         host, port = state.targets[index % len(state.targets)]
         source = f"127.0.{1 + index // 250}.{2 + index % 250}"
         browser = Browser(host, port, source, state.scheme, timeout)
+        await asyncio.sleep(index * spacing)  # arrivals spread over about one sign-in's time, not all at once
         while starting[0]:
             person = people.popleft()
             if person.last_step > time.time() // STEP:  # used this step and the next: wait
@@ -631,7 +650,7 @@ async def run_load(n: int, state: Servers, people: deque[Person], *, warmup: flo
                 await asyncio.sleep(STEP - time.time() % STEP)
             started = time.monotonic()
             try:
-                await sign_in(browser, person)
+                await sign_in(browser, person, load.passwords)
                 load.attempts.append(Attempt(started, time.monotonic()))
             except Dropped as error:
                 load.attempts.append(Attempt(started, time.monotonic(), str(error), dropped=True))
@@ -684,6 +703,46 @@ class Result:
     window: float = 0.0
     sealed: str = ""
     load_average: float = 0.0
+    # Password steps answered in the window per sign-in completed in it: about 1 when the window saw the work
+    # of as many sign-ins as it counted (CPU per sign-in is then right), far from 1 when the clients
+    # moved in step and the window caught a crest or a trough of completions.
+    balance: float = 1.0
+    profile: str = ""  # --profile: where the window's CPU per sign-in went, by request
+
+
+def profile_report(directory: Path, start: float, end: float, signins: int) -> str:
+    """From bench/profiled_wsgi.py's lines of the requests that ended in the window: per kind of request,
+    how many per sign-in and, per request, thread CPU, wall, queries, query wall, and the hash's CPU."""
+    rows: dict[str, list[list[float]]] = {}
+    at_once = Counter()
+    for path in directory.glob("*.tsv"):
+        for line in path.read_text().splitlines():
+            ended, method, view, status, *numbers = line.split("\t")
+            if start <= float(ended) <= end:
+                values = [float(value) for value in numbers]
+                rows.setdefault(f"{method} {view} {status}", []).append(values)
+                if values[5]:
+                    at_once[int(values[6])] += 1
+    lines = [f"    {'request':<40} {'per sign-in':>11} {'wall ms':>8} {'CPU ms':>7} {'queries':>7} "
+             f"{'query ms':>8} {'hash CPU':>8} {'hash wall':>9}"]
+    total_cpu = total_hash = total_queries = 0.0
+    steps = [0.0, 0.0, 0.0]  # one request of each step: CPU, hash CPU, queries
+    for name, values in sorted(rows.items(), key=lambda item: -sum(v[1] for v in item[1])):
+        mean = [statistics.mean(column) for column in zip(*values, strict=True)]
+        if name.endswith((" 200", " 302")):
+            steps = [steps[0] + mean[1], steps[1] + mean[4], steps[2] + mean[2]]
+        lines.append(f"    {name:<40} {len(values) / signins:>11.2f} {mean[0]:>8.1f} {mean[1]:>7.2f} {mean[2]:>7.1f} "
+                     f"{mean[3]:>8.2f} {mean[4]:>8.1f} {mean[5]:>9.1f}")
+        total_cpu += sum(v[1] for v in values)
+        total_hash += sum(v[4] for v in values)
+        total_queries += sum(v[2] for v in values)
+    lines.append(f"    per sign-in: {total_cpu / signins:.1f} ms thread CPU in requests, of which the hash "
+                 f"{total_hash / signins:.1f} and the rest {(total_cpu - total_hash) / signins:.1f}; "
+                 f"{total_queries / signins:.1f} queries; hashes in the same process at once: "
+                 + ", ".join(f"{k}: {v}" for k, v in sorted(at_once.items()))
+                 + f"\n    one request of each step: {steps[0]:.1f} ms thread CPU, of which the hash {steps[1]:.1f} "
+                 f"and the rest {steps[0] - steps[1]:.1f}; {steps[2]:.1f} queries")
+    return "\n".join(lines)
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -692,7 +751,7 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 
 
 def run(n: int, sealer: bool, state: Servers, people: deque[Person], environment: dict[str, str],
-        arguments: argparse.Namespace) -> Result:
+        arguments: argparse.Namespace, hash_rate: float) -> Result:
     reset_people()
     for person in people:
         person.last_step = -1
@@ -710,8 +769,8 @@ def run(n: int, sealer: bool, state: Servers, people: deque[Person], environment
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         load = asyncio.run(run_load(n, state, people, warmup=arguments.warmup, duration=arguments.duration,
-                                    timeout=arguments.timeout,
-                                    meter=meter))
+                                    timeout=arguments.timeout, meter=meter,
+                                    spacing=0.0 if arguments.all_at_once else 1 / (TARGET_RATIO * hash_rate)))
     finally:
         backends.close()
         sealed = ""
@@ -726,7 +785,11 @@ def run(n: int, sealer: bool, state: Servers, people: deque[Person], environment
     failures = Counter(a.failure for a in load.attempts if a.failure)
     signed_in = sum(1 for a in load.attempts if not a.failure)
     done = max(len(in_window), 1)
-    cpu_ms = {name: meter.seconds(name) / done * 1000 for name in meter.groups}
+    # CPU per sign-in: over the password steps answered in the window, not the sign-ins completed in it.
+    # Each sign-in has one, it is most of the CPU, and the window's CPU went into the steps it served,
+    # whereas completions come in waves whenever the clients move in step (--all-at-once).
+    hashed = max(sum(1 for at in load.passwords if start <= at <= end), 1)
+    cpu_ms = {name: meter.seconds(name) / hashed * 1000 for name in meter.groups}
     return Result(
         n=n, sealer=sealer, per_second=len(in_window) / (end - start), window=end - start,
         p50=statistics.median(begun) if begun else float("nan"), p95=percentile(begun, 0.95),
@@ -736,6 +799,8 @@ def run(n: int, sealer: bool, state: Servers, people: deque[Person], environment
         cpu_ms=cpu_ms,
         audited=succeeded_events_after(first_event), signed_in=signed_in, stalls=load.stalls, sealed=sealed,
         load_average=os.getloadavg()[0],
+        balance=hashed / done,
+        profile=profile_report(arguments.profile, start, end, done) if arguments.profile else "",
     )
 
 
@@ -793,6 +858,8 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--people", type=int, default=4000, help="Care Identities to sign in as (default 4000)")
     parser.add_argument("--balancer", choices=("nginx", "direct"), default="nginx" if shutil.which("nginx") else "direct",
                         help="nginx in front (default when installed), or clients spread over the two ports")
+    parser.add_argument("--all-at-once", action="store_true",
+                        help="start the N clients at the same instant instead of one every 1/(0.8 x hash checks/s) s")
     parser.add_argument("--no-sealer", action="store_true", help="skip the runs with the audit sealer")
     parser.add_argument("--repeat", type=int, default=1,
                         help="runs per N and sealer setting, alternating without and with the sealer (default 1)")
@@ -805,11 +872,19 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--keepalive", type=int, help="override deploy/gunicorn.conf.py (CAREID_KEEPALIVE)")
     parser.add_argument("--worker-connections", type=int,
                         help="override deploy/gunicorn.conf.py (CAREID_WORKER_CONNECTIONS)")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="serve bench/profiled_wsgi.py (each request's thread CPU, queries and hash time, "
+                             "written to DIR) and print where each N's CPU per sign-in goes")
     parser.add_argument("--proxy-keepalive", type=int, default=60,
                         help="seconds nginx keeps an idle connection to gunicorn (default 60, nginx's own default; "
                              "gunicorn's keepalive must be longer)")
     arguments = parser.parse_args()
     arguments.ns = sorted({int(n) for n in arguments.clients.split(",")})
+    if arguments.profile:
+        arguments.profile = arguments.profile.resolve()
+        arguments.profile.mkdir(parents=True, exist_ok=True)
+        for old in arguments.profile.glob("*.tsv"):
+            old.unlink()
     if arguments.duration is None:
         arguments.duration = 8.0 if arguments.quick else 20.0
     if arguments.hash_seconds is None:
@@ -867,16 +942,19 @@ def main() -> None:
             if index % 2:
                 order.reverse()
             for sealer in order:
-                result = run(n, sealer, state, people, environment, arguments)
+                result = run(n, sealer, state, people, environment, arguments, rates[-1].per_second)
                 results.append(result)
                 print(f"N={n:<4} sealer {'on ' if sealer else 'off'}: {result.window:.0f} s measured, "
                       f"{result.per_second:6.1f} sign-ins/s, p50 "
                       f"{result.p50:.2f} s, p95 {result.p95:.2f} s, max {result.worst:.2f} s, {result.errors} errors, "
-                      f"{result.dropped} dropped; {result.signed_in} signed in, {result.audited} audited"
+                      f"{result.dropped} dropped; {result.signed_in} signed in, {result.audited} audited; "
+                      f"{result.balance:.2f} password steps per sign-in in the window"
                       + (f"; sealer: {result.sealed}" if result.sealer else "")
                       + (f"; {result.stalls} waits for a time step" if result.stalls else ""))
                 for failure, count in result.failures.most_common(5):
                     print(f"    {count} x {failure}")
+                if result.profile:
+                    print(result.profile)
                 if result.audited != result.signed_in:
                     problems.append(f"N={n}: the clients signed in {result.signed_in} times, the audit trail has "
                                     f"{result.audited} signin.succeeded events")

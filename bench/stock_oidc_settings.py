@@ -3,7 +3,7 @@ OpenID Connect provider (allauth.idp.oidc, its own URLs, its default adapter), n
 
 What it shares with careid on purpose, so that the comparison measures the provider and not the
 set-up: the PostgreSQL server (its own database), persistent connections with health checks, the
-session engine (cached_db on the same Redis, its own key prefix), DEBUG off, the password hashers
+session engine (sessions in PostgreSQL only, `backends.db`), DEBUG off, the password hashers
 that hash client secrets (careid's list, plus a cheap one for a second baseline client) and the
 size of the signing key (RSA 2048). Everything else is what `django-admin startproject` gives, plus
 allauth's account middleware.
@@ -66,7 +66,7 @@ DATABASES["default"]["CONN_MAX_AGE"] = 60  # as careid (CAREID_CONN_MAX_AGE's de
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 CACHES = {"default": {**env.cache("CACHE_URL"), "KEY_PREFIX": "bench-stock-oidc"}}
-SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"  # as careid
+SESSION_ENGINE = "django.contrib.sessions.backends.db"  # as careid: sessions in PostgreSQL only
 
 # careid's hashers, so a secret made with make_password costs what it would in careid; MD5 only
 # for the baseline client whose secret is hashed cheaply (a random 50-character secret needs no

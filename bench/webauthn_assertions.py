@@ -1,21 +1,25 @@
-"""WebAuthn assertion verification per second.
+"""WebAuthn assertion verification per second: careid's sign-in with a security key against py_webauthn alone.
 
-Three measurements in one process, one after the other:
-1. py_webauthn alone: verify_authentication_response on a security key's assertion (client data,
-   authenticator data, ECDSA P-256 signature), with nothing else around it.
-2. careid's check of an assertion without the web: flows.finish_signin as the sign-in page's POST calls it,
-   with a request from Django's RequestFactory and a real session (challenge popped and claimed in
-   PostgreSQL, the attempt held and released, the credential looked up, the signature checked, the sign
-   count updated, the session rotated, the audit event written).
-   For comparison, the Authenticator app's code step the same way (totp.flows.finish_signin: the
+Baseline: py_webauthn's verify_authentication_response on a security key's assertion (client data,
+authenticator data, ECDSA P-256 signature), with nothing else around it: the least any service that
+accepts the assertion must do. Against it, in the same process and run, one after the other:
+1. careid's check of an assertion without the web: flows.finish_signin as the sign-in page's POST calls
+   it, with a request from Django's RequestFactory and a real session from settings.SESSION_ENGINE's
+   store (PostgreSQL only): the challenge popped and claimed in PostgreSQL, the attempt held and
+   released, the credential looked up, the signature checked, the sign count updated, the session
+   rotated, the audit event written.
+2. For comparison, the Authenticator app's code step the same way (totp.flows.finish_signin: the
    6-digit code checked and accepted once, then the same completion of the sign-in).
-3. The same POST through Django's whole stack (test client: middleware, CSRF-exempt client, sessions in
-   PostgreSQL and Redis, the redirect).
+3. The sign-in page's POST through Django's whole stack (test client: middleware, CSRF-exempt client,
+   the session in PostgreSQL, the redirect).
+Prints per second, p50/p95 and CPU per assertion of each, and each one's rate over the baseline's
+(its share of the time goes to the signature check; the rest is careid's).
 The assertions are made by tests/soft_authenticator.py (real keys) before each timed step, so signing is
 never timed. A new browser (client) signs in each time: its e-mail and the ceremony page are not timed.
 
 Run from the project root:  .venv/bin/python bench/webauthn_assertions.py [--count N]
-It creates and migrates $DATABASE_URL (default careid_bench_webauthn); Redis from $CACHE_URL.
+It creates and migrates $DATABASE_URL (default careid_bench_webauthn); Redis (the throttle's per-IP
+counters) from $CACHE_URL.
 """
 
 from __future__ import annotations
@@ -50,12 +54,15 @@ DEFAULTS = {"DATABASE_URL": "postgres://postgres@127.0.0.1:5432/careid_bench_web
             "CACHE_URL": "redis://127.0.0.1:6379/15"}
 
 
-def report(name: str, seconds: list[float], cpu: float) -> None:
+def report(name: str, seconds: list[float], cpu: float, baseline: float | None = None) -> float:
+    """Print one measurement (and its rate over the baseline's); returns its rate per second."""
     count = len(seconds)
-    total = sum(seconds)
+    rate = count / sum(seconds)
     p50, p95 = statistics.median(seconds) * 1000, sorted(seconds)[int(count * 0.95) - 1] * 1000
-    print(f"{name}: {count / total:8.1f} per second (one thread), p50 {p50:.2f} ms, p95 {p95:.2f} ms, "
-          f"{cpu / count * 1e6:,.0f} us of this process's CPU each")
+    print(f"{name}: {rate:8.1f} per second (one thread), p50 {p50:.2f} ms, p95 {p95:.2f} ms, "
+          f"{cpu / count * 1e6:,.0f} us of this process's CPU each"
+          + (f"; ratio to the baseline {rate / baseline:.3f}" if baseline else " (the baseline)"))
+    return rate
 
 
 def main() -> None:
@@ -71,8 +78,10 @@ def main() -> None:
 
     django.setup()
 
+    from importlib import import_module
+
+    from django.conf import settings
     from django.contrib.auth.models import AnonymousUser
-    from django.contrib.sessions.backends.cached_db import SessionStore
     from django.test import Client, RequestFactory
     from webauthn import verify_authentication_response
     from webauthn.helpers import bytes_to_base64url
@@ -97,7 +106,9 @@ def main() -> None:
         user_handle=os.urandom(32))
     print(f"{arguments.count} assertions per measurement; load average (1 min) {os.getloadavg()[0]:.2f}")
 
-    # 1. py_webauthn alone.
+    SessionStore = import_module(settings.SESSION_ENGINE).SessionStore  # noqa: N806 - a class
+
+    # Baseline: py_webauthn alone.
     options = {"challenge": bytes_to_base64url(challenge), "rpId": ceremony.rp_id()}
     answers = [key.get(options) for _ in range(arguments.count)]
     seconds, cpu = [], time.process_time()
@@ -107,9 +118,9 @@ def main() -> None:
                                        expected_origin=[ORIGIN], credential_public_key=new.public_key,
                                        credential_current_sign_count=0, require_user_verification=True)
         seconds.append(time.perf_counter() - started)
-    report("py_webauthn verify_authentication_response", seconds, time.process_time() - cpu)
+    baseline = report("py_webauthn verify_authentication_response", seconds, time.process_time() - cpu)
 
-    # 2. careid's flow, without the web.
+    # 1. careid's flow, without the web.
     factory = RequestFactory()
     seconds, cpu_total = [], 0.0
     for _ in range(arguments.count):
@@ -124,9 +135,9 @@ def main() -> None:
         cpu_total += time.process_time() - cpu
         if message is not None:
             raise SystemExit(f"the assertion was refused: {message}")
-    report("careid flows.finish_signin (no web)", seconds, cpu_total)
+    report("careid flows.finish_signin (no web)", seconds, cpu_total, baseline)
 
-    # 2b. The Authenticator app's code step, for comparison (the same person, a TOTP secret of their own).
+    # 2. The Authenticator app's code step, for comparison (the same person, a TOTP secret of their own).
     from authenticators.models import AuthenticatorApp
     from authenticators.totp import codes
     from authenticators.totp import flows as totp_flows
@@ -147,7 +158,7 @@ def main() -> None:
         cpu_total += time.process_time() - cpu
         if message is not None:
             raise SystemExit(f"the code was refused: {message}")
-    report("careid totp.flows.finish_signin (no web), for comparison", seconds, cpu_total)
+    report("careid totp.flows.finish_signin (no web), for comparison", seconds, cpu_total, baseline)
     app.delete()
 
     # 3. The sign-in page's POST through Django's whole stack.
@@ -163,7 +174,7 @@ def main() -> None:
         cpu_total += time.process_time() - cpu
         if response.status_code != 302:
             raise SystemExit(f"the sign-in POST answered {response.status_code}")
-    report("careid sign-in POST (Django test client)", seconds, cpu_total)
+    report("careid sign-in POST (Django test client)", seconds, cpu_total, baseline)
     credential.refresh_from_db()
     print(f"sign count now {credential.sign_count}; load average (1 min) {os.getloadavg()[0]:.2f}")
 

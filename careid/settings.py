@@ -205,8 +205,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Sessions live in PostgreSQL only. cached_db with a cache that ignores Redis errors would bring ended
 # sessions back: a sign-out, suspension or closure while Redis is unreachable deletes the row but
 # not the cached copy, which a Redis that comes back with its data (after a freeze or a network
-# split) would serve again. One primary-key SELECT per signed-in request is the price.
-SESSION_ENGINE = "django.contrib.sessions.backends.db"
+# split) would serve again. One primary-key SELECT per signed-in request is the price. careid.sessions
+# is Django's database store without the look-up before a new key's INSERT and the read before a DELETE.
+SESSION_ENGINE = "careid.sessions"
 SESSION_COOKIE_AGE = int(timedelta(hours=12).total_seconds())  # AAL2 absolute timeout
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"

@@ -169,7 +169,7 @@ def test_every_component_has_short_timeouts_and_the_throttle_fails_closed():
     assert s["broker"]["socket_timeout"] == s["broker"]["socket_connect_timeout"] == 0.5
     assert s["broker"]["visibility_timeout"] > 3600  # beyond any task's run and the longest retry wait
     assert s["publish"]["max_retries"] <= 1 and s["email"] == 10
-    assert s["session"] == "django.contrib.sessions.backends.db"
+    assert s["session"] == "careid.sessions"  # Django's database store (tests/test_session_store.py)
 
     s = _settings_of(SETTINGS, {**COMPONENTS, "CAREID_REDIS_TIMEOUT": "0.25", "CAREID_DB_CONNECT_TIMEOUT": "5"})
     assert s["caches"]["throttle"]["OPTIONS"]["SOCKET_TIMEOUT"] == s["broker"]["socket_timeout"] == 0.25

@@ -74,7 +74,7 @@ def collector() -> Iterator[ReportCollector]:
 
 
 @pytest.fixture
-def careid(collector: ReportCollector) -> Iterator[str]:
+def careid(collector: ReportCollector, tmp_path: Path) -> Iterator[str]:
     """careid under gunicorn with the production settings, its CSP configured only through the environment."""
     port = _free_port()
     env = {
@@ -84,10 +84,13 @@ def careid(collector: ReportCollector) -> Iterator[str]:
         "CAREID_CSP_REPORT_URI": collector.url,
         "CAREID_CSP_REPORT_ONLY": "default-src 'self'; style-src 'none'",
     }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "careid.wsgi"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
+    # A file, not a pipe: nobody reads a pipe while gunicorn runs, and a full one would block its logging.
+    log = tmp_path / "gunicorn.log"
+    with log.open("w") as stderr:  # the child keeps its own copy of the descriptor
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "careid.wsgi"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr,
+        )
     base_url = f"http://localhost:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -98,7 +101,7 @@ def careid(collector: ReportCollector) -> Iterator[str]:
                     break
             except OSError:
                 if server.poll() is not None:
-                    pytest.fail(f"gunicorn exited: {server.stderr.read()}")
+                    pytest.fail(f"gunicorn exited: {log.read_text()}")
                 if time.monotonic() > deadline:
                     pytest.fail("gunicorn did not answer within 30 s")
                 time.sleep(0.2)

@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
 from ..conftest import _free_port
 
@@ -112,13 +112,9 @@ def careid(collector: ReportCollector, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def enforcing_page(browser: Browser, careid: str) -> Iterator[Page]:
-    """A page that keeps the policy in force; closed before careid stops."""
-    context = browser.new_context(bypass_csp=False, locale="en-GB")
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    yield page
-    context.close()
+def enforcing_page(careid: str, enforcing_page: Page) -> Page:
+    """tests/e2e/conftest.py's, closed before careid stops (set up after it)."""
+    return enforcing_page
 
 
 def test_the_enforced_policy_blocks_and_reports_and_the_report_only_policy_only_reports(

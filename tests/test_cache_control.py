@@ -1,16 +1,11 @@
 """No page careid renders may be kept by a browser or a proxy (Cache-Control: no-store by default).
 
 The default is set once for every dynamic response (careid/middleware.py), so a new view cannot
-forget it; a view that sets its own Cache-Control (a future jwks.json) keeps it, and whitenoise's
+forget it; a view that sets its own Cache-Control (the JWKS, the discovery document) keeps it, and whitenoise's
 static files keep their own caching. Browser-observable proof: tests/e2e/test_back_button.py.
 """
 
 from __future__ import annotations
-
-import pytest
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.urls import path
-from django.views.decorators.cache import cache_control
 
 from .conftest import sign_in
 from .test_registration_journey import code_from, confirm, link_path
@@ -106,20 +101,19 @@ def test_static_files_keep_whitenoises_caching(client, db):
     assert "no-store" not in directives(response) and "max-age" in directives(response)
 
 
-# --- a view that opts into caching keeps its own header ---------------------------------------
+# --- the views that opt into caching keep their own header ---------------------------------------
 
 
-@cache_control(public=True, max_age=3600)
-def _jwks(request: HttpRequest) -> HttpResponse:
-    return JsonResponse({"keys": []})
+def test_the_jwks_keeps_its_own_caching(client, db):
+    """Relying services cache the signing keys for allauth's IDP_OIDC_JWKS_CACHE_CONTROL (an hour)."""
+    response = client.get("/.well-known/jwks.json")
+    assert response.status_code == 200 and response.json()["keys"]
+    assert response["Cache-Control"] == "max-age=3600, must-revalidate"
+    assert "Expires" not in response
 
 
-urlpatterns = [path("jwks.json", _jwks)]
-
-
-@pytest.mark.urls(__name__)
-def test_a_view_that_sets_its_own_cache_control_keeps_it(client, db):
-    response = client.get("/jwks.json")
-    assert response.status_code == 200
+def test_the_discovery_document_keeps_its_own_caching(client, db):
+    response = client.get("/.well-known/openid-configuration")
+    assert response.status_code == 200 and response.json()["jwks_uri"].endswith("/.well-known/jwks.json")
     assert response["Cache-Control"] == "public, max-age=3600"
     assert "Expires" not in response

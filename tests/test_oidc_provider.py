@@ -8,6 +8,7 @@ import time
 from datetime import timedelta
 
 import pytest
+import time_machine
 from allauth.idp.oidc.models import Token
 from django.utils import timezone
 
@@ -255,18 +256,27 @@ def test_a_session_below_the_level_asked_for_is_stepped_up(client, person, servi
 
 @pytest.mark.parametrize("extra", [{"prompt": "login"}, {"max_age": "0"}])
 def test_prompt_login_and_max_age_force_a_new_sign_in(client, person, service, rp_key, extra):
-    sign_in(client, person)
-    first_auth = client.session[SESSION_AUTH]["at"]
-    response, authorization = rp.authorize(client, service.pk, **extra)
-    assert response.status_code == 302 and response["Location"].startswith("/login/")
-    goto = rp.query_of(response["Location"])["goto"]
-    time.sleep(0.01)
-    assert sign_in(client, person, goto=goto).url == goto
-    code = rp.code_of(client.get(goto), authorization)  # no loop: the new sign-in satisfies it
-    claims = rp.verified(client, rp.exchange(client, service.pk, rp_key, code, authorization).json()["id_token"],
-                         service.pk)
-    assert claims["auth_time"] >= int(first_auth)
-    assert client.session[SESSION_AUTH]["at"] > first_auth
+    def id_token(authorization, code) -> dict:
+        return rp.verified(client, rp.exchange(client, service.pk, rp_key, code, authorization).json()["id_token"],
+                           service.pk)
+
+    with time_machine.travel(timezone.now()) as traveller:
+        sign_in(client, person)
+        first_auth = client.session[SESSION_AUTH]["at"]
+        traveller.shift(timedelta(minutes=10))
+        response, authorization = rp.authorize(client, service.pk, **extra)
+        assert response.status_code == 302 and response["Location"].startswith("/login/")
+        goto = rp.query_of(response["Location"])["goto"]
+        assert sign_in(client, person, goto=goto).url == goto
+        signed_in_at = client.session[SESSION_AUTH]["at"]
+        assert signed_in_at - first_auth >= 600
+        code = rp.code_of(client.get(goto), authorization)  # no loop: the new sign-in satisfies it
+        assert id_token(authorization, code)["auth_time"] == int(signed_in_at)
+        # A token issued ten minutes later for the same session still says when the person signed in.
+        traveller.shift(timedelta(minutes=10))
+        response, authorization = rp.authorize(client, service.pk)
+        claims = id_token(authorization, rp.code_of(response, authorization))
+    assert claims["auth_time"] == int(signed_in_at) and claims["iat"] - claims["auth_time"] >= 600
 
 
 def test_a_recent_enough_sign_in_satisfies_max_age(client, person, service):

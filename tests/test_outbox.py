@@ -5,6 +5,7 @@ shown as failed only after more than a day — through a real SMTP server the te
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from datetime import timedelta
 
@@ -109,22 +110,31 @@ def test_a_worker_killed_while_sending_leaves_nothing_behind(user, mailbox):
     assert email.state == OutgoingEmail.State.SENT
 
 
-def test_the_broker_down_at_commit_loses_nothing(user, mailbox, settings):
-    previous = celery_app.conf.task_always_eager, celery_app.conf.broker_url
-    celery_app.conf.task_always_eager = False
-    celery_app.conf.broker_url = f"redis://127.0.0.1:{_free_port()}/0"  # nothing listens
-    celery_app.conf.broker_transport_options = {"socket_connect_timeout": 0.5, "max_retries": 0}
+def test_the_broker_down_at_commit_loses_nothing(user, mailbox, monkeypatch, caplog):
+    conf = celery_app.conf
+    previous = conf.task_always_eager, conf.broker_transport_options
+    conf.task_always_eager = False
+    # Nothing listens there. Celery reads the variable before its own broker_url setting.
+    monkeypatch.setenv("CELERY_BROKER_URL", f"redis://127.0.0.1:{_free_port()}/0")
+    conf.broker_transport_options = {**previous[1], "socket_connect_timeout": 0.5, "max_retries": 0}
+    # Without this, the producer pool's connection to the real broker, opened by an earlier test, is used.
+    celery_app._pool = celery_app.amqp._producer_pool = None
     try:
         started = time.monotonic()
-        email = notification_for(user)  # the change commits although the task cannot be queued
+        with caplog.at_level(logging.WARNING, logger="accounts.outbox"):
+            email = notification_for(user)  # the change commits although the task cannot be queued
         assert time.monotonic() - started < 10
     finally:
-        celery_app.conf.task_always_eager, celery_app.conf.broker_url = previous
-        celery_app.conf.broker_transport_options = {}
+        conf.task_always_eager, conf.broker_transport_options = previous
+        monkeypatch.undo()
+        celery_app._pool = celery_app.amqp._producer_pool = None  # the next test publishes to the real broker
+    assert f"Could not queue e-mail {email.pk} now; the outbox sweep will send it" in caplog.messages
     email.refresh_from_db()
-    assert email.state == OutgoingEmail.State.QUEUED and mailbox.messages == []
+    assert email.state == OutgoingEmail.State.QUEUED and email.attempts == 0 and mailbox.messages == []
     assert outbox.sweep() == 1  # the broker is back: the sweep hands it over
     mailbox.wait_for(user.email, "unlocked")
+    email.refresh_from_db()
+    assert email.state == OutgoingEmail.State.SENT and email.attempts == 1
 
 
 def test_a_code_used_before_its_email_went_is_not_sent(transactional_db, make_person, mailbox, dead_smtp, settings,

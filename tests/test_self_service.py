@@ -204,12 +204,15 @@ def test_the_allow_list_is_public_and_linked_from_adding_an_address(client, sign
     assert 'href="/allowed-email-domains/"' in signed_in.get("/profile/email/add/").content.decode()
 
 
-def test_a_suspended_persons_pages_are_gone(signed_in, person):
-    User.objects.filter(pk=person.user.pk).update(status=User.Status.SUSPENDED)
+def test_a_suspended_persons_pages_are_gone(signed_in, person, make_person):
     from accounts.flows import suspend_user
 
-    suspend_user(user=person.user, actor=person.user, reason="test")
-    assert signed_in.get("/profile/sessions/").status_code == 302
+    ra_agent = make_person(email="ra.agent@nhs.net").user
+    assert suspend_user(user=person.user, actor=ra_agent, reason="Left the trust") == 1  # the session ended
+    person.user.refresh_from_db()
+    assert person.user.status == User.Status.SUSPENDED
+    response = signed_in.get("/profile/sessions/")
+    assert response.status_code == 302 and response["Location"].startswith("/login/")
 
 
 def test_an_authenticator_is_removed_when_another_remains(transactional_db, client, make_person, mailbox,

@@ -235,13 +235,15 @@ def test_a_credential_registered_to_someone_else_is_refused(at_ceremony, person,
     other = make_person(email="florence.nightingale@nhs.net")
     other_client = Client()
     sign_in_with_app(other_client, other)
-    register(other_client, "security-key", key)  # the same authenticator's credential, for someone else
+    # The same authenticator's credential, for someone else:
+    assert register(other_client, "security-key", key).status_code == 302
     (credential_id,) = key.credentials
     response = refused(client, person, key.create(options, credential_id=credential_id),
                        "credential registered to someone else", "registered to another Care Identity")
-    assert failures(person.user)[0].details["held_by"] == other.user.uid
-    assert SecurityKey.objects.get(user=other.user)  # theirs is untouched
-    assert response
+    assert failures(person.user)[0].details["held_by"] == other.user.uid  # the RA can see whose it is
+    page = response.content.decode()
+    assert other.user.uid not in page and other.user.email not in page and "Nightingale" not in page  # the person not
+    assert bytes(SecurityKey.objects.get(user=other.user).credential_id) == credential_id  # theirs is untouched
 
 
 def test_the_wrong_kind_of_authenticator_is_refused_with_a_clear_message(at_ceremony, person):

@@ -7,15 +7,21 @@
 - E-mailed links point at the live server (CAREID_BASE_URL), and the e-mail goes through the real
   SMTP server of tests/conftest.py.
 - axe-core runs on every page; the site's strict Content-Security-Policy would block its injected
-  script, so contexts are opened with bypass_csp=True (the policy itself is not changed).
+  script, so contexts are opened with bypass_csp=True (the policy itself is not changed). Tests of
+  pages under the policy use `enforcing_page`, with a `BrowserConsole` that runs axe (injected with
+  page.evaluate, through the DevTools protocol) and sets aside the reports axe itself causes.
+- The helpers a journey shares: `heading()`, and signing in with the Authenticator app.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
 from ..conftest import require
 
@@ -74,11 +80,60 @@ def live_site(settings, base_url, fast_hashing):
     return base_url
 
 
-@pytest.fixture
-def page(page):
+def _timeouts(page: Page) -> Page:
     page.set_default_timeout(15_000)
     page.set_default_navigation_timeout(15_000)
     return page
+
+
+@pytest.fixture
+def page(page):
+    return _timeouts(page)
+
+
+@pytest.fixture
+def enforcing_page(browser: Browser, browser_context_args) -> Iterator[Page]:
+    """A page in a context with the site's Content-Security-Policy in force (the shared contexts bypass it
+    for axe)."""
+    context = browser.new_context(**{**browser_context_args, "bypass_csp": False})
+    yield _timeouts(context.new_page())
+    context.close()
+
+
+# --- what a person sees, and signing in ------------------------------------------------------------
+
+
+def heading(page: Page, text: str):
+    return expect(page.get_by_role("heading", level=1)).to_have_text(text)
+
+
+def choose_the_app(page: Page) -> None:
+    """On "CIS2 Authentication", where /login/ and relying services send a person: the Authenticator app."""
+    heading(page, "CIS2 Authentication")
+    page.get_by_role("radio", name="Authenticator app").check()
+    page.get_by_role("button", name="Continue").click()
+
+
+def sign_in_with_the_app(page: Page, person, *, password: str | None = None, code: str | None = None) -> None:
+    """On the Authenticator app's sign-in page: e-mail and password, then the app's code (by default one
+    the replay guard takes). The caller checks where it leads."""
+    heading(page, "Sign in with the Authenticator app")
+    page.get_by_label("Email address").fill(person.user.email)
+    page.get_by_label("Password", exact=True).fill(password or person.password)
+    page.get_by_role("button", name="Continue").click()
+    heading(page, "Check your authenticator app")
+    page.get_by_label("Enter verification code").fill(code or person.fresh_code())
+    page.get_by_role("button", name="Submit").click()
+
+
+def sign_in(page: Page, person) -> None:
+    """Straight to the Authenticator app's sign-in page, and home."""
+    page.goto("/login/authenticator-app/")
+    sign_in_with_the_app(page, person)
+    heading(page, "Care Identity Management")
+
+
+# --- axe, and what the browser's console says --------------------------------------------------------
 
 
 class A11y:
@@ -109,3 +164,44 @@ class A11y:
 @pytest.fixture
 def a11y() -> A11y:
     return A11y()
+
+
+@dataclass
+class BrowserConsole:
+    """CSP reports and uncaught script errors in a page. Those on the pages `counts` accepts (by address)
+    are `problems`, the test's to fail on; those while axe runs are set aside: axe's CSSOM preload adds
+    <style> elements for @import-ed sheets, which the policy refuses."""
+
+    page: Page
+    counts: Callable[[str], bool] = lambda url: True
+    axe_running: bool = False
+    problems: list[str] = field(default_factory=list)
+    during_axe: list[str] = field(default_factory=list)
+    elsewhere: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # Besides Chromium's own console line, each violation as the page's event reports it.
+        self.page.add_init_script("document.addEventListener('securitypolicyviolation', e => console.error("
+                                  "'Content Security Policy violation: ' + e.violatedDirective + ' ' + e.blockedURI))")
+        self.page.on("console", self._console)
+        self.page.on("pageerror", lambda error: self._file(f"uncaught error: {error}", self.page.url))
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text:
+            self._file(f"{message.type}: {message.text}", message.location.get("url") or self.page.url)
+
+    def _file(self, text: str, url: str) -> None:
+        if self.axe_running:
+            self.during_axe.append(text)
+        elif self.counts(url):
+            self.problems.append(f"{text} (on {url})")
+        else:
+            self.elsewhere.append(text)
+
+    def check(self, a11y: A11y, name: str) -> None:
+        """axe on the page as it is now, its own reports set aside."""
+        self.axe_running = True
+        try:
+            a11y.check(self.page, name)
+        finally:
+            self.axe_running = False

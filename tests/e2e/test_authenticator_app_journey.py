@@ -15,6 +15,7 @@ import pyotp
 from playwright.sync_api import Page, expect
 
 from ..conftest import body
+from .conftest import heading
 
 EMAIL = "mary.seacole@nhs.net"
 PASSWORD = "Seven kettles whistle at dawn"
@@ -45,10 +46,6 @@ def app_code(secret: str, *, next_step: bool = False) -> str:
     """What the phone shows. The replay guard takes each 30-second step once, so a second sign-in
     within the same step uses the next step's code (still within the ±1 step tolerance)."""
     return pyotp.TOTP(secret).at(time.time() + (30 if next_step else 0))
-
-
-def heading(page: Page, text: str):
-    return expect(page.get_by_role("heading", level=1)).to_have_text(text)
 
 
 # --- the journey with a pointer -----------------------------------------------------------------

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import re
 
-import pyotp
 from django.utils import timezone
 from playwright.sync_api import Page, expect
 
-from .test_authenticator_app_journey import EMAIL, PASSWORD, email_code, heading, invitation_link, shown_secret
+from .conftest import choose_the_app, heading, sign_in_with_the_app
+from .test_authenticator_app_journey import EMAIL, PASSWORD, email_code, invitation_link, shown_secret
 
 
-def test_back_to_the_qr_page_after_the_journey_has_ended_shows_no_key(page: Page, invite, mailbox):
+def test_back_to_the_qr_page_after_the_journey_has_ended_shows_no_key(page: Page, invite, mailbox, a11y):
     from authenticators.models import RegistrationLink
 
     invite(email=EMAIL, first_name="Mary", last_name="Seacole")
@@ -50,22 +50,19 @@ def test_back_to_the_qr_page_after_the_journey_has_ended_shows_no_key(page: Page
     expect(page.locator(".careid-qr svg")).to_have_count(0)
     expect(page.get_by_test_id("totp-secret")).to_have_count(0)
     assert secret not in re.sub(r"\s+", "", page.content())
+    a11y.check(page, "back to the QR page: registration ended")
 
 
-def test_back_to_the_profile_after_the_session_was_ended_shows_nothing(page: Page, transactional_db, make_person):
+def test_back_to_the_profile_after_the_session_was_ended_shows_nothing(page: Page, transactional_db, make_person,
+                                                                      a11y):
     from accounts.flows import suspend_user
 
     person = make_person(email=EMAIL)
     ra_agent = make_person(email="ra.agent@nhs.net", is_staff=True).user
     uid = person.user.uid
     page.goto("/login/")
-    page.get_by_role("radio", name="Authenticator app").check()
-    page.get_by_role("button", name="Continue").click()
-    page.get_by_label("Email address").fill(EMAIL)
-    page.get_by_label("Password", exact=True).fill(person.password)
-    page.get_by_role("button", name="Continue").click()
-    page.get_by_label("Enter verification code").fill(pyotp.TOTP(_base32(person.secret)).now())
-    page.get_by_role("button", name="Submit").click()
+    choose_the_app(page)
+    sign_in_with_the_app(page, person)
     heading(page, "Care Identity Management")
     page.get_by_role("link", name="View your profile").click()
     heading(page, "Your profile")
@@ -83,9 +80,4 @@ def test_back_to_the_profile_after_the_session_was_ended_shows_nothing(page: Pag
     expect(page).to_have_url(re.compile(r"/login/\?next=/profile/$"))
     heading(page, "CIS2 Authentication")
     assert uid not in page.content()
-
-
-def _base32(secret_hex: str) -> str:
-    from authenticators.totp import codes
-
-    return codes.base32(secret_hex)
+    a11y.check(page, "back to the profile: sign in again")

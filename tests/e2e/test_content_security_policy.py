@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
 from ..conftest import _free_port
 
@@ -74,7 +74,7 @@ def collector() -> Iterator[ReportCollector]:
 
 
 @pytest.fixture
-def careid(collector: ReportCollector) -> Iterator[str]:
+def careid(collector: ReportCollector, tmp_path: Path) -> Iterator[str]:
     """careid under gunicorn with the production settings, its CSP configured only through the environment."""
     port = _free_port()
     env = {
@@ -84,10 +84,13 @@ def careid(collector: ReportCollector) -> Iterator[str]:
         "CAREID_CSP_REPORT_URI": collector.url,
         "CAREID_CSP_REPORT_ONLY": "default-src 'self'; style-src 'none'",
     }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "careid.wsgi"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
+    # A file, not a pipe: nobody reads a pipe while gunicorn runs, and a full one would block its logging.
+    log = tmp_path / "gunicorn.log"
+    with log.open("w") as stderr:  # the child keeps its own copy of the descriptor
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "careid.wsgi"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr,
+        )
     base_url = f"http://localhost:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -98,7 +101,7 @@ def careid(collector: ReportCollector) -> Iterator[str]:
                     break
             except OSError:
                 if server.poll() is not None:
-                    pytest.fail(f"gunicorn exited: {server.stderr.read()}")
+                    pytest.fail(f"gunicorn exited: {log.read_text()}")
                 if time.monotonic() > deadline:
                     pytest.fail("gunicorn did not answer within 30 s")
                 time.sleep(0.2)
@@ -109,13 +112,9 @@ def careid(collector: ReportCollector) -> Iterator[str]:
 
 
 @pytest.fixture
-def enforcing_page(browser: Browser, careid: str) -> Iterator[Page]:
-    """A page that keeps the policy in force; closed before careid stops."""
-    context = browser.new_context(bypass_csp=False, locale="en-GB")
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    yield page
-    context.close()
+def enforcing_page(careid: str, enforcing_page: Page) -> Page:
+    """tests/e2e/conftest.py's, closed before careid stops (set up after it)."""
+    return enforcing_page
 
 
 def test_the_enforced_policy_blocks_and_reports_and_the_report_only_policy_only_reports(

@@ -11,7 +11,8 @@ from playwright.sync_api import Page, expect
 
 from accounts.models import User
 
-from .test_authenticator_app_journey import email_code, heading
+from .conftest import choose_the_app, heading, sign_in_with_the_app
+from .test_authenticator_app_journey import email_code
 
 NEW_PASSWORD = "Lanterns hum along the night corridor"
 
@@ -59,12 +60,7 @@ def test_a_locked_person_resets_their_password_and_signs_in(page: Page, transact
     assert mailbox.wait_for(email, "Your Care Identity password has been changed")
 
     page.get_by_role("link", name="Sign in").click()
-    page.get_by_role("radio", name="Authenticator app").check()
-    page.get_by_role("button", name="Continue").click()
-    page.get_by_label("Email address").fill(email)
-    page.get_by_label("Password", exact=True).fill(NEW_PASSWORD)
-    page.get_by_role("button", name="Continue").click()
-    page.get_by_label("Enter verification code").fill(person.code(offset_steps=1))
-    page.get_by_role("button", name="Submit").click()
+    choose_the_app(page)
+    sign_in_with_the_app(page, person, password=NEW_PASSWORD, code=person.code(offset_steps=1))
     heading(page, "Care Identity Management")
     expect(page).to_have_url(re.compile(r"/$"))

@@ -16,56 +16,17 @@ refuses: those reports come from axe, not from the admin, and are set aside whil
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-import pyotp
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect
+from playwright.sync_api import Page, expect
 
 from ..conftest import body
+from .conftest import BrowserConsole, choose_the_app, heading, sign_in_with_the_app
 
 USERS = "/admin/accounts/user/"
 NEW_EMAIL = "florence.nightingale@nhs.net"
 REASON = "Left the trust"
-
-
-@dataclass
-class BrowserConsole:
-    """What the console says, sorted: CSP reports and script errors on admin pages count."""
-
-    page: Page
-    axe_running: bool = False
-    admin_problems: list[str] = field(default_factory=list)
-    during_axe: list[str] = field(default_factory=list)
-    elsewhere: list[str] = field(default_factory=list)  # the CIS2 sign-in pages (see the report)
-
-    def __post_init__(self) -> None:
-        self.page.on("console", self._console)
-        self.page.on("pageerror", lambda error: self._file(f"uncaught error: {error}", self.page.url))
-
-    def _console(self, message: ConsoleMessage) -> None:
-        if "Content Security Policy" in message.text:
-            self._file(f"{message.type}: {message.text}", message.location.get("url") or self.page.url)
-
-    def _file(self, text: str, url: str) -> None:
-        if self.axe_running:
-            self.during_axe.append(text)
-        elif urlsplit(url).path.startswith("/admin/"):
-            self.admin_problems.append(f"{text} (on {url})")
-        else:
-            self.elsewhere.append(text)
-
-
-@pytest.fixture
-def admin_page(browser: Browser, browser_context_args):
-    """A page in a context with the real CSP (the shared contexts bypass it for axe)."""
-    context = browser.new_context(**{**browser_context_args, "bypass_csp": False})
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    page.set_default_navigation_timeout(15_000)
-    yield page
-    context.close()
 
 
 @pytest.fixture
@@ -80,51 +41,31 @@ def agent(transactional_db, seeded_roles, seeded_allow_list, make_person):
     return person
 
 
-def heading(page: Page, text: str):
-    return expect(page.get_by_role("heading", level=1)).to_have_text(text)
-
-
-def test_ra_agent_creates_a_user_issues_a_link_and_suspends(admin_page: Page, agent, mailbox, a11y, base_url):
+def test_ra_agent_creates_a_user_issues_a_link_and_suspends(enforcing_page: Page, agent, mailbox, a11y, base_url):
     from accounts.models import User
     from audit.models import AuditEvent, Event
     from authenticators.models import RegistrationLink
-    from authenticators.totp import codes
 
-    page = admin_page
-    console = BrowserConsole(page)
-
-    def check(name: str) -> None:
-        console.axe_running = True
-        try:
-            a11y.check(page, name)
-        finally:
-            console.axe_running = False
+    page = enforcing_page
+    console = BrowserConsole(page, counts=lambda url: urlsplit(url).path.startswith("/admin/"))
 
     # Sign in as a person does, through CIS2 Authentication, and land on the admin.
     page.goto("/login/?goto=/admin/")
-    heading(page, "CIS2 Authentication")
-    page.get_by_role("radio", name="Authenticator app").check()
-    page.get_by_role("button", name="Continue").click()
-    heading(page, "Sign in with the Authenticator app")
-    page.get_by_label("Email address").fill(agent.user.email)
-    page.get_by_label("Password", exact=True).fill(agent.password)
-    page.get_by_role("button", name="Continue").click()
-    heading(page, "Check your authenticator app")
-    page.get_by_label("Enter verification code").fill(pyotp.TOTP(codes.base32(agent.secret)).now())
-    page.get_by_role("button", name="Submit").click()
+    choose_the_app(page)
+    sign_in_with_the_app(page, agent)
 
     expect(page).to_have_url(base_url + "/admin/")
     heading(page, "Registration authority")
-    check("admin index")
+    console.check(a11y, "admin index")
 
     # The user list, then "Add user".
     page.get_by_role("link", name="Users", exact=True).first.click()
     expect(page).to_have_url(base_url + USERS)
     heading(page, "Select user to change")
-    check("user list")
+    console.check(a11y, "user list")
     page.get_by_role("link", name="Add user").click()
     heading(page, "Add user")
-    check("add user form")
+    console.check(a11y, "add user form")
     page.get_by_label("Email").fill(NEW_EMAIL)
     page.get_by_label("First name").fill("Florence")
     page.get_by_label("Last name").fill("Nightingale")
@@ -143,12 +84,12 @@ def test_ra_agent_creates_a_user_issues_a_link_and_suspends(admin_page: Page, ag
     # The person's page, with the RA actions.
     heading(page, "Change user")
     expect(page).to_have_url(base_url + f"{USERS}{user.pk}/change/")
-    check("change user page")
+    console.check(a11y, "change user page")
     page.get_by_role("link", name="Issue a registration link").click()
 
     # A link for the Authenticator app, to open now, in front of the RA: shown on the page.
     heading(page, "Issue a registration link")
-    check("issue a registration link form")
+    console.check(a11y, "issue a registration link form")
     page.get_by_label("Authenticator type").select_option(label="Microsoft Authenticator")
     page.get_by_role("radio", name=re.compile(r"^Now, in front of me")).check()
     page.get_by_role("button", name="Issue the link").click()
@@ -158,14 +99,14 @@ def test_ra_agent_creates_a_user_issues_a_link_and_suspends(admin_page: Page, ag
     assert link.url.startswith(base_url + "/register/")
     expect(page.locator("#registration-link")).to_have_text(link.url)
     expect(page.get_by_role("link", name=link.url)).to_have_attribute("href", link.url)
-    check("registration link issued page")
+    console.check(a11y, "registration link issued page")
 
     # Suspend, with a reason.
     page.get_by_role("link", name="Back to Florence Nightingale").click()
     heading(page, "Change user")
     page.get_by_role("link", name="Suspend", exact=True).click()
     heading(page, "Suspend this Care Identity")
-    check("suspend form")
+    console.check(a11y, "suspend form")
     page.get_by_label("Reason").fill(REASON)
     page.get_by_role("button", name="Suspend", exact=True).click()
 
@@ -174,12 +115,12 @@ def test_ra_agent_creates_a_user_issues_a_link_and_suspends(admin_page: Page, ag
     expect(page.locator(".messagelist .success")).to_contain_text("Suspend: done for")
     expect(page.locator(".field-status .readonly")).to_have_text("Suspended")
     expect(page.get_by_role("link", name="Reinstate", exact=True)).to_be_visible()
-    check("change user page, suspended")
+    console.check(a11y, "change user page, suspended")
 
     page.get_by_role("link", name="Users", exact=True).first.click()
     heading(page, "Select user to change")
     expect(page.get_by_role("row").filter(has_text=NEW_EMAIL)).to_contain_text("Suspended")
-    check("user list, suspended")
+    console.check(a11y, "user list, suspended")
 
     # The database: the Care Identity, the link and the audit trail, all by this RA Agent.
     user.refresh_from_db()
@@ -200,4 +141,4 @@ def test_ra_agent_creates_a_user_issues_a_link_and_suspends(admin_page: Page, ag
     assert REASON in body(mailbox.wait_for(NEW_EMAIL, "Your Care Identity has been suspended"))
 
     # The admin worked under the real Content-Security-Policy.
-    assert not console.admin_problems, "\n".join(console.admin_problems)
+    assert not console.problems, "\n".join(console.problems)

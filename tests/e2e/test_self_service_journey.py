@@ -12,17 +12,8 @@ from playwright.sync_api import Browser, Page, expect
 from accounts.models import User
 
 from ..conftest import body
-from .test_authenticator_app_journey import email_code, heading
-
-
-def sign_in(page: Page, person, *, steps_ahead: int = 0) -> None:
-    page.goto("/login/authenticator-app/")
-    page.get_by_label("Email address").fill(person.user.email)
-    page.get_by_label("Password", exact=True).fill(person.password)
-    page.get_by_role("button", name="Continue").click()
-    page.get_by_label("Enter verification code").fill(person.code(offset_steps=steps_ahead))
-    page.get_by_role("button", name="Submit").click()
-    heading(page, "Care Identity Management")
+from .conftest import heading, sign_in
+from .test_authenticator_app_journey import email_code
 
 
 def test_sessions_activity_addresses_password_and_authenticators(page: Page, browser: Browser, base_url,
@@ -32,7 +23,7 @@ def test_sessions_activity_addresses_password_and_authenticators(page: Page, bro
     other = browser.new_context(base_url=base_url, bypass_csp=True, user_agent="Mozilla/5.0 Ward-PC-7")
     other_page = other.new_page()
     sign_in(other_page, person)
-    sign_in(page, person, steps_ahead=1)
+    sign_in(page, person)
 
     # Where you are signed in: sign the ward PC out.
     page.get_by_role("link", name="Where you are signed in").click()

@@ -25,16 +25,17 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
 import jwt
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect
+from playwright.sync_api import Page, expect
 
 from ..conftest import _free_port, body
 from ..oidc_rp import new_key
+from .conftest import BrowserConsole, choose_the_app, heading, sign_in_with_the_app
 
 pytestmark = pytest.mark.services
 ROOT = Path(__file__).resolve().parents[2]
@@ -122,42 +123,6 @@ def demo_ers(live_site: str, transactional_db, tmp_path: Path) -> Iterator[DemoE
         print(demo.output())
 
 
-@dataclass
-class Console:
-    """CSP reports and script errors on the demo's pages (outside axe's own runs) fail the test."""
-
-    page: Page
-    demo_url: str
-    axe_running: bool = False
-    problems: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.page.on("console", self._console)
-        self.page.on("pageerror", lambda error: self._file(f"uncaught error: {error}"))
-
-    def _console(self, message: ConsoleMessage) -> None:
-        if "Content Security Policy" in message.text:  # (fonts from assets.nhs.uk fail offline: not counted)
-            self._file(f"{message.type}: {message.text}")
-
-    def _file(self, text: str) -> None:
-        if not self.axe_running and self.page.url.startswith(self.demo_url):
-            self.problems.append(f"{text} (on {self.page.url})")
-
-
-@pytest.fixture
-def enforcing_page(browser: Browser, browser_context_args) -> Iterator[Page]:
-    context = browser.new_context(**{**browser_context_args, "bypass_csp": False})
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    page.set_default_navigation_timeout(15_000)
-    yield page
-    context.close()
-
-
-def heading(page: Page, text: str):
-    return expect(page.get_by_role("heading", level=1)).to_have_text(text)
-
-
 def claim(page: Page, label: str):
     """The value the demo shows for one verified claim (a row of its summary list)."""
     row = page.locator(".nhsuk-summary-list__row").filter(has=page.get_by_role("term").filter(
@@ -178,16 +143,8 @@ def log_in_through_the_demo(page: Page, demo: DemoErs, person) -> str:
     page.goto(demo.url)
     heading(page, DEMO_TITLE)
     page.get_by_role("button", name="Log in with your NHS Care Identity").click()
-    heading(page, "CIS2 Authentication")
-    page.get_by_role("radio", name="Authenticator app").check()
-    page.get_by_role("button", name="Continue").click()
-    heading(page, "Sign in with the Authenticator app")
-    page.get_by_label("Email address").fill(person.user.email)
-    page.get_by_label("Password", exact=True).fill(person.password)
-    page.get_by_role("button", name="Continue").click()
-    heading(page, "Check your authenticator app")
-    page.get_by_label("Enter verification code").fill(person.fresh_code())
-    page.get_by_role("button", name="Submit").click()
+    choose_the_app(page)
+    sign_in_with_the_app(page, person)
 
     expect(page).to_have_url(f"{demo.url}/")
     expect(page.get_by_text(f"You are logged in as {person.user.get_full_name()}.")).to_be_visible()
@@ -209,14 +166,8 @@ def test_step5_logging_into_ers_then_logging_out_every_way(enforcing_page: Page,
     from oidc.models import BackchannelLogout
 
     page, demo = enforcing_page, demo_ers
-    console = Console(page, demo.url)
-
-    def check(name: str) -> None:
-        console.axe_running = True
-        try:
-            a11y.check(page, name)
-        finally:
-            console.axe_running = False
+    # CSP reports and script errors on the demo's pages (fonts from assets.nhs.uk fail offline: not counted).
+    console = BrowserConsole(page, counts=lambda url: url.startswith(demo.url))
 
     person = make_person(email="edith.cavell@nhs.net")
     callbacks: list[str] = []
@@ -224,7 +175,7 @@ def test_step5_logging_into_ers_then_logging_out_every_way(enforcing_page: Page,
     page.goto(demo.url)
     heading(page, DEMO_TITLE)
     expect(page.get_by_role("button", name="Log in with your NHS Care Identity")).to_be_visible()
-    check("demo eRS: log in")
+    console.check(a11y, "demo eRS: log in")
 
     # 1. Step 5: in through CIS2 Authentication with the Authenticator app, back at eRS with the claims.
     first_sid = log_in_through_the_demo(page, demo, person)
@@ -236,7 +187,7 @@ def test_step5_logging_into_ers_then_logging_out_every_way(enforcing_page: Page,
     # The key the demo verified the ID token with is the one careid publishes.
     careid_kid = json.loads(_get(f"{base_url}/.well-known/jwks.json")[1])["keys"][0]["kid"]
     expect(page.get_by_text(f"key {careid_kid}")).to_be_visible()
-    check("demo eRS: verified claims")
+    console.check(a11y, "demo eRS: verified claims")
     token_issued = AuditEvent.objects.get(event=Event.OIDC_TOKEN_ISSUED)
     assert token_issued.details["client"] == CLIENT_ID and token_issued.details["acr"] == "AAL2_OR_AAL3_ANY"
 
@@ -244,7 +195,7 @@ def test_step5_logging_into_ers_then_logging_out_every_way(enforcing_page: Page,
     page.goto(callbacks[0])
     heading(page, "You were not logged in")
     expect(page.get_by_text("mismatching_state")).to_be_visible()
-    check("demo eRS: login refused")
+    console.check(a11y, "demo eRS: login refused")
     page.goto(demo.url)
     expect(claim(page, "UID")).to_have_text(person.user.uid)
 
@@ -267,7 +218,7 @@ def test_step5_logging_into_ers_then_logging_out_every_way(enforcing_page: Page,
     expect(logouts.locator("tbody tr")).to_have_count(1)
     expect(logouts.locator("tbody tr").first).to_contain_text(person.user.uid)
     expect(logouts.locator("tbody tr").first).to_contain_text(first_sid)
-    check("demo eRS: logged out by the back channel")
+    console.check(a11y, "demo eRS: logged out by the back channel")
 
     # 3. In again; the demo's own "Log out" ends the careid session too (RP-initiated logout).
     second_sid = log_in_through_the_demo(page, demo, person)
@@ -276,7 +227,7 @@ def test_step5_logging_into_ers_then_logging_out_every_way(enforcing_page: Page,
     page.get_by_role("button", name="Log out").click()
     expect(page).to_have_url(f"{demo.url}/")
     expect(page.get_by_text("NHS Care Identity has ended your session there too")).to_be_visible()
-    check("demo eRS: logged out")
+    console.check(a11y, "demo eRS: logged out")
     page.context.add_cookies([logged_in_cookie])  # a copy of the signed cookie taken before "Log out"
     page.goto(demo.url)
     expect(page.get_by_role("button", name="Log in with your NHS Care Identity")).to_be_visible()

@@ -19,8 +19,9 @@ from playwright.sync_api import Page, expect
 
 from authenticators.models import IPad, Passkey, RegistrationLink, SecurityKey, WindowsHello
 
-from ..conftest import Person, body
-from .test_authenticator_app_journey import email_code, heading
+from ..conftest import body
+from .conftest import BrowserConsole, heading, sign_in
+from .test_authenticator_app_journey import email_code
 
 TYPES = {  # key: (name on "Select authenticator type", label on "Select your login method", model, transport)
     "windows-hello": ("Windows Hello", "Windows Hello", WindowsHello, "internal"),
@@ -61,16 +62,6 @@ def error_summary(page: Page):
     return summary
 
 
-def sign_in_with_the_app(page: Page, person: Person) -> None:
-    page.goto("/login/authenticator-app/")
-    page.get_by_label("Email address").fill(person.user.email)
-    page.get_by_label("Password", exact=True).fill(person.password)
-    page.get_by_role("button", name="Continue").click()
-    page.get_by_label("Enter verification code").fill(person.fresh_code())
-    page.get_by_role("button", name="Submit").click()
-    heading(page, "Care Identity Management")
-
-
 def start_registration(page: Page, kind: str, a11y=None) -> None:
     """Home → Add other authenticators → the type → its page (what is needed, sole access) → Register."""
     name = TYPES[kind][0]
@@ -97,7 +88,7 @@ def start_registration(page: Page, kind: str, a11y=None) -> None:
 def test_register_and_sign_in(page: Page, make_person, kind, a11y, mailbox):
     name, label, model, transport = TYPES[kind]
     person = make_person()
-    sign_in_with_the_app(page, person)
+    sign_in(page, person)
     cdp, authenticator_id = virtual_authenticator(page, transport=transport, resident=kind == "passkey")
 
     start_registration(page, kind, a11y)
@@ -187,7 +178,7 @@ def test_the_wrong_kind_of_authenticator_fails_with_a_clear_message(page: Page, 
                                                                     message, a11y):
     settings.CAREID_WEBAUTHN_TIMEOUT = 3  # no authenticator of the kind asked for: the browser gives up
     person = make_person()
-    sign_in_with_the_app(page, person)
+    sign_in(page, person)
     virtual_authenticator(page, transport=transport)  # only the other kind is attached
     start_registration(page, kind)
     page.get_by_role("button", name="Continue").click()
@@ -199,7 +190,7 @@ def test_the_wrong_kind_of_authenticator_fails_with_a_clear_message(page: Page, 
 
 def test_an_authenticator_that_cannot_verify_the_person_is_refused(page: Page, make_person, a11y):
     person = make_person()
-    sign_in_with_the_app(page, person)
+    sign_in(page, person)
     virtual_authenticator(page, transport="usb", verified=False)
     start_registration(page, "security-key")
     page.get_by_role("button", name="Continue").click()
@@ -211,18 +202,12 @@ def test_an_authenticator_that_cannot_verify_the_person_is_refused(page: Page, m
 # --- under the Content-Security-Policy as served (the other tests bypass it for axe) ------------------
 
 
-def test_the_ceremonies_run_under_the_strict_content_security_policy(browser, base_url, make_person):
+def test_the_ceremonies_run_under_the_strict_content_security_policy(enforcing_page: Page, base_url, make_person):
     """The options are json_script data and the script a static module: the policy blocks nothing."""
-    context = browser.new_context(base_url=base_url, locale="en-GB")  # no bypass_csp
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    violations: list[str] = []
-    page.on("console", lambda message: violations.append(message.text) if "Content Security Policy" in message.text
-            else None)
-    page.add_init_script("document.addEventListener('securitypolicyviolation', e => "
-                         "console.error('Content Security Policy violation: ' + e.violatedDirective + ' ' + e.blockedURI))")
+    page = enforcing_page
+    console = BrowserConsole(page)
     person = make_person()
-    sign_in_with_the_app(page, person)
+    sign_in(page, person)
     assert "script-src 'self'" in page.context.request.get(base_url + "/").headers["content-security-policy"]
     virtual_authenticator(page, transport="usb")
     start_registration(page, "security-key")
@@ -235,25 +220,37 @@ def test_the_ceremonies_run_under_the_strict_content_security_policy(browser, ba
     page.get_by_role("button", name="Continue").click()
     page.get_by_role("button", name="Sign in").click()
     heading(page, "Care Identity Management")
-    assert violations == []
-    context.close()
+    assert console.problems == []
 
 
 # --- a browser without JavaScript, or without WebAuthn -------------------------------------------------
 
 
-def test_without_javascript_the_page_says_what_to_do(browser, base_url, make_person):
+def as_without_javascript(html: str) -> str:
+    """A page as a browser without JavaScript has it: no script has run or will, <noscript> content shown."""
+    html = re.sub(r"<script\b.*?</script>", "", html, flags=re.S | re.I)
+    return re.sub(r"</?noscript>", "", html, flags=re.I)
+
+
+def test_without_javascript_the_page_says_what_to_do(browser, base_url, make_person, page: Page, a11y):
     context = browser.new_context(base_url=base_url, locale="en-GB", java_script_enabled=False, bypass_csp=True)
-    page = context.new_page()
+    no_javascript = context.new_page()
     person = make_person()
-    page.goto("/login/security-key/")
-    page.get_by_label("Email address").fill(person.user.email)
-    page.get_by_role("button", name="Continue").click()
-    heading(page, "Use your security key")
-    expect(page.get_by_text("This step needs JavaScript to talk to your security key.")).to_be_visible()
-    page.get_by_role("button", name="Sign in").click()
-    expect(error_summary(page)).to_contain_text("Switch on JavaScript in your browser")
+    no_javascript.goto("/login/security-key/")
+    no_javascript.get_by_label("Email address").fill(person.user.email)
+    no_javascript.get_by_role("button", name="Continue").click()
+    heading(no_javascript, "Use your security key")
+    expect(no_javascript.get_by_text("This step needs JavaScript to talk to your security key.")).to_be_visible()
+    no_javascript.get_by_role("button", name="Sign in").click()
+    expect(error_summary(no_javascript)).to_contain_text("Switch on JavaScript in your browser")
+    url, html = no_javascript.url, as_without_javascript(no_javascript.content())
     context.close()
+    # axe is JavaScript: it checks that page, from its own address, in a browser where axe can run.
+    page.route(url, lambda route: route.fulfill(status=200, content_type="text/html; charset=utf-8", body=html))
+    page.goto(url)
+    expect(error_summary(page)).to_contain_text("Switch on JavaScript in your browser")
+    expect(page.get_by_text("This step needs JavaScript to talk to your security key.")).to_be_visible()  # no script ran
+    a11y.check(page, "no JavaScript: the error page")
 
 
 def test_a_browser_without_webauthn_is_told_so(page: Page, make_person, a11y):

@@ -777,7 +777,9 @@ def run(n: int, sealer: bool, state: Servers, people: deque[Person], environment
         if sealing is not None:
             sealing.send_signal(signal.SIGTERM)
             output, _ = sealing.communicate(timeout=60)
-            calls, count, busy = (output.split() + ["?", "?", "?"])[:3] if output else ("?", "?", "?")
+            # Its last line (the chain head's log line may come before it).
+            last = output.strip().splitlines()[-1].split() if output.strip() else []
+            calls, count, busy = (last + ["?", "?", "?"])[:3]
             sealed = f"{count} events in {calls} seals, {busy} s sealing" if sealing.returncode == 0 else output[-500:]
     start, end = load.window
     in_window = [a for a in load.attempts if not a.failure and start <= a.ended <= end]

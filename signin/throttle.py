@@ -68,14 +68,21 @@ def wait_message(wait: timedelta) -> str:
     return f"Too many failed attempts. Wait {seconds} {unit} and try again."
 
 
-def lock_message(subject: SigninThrottle) -> str:
-    """What a locked account tells whoever may learn of the lock: how it can be lifted."""
+def lock_message(subject: SigninThrottle, factor: Factor = Factor.CODE) -> str:
+    """What a locked account tells someone trying `factor`: how the lock can be lifted.
+
+    At the password step nothing is proven yet, and an unknown address can only ever be locked by
+    wrong passwords, so every lock answers there as one for passwords (LOCKED): saying more would
+    tell a real account from an unknown address, and a stranger that someone else had the password.
+    Past a proven factor (a right password, a good key, the e-mailed code of a reset) the real lock."""
+    if factor == Factor.PASSWORD:
+        return LOCKED
     return LOCKED if subject.lock_is_lifted_by_password_reset else LOCKED_CODES
 
 
 def _refusal(subject: SigninThrottle, factor: Factor) -> Refusal:
     if subject.lock_stops(factor):
-        return Refusal("locked", lock_message(subject))
+        return Refusal("locked", lock_message(subject, factor))
     blocked_until = subject.blocked_until(factor)
     wait = (blocked_until - timezone.now()) if blocked_until else settings.CAREID_SIGNIN_ATTEMPT_HOLD
     return Refusal("throttled", wait_message(wait))
@@ -164,7 +171,7 @@ def begin(request: HttpRequest, email: str, user: User | None, factor: Factor = 
 def fail(request: HttpRequest, email: str, user: User | None, factor: Factor = Factor.PASSWORD) -> str | None:
     """End the attempt as a failure (it stays counted against the address); the lock message when it locked."""
     subject = _subject(email, user)
-    return lock_message(subject) if subject.end_signin_attempt(factor, failed=True) else None
+    return lock_message(subject, factor) if subject.end_signin_attempt(factor, failed=True) else None
 
 
 def release_client(request: HttpRequest) -> None:

@@ -139,3 +139,19 @@ def test_a_locked_unknown_address_stays_locked_after_the_failure_window(client, 
         unknown = answer(client.post(APP, {"email": "nobody@nhs.net", "password": "wrong password"}), "nobody@nhs.net")
         known = answer(client.post(APP, {"email": person.user.email, "password": "wrong password"}), person.user.email)
     assert unknown == known and "Your Care Identity is locked" in unknown[1]
+
+
+def test_a_care_identity_locked_for_codes_answers_wrong_passwords_like_an_unknown_address(client, person, no_delays):
+    """Someone with the password failed 30 codes (an RA-only lock); a stranger's 100 wrong passwords then get the
+    answer an unknown address gets, never "too many wrong security codes"."""
+    User.objects.filter(pk=person.user.pk).update(code_failures=30, locked_at=timezone.now(), lock_reason="codes",
+                                                  last_signin_failure_at=timezone.now())
+    answers = {}
+    for email in ("nobody@nhs.net", person.user.email):
+        for _attempt in range(101):
+            response = client.post(APP, {"email": email, "password": "wrong password"})
+        answers[email] = answer(response, email)
+    assert answers["nobody@nhs.net"] == answers[person.user.email]
+    assert "wrong security codes" not in answers[person.user.email][1]
+    person.user.refresh_from_db()
+    assert not person.user.lock_is_lifted_by_password_reset  # the codes it counted still need an RA

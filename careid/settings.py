@@ -392,6 +392,9 @@ if not CAREID_AUDIT_CHAIN_KEY:
 # An event dated longer than this before one chained ahead of it was written outside careid (backdated);
 # one written longer ago than this and still not sealed means the sealer has stopped.
 CAREID_AUDIT_SEAL_TOLERANCE = timedelta(seconds=env.int("CAREID_AUDIT_SEAL_TOLERANCE", default=900))
+# With nothing to seal for this long the sealer chains a heartbeat event (audit/chain.py): well under the
+# tolerance, so an event inserted later with a date from a quiet time is dated before one chained ahead.
+CAREID_AUDIT_HEARTBEAT = timedelta(seconds=env.int("CAREID_AUDIT_HEARTBEAT", default=300))
 
 # --- help and contact ----------------------------------------------------------------------
 # Who people are sent to wherever careid cannot help them itself (a lock, an expired link, a type

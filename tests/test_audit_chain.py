@@ -107,6 +107,38 @@ def test_an_event_inserted_out_of_order_is_found(trail, settings):
     assert "inserted out of order" in problem
 
 
+def test_an_event_dated_in_a_quiet_time_and_inserted_later_is_found(trail, settings):
+    """Nothing happened for an hour: the sealer's heartbeats are in the chain, so an event inserted afterwards,
+    dated after the last real one but within that hour, is dated before events chained ahead of it."""
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        clock.shift(timedelta(minutes=2))
+        forged_at = timezone.now()
+        for _run in range(12):  # the sealer runs every 10 s; one run in five minutes chains a heartbeat
+            clock.shift(timedelta(minutes=5))
+            chain.seal()
+        heartbeats = AuditEvent.objects.filter(event=Event.AUDIT_HEARTBEAT)
+        assert heartbeats.count() == 12 and all(beat.seq for beat in heartbeats)
+        assert chain.verify().ok
+        as_superuser("INSERT INTO audit_auditevent (at, event, outcome, user_agent, method, details) "
+                     "VALUES (%s, 'account.unlocked', 'success', '', '', '{}')", [forged_at])
+        chain.seal()
+        [problem] = problems()
+        assert "inserted out of order" in problem
+
+
+def test_no_heartbeat_while_events_are_sealed_or_the_chain_is_empty(db, settings):
+    assert chain.seal() == 0  # nothing chained yet: nothing to keep alive
+    record(Event.SIGNED_OUT)
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        assert chain.seal() == 1
+        clock.shift(settings.CAREID_AUDIT_HEARTBEAT - timedelta(seconds=10))
+        assert chain.seal() == 0
+        record(Event.SIGNED_OUT)
+        clock.shift(timedelta(seconds=20))
+        assert chain.seal() == 1  # the event itself, no heartbeat
+    assert not AuditEvent.objects.filter(event=Event.AUDIT_HEARTBEAT).exists()
+
+
 def test_a_trail_cut_short_at_its_end_is_found_against_the_logged_head(trail, caplog):
     record(Event.SIGNED_OUT)
     chain.seal()  # logged at default settings (below)

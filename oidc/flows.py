@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from importlib import import_module
+from itertools import islice
 
 from allauth.idp.oidc.adapter import get_adapter
 from allauth.idp.oidc.models import Token
@@ -63,26 +64,31 @@ def sign_out_at_service_request(request: HttpRequest, *, client: RelyingService 
         signin_flows.sign_out(request)
 
 
-def sweep_timed_out_sessions() -> int:
+def sweep_timed_out_sessions(chunk: int = 1000) -> int:
     """Periodic: careid sessions with services that ended without a request (the person walked away:
-    idle or absolute timeout, or the store lost them) get their back-channel logouts. Returns how many."""
+    idle or absolute timeout, or the store lost them) get their back-channel logouts. Returns how many.
+    The sessions are read a chunk at a time (sessions live in the database only: settings.py)."""
     store_class = import_module(settings.SESSION_ENGINE).SessionStore
     ended = 0
-    live = Grant.objects.live().values_list("user_id", "sid", "session_key").distinct()
-    for user_id, sid, session_key in live.iterator():
-        session = store_class(session_key)
-        data = session.load() if session_key else {}
-        auth = Authentication.from_session(data)
-        if data and auth is not None and auth.sid == sid and not has_timed_out(data):
-            continue
-        with transaction.atomic():
-            user = User.objects.get(pk=user_id)
-            if data and auth is not None and auth.sid == sid:  # timed out but still in the store
-                session.delete()
-                UserSession.objects.filter(session_key=session_key).delete()
-            record(Event.SESSION_EXPIRED, subject=user, reason="timed out (swept)", method=auth.method if auth else "")
-            end_service_sessions(user=user, sids=[sid], reason="session timed out")
-        ended += 1
+    live = Grant.objects.live().values_list("user_id", "sid", "session_key").distinct().iterator(chunk_size=chunk)
+    while rows := list(islice(live, chunk)):
+        stored = {key: store_class().decode(data) for key, data in store_class.get_model_class().objects.filter(
+            session_key__in=[key for _, _, key in rows if key], expire_date__gt=timezone.now(),
+        ).values_list("session_key", "session_data")}
+        for user_id, sid, session_key in rows:
+            data = stored.get(session_key, {})
+            auth = Authentication.from_session(data)
+            if data and auth is not None and auth.sid == sid and not has_timed_out(data):
+                continue
+            with transaction.atomic():
+                user = User.objects.get(pk=user_id)
+                if data and auth is not None and auth.sid == sid:  # timed out but still in the store
+                    store_class(session_key).delete()
+                    UserSession.objects.filter(session_key=session_key).delete()
+                record(Event.SESSION_EXPIRED, subject=user, reason="timed out (swept)",
+                       method=auth.method if auth else "")
+                end_service_sessions(user=user, sids=[sid], reason="session timed out")
+            ended += 1
     return ended
 
 

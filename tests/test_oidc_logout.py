@@ -155,6 +155,28 @@ def test_a_session_that_timed_out_is_swept_and_its_services_told(client, person,
     assert sweep_timed_out_sessions() == 0
 
 
+def test_the_sweep_reads_sessions_in_bulk_not_one_query_each(client, person, service, rp_key, make_person):
+    """Many live services' sessions cost the periodic sweep a few queries, not one per session."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from oidc.flows import sweep_timed_out_sessions
+    from oidc.models import Grant
+
+    signed_into(client, person, service, rp_key)
+    grant = Grant.objects.get()
+    for n in range(30):  # other people's live sessions at the same service
+        browser = Client()
+        other = make_person(email=f"nurse{n}@nhs.net")
+        sign_in(browser, other)
+        Grant.objects.create(grant_id=f"g{n}", client=service, user=other.user, sid=browser.session[SESSION_AUTH]["sid"],
+                             session_key=browser.session.session_key, acr=grant.acr, amr=grant.amr, aal=grant.aal,
+                             method=grant.method, auth_time=grant.auth_time)
+    with CaptureQueriesContext(connection) as queries:
+        assert sweep_timed_out_sessions() == 0
+    assert len(queries) <= 4, [query["sql"][:120] for query in queries]
+
+
 def test_signing_in_again_keeps_the_services_sessions_alive(client, person, service, rp_key, receiver):
     """Re-authentication gives the session a new key; the sweep must follow it, not log the person out."""
     from allauth.usersessions.models import UserSession

@@ -174,13 +174,13 @@ class RegisteredAuthenticator:
         return [(label, reverse(url_name)) for label, url_name in self.kind.manage]
 
 
-def _union_over_types(select, *fields: str) -> list[tuple]:
-    """Rows of (type position, *fields) from every type's table in one UNION query, so a page's
-    query count stays flat however many types the registry holds."""
+def union_over_types(select, *fields: str, types: list[AuthenticatorType] | None = None) -> list[tuple]:
+    """Rows of (position in `types`, *fields) from each type's table (every type by default) in one
+    UNION query, so a page's query count stays flat however many types the registry holds."""
     querysets = [
         select(kind.model).annotate(position=Value(position, output_field=IntegerField()))
         .values_list("position", *fields).order_by()
-        for position, kind in enumerate(all_types())
+        for position, kind in enumerate(all_types() if types is None else types)
     ]
     if not querysets:
         return []
@@ -190,7 +190,7 @@ def _union_over_types(select, *fields: str) -> list[tuple]:
 def authenticators_of(user) -> list[RegisteredAuthenticator]:
     """Every authenticator a person has registered, in registry order."""
     types = all_types()
-    rows = _union_over_types(lambda model: model.objects.registered(user), "pk", "created_at", "last_used_at")
+    rows = union_over_types(lambda model: model.objects.registered(user), "pk", "created_at", "last_used_at")
     return [
         RegisteredAuthenticator(types[position], pk, created, last_used)
         for position, pk, created, last_used in sorted(rows, key=lambda row: row[0])
@@ -201,7 +201,7 @@ def registered_types_of(users) -> dict[int, list[AuthenticatorType]]:
     """For a page of people: user id -> the types they have registered, in registry order."""
     types = all_types()
     found: dict[int, list[AuthenticatorType]] = {}
-    rows = _union_over_types(lambda model: model.objects.filter(user__in=users, confirmed=True), "user_id")
+    rows = union_over_types(lambda model: model.objects.filter(user__in=users, confirmed=True), "user_id")
     for position, user_id in sorted(rows):
         found.setdefault(user_id, []).append(types[position])
     return found

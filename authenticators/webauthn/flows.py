@@ -13,7 +13,6 @@ import secrets
 import time
 
 from django.db import IntegrityError, transaction
-from django.db.models import IntegerField, Value
 from django.http import HttpRequest
 from django.utils.crypto import constant_time_compare, salted_hmac
 from webauthn.helpers import base64url_to_bytes, bytes_to_base64url
@@ -49,27 +48,17 @@ def webauthn_types() -> list[AuthenticatorType]:
     return [kind for kind in registry.all_types() if issubclass(kind.model, WebAuthnCredential)]
 
 
-def _union(querysets):
-    """One UNION ALL query over every WebAuthn type's table (the page's query count stays flat)."""
-    querysets = [queryset.order_by() for queryset in querysets]
-    return querysets[0].union(*querysets[1:], all=True) if len(querysets) > 1 else querysets[0]
-
-
 def credentials_of(user: User) -> list[tuple[bytes, list[str], bytes]]:
     """(credential id, transports, user handle) of every WebAuthn credential the person has."""
-    rows = _union([kind.model.objects.filter(user=user).values_list("credential_id", "transports", "user_handle")
-                   for kind in webauthn_types()])
-    return [(bytes(credential_id), transports, bytes(handle)) for credential_id, transports, handle in rows]
+    rows = registry.union_over_types(lambda model: model.objects.filter(user=user), "credential_id", "transports",
+                                     "user_handle", types=webauthn_types())
+    return [(bytes(credential_id), transports, bytes(handle)) for _position, credential_id, transports, handle in rows]
 
 
 def find_credential(credential_id: bytes) -> tuple[AuthenticatorType, WebAuthnCredential] | None:
     """The credential with this id, whichever WebAuthn type it was registered as."""
     kinds = webauthn_types()
-    rows = list(_union([
-        kind.model.objects.filter(credential_id=credential_id)
-        .annotate(position=Value(position, output_field=IntegerField())).values_list("position", "pk")
-        for position, kind in enumerate(kinds)
-    ]))
+    rows = registry.union_over_types(lambda model: model.objects.filter(credential_id=credential_id), "pk", types=kinds)
     if not rows:
         return None
     position, pk = rows[0]

@@ -79,13 +79,14 @@ def journey_error(request: HttpRequest, error: JourneyError) -> HttpResponse:
 
 
 def journey_step(load, step: str):
-    """For a journey step's view: `load(request, step)` gives the link, or the page says why not."""
+    """For a journey step's view: `load(request, step, *the URL's arguments)` gives the link, or the
+    page says why not."""
 
     def decorator(view):
         @wraps(view)
         def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
             try:
-                return view(request, load(request, step), *args, **kwargs)
+                return view(request, load(request, step, *args, **kwargs), *args, **kwargs)
             except JourneyError as error:
                 return journey_error(request, error)
 

@@ -22,7 +22,7 @@ from authenticators.forms import EmailForm, SoleAccessForm
 from authenticators.journeys import JourneyError
 from authenticators.models import RegistrationLink
 from authenticators.registry import AuthenticatorType
-from authenticators.views import code_step, email_step, journey_error, resend_step
+from authenticators.views import code_step, email_step, journey_error, journey_step, resend_step
 from careid.http import posted
 from signin.decorators import recent_authentication_required
 from signin.views import after_signin_url, choose_another_url, requested_goto, signin_method, signin_url
@@ -77,36 +77,25 @@ def registration_link(request: HttpRequest, link: RegistrationLink) -> HttpRespo
         return journey_error(request, error)
 
 
-def _journey(step: str):
-    """For a journey step's view: this browser's journey for the URL's type at `step`, or why not."""
-
-    def decorator(view):
-        @wraps(view)
-        def wrapper(request: HttpRequest, kind: AuthenticatorType) -> HttpResponse:
-            try:
-                return view(request, flows.current_journey(request, kind, step), kind)
-            except JourneyError as error:
-                return journey_error(request, error)
-
-        return wrapper
-
-    return decorator
+def _this_types_journey(request: HttpRequest, step: str, kind: AuthenticatorType) -> RegistrationLink:
+    """This browser's journey for the URL's type at `step` (journey_step says why not)."""
+    return flows.current_journey(request, kind, step)
 
 
 @sensitive_post_parameters("code")
-@_journey("otp")
+@journey_step(_this_types_journey, "otp")
 def code(request: HttpRequest, link: RegistrationLink, kind: AuthenticatorType) -> HttpResponse:
     return code_step(request, link, next_step=flows.CEREMONY, next_url=_url(kind, "ceremony"),
                      resend_url=_url(kind, "resend"))
 
 
 @require_POST
-@_journey("otp")
+@journey_step(_this_types_journey, "otp")
 def resend(request: HttpRequest, link: RegistrationLink, kind: AuthenticatorType) -> HttpResponse:
     return resend_step(request, link, code_url=_url(kind, "code"), resend_url=_url(kind, "resend"))
 
 
-@_journey(flows.CEREMONY)
+@journey_step(_this_types_journey, flows.CEREMONY)
 def ceremony(request: HttpRequest, link: RegistrationLink, kind: AuthenticatorType) -> HttpResponse:
     """The browser's ceremony (navigator.credentials.create) and the server's check of its answer."""
     form = CeremonyForm(posted(request))

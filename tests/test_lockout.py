@@ -67,12 +67,18 @@ def test_the_hundredth_wrong_password_locks_until_the_password_is_reset(client, 
     assert not client.session.get("careid_pending_signin")
 
 
-def test_an_unknown_address_answers_like_a_locked_care_identity(client, person, no_delays):
+def last_answers(client, emails: list[str], attempts: int) -> dict[str, tuple[int, str]]:
+    """Each address's answer to the last of `attempts` wrong passwords (the address itself taken out)."""
     answers = {}
-    for email in ("nobody@nhs.net", person.user.email):
-        for _attempt in range(100):
+    for email in emails:
+        for _attempt in range(attempts):
             response = client.post(APP, {"email": email, "password": "wrong password"})
         answers[email] = answer(response, email)
+    return answers
+
+
+def test_an_unknown_address_answers_like_a_locked_care_identity(client, person, no_delays):
+    answers = last_answers(client, ["nobody@nhs.net", person.user.email], 100)
     assert answers["nobody@nhs.net"] == answers[person.user.email]
     assert "Your Care Identity is locked" in answers["nobody@nhs.net"][1]
 
@@ -146,11 +152,7 @@ def test_a_care_identity_locked_for_codes_answers_wrong_passwords_like_an_unknow
     answer an unknown address gets, never "too many wrong security codes"."""
     User.objects.filter(pk=person.user.pk).update(code_failures=30, locked_at=timezone.now(), lock_reason="codes",
                                                   last_signin_failure_at=timezone.now())
-    answers = {}
-    for email in ("nobody@nhs.net", person.user.email):
-        for _attempt in range(101):
-            response = client.post(APP, {"email": email, "password": "wrong password"})
-        answers[email] = answer(response, email)
+    answers = last_answers(client, ["nobody@nhs.net", person.user.email], 101)
     assert answers["nobody@nhs.net"] == answers[person.user.email]
     assert "wrong security codes" not in answers[person.user.email][1]
     person.user.refresh_from_db()

@@ -465,9 +465,11 @@ if not 1 <= CAREID_WEBAUTHN_TIMEOUT <= 300:
 # Security key models (AAGUIDs) an organisation accepts, e.g. FIDO2 Certified Level 2 keys; empty: any,
 # with attestation "none". When set, a security key's registration must carry an attestation certificate
 # chain to one of the roots in CAREID_WEBAUTHN_ATTESTATION_ROOTS (a PEM file, e.g. from the FIDO
-# Metadata Service): an AAGUID no certificate vouches for is only what the authenticator claims. The
-# types whose WebAuthn profile does not ask for attestation (Windows Hello, iPad, passkey) ignore it.
+# Metadata Service): an AAGUID no certificate vouches for is only what the authenticator claims. It covers
+# the types in CAREID_WEBAUTHN_ATTESTED_TYPES (registry keys; security keys by default, Windows Hello's TPM
+# can be added); the others (an iPad's anonymous attestation, a synced passkey's none) are not refused by it.
 CAREID_WEBAUTHN_ALLOWED_AAGUIDS = [aaguid.strip().lower() for aaguid in env.list("CAREID_WEBAUTHN_ALLOWED_AAGUIDS", default=[])]
+CAREID_WEBAUTHN_ATTESTED_TYPES = env.list("CAREID_WEBAUTHN_ATTESTED_TYPES", default=["security-key"])
 CAREID_WEBAUTHN_ATTESTATION_ROOTS = env.str("CAREID_WEBAUTHN_ATTESTATION_ROOTS", default="")
 if CAREID_WEBAUTHN_ALLOWED_AAGUIDS and not CAREID_WEBAUTHN_ATTESTATION_ROOTS:
     from django.core.exceptions import ImproperlyConfigured

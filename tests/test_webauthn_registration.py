@@ -5,6 +5,7 @@ and every answer the server must refuse, each audited with nothing changed."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import uuid
 
@@ -387,6 +388,33 @@ def test_the_allow_list_applies_only_to_types_that_ask_for_attestation(signed_in
     assert response.status_code == 302, error_summary(response)
     assert MODELS[kind].objects.get(user=person.user).aaguid == "00000000-0000-0000-0000-000000000000"
     assert not failures(person.user)
+
+def test_an_organisation_can_hold_windows_hello_to_the_allow_list_too(signed_in, person, vendor, setting_up, settings):
+    """CAREID_WEBAUTHN_ATTESTED_TYPES names the types the allow-list covers (security keys by default): with
+    Windows Hello in it, its registration asks for attestation and an unlisted model is refused."""
+    device_key, device_der = vendor
+    settings.CAREID_WEBAUTHN_ATTESTED_TYPES = ["security-key", "windows-hello"]
+    start_registration(signed_in, "windows-hello")
+    options = options_of(signed_in, ceremony_url("windows-hello"))
+    assert options["attestation"] == "direct"
+    response = post_answer(signed_in, ceremony_url("windows-hello"),
+                           authenticator_for("windows-hello", setting_up).create(options))
+    assert response.status_code == 400
+    assert failures(person.user)[0].details["reason"].startswith("no attestation certificate")
+    assert not MODELS["windows-hello"].objects.filter(user=person.user, confirmed=True).exists()
+
+
+def test_an_attested_type_that_is_no_webauthn_type_refuses_to_start():
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "CAREID_WEBAUTHN_ATTESTED_TYPES": "security-key,windows-helo"})
+    assert result.returncode != 0
+    assert "CAREID_WEBAUTHN_ATTESTED_TYPES names windows-helo" in result.stderr
+
 
 # --- from a registration link issued by an RA: e-mail, One Time Password, then the ceremony ---------------
 

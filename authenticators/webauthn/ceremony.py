@@ -59,10 +59,6 @@ class Profile:
     hints: tuple[PublicKeyCredentialHint, ...]
     transports: tuple[str, ...]  # how a credential of this type is usually reached (decoy credentials too)
     device_bound: bool  # AAL3: a credential that can be copied to other devices (backup eligible) is refused
-    # Whether the organisation's allow-list of authenticator models (CAREID_WEBAUTHN_ALLOWED_AAGUIDS) applies:
-    # direct attestation asked for and checked. Only a key people are given has a model to approve; a
-    # computer's or iPad's own authenticator and a passkey are never refused by the list.
-    attested: bool
     sole_access: str  # the "I confirm only I will have access to …" checkbox
     set_up: str
     needs: tuple[str, ...]
@@ -86,7 +82,6 @@ PROFILES: dict[str, Profile] = {
         hints=(PublicKeyCredentialHint.CLIENT_DEVICE,),
         transports=(AuthenticatorTransport.INTERNAL.value,),
         device_bound=True,
-        attested=False,
         sole_access="I confirm only I will have access to Windows Hello on this computer while it can connect to my "
                     "Care Identity profile.",
         set_up="Windows Hello must be set up on this computer (Settings, Accounts, Sign-in options) with your face, "
@@ -111,7 +106,6 @@ PROFILES: dict[str, Profile] = {
         hints=(PublicKeyCredentialHint.SECURITY_KEY,),
         transports=(AuthenticatorTransport.USB.value, AuthenticatorTransport.NFC.value),
         device_bound=True,
-        attested=True,
         sole_access="I confirm only I will have access to this security key while it can connect to my Care Identity "
                     "profile.",
         set_up="Use the FIDO2 security key your organisation gave you. If it has no fingerprint reader, it needs a PIN: "
@@ -137,7 +131,6 @@ PROFILES: dict[str, Profile] = {
         hints=(PublicKeyCredentialHint.CLIENT_DEVICE,),
         transports=(AuthenticatorTransport.INTERNAL.value,),
         device_bound=True,
-        attested=False,
         sole_access="I confirm only I will have access to this iPad while it can connect to my Care Identity profile.",
         set_up="Touch ID must be set up on this iPad (Settings, Touch ID & Passcode). Register on the iPad you will "
                "sign in on.",
@@ -159,7 +152,6 @@ PROFILES: dict[str, Profile] = {
         hints=(PublicKeyCredentialHint.CLIENT_DEVICE, PublicKeyCredentialHint.HYBRID),
         transports=(AuthenticatorTransport.INTERNAL.value, AuthenticatorTransport.HYBRID.value),
         device_bound=False,
-        attested=False,
         sole_access="I confirm only I will have access to this passkey, and to the devices and password manager that "
                     "keep it, while it can connect to my Care Identity profile.",
         set_up="A passkey is kept by your phone, computer or password manager and unlocked with your fingerprint, face "
@@ -192,9 +184,11 @@ def origins() -> list[str]:
     return settings.CAREID_WEBAUTHN_ORIGINS or [settings.CAREID_BASE_URL]
 
 
-def _allowed_models(wanted: Profile) -> list[str]:
-    """The AAGUIDs a registration of this type must be attested as (empty: any authenticator)."""
-    return settings.CAREID_WEBAUTHN_ALLOWED_AAGUIDS if wanted.attested else []
+def _allowed_models(kind: AuthenticatorType) -> list[str]:
+    """The AAGUIDs a registration of this type must be attested as (empty: any authenticator). The
+    organisation's allow-list covers the types in CAREID_WEBAUTHN_ATTESTED_TYPES (security keys unless
+    it says more: Windows Hello's TPM can be attested too; an iPad's or a synced passkey's cannot)."""
+    return settings.CAREID_WEBAUTHN_ALLOWED_AAGUIDS if kind.key in settings.CAREID_WEBAUTHN_ATTESTED_TYPES else []
 
 
 def timeout_ms() -> int:
@@ -233,7 +227,7 @@ def creation_options(kind: AuthenticatorType, *, user_name: str, display_name: s
         user_display_name=display_name,
         challenge=challenge,
         timeout=timeout_ms(),
-        attestation=(AttestationConveyancePreference.DIRECT if _allowed_models(wanted)
+        attestation=(AttestationConveyancePreference.DIRECT if _allowed_models(kind)
                      else AttestationConveyancePreference.NONE),
         authenticator_selection=AuthenticatorSelectionCriteria(
             authenticator_attachment=wanted.attachment,
@@ -322,7 +316,7 @@ def verify_registration(kind: AuthenticatorType, credential: RegistrationCredent
     """The attestation checked against the challenge, origin and RP ID, with the person verified;
     then what this type asks of the authenticator. Refused otherwise."""
     wanted = profile(kind)
-    allowed = _allowed_models(wanted)
+    allowed = _allowed_models(kind)
     roots = _attestation_roots(settings.CAREID_WEBAUTHN_ATTESTATION_ROOTS) if allowed else []
     try:
         verified = verify_registration_response(

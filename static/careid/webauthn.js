@@ -55,4 +55,6 @@ if (form && optionsElement) {
     answered = true;
     form.submit();
   });
+  // From here the form runs the ceremony (before this, a click posts it as if there were no JavaScript).
+  form.dataset.webauthnReady = "true";
 }

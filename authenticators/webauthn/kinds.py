@@ -2,13 +2,29 @@
 
 from authenticators.registry import AuthenticatorType
 
-_SHARED = {
-    "link_view": "authenticators.webauthn.views.registration_link",
-    "cleanup": "authenticators.webauthn.models.forget_used_challenges",
-}
 
-WINDOWS_HELLO = AuthenticatorType(
-    key="windows-hello",
+def namespace(key: str) -> str:
+    """A WebAuthn type's URL namespace (authenticators/webauthn/urls.py): its key with underscores."""
+    return key.replace("-", "_")
+
+
+def _webauthn_type(key: str, model: str, **described) -> AuthenticatorType:
+    """A WebAuthn type: its model, URL names and URLconf follow from its key; the rest describes it."""
+    namespace_ = namespace(key)
+    return AuthenticatorType(
+        key=key,
+        model_label=f"authenticators.{model}",
+        enrol_url_name=f"{namespace_}:register",
+        signin_url_name=f"{namespace_}:signin",
+        urls=f"authenticators.webauthn.urls:{namespace_.upper()}",
+        link_view="authenticators.webauthn.views.registration_link",
+        cleanup="authenticators.webauthn.models.forget_used_challenges",
+        **described,
+    )
+
+
+WINDOWS_HELLO = _webauthn_type(
+    "windows-hello", "WindowsHello",
     needs="a Windows computer with Windows Hello set up (face, fingerprint or PIN)",
     name="Windows Hello",
     signin_label="Windows Hello",
@@ -16,15 +32,10 @@ WINDOWS_HELLO = AuthenticatorType(
     aal=3,
     acr="AAL3_FIDO2",
     amr=("hwk", "user"),
-    model_label="authenticators.WindowsHello",
-    enrol_url_name="windows_hello:register",
-    signin_url_name="windows_hello:signin",
-    urls="authenticators.webauthn.urls:WINDOWS_HELLO",
-    **_SHARED,
 )
 
-SECURITY_KEY = AuthenticatorType(
-    key="security-key",
+SECURITY_KEY = _webauthn_type(
+    "security-key", "SecurityKey",
     needs="your security key, and a USB port or NFC on the computer you will use",
     name="Security key",
     signin_label="Security key",
@@ -34,15 +45,10 @@ SECURITY_KEY = AuthenticatorType(
     # The key verified the person (PIN or fingerprint) but does not say which: "user" claims no more
     # than careid knows.
     amr=("hwk", "user"),
-    model_label="authenticators.SecurityKey",
-    enrol_url_name="security_key:register",
-    signin_url_name="security_key:signin",
-    urls="authenticators.webauthn.urls:SECURITY_KEY",
-    **_SHARED,
 )
 
-IPAD = AuthenticatorType(
-    key="ipad",
+IPAD = _webauthn_type(
+    "ipad", "IPad",
     needs="your iPad with Touch ID set up",
     name="iPad",
     signin_label="iPad app",
@@ -50,15 +56,10 @@ IPAD = AuthenticatorType(
     aal=3,
     acr="AAL3_IOS",
     amr=("hwk", "fpt"),
-    model_label="authenticators.IPad",
-    enrol_url_name="ipad:register",
-    signin_url_name="ipad:signin",
-    urls="authenticators.webauthn.urls:IPAD",
-    **_SHARED,
 )
 
-PASSKEY = AuthenticatorType(
-    key="passkey",
+PASSKEY = _webauthn_type(
+    "passkey", "Passkey",
     needs="a device that can keep a passkey (phone, tablet or computer)",
     name="Passkey",
     signin_label="Passkey (private beta)",
@@ -66,10 +67,5 @@ PASSKEY = AuthenticatorType(
     aal=2,
     acr="AAL2_PASSKEY",
     amr=("swk", "user"),
-    model_label="authenticators.Passkey",
-    enrol_url_name="passkey:register",
-    signin_url_name="passkey:signin",
-    urls="authenticators.webauthn.urls:PASSKEY",
     feature_flag="CAREID_PASSKEY_BETA",
-    **_SHARED,
 )

@@ -28,12 +28,12 @@ from signin.decorators import recent_authentication_required
 from signin.views import after_signin_url, choose_another_url, requested_goto, signin_method, signin_url
 
 from . import ceremony as ceremonies
-from . import flows
+from . import flows, kinds
 from .forms import CeremonyForm
 
 
 def namespace(kind: AuthenticatorType) -> str:
-    return kind.key.replace("-", "_")
+    return kinds.namespace(kind.key)
 
 
 def _url(kind: AuthenticatorType, name: str) -> str:

@@ -177,6 +177,10 @@ def totp_code(secret_hex: str, offset_steps: int = 0) -> str:
     return totp.at(time.time() + 30 * offset_steps)
 
 
+def wrong_code(code: str) -> str:
+    return f"{(int(code) + 500000) % 10**6:06d}"
+
+
 @dataclass
 class Person:
     user: object
@@ -185,6 +189,10 @@ class Person:
 
     def code(self, offset_steps: int = 0) -> str:
         return totp_code(self.secret, offset_steps)
+
+    def wrong_code(self) -> str:
+        """A code that is not the current one (nor one step either side)."""
+        return wrong_code(self.code())
 
     def fresh_code(self) -> str:
         """A code the replay guard will accept again (tests sign in more than once a step)."""

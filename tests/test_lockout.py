@@ -37,9 +37,6 @@ def answer(response, email: str) -> tuple[int, str]:
     return response.status_code, page.replace(email, "")
 
 
-def wrong_code(person) -> str:
-    return f"{(int(person.code()) + 500000) % 10**6:06d}"
-
 
 def test_thirty_wrong_passwords_from_a_stranger_do_not_lock_the_owner_out(client, person, no_delays):
     for _attempt in range(30):
@@ -104,7 +101,7 @@ def test_an_unknown_address_keeps_its_lock_when_the_cache_is_emptied(client, per
 def test_thirty_wrong_codes_lock_until_a_registration_authority_unlocks(client, person, no_delays):
     User.objects.filter(pk=person.user.pk).update(code_failures=29, last_signin_failure_at=timezone.now())
     client.post(APP, {"email": person.user.email, "password": person.password})
-    response = client.post(CODE, {"token": wrong_code(person)})
+    response = client.post(CODE, {"token": person.wrong_code()})
     page = response.content.decode()
     assert "Your Care Identity is locked" in page and "registration authority" in page
     person.user.refresh_from_db()
@@ -123,7 +120,7 @@ def test_thirty_wrong_codes_lock_until_a_registration_authority_unlocks(client, 
 def test_wrong_codes_and_wrong_passwords_are_counted_apart(client, person, no_delays):
     client.post(APP, {"email": person.user.email, "password": "wrong password"})
     client.post(APP, {"email": person.user.email, "password": person.password})
-    client.post(CODE, {"token": wrong_code(person)})
+    client.post(CODE, {"token": person.wrong_code()})
     person.user.refresh_from_db()
     # The right password ends the run of wrong passwords; the wrong code starts a run of its own.
     assert (person.user.password_failures, person.user.code_failures) == (0, 1)

@@ -116,7 +116,7 @@ def test_wrong_app_codes_count_towards_the_code_lock(client, person, mailbox, se
                                            last_signin_failure_at=timezone.now())
     client.post(START, {"email": user.email})
     client.post(CODE, {"code": code_from(mailbox, user.email)})
-    wrong_token = f"{(int(person.code()) + 500000) % 10**6:06d}"
+    wrong_token = person.wrong_code()
     response = client.post(APP, {"token": wrong_token})
     assert "Contact your registration authority" in response.content.decode()
     user.refresh_from_db()
@@ -133,7 +133,7 @@ def test_the_thirtieth_wrong_app_code_turns_a_lock_for_passwords_into_one_for_co
                                            last_signin_failure_at=timezone.now())
     client.post(START, {"email": user.email})
     client.post(CODE, {"code": code_from(mailbox, user.email)})
-    wrong_token = f"{(int(person.code()) + 500000) % 10**6:06d}"
+    wrong_token = person.wrong_code()
     page = client.post(APP, {"token": wrong_token}).content.decode()
     assert "locked after too many wrong security codes" in page and "Reset your password" not in page
     user.refresh_from_db()

@@ -12,7 +12,7 @@ from accounts.models import EmailOneTimePassword
 from audit.models import AuditEvent, Event
 from authenticators.models import AuthenticatorApp, RegistrationLink
 
-from .conftest import body, totp_code
+from .conftest import body, totp_code, wrong_code
 
 NEW_PASSWORD = "Seven kettles whistle at dawn"
 
@@ -356,7 +356,7 @@ def test_a_wrong_app_code_is_refused_and_the_journey_stops_after_five(client, at
     client.post("/register/authenticator-app/password/", {"password1": NEW_PASSWORD, "password2": NEW_PASSWORD})
     secret = secret_from(client.get("/register/authenticator-app/qr/").content.decode())
     client.post("/register/authenticator-app/qr/")
-    wrong = f"{(int(totp_code(secret)) + 500000) % 10**6:06d}"
+    wrong = wrong_code(totp_code(secret))
     for _attempt in range(4):
         response = client.post("/register/authenticator-app/verify/", {"token": wrong})
         assert response.status_code == 400 and "The code is not correct" in response.content.decode()

@@ -116,7 +116,7 @@ def test_the_code_step_needs_the_password_step_first(client, person):
 
 def test_a_wrong_code_does_not_sign_in(client, person):
     client.post(APP, {"email": person.user.email, "password": person.password})
-    wrong = f"{(int(person.code()) + 500000) % 10**6:06d}"
+    wrong = person.wrong_code()
     response = client.post(CODE, {"token": wrong})
     assert response.status_code == 400
     assert "The code is not correct" in response.content.decode()
@@ -169,7 +169,7 @@ def test_wrong_codes_count_towards_their_own_lock(client, person, settings):
     User.objects.filter(pk=person.user.pk).update(code_failures=settings.CAREID_CODE_LOCK_AFTER - 1,
                                                   last_signin_failure_at=timezone.now())
     client.post(APP, {"email": person.user.email, "password": person.password})
-    wrong = f"{(int(person.code()) + 500000) % 10**6:06d}"
+    wrong = person.wrong_code()
     response = client.post(CODE, {"token": wrong})
     assert "Your Care Identity is locked" in response.content.decode()
 

@@ -6,8 +6,7 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
-from django.urls import reverse
+from django.shortcuts import redirect, render, resolve_url
 from django.utils.module_loading import import_string
 
 from accounts.models import EmailOneTimePassword
@@ -141,7 +140,7 @@ def code_step(request: HttpRequest, link: RegistrationLink, *, next_step: str, n
 def resend_step(request: HttpRequest, link: RegistrationLink, *, code_url: str, resend_url: str) -> HttpResponse:
     """'Send a new code' (a POST): the failures so far still count."""
     if email_steps.resend_code(request, link):
-        return redirect(reverse(code_url) + "?sent=1")
+        return redirect(resolve_url(code_url) + "?sent=1")  # a URL name (TOTP) or a path (WebAuthn)
     code = link.email_code
     wait = code.resend_wait() if code and not code.is_exhausted else None
     message = (

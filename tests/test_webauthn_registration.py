@@ -449,3 +449,21 @@ def test_a_person_whose_first_authenticator_is_a_key_registers_it_from_an_ra_lin
     assert user.emailaddress_set.get(email=user.email).verified
     assert mailbox.wait_for(user.email, "A Security key was added to your Care Identity")
     assert User.objects.get(pk=user.pk).is_active
+
+
+def test_a_new_code_can_be_sent_during_a_key_registration_from_a_link(
+        client, transactional_db, seeded_allow_list, fast_hashing, mailbox, setting_up, settings):
+    from accounts.flows import invite_user
+    from authenticators.flows import issue_registration_link
+
+    settings.CAREID_EMAIL_CODE_COOLDOWN = dt.timedelta(0)
+    user, _invitation = invite_user(email="mary.seacole@nhs.net", first_name="Mary", last_name="Seacole")
+    link = issue_registration_link(user=user, kind="security-key", purpose=RegistrationLink.Purpose.EMAILED)
+    response = client.post(link_path(link), {"confirm": "on"})
+    live = RegistrationLink.objects.by_token(response.url.split("/")[2])
+    assert client.post(link_path(live), {"email": user.email}).url == "/register/security-key/code/"
+    code_from(mailbox, user.email)
+    response = client.post("/register/security-key/code/resend/")
+    assert response.status_code == 302 and response.url == "/register/security-key/code/?sent=1"
+    response = client.post("/register/security-key/code/", {"code": code_from(mailbox, user.email, count=2)})
+    assert response.status_code == 302 and response.url == ceremony_url("security-key")

@@ -171,7 +171,8 @@ class RegisteredAuthenticator:
 
     @property
     def manage_links(self) -> list[tuple[str, str]]:
-        return [(label, reverse(url_name)) for label, url_name in self.kind.manage]
+        """What the profile offers beside it: nothing while its type is switched off (its URLs are not mounted)."""
+        return [(label, reverse(url_name)) for label, url_name in self.kind.manage] if self.kind.enabled else []
 
 
 def union_over_types(select, *fields: str, types: list[AuthenticatorType] | None = None) -> list[tuple]:

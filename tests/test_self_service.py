@@ -236,3 +236,23 @@ def test_an_authenticator_is_removed_when_another_remains(transactional_db, clie
     # Now the key is the last one.
     response = client.post("/profile/authenticators/security-key/remove/")
     assert response.status_code == 400 and SecurityKey.objects.filter(user=person.user).exists()
+
+
+@pytest.fixture
+def app_switched_off(settings):
+    from .conftest import reload_urls
+
+    settings.CAREID_DISABLED_AUTHENTICATORS = ["authenticator-app"]
+    reload_urls()
+    yield
+    settings.CAREID_DISABLED_AUTHENTICATORS = []
+    reload_urls()
+
+
+def test_pages_still_work_for_someone_with_an_app_while_that_type_is_switched_off(signed_in, app_switched_off):
+    """Its URLs are not mounted then: the pages leave out what they would link to instead of failing."""
+    for path in ("/profile/", "/profile/sessions/", "/help/"):
+        response = signed_in.get(path)
+        assert response.status_code == 200, path
+        page = response.content.decode()
+        assert "Change password" not in page and "forgotten-password" not in page, path

@@ -53,7 +53,8 @@ class NotActive(JourneyError):
 
 class AlreadyRegistered(JourneyError):
     title = "You already have this authenticator registered"
-    message = "You can register one of each type of authenticator. Ask your registration authority to remove the old one first."
+    message = ("You can register one of each type of authenticator. To replace it, remove the old one from your "
+               "profile first, or ask your registration authority to.")
     status = 409
     reason = "already registered"
 

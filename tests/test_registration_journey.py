@@ -422,3 +422,11 @@ def test_abandoned_journeys_forget_their_secrets(client, invited, mailbox):
     live.app_registration.refresh_from_db()
     assert live.app_registration.pending_secret == "" and live.app_registration.pending_password == ""
     assert client.get("/register/authenticator-app/qr/").status_code == 410
+
+
+def test_a_journey_error_page_has_a_plain_title(client, db):
+    response = client.post("/register/not-a-real-link-token/")
+    page = response.content.decode()
+    title = re.search(r"<title>(.*?)</title>", page, re.S).group(1)
+    assert "<" not in title and title.strip().endswith("- NHS Care Identity"), title
+    assert "If you need help" in page  # the contact line is in the page, not its title

@@ -160,22 +160,31 @@ def remove_email_address(request: HttpRequest, *, address: EmailAddress) -> None
 
 def make_care_identity_email(request: HttpRequest, *, address: EmailAddress) -> None:
     """A verified address of the person's own becomes their Care Identity e-mail (the one they sign in
-    with); the old one stays on the profile and is told."""
+    with); the old one stays on the profile and is told. Raises EmailTaken (audited, naming the holder
+    for the RA only) when the address has become another Care Identity's."""
     user = request.user
     if address.user_id != user.pk:
         raise PermissionError("Not this person's address")
     if not address.verified or address.email.lower() == user.email.lower():
         raise ValueError("Only another verified address can become the Care Identity email address")
-    User.objects.check_email_free(address.email, other_than=user)
-    with transaction.atomic():
-        before = user.email
-        EmailAddress.objects.filter(user=user, primary=True).update(primary=False)
-        EmailAddress.objects.filter(pk=address.pk).update(primary=True)
-        User.objects.filter(pk=user.pk).update(email=address.email)
-        user.email = address.email
-        event = record(Event.EMAIL_PRIMARY_CHANGED, request=request, subject=user, before=before, after=address.email)
-        notify_person(event)
-        tell_old_address(event, before)
+    before = user.email
+    try:
+        with transaction.atomic():
+            if User.objects.holding_email(address.email).exclude(pk=user.pk).exists():
+                raise EmailTaken()
+            EmailAddress.objects.filter(user=user, primary=True).update(primary=False)
+            EmailAddress.objects.filter(pk=address.pk).update(primary=True)
+            User.objects.filter(pk=user.pk).update(email=address.email)
+            user.email = address.email
+            event = record(Event.EMAIL_PRIMARY_CHANGED, request=request, subject=user, before=before,
+                           after=address.email)
+            notify_person(event)
+            tell_old_address(event, before)
+    except (EmailTaken, IntegrityError):
+        # IntegrityError: given to someone else by a transaction that committed after the check above.
+        user.email = before
+        refuse_taken_email(request, user=user, email=address.email, via="make Care Identity email")
+        raise EmailTaken() from None
 
 
 # --- registration authority actions (the admin and commands call these) ------------------------

@@ -138,6 +138,8 @@ def email_address(request: HttpRequest, pk: int, action: str) -> HttpResponse:
             return redirect("profile")
         except (ValueError, ValidationError) as error:
             problem = "; ".join(getattr(error, "messages", [str(error)]))
+        except EmailTaken:
+            problem = "This email address cannot be your Care Identity email address. Contact your registration authority."
     return render(request, "accounts/email_address.html", {"address": address, "action": action, "problem": problem},
                   status=400 if problem else 200)
 

@@ -256,3 +256,18 @@ def test_pages_still_work_for_someone_with_an_app_while_that_type_is_switched_of
         assert response.status_code == 200, path
         page = response.content.decode()
         assert "Change password" not in page and "forgotten-password" not in page, path
+
+
+def test_an_address_that_became_someone_elses_cannot_be_made_yours_and_names_nobody(signed_in, person, make_person):
+    """The holder's user ID is for the RA; the person is told to contact them, and the refusal is audited."""
+    spare = EmailAddress.objects.create(user=person.user, email="edith@nhs.net", verified=True, primary=False)
+    holder = make_person(email="mary.seacole@nhs.net")
+    User.objects.filter(pk=holder.user.pk).update(email="edith@nhs.net")  # an RA gave it to her meanwhile
+    response = signed_in.post(f"/profile/email/{spare.pk}/make-care-identity-email/")
+    page = response.content.decode()
+    assert response.status_code == 400 and "Contact your registration authority" in page
+    assert holder.user.uid not in page
+    person.user.refresh_from_db()
+    assert person.user.email == "edith.cavell@nhs.net"
+    refused = AuditEvent.objects.get(event=Event.EMAIL_REFUSED, subject=person.user)
+    assert refused.details["held_by"] == [holder.user.uid]

@@ -264,13 +264,15 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
                 (item, reverse("admin:accounts_user_remove_authenticator", args=[obj.pk, item.kind.key]) if may_remove else None)
                 for item in registry.authenticators_of(obj)
             ]
-            # The person's own trail, for answering "who signed in, when, with what"; not for the accounts
-            # an RA Agent may not touch (another RA's trail is the Auditors' and RA Managers' to read).
+            # The person's own trail, sessions, e-mails and services, for answering "who signed in, when, with
+            # what"; not for the accounts an RA Agent may not touch (other RA staff's are the Auditors' and RA
+            # Managers' to read).
             readable = request.user.has_perm("audit.view_all_auditevents") or not roles.is_protected_from(obj, request.user)
-            context["services"] = Grant.objects.services_of(obj)
-            context["sessions"] = signin_flows.sessions_of(obj)
+            context["readable"] = readable
+            context["services"] = Grant.objects.services_of(obj) if readable else None
+            context["sessions"] = signin_flows.sessions_of(obj) if readable else None
             context["emails"] = [(email, outbox.label(email.kind))
-                                 for email in obj.outgoing_emails.order_by("-created_at")[:20]]
+                                 for email in obj.outgoing_emails.order_by("-created_at")[:20]] if readable else None
             context["recent_events"] = (
                 AuditEvent.objects.filter(subject=obj).select_related("actor")[:50] if readable else None
             )

@@ -197,6 +197,23 @@ def test_an_agent_cannot_act_on_another_agent_or_an_auditor(ra_staff, agent, per
     assert "Last 50 audit events" in client.get(f"{USERS}{person.user.pk}/change/").content.decode()
 
 
+def test_an_agent_does_not_see_where_other_ra_staff_are_signed_in(ra_staff, agent, person):
+    """Sessions (IP address, browser), e-mails and services of RA staff are theirs and the Auditors' to read."""
+    from django.test import Client
+
+    from .conftest import sign_in
+
+    _, client = agent
+    peer, _ = ra_staff(RA_AGENT, email="peer.agent@nhs.net")
+    sign_in(Client(HTTP_USER_AGENT="Mozilla/5.0 peer's ward PC"), peer)
+    page = client.get(f"{USERS}{peer.user.pk}/change/").content.decode()
+    assert "peer's ward PC" not in page and "Where this person is signed in" not in page
+    assert "E-mails to this person" not in page and "Services signed into" not in page
+    sign_in(Client(HTTP_USER_AGENT="Mozilla/5.0 the person's ward PC"), person)
+    page = client.get(f"{USERS}{person.user.pk}/change/").content.decode()
+    assert "the person&#x27;s ward PC" in page and "E-mails to this person" in page
+
+
 def test_a_manager_acts_on_agents_but_not_on_auditors(ra_staff, manager):
     _, client = manager
     agent_person, _ = ra_staff(RA_AGENT, email="an.agent@nhs.net")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from allauth.account.adapter import get_adapter as get_account_adapter
 from allauth.account.models import EmailAddress, EmailConfirmationHMAC
 from django.conf import settings
+from django.utils import timezone
 
 from audit.models import AuditEvent
 
@@ -48,8 +49,8 @@ def send_email_confirmation(address: EmailAddress) -> None:
 @outbox.kind("email_code", "One Time Password")
 def _email_code(email: OutgoingEmail) -> outbox.Message | None:
     code = EmailOneTimePassword.objects.select_related("user").filter(pk=email.object_id).first()
-    if code is None or code.used_at is not None or code.is_exhausted:
-        return None  # used or dead: a late copy would only confuse
+    if code is None or code.used_at is not None or code.is_exhausted or code.expires_at <= timezone.now():
+        return None  # used, dead or expired (the outbox tries for a day): a late copy would only confuse
     return outbox.Message("email_code", {"user": code.user, "code": code.code, "minutes": code_ttl_minutes(),
                                          "purpose": code.purpose})
 

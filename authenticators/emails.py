@@ -17,8 +17,8 @@ def send_registration_link(link: RegistrationLink) -> None:
 
 def _link_message(template: str, email: OutgoingEmail) -> outbox.Message | None:
     link = RegistrationLink.objects.select_related("user").filter(pk=email.object_id).first()
-    if link is None or link.is_used:
-        return None  # used (or exchanged) already: nothing to send
+    if link is None or link.is_used or link.is_expired:
+        return None  # used or expired (the outbox tries for a day): nothing that would still work to send
     return outbox.Message(template, {"user": link.user, "link": link, "kind": registry.get(link.kind)})
 
 
@@ -29,7 +29,10 @@ def _invitation_never_delivered(email: OutgoingEmail) -> None:
 
 @outbox.kind("invitation", "Invitation", gave_up=_invitation_never_delivered)
 def _invitation(email: OutgoingEmail) -> outbox.Message | None:
-    return _link_message("invitation", email)
+    message = _link_message("invitation", email)
+    if message is None and not RegistrationLink.objects.filter(pk=email.object_id, used_at__isnull=False).exists():
+        _invitation_never_delivered(email)  # it expired before it could be delivered: not invited after all
+    return message
 
 
 @outbox.kind("registration_link", "Registration link")

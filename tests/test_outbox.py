@@ -10,6 +10,7 @@ import time
 from datetime import timedelta
 
 import pytest
+import time_machine
 from aiosmtpd.controller import Controller
 from django.db import connection, transaction
 from django.utils import timezone
@@ -151,6 +152,28 @@ def test_a_code_used_before_its_email_went_is_not_sent(transactional_db, make_pe
     OutgoingEmail.objects.update(next_attempt_at=timezone.now())
     outbox.sweep()
     assert OutgoingEmail.objects.get().state == OutgoingEmail.State.CANCELLED and mailbox.messages == []
+
+
+def test_codes_and_links_that_expired_while_smtp_was_down_are_not_sent(transactional_db, make_person, mailbox,
+                                                                      dead_smtp, settings, smtp_server):
+    """A One Time Password lives 10 minutes and a link 3 minutes to a day; the outbox tries for 26 hours. What
+    arrives after it stopped working would only confuse: it is cancelled instead."""
+    from accounts.models import EmailOneTimePassword
+    from accounts.notifications import send_email_code
+    from authenticators.flows import issue_registration_link
+    from authenticators.models import RegistrationLink
+
+    user = make_person().user
+    with transaction.atomic():
+        send_email_code(EmailOneTimePassword.issue(user=user, email=user.email, purpose="registration"))
+    issue_registration_link(user=user, kind="authenticator-app", purpose=RegistrationLink.Purpose.EMAILED)
+    assert OutgoingEmail.objects.filter(state=OutgoingEmail.State.QUEUED).count() == 2
+    settings.EMAIL_PORT = smtp_server.port
+    with time_machine.travel(timezone.now() + settings.CAREID_INVITATION_LINK_TTL + timedelta(minutes=1)):
+        OutgoingEmail.objects.update(next_attempt_at=timezone.now())
+        outbox.sweep()
+    assert set(OutgoingEmail.objects.values_list("state", flat=True)) == {OutgoingEmail.State.CANCELLED}
+    assert mailbox.messages == []
 
 
 def test_two_deliveries_of_one_email_at_once_send_it_once(user, mailbox, dead_smtp, settings, smtp_server):

@@ -29,7 +29,7 @@ from .record import record
 
 head_log = logging.getLogger("careid.audit.head")  # settings.LOGGING gives it its own level
 GENESIS = "0" * 64
-_SEAL_LOCK = 0x61756469  # pg_advisory_xact_lock key: one sealer at a time
+_SEAL_LOCK = 0x61756469  # pg_try_advisory_xact_lock key: one sealer at a time, the others leave it to it
 CONTENT = ("id", "at", "event", "outcome", "actor_id", "subject_id", "ip", "user_agent", "method", "aal", "details")
 
 
@@ -66,8 +66,10 @@ def seal(batch: int = 2000) -> int:
     while True:
         with transaction.atomic():
             if connection.vendor == "postgresql":
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_SEAL_LOCK])
+                with connection.cursor() as cursor:  # another sealer at work: it seals these too
+                    cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_SEAL_LOCK])
+                    if not cursor.fetchone()[0]:
+                        return sealed
             seq, previous, last_sealed = _head()
             rows = list(AuditEvent.objects.filter(seq__isnull=True).order_by("id").values(*CONTENT)[:batch])
             if not rows:

@@ -307,3 +307,22 @@ def test_the_chain_head_reaches_the_log_at_default_settings_in_a_celery_worker(t
         seal_audit_trail_task.delay()
         head = _head_logged_by(worker)
     assert head == "1:" + AuditEvent.objects.get(seq=1).chain_hash
+
+
+def test_a_sealer_finds_another_at_work_and_leaves_it_to_it(transactional_db, settings):
+    """During a backlog every beat tick queues a seal: each finds the one at work and returns at once,
+    instead of waiting for the lock and tying up another worker."""
+    import psycopg
+
+    require(connection.vendor == "postgresql", "PostgreSQL (its advisory locks)")
+    record(Event.SIGNED_OUT)
+    database = settings.DATABASES["default"]
+    other = psycopg.connect(host=database["HOST"] or None, port=database["PORT"] or None, user=database["USER"],
+                            password=database["PASSWORD"] or None, dbname=connection.settings_dict["NAME"])
+    try:
+        other.execute("SELECT pg_advisory_lock(%s)", [chain._SEAL_LOCK])
+        assert chain.seal() == 0
+        assert AuditEvent.objects.filter(seq__isnull=True).count() == 1
+    finally:
+        other.close()
+    assert chain.seal() == 1

@@ -106,7 +106,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # it is set in their environment. PostgreSQL cancels a statement that runs longer (a lock wait
     # included), so a stuck query frees its worker thread and the person gets the 503 page.
     if statement_timeout := env.int("CAREID_STATEMENT_TIMEOUT", default=0):
-        DATABASES["default"]["OPTIONS"]["options"] = f"-c statement_timeout={statement_timeout * 1000}"
+        options = DATABASES["default"]["OPTIONS"]  # keeps any `options` DATABASE_URL gives (e.g. a search_path)
+        options["options"] = f"{options.get('options', '')} -c statement_timeout={statement_timeout * 1000}".strip()
 
 # Redis (the cache, the throttle counters, the Celery broker): seconds to connect and to wait for each
 # answer. redis-py's default is 5 s, paid several times per request when Redis is frozen.

@@ -181,6 +181,11 @@ def test_web_processes_get_a_statement_timeout_and_commands_do_not():
                        "print(json.dumps(s.DATABASES['default']['OPTIONS']))", COMPONENTS)
     assert web["options"] == "-c statement_timeout=30000"
     assert "options" not in _settings_of(SETTINGS, COMPONENTS)["db"]
+    # Options the database URL gives are kept beside it.
+    web = _settings_of("import json, careid.wsgi; from django.conf import settings as s; "
+                       "print(json.dumps(s.DATABASES['default']['OPTIONS']))",
+                       {**COMPONENTS, "DATABASE_URL": COMPONENTS["DATABASE_URL"] + "?options=-c%20search_path%3Dcareid"})
+    assert web["options"] == "-c search_path=careid -c statement_timeout=30000"
 
 
 def test_health_says_only_ok_or_unavailable_and_operators_get_the_details(db, throttle_unreachable, client):

@@ -54,8 +54,7 @@ class RelyingServiceAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
         return service.auth_method
 
     def save_model(self, request, obj, form, change) -> None:
-        _service, secret = flows.save_relying_service(form, actor=request.user, request=request,
-                                                      new_secret=form.cleaned_data["new_secret"])
+        _service, secret = flows.save_relying_service(form, actor=request.user, request=request)
         if secret:
             self.message_user(request, format_html(
                 "The client secret is shown only this once. Copy it now: <code>{}</code>", secret), messages.WARNING)

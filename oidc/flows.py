@@ -95,11 +95,10 @@ def sweep_timed_out_sessions(chunk: int = 1000) -> int:
 # --- registering relying services (the admin and `manage.py register_client`) ------------------
 
 
-def save_relying_service(form, *, actor: User | None, request: HttpRequest | None = None,
-                         new_secret: bool = False) -> tuple[RelyingService, str | None]:
+def save_relying_service(form, *, actor: User | None, request: HttpRequest | None = None) -> tuple[RelyingService, str | None]:
     """Register or change a relying service from a valid RelyingServiceForm; audited. A service that
     authenticates with a secret gets a new one when it is registered, when it is switched to a secret
-    method, and when `new_secret` is asked for (the old one stops at once). Returns the service and that
+    method, and when the form's `new_secret` is ticked (the old one stops at once). Returns the service and that
     secret: shown once, stored hashed."""
     adding = form.instance._state.adding
     had_secret = not adding and form.instance.auth_method in SECRET_METHODS
@@ -107,7 +106,7 @@ def save_relying_service(form, *, actor: User | None, request: HttpRequest | Non
         service = form.apply()
         secret = None
         if service.auth_method in SECRET_METHODS:
-            if not had_secret or new_secret:
+            if not had_secret or form.cleaned_data.get("new_secret"):
                 secret = get_adapter().generate_client_secret()
                 service.set_secret(secret)
         else:

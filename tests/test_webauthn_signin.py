@@ -162,6 +162,19 @@ def test_an_unknown_address_gets_the_same_page_and_a_stable_decoy_credential(enr
     assert signed_in_as(client) is None
 
 
+def test_the_decoy_and_a_real_key_are_offered_with_the_same_transports(enrol, person, setting_up):
+    """A browser reports a key's transports in its own order and detail; offering them as stored would tell
+    a real credential from the decoy. Both get the type's transports."""
+    enrol("security-key")
+    SecurityKey.objects.filter(user=person.user).update(transports=["nfc", "usb"])
+    client = Client()
+    give_email(client, "security-key", person.user.email)
+    [real] = options_of(client, signin_verify_url("security-key"))["allowCredentials"]
+    give_email(client, "security-key", "nobody@nhs.net")
+    [decoy] = options_of(client, signin_verify_url("security-key"))["allowCredentials"]
+    assert real["transports"] == decoy["transports"] and real["type"] == decoy["type"]
+
+
 def test_a_person_without_that_type_gets_the_same_answer(person, setting_up):
     client = Client()
     key = authenticator_for("security-key", setting_up)

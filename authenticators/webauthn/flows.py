@@ -248,13 +248,15 @@ def _decoy_id(kind: AuthenticatorType, email: str) -> bytes:
 
 def signin_options(request: HttpRequest, kind: AuthenticatorType, email: str | None) -> dict:
     """The options for navigator.credentials.get(): the person's credential of this type (a decoy when the
-    address has none), or none at all for a passkey, which the browser finds by itself."""
+    address has none), or none at all for a passkey, which the browser finds by itself. Both are offered
+    with the type's transports: the ones a browser reported at registration (in its own order and detail)
+    would tell a real credential from the decoy."""
     allow: list[tuple[bytes, list[str]]] = []
     if email is not None:
         user = signin_flows.find_user_for_signin(email)
         credential = kind.model.objects.registered(user).first() if user is not None else None
-        allow = [(bytes(credential.credential_id), credential.transports) if credential is not None
-                 else (_decoy_id(kind, email), list(ceremony.profile(kind).transports))]
+        credential_id = bytes(credential.credential_id) if credential is not None else _decoy_id(kind, email)
+        allow = [(credential_id, list(ceremony.profile(kind).transports))]
     challenge = _issue_challenge(request, "signin", kind, email=email)
     return ceremony.request_options(kind, challenge=challenge, allow=allow)
 

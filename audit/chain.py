@@ -24,13 +24,13 @@ from django.db import connection, transaction
 from django.db.models import Min
 from django.utils import timezone
 
-from .models import AuditEvent, Event
+from .models import CHAINED_FIELDS, AuditEvent, Event
 from .record import record
 
 head_log = logging.getLogger("careid.audit.head")  # settings.LOGGING gives it its own level
 GENESIS = "0" * 64
 _SEAL_LOCK = 0x61756469  # pg_try_advisory_xact_lock key: one sealer at a time, the others leave it to it
-CONTENT = ("id", "at", "event", "outcome", "actor_id", "subject_id", "ip", "user_agent", "method", "aal", "details")
+CONTENT = CHAINED_FIELDS
 
 
 def _key() -> bytes:

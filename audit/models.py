@@ -64,6 +64,16 @@ class Outcome(models.TextChoices):
     FAILURE = "failure", "Failure"
 
 
+# An event's content: what its chain hash covers (audit/chain.py) and what PostgreSQL lets no UPDATE change
+# (the trigger below). Every column but the three the sealer writes (seq, chain_hash, sealed_at).
+CHAINED_FIELDS = ("id", "at", "event", "outcome", "actor_id", "subject_id", "ip", "user_agent", "method", "aal",
+                  "details")
+
+
+def _chained(row: str) -> str:
+    return "(" + ", ".join(f"{row}.{column}" for column in CHAINED_FIELDS) + ")"
+
+
 class AuditEvent(models.Model):
     """One thing that happened. Append-only: rows are never changed or deleted."""
 
@@ -95,10 +105,7 @@ class AuditEvent(models.Model):
             # short is found against the chain head the sealer logs (verify_audit --expect-head).
             pgtrigger.Protect(name="audit_no_delete", operation=pgtrigger.Delete),
             pgtrigger.Protect(name="audit_sealed_once", operation=pgtrigger.Update, condition=pgtrigger.Condition(
-                "OLD.seq IS NOT NULL OR NEW.seq IS NULL OR (OLD.id, OLD.at, OLD.event, OLD.outcome, OLD.actor_id, "
-                "OLD.subject_id, OLD.ip, OLD.user_agent, OLD.method, OLD.aal, OLD.details) IS DISTINCT FROM "
-                "(NEW.id, NEW.at, NEW.event, NEW.outcome, NEW.actor_id, NEW.subject_id, NEW.ip, NEW.user_agent, "
-                "NEW.method, NEW.aal, NEW.details)")),
+                f"OLD.seq IS NOT NULL OR NEW.seq IS NULL OR {_chained('OLD')} IS DISTINCT FROM {_chained('NEW')}")),
         ]
         indexes = [
             models.Index(fields=["subject", "-at"], name="audit_subject_at"),

@@ -326,3 +326,10 @@ def test_a_sealer_finds_another_at_work_and_leaves_it_to_it(transactional_db, se
     finally:
         other.close()
     assert chain.seal() == 1
+
+
+def test_the_chain_and_the_trigger_cover_every_column_but_the_sealers_own():
+    from audit.models import CHAINED_FIELDS
+
+    columns = {field.column for field in AuditEvent._meta.concrete_fields}
+    assert set(CHAINED_FIELDS) == columns - {"seq", "chain_hash", "sealed_at"}

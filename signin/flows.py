@@ -162,12 +162,10 @@ def complete_signin(request: HttpRequest, *, user: User, kind) -> None:
         request.session[SESSION_AUTH] = auth.to_session()
         request.session[SESSION_LAST_SEEN] = now
         # allauth's list of a person's sessions: how suspension and closure end them all at once, and
-        # what "Where you are signed in" lists. The row of the key this session had is replaced.
+        # what "Where you are signed in" lists. Signing in again keeps this session's row, under its new key.
         if before:
-            UserSession.objects.filter(session_key=before).delete()
+            _follow_new_key(user, before, request.session.session_key)
         UserSession.objects.create_from_request(request)
-        if before:
-            session_key_changed.send(sender=User, user=user, before=before, after=request.session.session_key)
         record(Event.SIGNIN_SUCCEEDED, request=request, actor=user, subject=user, method=kind.key, aal=kind.aal,
                acr=kind.acr)
 
@@ -178,7 +176,12 @@ def keep_this_session(request: HttpRequest, user: User) -> None:
     before = request.session.session_key
     update_session_auth_hash(request, user)
     request.session.save()  # stored with the new password's hash, which a check of the list looks at
-    after = request.session.session_key
+    _follow_new_key(user, before, request.session.session_key)
+
+
+def _follow_new_key(user: User, before: str, after: str) -> None:
+    """The person's session got a new key: its row on their list, and what else follows it by key (the
+    services' grants, through session_key_changed), move to the new one."""
     UserSession.objects.filter(session_key=before).update(session_key=after)
     session_key_changed.send(sender=User, user=user, before=before, after=after)
 

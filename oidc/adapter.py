@@ -53,6 +53,11 @@ class CareIdOIDCAdapter(DefaultOIDCAdapter):
     def get_user_sub(self, client: Client, user) -> str:
         return user.uid
 
+    def get_user_by_sub(self, client: Client, sub: str):
+        # The inverse of get_user_sub (allauth's default reads `sub` as the primary key): only allauth's own
+        # logout view calls it, which careid does not mount, but a future caller must find the right person.
+        return User.objects.filter(uid=sub).first()
+
     def get_claims(self, purpose: Literal["id_token", "userinfo"], user, client: Client, scopes: Iterable[str],
                    email: str | None = None, **kwargs: Any) -> dict[str, Any]:
         claims: dict[str, Any] = {"sub": user.uid}

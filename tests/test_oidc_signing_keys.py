@@ -89,3 +89,12 @@ def test_the_id_token_goes_through_the_adapters_populate_id_token_hook(client, p
     sign_in(client, person)
     claims = rp.verified(client, id_token_of_a_flow(client, service, rp_key), service.pk)
     assert claims["org_code"] == "RX1" and claims["acr"] == "AAL2_OR_AAL3_ANY"
+
+
+def test_the_adapter_finds_a_person_by_the_sub_it_gives(db, make_person):
+    from allauth.idp.oidc.adapter import get_adapter
+
+    person = make_person()
+    adapter = get_adapter()
+    assert adapter.get_user_by_sub(None, adapter.get_user_sub(None, person.user)) == person.user
+    assert adapter.get_user_by_sub(None, str(person.user.pk)) is None

@@ -502,7 +502,8 @@ class _Staging(ABC):
         with_user = "FROM {rows} s JOIN {users} u ON u.uid = s.uid WHERE s.status = 'new'"
         self._insert_select(EmailAddress, with_user, expressions={"user_id": "u.id", "email": "s.email"},
                             values={"verified": False, "primary": True})
-        self._insert_select(AuditEvent, with_user, expressions={
+        # In the file's order: the events' ids (and so their place in the audit chain) follow its lines.
+        self._insert_select(AuditEvent, with_user + " ORDER BY s.line", expressions={
             "subject_id": "u.id",
             "details": f"{self.json_object}('run', {int(run_id)}, 'line', s.line, 'email', s.email)",
         }, values={"at": now, "event": Event.USER_ONBOARDED, "outcome": Outcome.SUCCESS, "seq": None})  # sealed later

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import import_module
 
+from allauth.account.adapter import get_adapter
 from allauth.usersessions.models import UserSession
 from django.conf import settings
 from django.contrib.auth import login, logout, update_session_auth_hash
@@ -36,6 +37,7 @@ logger = logging.getLogger(__name__)
 # An unusable hash: Django's check_password then makes a hash with the configured hasher and cost
 # (CAREID_ARGON2_*), so an unknown address costs the same Argon2 work as a wrong password.
 NO_ACCOUNT = make_password(None)
+_USER_AGENT_LENGTH = UserSession._meta.get_field("user_agent").max_length
 
 
 def find_user_for_signin(email: str) -> User | None:
@@ -161,13 +163,24 @@ def complete_signin(request: HttpRequest, *, user: User, kind) -> None:
         auth = Authentication(method=kind.key, aal=kind.aal, acr=kind.acr, amr=tuple(kind.amr), at=now, sid=sid)
         request.session[SESSION_AUTH] = auth.to_session()
         request.session[SESSION_LAST_SEEN] = now
-        # allauth's list of a person's sessions: how suspension and closure end them all at once, and
-        # what "Where you are signed in" lists. Signing in again keeps this session's row, under its new key.
-        if before:
-            _follow_new_key(user, before, request.session.session_key)
-        UserSession.objects.create_from_request(request)
+        _list_this_session(request, user, before)
         record(Event.SIGNIN_SUCCEEDED, request=request, actor=user, subject=user, method=kind.key, aal=kind.aal,
                acr=kind.acr)
+        request.session.save()  # the new key's row, with what it records, stands or falls with the rest
+
+
+def _list_this_session(request: HttpRequest, user: User, before: str | None) -> None:
+    """allauth's list of a person's sessions (how suspension and closure end them all at once, and what
+    "Where you are signed in" lists) gets this session under its new key. Signing in again in this browser
+    moves its row (it keeps when it was first signed in), and what follows the key. One statement either way:
+    the key is new, so allauth's create_from_request (a look-up, then an insert, each in a savepoint) has
+    nothing to find."""
+    after = request.session.session_key
+    client = {"ip": get_adapter().get_client_ip(request),
+              "user_agent": request.META.get("HTTP_USER_AGENT", "")[:_USER_AGENT_LENGTH]}
+    if before and _follow_new_key(user, before, after, last_seen_at=timezone.now(), **client):
+        return
+    UserSession.objects.create(user=user, session_key=after, **client)
 
 
 def keep_this_session(request: HttpRequest, user: User) -> None:
@@ -179,11 +192,13 @@ def keep_this_session(request: HttpRequest, user: User) -> None:
     _follow_new_key(user, before, request.session.session_key)
 
 
-def _follow_new_key(user: User, before: str, after: str) -> None:
-    """The person's session got a new key: its row on their list, and what else follows it by key (the
-    services' grants, through session_key_changed), move to the new one."""
-    UserSession.objects.filter(session_key=before).update(session_key=after)
+def _follow_new_key(user: User, before: str, after: str, **listed) -> bool:
+    """The person's session got a new key: its row on their list (updated with `listed`), and what else
+    follows it by key (the services' grants, through session_key_changed), move to the new one. Whether
+    the list had a row to move."""
+    moved = UserSession.objects.filter(session_key=before).update(session_key=after, **listed)
     session_key_changed.send(sender=User, user=user, before=before, after=after)
+    return bool(moved)
 
 
 def _end_this_session(request: HttpRequest, event: Event, **details) -> None:

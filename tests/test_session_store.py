@@ -1,10 +1,14 @@
-"""careid.sessions: Django's database store, with a new key's look-up and a delete's read left out."""
+"""careid.sessions: Django's database store with one statement per change: no look-up before a new key's
+INSERT, no read before a DELETE, no transaction around a single write, and a rotated key written once."""
 
 from __future__ import annotations
 
+import pytest
+from django.contrib.sessions.backends.base import CreateError, UpdateError
 from django.contrib.sessions.models import Session
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from careid import sessions
 from careid.sessions import SessionStore
@@ -40,18 +44,74 @@ def test_a_key_already_taken_is_never_shared(db, monkeypatch):
     assert SessionStore(second.session_key).load() == {"who": "second"}
 
 
-def test_a_rotated_key_leaves_one_row_with_the_data(db):
+def _all(captured: CaptureQueriesContext) -> list[str]:
+    return [q["sql"].split()[0] for q in captured.captured_queries]
+
+
+def test_a_rotated_key_is_written_once_with_the_data_as_it_is_saved(db):
     store = SessionStore()
     store["who"] = "someone"
     store.save()
     old = store.session_key
     with CaptureQueriesContext(connection) as captured:
         store.cycle_key()
-    assert [sql.split()[0] for sql in _work(captured)] == ["INSERT", "DELETE"]
+        store["signed in"] = True
+        store.save()
+    # The old row goes, the new one is inserted once with what the request put in (Django's store: an
+    # INSERT of the old data, then an UPDATE, each in its own transaction).
+    assert _all(captured) == ["DELETE", "INSERT"]
     assert store.session_key != old
     assert not Session.objects.filter(session_key=old).exists()
+    assert SessionStore(store.session_key).load() == {"who": "someone", "signed in": True}
+
+
+def test_saving_what_this_store_already_wrote_writes_nothing_and_a_change_is_one_update(db):
+    store = SessionStore()
+    store["who"] = "someone"
     store.save()
-    assert SessionStore(store.session_key).load() == {"who": "someone"}
+    with CaptureQueriesContext(connection) as captured:
+        store.save()  # a flow saved it in its transaction, then the middleware saves again
+    assert _all(captured) == []
+    store["who"] = "someone else"
+    with CaptureQueriesContext(connection) as captured:
+        store.save()
+    assert _all(captured) == ["UPDATE"]
+    assert SessionStore(store.session_key).load() == {"who": "someone else"}
+    # Another request's store has written nothing yet: its save writes.
+    other = SessionStore(store.session_key)
+    other["who"] = "someone else"
+    with CaptureQueriesContext(connection) as captured:
+        other.save()
+    assert _all(captured) == ["UPDATE"]
+
+
+def test_saving_a_session_deleted_meanwhile_says_so_and_recreates_nothing(db):
+    store = SessionStore()
+    store["who"] = "someone"
+    store.save()
+    SessionStore(store.session_key).delete()  # signed out in another tab
+    store["who"] = "someone else"
+    with pytest.raises(UpdateError):
+        store.save()
+    assert not Session.objects.exists()
+
+
+def test_a_rotated_key_that_clashes_fails_the_transaction_it_was_named_in(db, monkeypatch):
+    taken = SessionStore()
+    taken["who"] = "someone else"
+    taken.save()
+    store = SessionStore()
+    store["who"] = "someone"
+    store.save()
+    monkeypatch.setattr(sessions, "get_random_string", lambda length, allowed: taken.session_key)
+    with pytest.raises(CreateError), transaction.atomic():
+        store.cycle_key()
+        Session.objects.create(session_key="c" * 32, session_data="", expire_date=timezone.now())  # named elsewhere
+        store.save()
+    # Nothing of that transaction stays (the old row is back), and the other session is untouched.
+    assert not Session.objects.filter(session_key="c" * 32).exists()
+    assert Session.objects.count() == 2
+    assert SessionStore(taken.session_key).load() == {"who": "someone else"}
 
 
 def test_deleting_a_session_that_is_gone_is_quiet(db):

@@ -125,11 +125,15 @@ def start_signin(request: HttpRequest, *, email: str, password: str) -> str | No
     return None
 
 
-def pending_signin_user(request: HttpRequest) -> User | None:
+def signin_pending(request: HttpRequest) -> bool:
+    """Whether this browser passed the password step in the last PENDING_TTL_SECONDS (and has not
+    finished or lost that sign-in since)."""
     pending = request.session.get(SESSION_PENDING)
-    if not pending or timezone.now().timestamp() - pending["at"] > PENDING_TTL_SECONDS:
-        return None
-    return User.objects.filter(pk=pending["user"]).first()
+    return bool(pending) and timezone.now().timestamp() - pending["at"] <= PENDING_TTL_SECONDS
+
+
+def pending_signin_user(request: HttpRequest) -> User | None:
+    return User.objects.filter(pk=request.session[SESSION_PENDING]["user"]).first() if signin_pending(request) else None
 
 
 def finish_signin(request: HttpRequest, user: User, token: str) -> str | None:

@@ -133,15 +133,17 @@ def signin(request: HttpRequest) -> HttpResponse:
 @signin_method(KIND)
 def signin_code(request: HttpRequest) -> HttpResponse:
     """Authenticator app, second step: the 6-digit code."""
-    user = flows.pending_signin_user(request)
-    if user is None:
+    if not flows.signin_pending(request):
         return redirect(signin_url(KIND, requested_goto(request), request.GET.get("acr_values")))
     form = TokenForm(posted(request))
     if request.method == "POST" and form.is_valid():
+        user = flows.pending_signin_user(request)
+        if user is None:  # gone since the password step
+            return redirect(signin_url(KIND, requested_goto(request), request.GET.get("acr_values")))
         message = flows.finish_signin(request, user, form.cleaned_data["token"])
         if message is None:
             return redirect(after_signin_url(request))
-        form.add_error(None if flows.pending_signin_user(request) is None else "token", message)
+        form.add_error("token" if flows.signin_pending(request) else None, message)
     return render(request, "authenticators/totp/signin_code.html",
                   {"form": form, "choose_another": choose_another_url(request)},
                   status=400 if form.errors else 200)

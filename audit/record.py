@@ -17,11 +17,17 @@ _SECRET_WORDS = ("password", "secret", "token", "code", "key", "otp")
 def client_ip(request: HttpRequest) -> str | None:
     """The client's address: REMOTE_ADDR, or behind CAREID_TRUSTED_PROXY_COUNT proxies the
     X-Forwarded-For entry they vouch for (allauth's reading of the header; never the leftmost,
-    which the client writes)."""
+    which the client writes). Read once per request: a sign-in step asks for it several times."""
     try:
-        return get_adapter().get_client_ip(request)
+        return request.careid_client_ip
+    except AttributeError:
+        pass
+    try:
+        ip = get_adapter().get_client_ip(request)
     except (ImproperlyConfigured, PermissionDenied):  # fewer X-Forwarded-For entries than proxies
-        return request.META.get("REMOTE_ADDR") or None
+        ip = request.META.get("REMOTE_ADDR") or None
+    request.careid_client_ip = ip
+    return ip
 
 
 def user_agent(request: HttpRequest | None) -> str:

@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import import_module
 
-from allauth.account.adapter import get_adapter
 from allauth.usersessions.models import UserSession
 from django.conf import settings
 from django.contrib.auth import login, logout, update_session_auth_hash
@@ -26,7 +25,7 @@ from django.utils import timezone
 from accounts.models import User
 from accounts.notifications import notify_person
 from audit.models import Event, Outcome
-from audit.record import record
+from audit.record import client_ip, record
 
 from . import throttle
 from .models import Factor
@@ -176,7 +175,7 @@ def _list_this_session(request: HttpRequest, user: User, before: str | None) -> 
     the key is new, so allauth's create_from_request (a look-up, then an insert, each in a savepoint) has
     nothing to find."""
     after = request.session.session_key
-    client = {"ip": get_adapter().get_client_ip(request),
+    client = {"ip": client_ip(request),
               "user_agent": request.META.get("HTTP_USER_AGENT", "")[:_USER_AGENT_LENGTH]}
     if before and _follow_new_key(user, before, after, last_seen_at=timezone.now(), **client):
         return

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import secrets
 
 import pytest
 import time_machine
+from django.core.cache import cache
 from django.test import Client
 from webauthn.helpers import base64url_to_bytes
 
@@ -160,6 +162,27 @@ def test_an_unknown_address_gets_the_same_page_and_a_stable_decoy_credential(enr
                                        "your NHS Care Identity, or choose another login method.")
     failed(None, reason="unknown email")
     assert signed_in_as(client) is None
+
+
+def test_the_decoy_is_as_long_as_the_types_credential_ids_usually_are(enrol, person, setting_up):
+    """Security keys make ids of 16 to over 100 bytes; a decoy of one fixed length (it was 32) told an
+    address with a key (a 64-byte id, say) from one without. It takes the most common registered length."""
+    client = Client()
+    give_email(client, "security-key", "nobody@nhs.net")
+    [decoy] = options_of(client, signin_verify_url("security-key"))["allowCredentials"]
+    assert len(base64url_to_bytes(decoy["id"])) == 64  # nothing registered yet
+
+    enrol("security-key")
+    SecurityKey.objects.filter(user=person.user).update(credential_id=secrets.token_bytes(48))
+    cache.clear()  # looked up once an hour
+    give_email(client, "security-key", person.user.email)
+    [real] = options_of(client, signin_verify_url("security-key"))["allowCredentials"]
+    give_email(client, "security-key", "nobody@nhs.net")
+    [decoy] = options_of(client, signin_verify_url("security-key"))["allowCredentials"]
+    give_email(client, "security-key", "Nobody@nhs.net")
+    [again] = options_of(client, signin_verify_url("security-key"))["allowCredentials"]
+    assert len(base64url_to_bytes(real["id"])) == len(base64url_to_bytes(decoy["id"])) == 48
+    assert decoy["id"] == again["id"] != real["id"]
 
 
 def test_the_decoy_and_a_real_key_are_offered_with_the_same_transports(enrol, person, setting_up):

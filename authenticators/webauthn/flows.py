@@ -12,7 +12,10 @@ import hashlib
 import secrets
 import time
 
+from django.core.cache import cache
 from django.db import IntegrityError, transaction
+from django.db.models import Count
+from django.db.models.functions import Length
 from django.http import HttpRequest
 from django.utils.crypto import constant_time_compare, salted_hmac
 from webauthn.helpers import base64url_to_bytes, bytes_to_base64url
@@ -240,10 +243,31 @@ def remembered_email(request: HttpRequest, kind: AuthenticatorType) -> str | Non
     return pending.get("email")
 
 
+# A decoy's length when no credential of the type is registered yet (what common security keys make).
+DECOY_LENGTH = 64
+_DECOY_LENGTH_CACHE_SECONDS = 3600
+
+
 def _decoy_id(kind: AuthenticatorType, email: str) -> bytes:
-    """What an address with no credential of this type is offered instead: the same for every visit,
-    so the options never tell who has one."""
-    return salted_hmac("careid.webauthn.decoy-credential", f"{kind.key}:{email.lower()}", algorithm="sha256").digest()
+    """What an address with no credential of this type is offered instead: the same for every visit, and
+    as long as this type's credentials usually are, so the options never tell who has one."""
+    length = _usual_credential_length(kind)
+    blocks = (salted_hmac("careid.webauthn.decoy-credential", f"{kind.key}:{email.lower()}:{block}",
+                          algorithm="sha256").digest() for block in range(-(-length // 32)))
+    return b"".join(blocks)[:length]
+
+
+def _usual_credential_length(kind: AuthenticatorType) -> int:
+    """The most common length of the registered credential ids of this type (models make ids of 16 to
+    over 100 bytes: a decoy of a fixed length would stand out), looked up once an hour."""
+    key = f"webauthn-decoy-length:{kind.key}"
+    length = cache.get(key)
+    if length is None:
+        usual = (kind.model.objects.filter(confirmed=True).values(length=Length("credential_id"))
+                 .annotate(count=Count("pk")).order_by("-count", "length").first())
+        length = usual["length"] if usual else DECOY_LENGTH
+        cache.set(key, length, _DECOY_LENGTH_CACHE_SECONDS)
+    return length
 
 
 def signin_options(request: HttpRequest, kind: AuthenticatorType, email: str | None) -> dict:

@@ -20,7 +20,8 @@ from django.utils.crypto import get_random_string
 class SessionStore(db.SessionStore):
     def __init__(self, session_key: str | None = None) -> None:
         super().__init__(session_key)
-        self._unwritten = False  # cycle_key() chose a key that the next save() inserts
+        self._unwritten = False  # cycle_key() chose a key that the next save() writes
+        self._replaces: str | None = None  # the key whose row that save moves to the new key
         self._written: tuple[str, bytes] | None = None  # (key, data serialized) as this store last wrote them
 
     def _get_new_session_key(self) -> str:
@@ -31,23 +32,22 @@ class SessionStore(db.SessionStore):
         return get_random_string(32, VALID_KEY_CHARS)
 
     def cycle_key(self) -> None:
-        """A new key for the same data (signing in): the old row goes now, and the next save() inserts
-        the new one with the data as it is then (Django's store inserts the data as it was, then updates it)."""
+        """A new key for the same data (signing in). The next save() moves the row to the new key with the
+        data as it is then, in one UPDATE (Django's store inserts the new key with the data as it was,
+        deletes the old row, then updates the new one); the old key is gone from then on."""
         data = self._session
-        old = self.session_key
-        if old:
-            self.delete(old)
+        self._replaces = self._replaces if self._unwritten else self.session_key
         self._session_key = self._get_new_session_key()
         self._session_cache = data
         self._unwritten = True
         self.modified = True
 
     def save(self, must_create: bool = False) -> None:
-        """One statement: INSERT for a new key, UPDATE otherwise, nothing when this store already wrote
-        the same data under the same key in this request (a flow that saves inside its transaction, then
-        the middleware). An INSERT within a transaction fails it on a clash of keys, except when create()
-        (which draws another key) asked for it; a key that cycle_key() chose may already be named
-        elsewhere in that transaction, so drawing another would be wrong."""
+        """One statement: INSERT for a new key (an UPDATE of the key for one cycle_key() chose), UPDATE
+        otherwise, nothing when this store already wrote the same data under the same key in this request
+        (a flow that saves inside its transaction, then the middleware). A clash of keys fails the
+        transaction it happens in, except when create() (which draws another key) asked for the INSERT: a
+        key that cycle_key() chose may already be named elsewhere in that transaction."""
         if self.session_key is None:
             return self.create()
         retry_clash = must_create and not self._unwritten
@@ -58,24 +58,30 @@ class SessionStore(db.SessionStore):
             return
         obj = self.create_model_instance(data)
         using = router.db_for_write(self.model, instance=obj)
-        if must_create:
-            savepoint = retry_clash and transaction.get_connection(using).in_atomic_block
-            try:
+        rows = self.model.objects.using(using)
+        fields = {"session_data": obj.session_data, "expire_date": obj.expire_date}
+        try:
+            if self._replaces and rows.filter(session_key=self._replaces).update(session_key=obj.session_key, **fields):
+                pass  # the rotated session's row, moved to its new key
+            elif must_create:  # a new session, or a rotated one whose old row was gone
+                savepoint = retry_clash and transaction.get_connection(using).in_atomic_block
                 with transaction.atomic(using=using) if savepoint else nullcontext():
                     obj.save(force_insert=True, using=using)
-            except IntegrityError:
-                raise CreateError from None
-        elif not self.model.objects.using(using).filter(session_key=obj.session_key).update(
-                session_data=obj.session_data, expire_date=obj.expire_date):
-            raise UpdateError  # deleted meanwhile (signed out elsewhere): the middleware says so
-        self._unwritten, self._written = False, written
+            elif not rows.filter(session_key=obj.session_key).update(**fields):
+                raise UpdateError  # deleted meanwhile (signed out elsewhere): the middleware says so
+        except IntegrityError:
+            raise CreateError from None
+        self._unwritten, self._replaces, self._written = False, None, written
 
     def delete(self, session_key: str | None = None) -> None:
-        """One DELETE (Django's store reads the row first, then deletes it)."""
+        """One DELETE (Django's store reads the row first, then deletes it); deleting this store's own
+        session also deletes the row a rotated key has not replaced yet."""
         if session_key is None:
             if self.session_key is None:
                 return
             session_key = self.session_key
+        keys = [session_key]
         if session_key == self.session_key:
-            self._unwritten, self._written = False, None
-        self.model.objects.filter(session_key=session_key).delete()
+            keys += [self._replaces] if self._replaces else []
+            self._unwritten, self._replaces, self._written = False, None, None
+        self.model.objects.filter(session_key__in=keys).delete()

@@ -57,12 +57,33 @@ def test_a_rotated_key_is_written_once_with_the_data_as_it_is_saved(db):
         store.cycle_key()
         store["signed in"] = True
         store.save()
-    # The old row goes, the new one is inserted once with what the request put in (Django's store: an
-    # INSERT of the old data, then an UPDATE, each in its own transaction).
-    assert _all(captured) == ["DELETE", "INSERT"]
+    # The row moves to the new key with what the request put in (Django's store: an INSERT of the old
+    # data, a DELETE of the old row, then an UPDATE, each in its own transaction).
+    assert _all(captured) == ["UPDATE"]
     assert store.session_key != old
     assert not Session.objects.filter(session_key=old).exists()
     assert SessionStore(store.session_key).load() == {"who": "someone", "signed in": True}
+    assert Session.objects.count() == 1
+
+
+def test_a_rotated_session_whose_row_is_gone_is_written_anew(db):
+    store = SessionStore()
+    store["who"] = "someone"
+    store.save()
+    store.cycle_key()
+    Session.objects.all().delete()  # signed out in another tab meanwhile
+    store.save()
+    assert SessionStore(store.session_key).load() == {"who": "someone"}
+
+
+def test_flushing_a_rotated_session_before_it_is_saved_leaves_no_row(db):
+    store = SessionStore()
+    store["who"] = "someone"
+    store.save()
+    store.cycle_key()
+    store.cycle_key()  # twice before a save: still the first row that moves, or goes
+    store.flush()
+    assert not Session.objects.exists()
 
 
 def test_saving_what_this_store_already_wrote_writes_nothing_and_a_change_is_one_update(db):
@@ -108,7 +129,7 @@ def test_a_rotated_key_that_clashes_fails_the_transaction_it_was_named_in(db, mo
         store.cycle_key()
         Session.objects.create(session_key="c" * 32, session_data="", expire_date=timezone.now())  # named elsewhere
         store.save()
-    # Nothing of that transaction stays (the old row is back), and the other session is untouched.
+    # Nothing of that transaction stays (the old row is as it was), and the other session is untouched.
     assert not Session.objects.filter(session_key="c" * 32).exists()
     assert Session.objects.count() == 2
     assert SessionStore(taken.session_key).load() == {"who": "someone else"}

@@ -375,6 +375,9 @@ class OutgoingEmail(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     next_attempt_at = models.DateTimeField(default=timezone.now)
     claimed_until = models.DateTimeField(null=True, blank=True)
+    # When a task to send it was last given to Celery (accounts.outbox.hand_over): the sweep gives another
+    # only once it is due again since, or that task looks lost.
+    handed_over_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     last_error = models.CharField(max_length=300, blank=True)
 

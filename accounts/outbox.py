@@ -22,6 +22,7 @@ from typing import Any
 from celery import shared_task
 from django.conf import settings
 from django.db import DatabaseError, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from . import mail
@@ -64,16 +65,24 @@ def queue(name: str, *, object_id: int, to: str, user: User | None = None, **ext
     """Owe an e-mail, in the current transaction; it is sent once that transaction has committed."""
     if name not in _KINDS:
         raise LookupError(f"No e-mail kind {name!r}")
-    email = OutgoingEmail.objects.create(kind=name, object_id=object_id, to=to, user=user, extra=extra)
-    transaction.on_commit(lambda: _publish(email.pk), robust=True)
+    now = timezone.now()
+    email = OutgoingEmail.objects.create(kind=name, object_id=object_id, to=to, user=user, extra=extra,
+                                         next_attempt_at=now, handed_over_at=now)
+    transaction.on_commit(lambda: publish(OutgoingEmail, email.pk, deliver_email_task, "e-mail"), robust=True)
     return email
 
 
-def _publish(email_id: int) -> None:
+def publish(model, pk: int, task, what: str) -> None:
+    """Give Celery the task for a new outbox row once its transaction has committed (the outboxes share
+    this). With the broker down the row is marked as never handed over, so the next sweep sends it."""
     try:
-        deliver_email_task.delay(email_id)
-    except Exception:  # the broker is down: the row stays queued and the sweep sends it later
-        logger.warning("Could not queue e-mail %s now; the outbox sweep will send it", email_id, exc_info=True)
+        task.delay(pk)
+    except Exception:
+        logger.warning("Could not queue %s %s now; the outbox sweep will send it", what, pk, exc_info=True)
+        try:
+            model.objects.filter(pk=pk).update(handed_over_at=None)
+        except DatabaseError:  # then the sweep takes it once a task would have been lost
+            logger.warning("Could not mark %s %s as not handed over", what, pk, exc_info=True)
 
 
 def backoff(attempts: int) -> timedelta:
@@ -127,22 +136,33 @@ def _failed_attempt(email: OutgoingEmail, error: str) -> OutgoingEmail.State:
 
 def sweep() -> int:
     """Re-queue what was left behind; returns how many e-mails were handed to Celery again."""
-    OutgoingEmail.objects.abandoned().update(state=OutgoingEmail.State.QUEUED, claimed_until=None)
-    return hand_over(OutgoingEmail.objects.due(), deliver_email_task)
+    OutgoingEmail.objects.abandoned().update(state=OutgoingEmail.State.QUEUED, claimed_until=None, handed_over_at=None)
+    return hand_over(OutgoingEmail.objects.due(), deliver_email_task, lost_after=settings.CAREID_EMAIL_CLAIM)
 
 
-def hand_over(due, task, limit: int = 5000) -> int:
-    """Queue `task` for each row of `due`, oldest first, until the broker stops answering (the next sweep
-    goes on from there); returns how many were handed over. The outboxes' sweeps share it."""
-    handed = 0
-    for pk in due.order_by("next_attempt_at").values_list("pk", flat=True)[:limit]:
+def hand_over(due, task, *, lost_after: timedelta, limit: int = 5000) -> int:
+    """Queue `task` for each row of `due` that has no task waiting for it, oldest first, until the broker
+    stops answering (the next sweep goes on from there); returns how many were handed over. The outboxes'
+    sweeps share it.
+
+    A row has no task waiting when none was ever handed over (the broker was down at the commit), when
+    it became due again since the last one (a retry after a failed attempt), or when that one was handed
+    over more than `lost_after` ago and the row is still due (the task was lost with the broker or a worker).
+    During a backlog, a row whose task is still in the broker's queue is not handed over again each minute.
+    """
+    now = timezone.now()
+    waiting_for_none = (Q(handed_over_at__isnull=True) | Q(handed_over_at__lt=F("next_attempt_at"))
+                        | Q(handed_over_at__lt=now - lost_after))
+    handed: list[int] = []
+    for pk in due.filter(waiting_for_none).order_by("next_attempt_at").values_list("pk", flat=True)[:limit]:
         try:
             task.delay(pk)
         except Exception:
             logger.warning("The broker is not answering: this sweep stops here until the next", exc_info=True)
             break
-        handed += 1
-    return handed
+        handed.append(pk)
+    due.model.objects.filter(pk__in=handed).update(handed_over_at=now)
+    return len(handed)
 
 
 @shared_task(acks_late=True, ignore_result=True)

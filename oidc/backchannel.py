@@ -15,7 +15,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.outbox import backoff, hand_over
+from accounts import outbox
+from accounts.outbox import backoff
 from audit.models import Event, Outcome
 from audit.record import record
 
@@ -82,15 +83,13 @@ def _failed_attempt(logout: BackchannelLogout, attempts: int, error: str) -> Bac
 
 def publish(logout_id: int) -> None:
     """Hand one owed logout to Celery after the commit; with the broker down the sweep does it later."""
-    try:
-        send_backchannel_logout_task.delay(logout_id)
-    except Exception:
-        logger.warning("Could not queue back-channel logout %s now; the sweep will", logout_id, exc_info=True)
+    outbox.publish(BackchannelLogout, logout_id, send_backchannel_logout_task, "back-channel logout")
 
 
 def sweep() -> int:
     """Hand Celery the logout tokens due again, or left behind by a lost task or worker; returns how many."""
-    return hand_over(BackchannelLogout.objects.due(), send_backchannel_logout_task)
+    return outbox.hand_over(BackchannelLogout.objects.due(), send_backchannel_logout_task,
+                            lost_after=settings.CAREID_BACKCHANNEL_CLAIM)
 
 
 @shared_task(acks_late=True, ignore_result=True)

@@ -177,6 +177,7 @@ class BackchannelLogout(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     next_attempt_at = models.DateTimeField(default=timezone.now)
     claimed_until = models.DateTimeField(null=True, blank=True)
+    handed_over_at = models.DateTimeField(null=True, blank=True)  # as OutgoingEmail's
     delivered_at = models.DateTimeField(null=True, blank=True)
 
     objects = BackchannelLogoutQuerySet.as_manager()

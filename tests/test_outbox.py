@@ -111,6 +111,27 @@ def test_a_worker_killed_while_sending_leaves_nothing_behind(user, mailbox):
     assert email.state == OutgoingEmail.State.SENT
 
 
+def test_a_sweep_hands_an_email_over_only_when_no_task_waits_for_it(user, mailbox, settings):
+    """During a backlog a due e-mail's task waits in the broker's queue: the sweep used to hand every due
+    row over again each minute, one more (no-op) task per row per minute while the backlog lasted."""
+    email = notification_for(user)
+    now = timezone.now()
+
+    def waiting(*, due: timedelta, handed_over: timedelta) -> None:
+        OutgoingEmail.objects.filter(pk=email.pk).update(state=OutgoingEmail.State.QUEUED, sent_at=None,
+                                                         next_attempt_at=now - due, handed_over_at=now - handed_over)
+
+    waiting(due=timedelta(seconds=90), handed_over=timedelta(seconds=90))  # its task is still in the queue
+    assert outbox.sweep() == 0
+    waiting(due=timedelta(seconds=30), handed_over=timedelta(seconds=90))  # due again since: a retry
+    assert outbox.sweep() == 1
+    waiting(due=timedelta(minutes=10), handed_over=settings.CAREID_EMAIL_CLAIM + timedelta(seconds=1))  # lost
+    assert outbox.sweep() == 1
+    email.refresh_from_db()
+    assert email.state == OutgoingEmail.State.SENT and email.handed_over_at >= now
+    assert outbox.sweep() == 0
+
+
 def test_the_broker_down_at_commit_loses_nothing(user, mailbox, monkeypatch, caplog):
     conf = celery_app.conf
     previous = conf.task_always_eager, conf.broker_transport_options

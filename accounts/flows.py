@@ -191,11 +191,9 @@ def make_care_identity_email(request: HttpRequest, *, address: EmailAddress) -> 
 
 
 def unlock_user(*, user: User, reason: str, actor: User | None = None, request: HttpRequest | None = None) -> None:
-    """Clear the sign-in lock and every throttle on the person's account and authenticators."""
+    """Clear the sign-in lock and every throttle on the person's account (authenticators keep none of their own)."""
     with transaction.atomic():
         user.unlock()
-        for kind in registry.all_types():
-            kind.model.objects.filter(user=user).update(throttling_failure_count=0, throttling_failure_timestamp=None)
         notify_person(record(Event.ACCOUNT_UNLOCKED, request=request, actor=actor, subject=user, reason=reason))
 
 

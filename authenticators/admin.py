@@ -3,8 +3,7 @@ from django.contrib import admin
 from . import registry
 
 # Only what every type shares is shown: a type's own fields (TOTP keys, credential data) never are.
-SHARED_FIELDS = ["user", "name", "confirmed", "created_at", "last_used_at", "throttling_failure_count",
-                 "throttling_failure_timestamp"]
+SHARED_FIELDS = ["user", "name", "confirmed", "created_at", "last_used_at"]
 
 
 class AuthenticatorAdmin(admin.ModelAdmin):

@@ -378,7 +378,6 @@ def make_staff() -> Staff:
     EmailAddress.objects.update_or_create(user=user, email=user.email, defaults={"primary": True, "verified": True})
     AuthenticatorApp.objects.update_or_create(user=user, defaults={
         "name": "Microsoft Authenticator", "key": staff.secret, "confirmed": True, "last_t": -1,
-        "throttling_failure_count": 0, "throttling_failure_timestamp": None,
     })
     return staff
 

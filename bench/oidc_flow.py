@@ -197,7 +197,6 @@ def internal_careid_setup(spec: dict[str, Any]) -> dict[str, Any]:
         EmailAddress.objects.update_or_create(user=user, email=user.email, defaults={"primary": True, "verified": True})
         AuthenticatorApp.objects.update_or_create(user=user, defaults={
             "name": "Microsoft Authenticator", "key": secret, "confirmed": True, "last_t": -1,
-            "throttling_failure_count": 0, "throttling_failure_timestamp": None,
         })
         people.append({"email": email, "password": password, "secret": secret})
     return {"client_id": CAREID_CLIENT_ID, "people": people}

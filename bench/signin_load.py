@@ -210,8 +210,7 @@ def reset_people() -> None:
     from authenticators.models import AuthenticatorApp
 
     people = User.objects.filter(email__regex=EMAIL_LIKE)
-    AuthenticatorApp.objects.filter(user__in=people).update(last_t=-1, throttling_failure_count=0,
-                                                            throttling_failure_timestamp=None)
+    AuthenticatorApp.objects.filter(user__in=people).update(last_t=-1)
     people.update(password_failures=0, password_blocked_until=None, code_failures=0, code_blocked_until=None,
                   last_signin_failure_at=None, locked_at=None, lock_reason="")
     UserSession.objects.filter(user__in=people).delete()

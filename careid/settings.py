@@ -445,9 +445,6 @@ CAREID_REAUTHENTICATION_MAX_AGE = timedelta(minutes=5)
 CAREID_REMEMBER_METHOD_MAX_AGE = int(timedelta(days=730).total_seconds())
 # Authenticator types switched off here disappear from every page (registry.enabled_types()).
 CAREID_DISABLED_AUTHENTICATORS = env.list("CAREID_DISABLED_AUTHENTICATORS", default=[])
-# django-otp's own per-device delays are off: the account's throttle (signin/throttle.py, per factor,
-# across processes) is the one a person meets, with no wait for the first few mistakes.
-OTP_TOTP_THROTTLE_FACTOR = 0
 
 # --- WebAuthn (security keys, Windows Hello, iPad, passkeys: authenticators/webauthn/) ---------------
 # The relying party ID and the origins a browser may run a ceremony on; empty: worked out from

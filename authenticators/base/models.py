@@ -7,7 +7,7 @@ from django.db import models
 from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
-from django_otp.models import Device, DeviceManager, ThrottlingMixin, TimestampMixin
+from django_otp.models import Device, DeviceManager, TimestampMixin
 
 from careid import tokens
 
@@ -18,8 +18,10 @@ class AuthenticatorManager(DeviceManager):
         return self.filter(user=user, confirmed=True)
 
 
-class Authenticator(TimestampMixin, ThrottlingMixin, Device):
-    """What every authenticator type shares: one per person, throttled, time-stamped."""
+class Authenticator(TimestampMixin, Device):
+    """What every authenticator type shares: one per person, time-stamped. Wrong answers are throttled on
+    the account (signin/throttle.py, per factor, across processes), not per device: django-otp's
+    ThrottlingMixin is not used."""
 
     objects = AuthenticatorManager()
 
@@ -28,17 +30,6 @@ class Authenticator(TimestampMixin, ThrottlingMixin, Device):
         constraints = [
             models.UniqueConstraint(fields=["user"], name="%(app_label)s_%(class)s_one_per_user"),
         ]
-
-    def throttle_increment(self, commit: bool = True) -> None:
-        # Counted in the database so that concurrent requests in several processes all count.
-        now = timezone.now()
-        type(self).objects.filter(pk=self.pk).update(
-            throttling_failure_count=F("throttling_failure_count") + 1, throttling_failure_timestamp=now
-        )
-        self.refresh_from_db(fields=["throttling_failure_count", "throttling_failure_timestamp"])
-
-    def get_throttle_factor(self) -> int:
-        return getattr(settings, "OTP_TOTP_THROTTLE_FACTOR", 1)
 
 
 class RegistrationLinkQuerySet(models.QuerySet["RegistrationLink"]):

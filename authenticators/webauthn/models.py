@@ -36,8 +36,7 @@ class WebAuthnCredential(Authenticator):
     def record_use(self, *, sign_count: int, backed_up: bool) -> bool:
         """After a verified assertion: the new count and use time. False when another request with a
         count at least as high got there first (the same assertion twice, or a copy of the key)."""
-        fields = {"sign_count": sign_count, "backed_up": backed_up, "last_used_at": timezone.now(),
-                  "throttling_failure_count": 0, "throttling_failure_timestamp": None}
+        fields = {"sign_count": sign_count, "backed_up": backed_up, "last_used_at": timezone.now()}
         # An authenticator without a counter always says 0; one with a counter must go up.
         behind = models.Q(sign_count__lt=sign_count) if sign_count else models.Q(sign_count=0)
         updated = type(self).objects.filter(behind, pk=self.pk).update(**fields)

@@ -154,9 +154,15 @@ class AuditEventAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
 
     def get_queryset(self, request):
         queryset = super().get_queryset(request)
-        if request.user.has_perm("audit.view_all_auditevents"):
-            return queryset
-        return queryset.filter(actor=request.user)  # RA Agents: their own actions only
+        if not request.user.has_perm("audit.view_all_auditevents"):
+            return queryset.filter(actor=request.user)  # RA Agents: their own actions only
+        match = request.resolver_match
+        if (match is not None and match.url_name == "audit_auditevent_changelist"
+                and request.GET.get("event__exact") != Event.AUDIT_HEARTBEAT):
+            # The sealer's proof that it ran through quiet times belongs in the chain and the export (which
+            # verifying a chain needs whole), not between the events an RA reads; its filter still lists it.
+            queryset = queryset.exclude(event=Event.AUDIT_HEARTBEAT)
+        return queryset
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()

@@ -238,6 +238,24 @@ def test_the_export_carries_the_chain(trail, ra_staff):
     assert any(line.endswith(f",{sealed.pk},{sealed.seq},{sealed.chain_hash}") for line in lines[1:])
 
 
+def test_heartbeats_are_chained_and_exported_but_not_listed_among_the_events(trail, ra_staff):
+    """A quiet night chains a heartbeat every five minutes: proof for verify_audit, noise between the events
+    an RA reads. The list leaves them out unless its event filter asks for them; the export keeps the whole
+    chain, which checking it needs."""
+    _person, client = ra_staff("Auditor")
+    chain.seal()  # what making the RA recorded
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        clock.shift(timedelta(minutes=6))
+        chain.seal()
+    [beat] = AuditEvent.objects.filter(event=Event.AUDIT_HEARTBEAT)
+    listed = [event.pk for event in client.get("/admin/audit/auditevent/").context["cl"].result_list]
+    assert beat.pk not in listed and {event.pk for event in trail} <= set(listed)
+    asked = client.get(f"/admin/audit/auditevent/?event__exact={Event.AUDIT_HEARTBEAT.value}").context["cl"].result_list
+    assert [event.pk for event in asked] == [beat.pk]
+    lines = b"".join(client.get("/admin/audit/auditevent/export/").streaming_content).decode().splitlines()
+    assert any(line.endswith(f",{beat.pk},{beat.seq},{beat.chain_hash}") for line in lines[1:])
+
+
 def test_events_written_in_parallel_while_sealing_all_end_up_chained(transactional_db):
     """No lock is shared by the writers: they never wait for the sealer or for one another's commits."""
     require(connection.vendor == "postgresql", "PostgreSQL (real concurrent transactions)")

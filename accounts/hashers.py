@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.auth.hashers import Argon2PasswordHasher
+from django.core.exceptions import ImproperlyConfigured
 
 # OWASP Password Storage Cheat Sheet: equally strong Argon2id settings, (memory KiB, iterations),
 # parallelism 1. A configuration at least as costly as one of them on both counts is accepted.
@@ -24,6 +25,16 @@ def weaker_than_owasp(*, time_cost: int, memory_cost: int, parallelism: int) -> 
     """True when no OWASP minimum is met (memory and passes both at least its values)."""
     del parallelism  # more lanes neither add nor remove work per lane an attacker must do
     return not any(memory_cost >= memory and time_cost >= passes for memory, passes in OWASP_MINIMUMS)
+
+
+def check_cost(*, time_cost: int, memory_cost: int, parallelism: int) -> None:
+    """Refuse to start with a cost no OWASP minimum allows (CAREID_ARGON2_*)."""
+    if parallelism < 1 or time_cost < 1 or memory_cost < 8 * parallelism:
+        raise ImproperlyConfigured("CAREID_ARGON2_*: time and parallelism at least 1, memory at least 8 KiB a lane")
+    if weaker_than_owasp(time_cost=time_cost, memory_cost=memory_cost, parallelism=parallelism):
+        raise ImproperlyConfigured(
+            f"CAREID_ARGON2_*: t={time_cost}, m={memory_cost} KiB is weaker than every OWASP minimum "
+            "(m=47104 t=1, m=19456 t=2, m=12288 t=3, m=9216 t=4, m=7168 t=5)")
 
 
 class CareIdArgon2PasswordHasher(Argon2PasswordHasher):

@@ -155,24 +155,9 @@ PASSWORD_HASHERS = [
 # The README's "Password hashing" has what each choice costs per sign-in here and the capacity per core.
 CAREID_ARGON2_TIME_COST = env.int("CAREID_ARGON2_TIME_COST", default=3)
 CAREID_ARGON2_MEMORY_COST = env.int("CAREID_ARGON2_MEMORY_COST", default=65536)  # KiB
-CAREID_ARGON2_PARALLELISM = env.int("CAREID_ARGON2_PARALLELISM", default=1)
+CAREID_ARGON2_PARALLELISM = env.int("CAREID_ARGON2_PARALLELISM", default=1)  # checked at start: accounts/apps.py
 
 
-def _check_argon2_cost(*, time_cost: int, memory_cost: int, parallelism: int) -> None:
-    from django.core.exceptions import ImproperlyConfigured
-
-    from accounts.hashers import weaker_than_owasp
-
-    if parallelism < 1 or time_cost < 1 or memory_cost < 8 * parallelism:
-        raise ImproperlyConfigured("CAREID_ARGON2_*: time and parallelism at least 1, memory at least 8 KiB a lane")
-    if weaker_than_owasp(time_cost=time_cost, memory_cost=memory_cost, parallelism=parallelism):
-        raise ImproperlyConfigured(
-            f"CAREID_ARGON2_*: t={time_cost}, m={memory_cost} KiB is weaker than every OWASP minimum "
-            "(m=47104 t=1, m=19456 t=2, m=12288 t=3, m=9216 t=4, m=7168 t=5)")
-
-
-_check_argon2_cost(time_cost=CAREID_ARGON2_TIME_COST, memory_cost=CAREID_ARGON2_MEMORY_COST,
-                   parallelism=CAREID_ARGON2_PARALLELISM)
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator",
      "OPTIONS": {"user_attributes": ("email", "first_name", "last_name", "uid")}},

@@ -14,7 +14,17 @@ from audit.record import record
 
 from . import registry
 from .emails import send_registration_link
-from .journeys import ExpiredLink, JourneyError, NoJourney, NotActive, OtherUser, UnknownLink, UsedLink, WrongStep
+from .journeys import (
+    ExpiredLink,
+    JourneyError,
+    NoJourney,
+    NotActive,
+    OtherUser,
+    SpentInvitation,
+    UnknownLink,
+    UsedLink,
+    WrongStep,
+)
 from .models import RegistrationLink
 
 SESSION_JOURNEY = "careid_registration"
@@ -90,12 +100,17 @@ def confirm_sole_access(request: HttpRequest, link: RegistrationLink) -> Registr
     usable (someone who ticks the box, then goes to install the app, can come back to it) until a
     registration through it completes or it expires."""
     with transaction.atomic():
-        if not link.exchange(MAX_EXCHANGES):
-            raise refuse(request, link, UsedLink())
-        record(Event.LINK_USED, request=request, subject=link.user, kind=link.kind, link_id=link.pk,
-               reason="sole access confirmed", exchanges=link.exchanges + 1)
-        return issue_registration_link(user=link.user, kind=link.kind, purpose=RegistrationLink.Purpose.PRESENCE,
-                                       request=request, confirmed=True, issued_from=link)
+        exchanged = link.exchange(MAX_EXCHANGES)
+        link.refresh_from_db(fields=["used_at", "expires_at", "exchanges"])
+        if exchanged:
+            record(Event.LINK_USED, request=request, subject=link.user, kind=link.kind, link_id=link.pk,
+                   reason="sole access confirmed", exchanges=link.exchanges)
+            return issue_registration_link(user=link.user, kind=link.kind, purpose=RegistrationLink.Purpose.PRESENCE,
+                                           request=request, confirmed=True, issued_from=link)
+    # Outside the transaction, so that the refusal's audit event stays. Used or expired since it was opened,
+    # or it has given all the fresh links one invitation may.
+    refused = UsedLink() if link.is_used else ExpiredLink() if link.is_expired else SpentInvitation()
+    raise refuse(request, link, refused)
 
 
 def begin_journey(request: HttpRequest, link: RegistrationLink, *, step: str, **fields) -> bool:

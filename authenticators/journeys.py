@@ -37,6 +37,13 @@ class UsedLink(JourneyError):
     reason = "already used"
 
 
+class SpentInvitation(JourneyError):
+    title = "This invitation has been used too many times"
+    message = "Each invitation gives a limited number of registration links. Ask your registration authority for a new invitation."
+    status = 410
+    reason = "spent"
+
+
 class OtherUser(JourneyError):
     title = "This registration link is for a different Care Identity"
     message = "You are signed in as someone else. Sign out, then open the link again."

@@ -163,7 +163,14 @@ def test_an_invitation_gives_a_fresh_link_each_time_until_a_registration_complet
     link.refresh_from_db()
     assert link.used_at is None and link.exchanges == 2
     RegistrationLink.objects.filter(pk=link.pk).update(exchanges=MAX_EXCHANGES)
-    assert client.post(link_path(link), {"confirm": "on"}).status_code == 410  # not an endless supply
+    response = client.post(link_path(link), {"confirm": "on"})  # not an endless supply, and not "used"
+    assert response.status_code == 410
+    page = response.content.decode()
+    assert "This invitation has been used too many times" in page and "already been used" not in page
+    assert "Ask your registration authority for a new invitation." in page
+    refused = AuditEvent.objects.filter(event=Event.LINK_REFUSED, subject=user).latest("pk")
+    assert refused.details["reason"] == "spent" and refused.details["link_id"] == link.pk
+    assert AuditEvent.objects.filter(event=Event.LINK_USED, subject=user).latest("pk").details["exchanges"] == 2
 
 
 def test_the_3_minute_link_can_be_opened_in_another_browser_before_it_is_used(client, invited, mailbox):

@@ -6,7 +6,7 @@ from datetime import date, datetime, time, timedelta
 
 from django.contrib import admin, messages
 from django.contrib.admin.exceptions import DisallowedModelAdminLookup
-from django.contrib.admin.views.main import ChangeList
+from django.contrib.admin.views.main import ORDER_VAR, PAGE_VAR, ChangeList
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connection
@@ -27,12 +27,15 @@ from .record import record
 
 
 class EstimatedCountPaginator(Paginator):
-    """No full COUNT(*) over the whole trail: PostgreSQL's row estimate when nothing is filtered."""
+    """No full COUNT(*) over the whole trail: PostgreSQL's row estimate when nothing is filtered (the list
+    leaving out heartbeats does not count as a filter: `whole_trail`)."""
+
+    whole_trail = False
 
     @cached_property
     def count(self) -> int:
         query = self.object_list.query
-        if connection.vendor == "postgresql" and not query.where:
+        if connection.vendor == "postgresql" and (self.whole_trail or not query.where):
             with connection.cursor() as cursor:
                 cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE relname = %s", [AuditEvent._meta.db_table])
                 row = cursor.fetchone()
@@ -163,6 +166,12 @@ class AuditEventAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
             # verifying a chain needs whole), not between the events an RA reads; its filter still lists it.
             queryset = queryset.exclude(event=Event.AUDIT_HEARTBEAT)
         return queryset
+
+    def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
+        paginator = super().get_paginator(request, queryset, per_page, orphans, allow_empty_first_page)
+        paginator.whole_trail = (request.user.has_perm("audit.view_all_auditevents")
+                                 and set(request.GET) <= {PAGE_VAR, ORDER_VAR})
+        return paginator
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()

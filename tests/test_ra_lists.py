@@ -113,3 +113,24 @@ def test_an_audit_event_page_names_its_time_in_the_service_time_zone(ra_staff, m
         event = AuditEvent.objects.create(event=Event.USER_CHANGED, subject=make_person(email="subject@nhs.net").user)
         page = client.get(f"/admin/audit/auditevent/{event.pk}/change/").content.decode()
     assert "2025-06-16 00:30:00 Care Identity details changed" in page
+
+
+def test_the_whole_trail_is_counted_from_postgresqls_estimate_not_by_a_full_count(ra_staff):
+    """With millions of events, the list RAs open first must not COUNT(*) them all; leaving the sealer's
+    heartbeats out of it is not a filter that makes it count."""
+    from .conftest import require
+
+    require(connection.vendor == "postgresql", "PostgreSQL (its row estimate)")
+    _, client = ra_staff("Auditor")
+    AuditEvent.objects.bulk_create(AuditEvent(event=Event.SIGNED_OUT, method="authenticator-app") for _ in range(10_050))
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE audit_auditevent")
+
+    def counts(path: str) -> list[str]:
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get(path).status_code == 200
+        return [q["sql"] for q in captured.captured_queries if "COUNT(" in q["sql"].upper() and "audit_auditevent" in q["sql"]]
+
+    assert counts("/admin/audit/auditevent/") == []
+    assert counts("/admin/audit/auditevent/?p=2") == []
+    assert counts(f"/admin/audit/auditevent/?event__exact={Event.SIGNED_OUT.value}") != []  # a filter: counted

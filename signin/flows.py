@@ -162,10 +162,12 @@ def complete_signin(request: HttpRequest, *, user: User, kind) -> None:
         auth = Authentication(method=kind.key, aal=kind.aal, acr=kind.acr, amr=tuple(kind.amr), at=now, sid=sid)
         request.session[SESSION_AUTH] = auth.to_session()
         request.session[SESSION_LAST_SEEN] = now
+        # The new key's row, with what it records, stands or falls with the rest. Saved before it is listed:
+        # login() flushed a session that held someone the backend no longer accepts, so it may have no key yet.
+        request.session.save()
         _list_this_session(request, user, before)
         record(Event.SIGNIN_SUCCEEDED, request=request, actor=user, subject=user, method=kind.key, aal=kind.aal,
                acr=kind.acr)
-        request.session.save()  # the new key's row, with what it records, stands or falls with the rest
 
 
 def _list_this_session(request: HttpRequest, user: User, before: str | None) -> None:

@@ -108,6 +108,22 @@ def test_a_suspended_persons_session_stops_working(client, signed_in, person):
     assert response.status_code == 302 and response.url.startswith("/login/")
 
 
+def test_someone_else_signs_in_at_a_browser_whose_session_holds_a_suspended_person(client, signed_in, person,
+                                                                                    make_person):
+    """A shared computer: the session still names someone the backend no longer accepts (suspended without
+    their sessions being ended), so Django's login() flushes it and the new session has no key until it
+    is saved. Listing it first failed (a 500 on every sign-in there until the session expired)."""
+    from allauth.usersessions.models import UserSession
+
+    User.objects.filter(pk=person.user.pk).update(status=User.Status.SUSPENDED)
+    colleague = make_person(email="colleague@nhs.net")
+    response = sign_in(client, colleague)
+    assert response.status_code == 302 and response.url == "/"
+    assert client.session["_auth_user_id"] == str(colleague.user.pk)
+    assert UserSession.objects.filter(user=colleague.user, session_key=client.session.session_key).exists()
+    assert client.get("/profile/").status_code == 200
+
+
 def test_the_code_step_needs_the_password_step_first(client, person):
     response = client.post(CODE, {"token": person.code()})
     assert response.status_code == 302 and response.url.startswith(APP)

@@ -340,9 +340,15 @@ class EmailOneTimePassword(models.Model):
         return self.Result.EXHAUSTED if self.is_exhausted else self.Result.WRONG
 
 
+# How far the clocks of the hosts writing an outbox row and sending it may differ: a row written by a web
+# server whose clock is a little ahead is due for the worker that picks its task up at once (without this
+# the task found it not due yet and the row waited for the sweep to take its task for lost).
+OUTBOX_CLOCK_SKEW = timedelta(seconds=5)
+
+
 class OutgoingEmailQuerySet(models.QuerySet["OutgoingEmail"]):
     def due(self) -> OutgoingEmailQuerySet:
-        return self.filter(state=OutgoingEmail.State.QUEUED, next_attempt_at__lte=timezone.now())
+        return self.filter(state=OutgoingEmail.State.QUEUED, next_attempt_at__lte=timezone.now() + OUTBOX_CLOCK_SKEW)
 
     def abandoned(self) -> OutgoingEmailQuerySet:
         """Taken by a worker that never finished (killed, or its host lost)."""

@@ -18,6 +18,8 @@ from django.conf import settings
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
+from accounts.models import OUTBOX_CLOCK_SKEW
+
 
 class AuthMethod(models.TextChoices):
     PRIVATE_KEY_JWT = "private_key_jwt", "private_key_jwt (signed assertion, recommended)"
@@ -154,7 +156,7 @@ class BackchannelLogoutQuerySet(models.QuerySet["BackchannelLogout"]):
     def due(self) -> BackchannelLogoutQuerySet:
         """Queued, due, and not being sent by a worker (or its worker is gone)."""
         now = timezone.now()
-        return self.filter(state=BackchannelLogout.State.QUEUED, next_attempt_at__lte=now).filter(
+        return self.filter(state=BackchannelLogout.State.QUEUED, next_attempt_at__lte=now + OUTBOX_CLOCK_SKEW).filter(
             models.Q(claimed_until__isnull=True) | models.Q(claimed_until__lt=now))
 
 

@@ -132,6 +132,17 @@ def test_a_sweep_hands_an_email_over_only_when_no_task_waits_for_it(user, mailbo
     assert outbox.sweep() == 0
 
 
+def test_a_web_server_clock_a_little_ahead_of_the_workers_does_not_hold_an_email_back(user, mailbox):
+    """The row's time comes from the web server's clock, the due check from the worker's: with the web
+    server a little ahead, the task found the e-mail not due yet, and it waited for the sweep."""
+    email = notification_for(user)
+    ahead = timezone.now() + timedelta(seconds=2)
+    OutgoingEmail.objects.filter(pk=email.pk).update(state=OutgoingEmail.State.QUEUED, sent_at=None,
+                                                     next_attempt_at=ahead, handed_over_at=ahead)
+    assert outbox.deliver(email.pk) == OutgoingEmail.State.SENT
+    assert len(mailbox.wait_for(user.email, "unlocked") and mailbox.to(user.email)) == 2  # here, and again now
+
+
 def test_the_broker_down_at_commit_loses_nothing(user, mailbox, monkeypatch, caplog):
     conf = celery_app.conf
     previous = conf.task_always_eager, conf.broker_transport_options

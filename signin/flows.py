@@ -190,7 +190,9 @@ def keep_this_session(request: HttpRequest, user: User) -> None:
     before = request.session.session_key
     update_session_auth_hash(request, user)
     request.session.save()  # stored with the new password's hash, which a check of the list looks at
-    _follow_new_key(user, before, request.session.session_key)
+    if not _follow_new_key(user, before, request.session.session_key):
+        # Ended meanwhile (an RA ended every session of the person): the save wrote it anew, and it stays ended.
+        request.session.flush()
 
 
 def _follow_new_key(user: User, before: str, after: str, **listed) -> bool:

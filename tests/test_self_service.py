@@ -138,6 +138,24 @@ def test_changing_the_password_needs_a_recent_sign_in_and_signs_out_everywhere_e
     assert not AuditEvent.objects.filter(event=Event.SESSIONS_ENDED).exists()  # the change's own event says it
 
 
+def test_a_password_change_does_not_bring_back_a_session_ended_meanwhile(signed_in, person):
+    """An RA ends every session of the person (a lost phone) while that person's password change is under
+    way: moving the session to a new key found its row gone and wrote it anew, a session on no list."""
+    from django.contrib.sessions.models import Session
+    from django.test import RequestFactory
+
+    from careid.sessions import SessionStore
+    from signin.flows import end_sessions, keep_this_session
+
+    request = RequestFactory().post("/profile/password/")
+    request.session, request.user = SessionStore(signed_in.session.session_key), person.user
+    request.session.load()  # as the request began
+    end_sessions(person.user, reason="lost phone")  # the RA, meanwhile
+    keep_this_session(request, person.user)
+    assert not Session.objects.exists()
+    assert signed_in.get("/profile/").status_code == 302
+
+
 def test_the_last_authenticator_cannot_be_removed(signed_in, person):
     response = signed_in.post("/profile/authenticators/authenticator-app/remove/")
     assert response.status_code == 400 and "You cannot remove your only authenticator" in response.content.decode()

@@ -246,6 +246,7 @@ def remembered_email(request: HttpRequest, kind: AuthenticatorType) -> str | Non
 # A decoy's length when no credential of the type is registered yet (what common security keys make).
 DECOY_LENGTH = 64
 _DECOY_LENGTH_CACHE_SECONDS = 3600
+_DECOY_LENGTH_SAMPLE = 1000  # the latest registrations: the models people use now
 
 
 def _decoy_id(kind: AuthenticatorType, email: str) -> bytes:
@@ -258,12 +259,14 @@ def _decoy_id(kind: AuthenticatorType, email: str) -> bytes:
 
 
 def _usual_credential_length(kind: AuthenticatorType) -> int:
-    """The most common length of the registered credential ids of this type (models make ids of 16 to
-    over 100 bytes: a decoy of a fixed length would stand out), looked up once an hour."""
+    """The most common length among the latest registered credential ids of this type (models make ids of
+    16 to over 100 bytes: a decoy of a fixed length would stand out). Shared through the cache for an hour,
+    so every process offers the same decoy; without the cache, a look-up bounded by the sample's size."""
     key = f"webauthn-decoy-length:{kind.key}"
     length = cache.get(key)
     if length is None:
-        usual = (kind.model.objects.filter(confirmed=True).values(length=Length("credential_id"))
+        latest = kind.model.objects.filter(confirmed=True).order_by("-pk").values("pk")[:_DECOY_LENGTH_SAMPLE]
+        usual = (kind.model.objects.filter(pk__in=latest).values(length=Length("credential_id"))
                  .annotate(count=Count("pk")).order_by("-count", "length").first())
         length = usual["length"] if usual else DECOY_LENGTH
         cache.set(key, length, _DECOY_LENGTH_CACHE_SECONDS)

@@ -22,12 +22,16 @@ def safe_goto(goto: str | None) -> str | None:
     for text in (goto, decoded):
         if "\\" in text or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
             return None
-    parts = urlsplit(goto)
+    try:
+        parts = urlsplit(goto)
+        host = (parts.hostname or "").lower()
+        parts.port  # noqa: B018 - a port that is not a number raises here
+    except ValueError:  # "https://[x": an unclosed IPv6 bracket, a bad port
+        return None
     if not parts.scheme and not parts.netloc:
         if goto.startswith("/") and not decoded.startswith("//"):
             return goto
         return None
-    host = (parts.hostname or "").lower()
     netloc = parts.netloc.lower()
     if parts.username or parts.password or not host:
         return None

@@ -204,6 +204,7 @@ def test_one_address_cannot_walk_through_many_accounts(client, db, settings, fas
         "//evil.example", "https:evil.example", "/\\evil.example", "javascript:alert(1)", "https://evil.example/",
         "%2F%2Fevil.example", "/%2F/evil.example", "/%5Cevil.example", "http://rp.example/", "https://rp.example@evil.example/",
         "\t//evil.example", "JAVASCRIPT:alert(1)",
+        "https://[x", "https://rp.example:port/", "//[::1",  # not parseable: urlsplit raised (a 500, signed in)
     ],
 )
 def test_open_redirects_are_refused(client, person, settings, goto):

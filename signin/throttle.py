@@ -17,6 +17,7 @@ audits it), never let through uncounted.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -133,8 +134,21 @@ def within_limit(key: str, limit: int, window: timedelta) -> bool:
     return count(key, window) <= limit
 
 
+def client_key(request: HttpRequest) -> str:
+    """The client as the per-IP limits count it: its IPv4 address, or its IPv6 /64 (a subscriber's usual
+    block, from which its holder can take a new address for every request)."""
+    ip = client_ip(request) or ""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is None:
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(getattr(address, "ipv4_mapped", None) or address)
+
+
 def _ip_key(request: HttpRequest) -> str:
-    return f"signin-ip:{client_ip(request)}"
+    return f"signin-ip:{client_key(request)}"
 
 
 # --- the attempt ------------------------------------------------------------------------------

@@ -198,6 +198,17 @@ def test_one_address_cannot_walk_through_many_accounts(client, db, settings, fas
     assert "Too many failed attempts" in response.content.decode()
 
 
+
+def test_the_per_ip_limit_counts_an_ipv6_client_by_its_64_block(client, db, settings, fast_hashing):
+    """An IPv6 client holds a /64 and can take a new address from it for every request."""
+    settings.CAREID_IP_FAILURE_LIMIT = 3
+    for n in range(3):
+        client.post(APP, {"email": f"person{n}@nhs.net", "password": "guess"}, REMOTE_ADDR=f"2001:db8:1:2::{n + 1}")
+    refused = client.post(APP, {"email": "person99@nhs.net", "password": "guess"}, REMOTE_ADDR="2001:db8:1:2:ffff::9")
+    assert "Too many failed attempts" in refused.content.decode()
+    other = client.post(APP, {"email": "person98@nhs.net", "password": "guess"}, REMOTE_ADDR="2001:db8:1:3::1")
+    assert "Too many failed attempts" not in other.content.decode()  # another block is another client
+
 @pytest.mark.parametrize(
     "goto",
     [

@@ -20,7 +20,7 @@ from django.utils import timezone
 from accounts.models import EmailOneTimePassword, User
 from accounts.notifications import notify_person
 from audit.models import Event, Outcome
-from audit.record import client_ip, record
+from audit.record import record
 from authenticators import flows as link_flows
 from authenticators.email_steps import send_code
 from authenticators.journeys import AlreadyRegistered, NoJourney, NotActive, TooManyFailures
@@ -223,7 +223,8 @@ def start_password_reset(request: HttpRequest, email: str) -> bool:
 
 
 def _start_password_reset(request: HttpRequest, email: str) -> bool:
-    if not throttle.within_limit(f"password-reset:{client_ip(request)}", RESET_STARTS_PER_HOUR, timedelta(hours=1)):
+    if not throttle.within_limit(f"password-reset:{throttle.client_key(request)}", RESET_STARTS_PER_HOUR,
+                                 timedelta(hours=1)):
         return False
     user = signin_flows.find_user_for_signin(email)
     reset = PasswordReset(email=email, step="otp", at=time.time(), user=user.pk if user else None)

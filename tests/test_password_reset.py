@@ -90,6 +90,31 @@ def test_an_unknown_address_gets_the_same_pages(client, person, mailbox):
     assert known.post(CODE, {"code": code}).url == START + "?expired=1"
 
 
+def test_an_unknown_address_waits_and_expires_as_a_real_code_does(client, person, mailbox, settings):
+    """An address that gets no code answered "new code sent" to a resend within the minute, where a real
+    code says "once a minute", and "not correct" after ten minutes, where a real code says it expired:
+    two requests told a Care Identity with the app from an unknown address."""
+    import time_machine
+
+    known, unknown = Client(), Client()
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        known.post(START, {"email": person.user.email})
+        unknown.post(START, {"email": "nobody@nhs.net"})
+        code = code_from(mailbox, person.user.email)
+        resent = known.post(CODE + "resend/"), unknown.post(CODE + "resend/")
+        assert same_page(resent[0]) == same_page(resent[1])
+        assert "once a minute" in resent[0].content.decode()
+        clock.shift(settings.CAREID_EMAIL_CODE_TTL)
+        late = known.post(CODE, {"code": wrong(code)}), unknown.post(CODE, {"code": wrong(code)})
+        assert same_page(late[0]) == same_page(late[1])
+        assert late[0].status_code == 400 and "expired" in late[0].content.decode()
+        clock.shift(settings.CAREID_EMAIL_CODE_COOLDOWN)
+        resent = known.post(CODE + "resend/"), unknown.post(CODE + "resend/")
+        assert [response.url for response in resent] == [CODE + "?sent=1"] * 2
+        again = known.post(CODE, {"code": wrong(code)}), unknown.post(CODE, {"code": wrong(code)})
+        assert same_page(again[0]) == same_page(again[1]) and "expired" not in again[0].content.decode()
+
+
 def test_a_lock_for_wrong_codes_cannot_be_reset(client, person, mailbox):
     user = person.user
     User.objects.filter(pk=user.pk).update(code_failures=30, locked_at=timezone.now(), lock_reason="codes")

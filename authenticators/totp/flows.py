@@ -185,6 +185,9 @@ class PasswordReset:
     user: int | None = None
     code: int | None = None
     failures: int = 0  # wrong One Time Passwords when there is no real code to count them
+    # When a code was said to be sent, for an address that gets none (unknown, refused, out of codes for the
+    # day): its one-minute wait and its expiry are then a real code's, so neither tells the addresses apart.
+    sent_at: float = 0.0
 
     @classmethod
     def of(cls, request: HttpRequest, step: str) -> PasswordReset | None:
@@ -227,7 +230,8 @@ def _start_password_reset(request: HttpRequest, email: str) -> bool:
                                  timedelta(hours=1)):
         return False
     user = signin_flows.find_user_for_signin(email)
-    reset = PasswordReset(email=email, step="otp", at=time.time(), user=user.pk if user else None)
+    now = time.time()
+    reset = PasswordReset(email=email, step="otp", at=now, user=user.pk if user else None, sent_at=now)
     with transaction.atomic():
         if user is None:
             record(Event.PASSWORD_RESET_STARTED, request=request, outcome=Outcome.FAILURE, email=email[:254],
@@ -257,10 +261,17 @@ def _live_reset_code(user: User) -> EmailOneTimePassword | None:
 
 
 def resend_reset_code(request: HttpRequest, reset: PasswordReset) -> bool:
+    """A new code; False while the last one is less than a minute old (or dead)."""
     code = EmailOneTimePassword.objects.filter(pk=reset.code).select_related("user").first() if reset.code else None
+    if code is None:  # nothing to send to: the answers a real code gets, its wait included
+        if time.time() - reset.sent_at < settings.CAREID_EMAIL_CODE_COOLDOWN.total_seconds():
+            return False
+        reset.sent_at = time.time()
+        reset.save(request)
+        return True
     with transaction.atomic():
-        if code is None or not code.replace():
-            return code is None  # nothing to send to, but the page says the same as when a code went
+        if not code.replace():
+            return False
         send_code(request, code)
     return True
 
@@ -269,9 +280,12 @@ def check_reset_code(request: HttpRequest, reset: PasswordReset, entered: str) -
     Result = EmailOneTimePassword.Result
     code = EmailOneTimePassword.objects.filter(pk=reset.code).select_related("user").first() if reset.code else None
     with transaction.atomic():
-        if code is None:
-            reset.failures += 1
-            result = Result.EXHAUSTED if reset.failures >= settings.CAREID_EMAIL_CODE_MAX_FAILURES else Result.WRONG
+        if code is None:  # as EmailOneTimePassword.verify answers: expired first, then counted
+            if time.time() - reset.sent_at >= settings.CAREID_EMAIL_CODE_TTL.total_seconds():
+                result = Result.EXPIRED
+            else:
+                reset.failures += 1
+                result = Result.EXHAUSTED if reset.failures >= settings.CAREID_EMAIL_CODE_MAX_FAILURES else Result.WRONG
         else:
             result = code.verify(entered)
         if result == Result.ACCEPTED:

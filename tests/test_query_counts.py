@@ -91,8 +91,9 @@ def test_every_registration_page(client, invite, mailbox, max_queries):
 
     # The registration itself (a redirect): device, password, two audit events, the notification's outbox
     # row and, in-process here, its delivery (claim, read, the event, sent); the session is read from
-    # PostgreSQL (sessions live there only); the invitation the link came from is used up.
-    with max_queries(MAX + 8):
+    # PostgreSQL (sessions live there only); the invitation the link came from is used up; the person's
+    # sessions under the password before are looked for, and their services' grants, to end them (2).
+    with max_queries(MAX + 10):
         assert client.post("/register/authenticator-app/verify/", {"token": totp_code(secret)}).status_code == 302
 
 

@@ -156,6 +156,35 @@ def test_a_password_change_does_not_bring_back_a_session_ended_meanwhile(signed_
     assert signed_in.get("/profile/").status_code == 302
 
 
+def test_registering_the_app_while_signed_in_keeps_this_session_and_ends_the_others(
+        transactional_db, client, make_person, mailbox):
+    """Registering the app sets the Care Identity password: the person who did it while signed in was
+    signed out at their next request, and their other sessions stopped unaudited, their services unheard."""
+    from authenticators.flows import issue_registration_link
+    from authenticators.models import AuthenticatorApp, RegistrationLink
+
+    from .conftest import totp_code
+    from .test_registration_journey import code_from, link_path, secret_from
+
+    person = make_person()
+    sign_in(client, person)
+    other = Client()
+    sign_in(other, person)
+    AuthenticatorApp.objects.filter(user=person.user).delete()  # a lost phone, removed (another way in remains)
+    link = issue_registration_link(user=person.user, kind="authenticator-app",
+                                   purpose=RegistrationLink.Purpose.PRESENCE, confirmed=True)
+    assert client.post(link_path(link), {"email": person.user.email}).status_code == 302
+    client.post("/register/authenticator-app/code/", {"code": code_from(mailbox, person.user.email)})
+    new = "a new phrase for the night shift"
+    client.post("/register/authenticator-app/password/", {"password1": new, "password2": new})
+    secret = secret_from(client.get("/register/authenticator-app/qr/").content.decode())
+    client.post("/register/authenticator-app/qr/")
+    assert client.post("/register/authenticator-app/verify/", {"token": totp_code(secret)}).status_code == 302
+    assert client.get("/profile/").status_code == 200  # still signed in here
+    assert other.get("/profile/").status_code == 302
+    assert AuditEvent.objects.get(event=Event.PASSWORD_SET, subject=person.user).details["sessions_ended"] == 1
+
+
 def test_the_last_authenticator_cannot_be_removed(signed_in, person):
     response = signed_in.post("/profile/authenticators/authenticator-app/remove/")
     assert response.status_code == 400 and "You cannot remove your only authenticator" in response.content.decode()

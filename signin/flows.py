@@ -195,6 +195,17 @@ def keep_this_session(request: HttpRequest, user: User) -> None:
         request.session.flush()
 
 
+def sessions_after_new_password(request: HttpRequest, user: User, *, reason: str) -> int:
+    """The person's password is new (changed, or set by a registration): Django would stop every session made
+    under the old one at its next request, their services unheard. This one stays if it is theirs; every
+    other ends now. Returns how many ended."""
+    keep = None
+    if request.user.is_authenticated and request.user.pk == user.pk:
+        keep_this_session(request, user)
+        keep = request.session.session_key  # None when it had been ended meanwhile
+    return end_sessions(user, reason=reason, keep=keep)
+
+
 def _follow_new_key(user: User, before: str, after: str, **listed) -> bool:
     """The person's session got a new key: its row on their list (updated with `listed`), and what else
     follows it by key (the services' grants, through session_key_changed), move to the new one. Whether

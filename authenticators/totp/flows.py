@@ -101,13 +101,7 @@ def complete_registration(request: HttpRequest, link: RegistrationLink, token: s
             user.password = registration.pending_password
             user.save(update_fields=["password"])
             registration.forget_secrets()
-            # Every session of theirs was made under the password before, and Django would stop each at its
-            # next request, the services unheard: this one stays if it is theirs; the others end now.
-            keep = None
-            if request.user.is_authenticated and request.user.pk == user.pk:
-                signin_flows.keep_this_session(request, user)
-                keep = request.session.session_key
-            ended = signin_flows.end_sessions(user, reason="password set", keep=keep)
+            ended = signin_flows.sessions_after_new_password(request, user, reason="password set")
             record(Event.PASSWORD_SET, request=request, subject=user, method=KIND.key, sessions_ended=ended)
             notify_person(record(Event.AUTHENTICATOR_REGISTERED, request=request, subject=user,
                                                method=KIND.key, aal=KIND.aal, kind=KIND.key, name=KIND.name))
@@ -360,8 +354,7 @@ def change_password(request: HttpRequest, password: str) -> int:
     with transaction.atomic():
         user.set_password(password)
         user.save(update_fields=["password"])
-        signin_flows.keep_this_session(request, user)
-        ended = signin_flows.end_sessions(user, reason="password changed", keep=request.session.session_key)
+        ended = signin_flows.sessions_after_new_password(request, user, reason="password changed")
         notify_person(record(Event.PASSWORD_CHANGED, request=request, subject=user, method=KIND.key,
                              sessions_ended=ended))
     return ended

@@ -61,13 +61,15 @@ class SessionStore(db.SessionStore):
         rows = self.model.objects.using(using)
         fields = {"session_data": obj.session_data, "expire_date": obj.expire_date}
         try:
-            if self._replaces and rows.filter(session_key=self._replaces).update(session_key=obj.session_key, **fields):
-                pass  # the rotated session's row, moved to its new key
-            elif must_create:  # a new session, or a rotated one whose old row was gone
+            # A rotated session's row moves to its new key; a new session, or one whose old row was gone, is
+            # inserted; any other is updated.
+            moved = bool(self._replaces) and rows.filter(session_key=self._replaces).update(
+                session_key=obj.session_key, **fields)
+            if not moved and must_create:
                 savepoint = retry_clash and transaction.get_connection(using).in_atomic_block
                 with transaction.atomic(using=using) if savepoint else nullcontext():
                     obj.save(force_insert=True, using=using)
-            elif not rows.filter(session_key=obj.session_key).update(**fields):
+            elif not moved and not rows.filter(session_key=obj.session_key).update(**fields):
                 raise UpdateError  # deleted meanwhile (signed out elsewhere): the middleware says so
         except IntegrityError:
             raise CreateError from None

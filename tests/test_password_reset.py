@@ -202,3 +202,46 @@ def test_steps_cannot_be_skipped(client, person, mailbox):
     assert client.post(NEW, {"password1": NEW_PASSWORD, "password2": NEW_PASSWORD}).url == START + "?expired=1"
     person.user.refresh_from_db()
     assert check_password(person.password, person.user.password)
+
+
+def test_a_strangers_wrong_codes_do_not_spoil_the_persons_own_reset(person, mailbox):
+    """A code belongs to the reset that asked for it: one that anyone started for the address (knowing
+    it is enough) and then got wrong five times dies alone, and the person's own reset goes on."""
+    stranger, own = Client(REMOTE_ADDR="203.0.113.9"), Client(REMOTE_ADDR="198.51.100.7")
+    email = person.user.email
+    stranger.post(START, {"email": email})
+    stranger_code = code_from(mailbox, email)
+    own.post(START, {"email": email})
+    own_code = code_from(mailbox, email, count=2)
+    assert own_code != stranger_code
+    for _attempt in range(4):
+        stranger.post(CODE, {"code": wrong(stranger_code)})
+    assert "You have entered a wrong code too many times" in stranger.post(CODE, {"code": wrong(stranger_code)}).content.decode()
+    assert own.post(CODE, {"code": own_code}).url == APP
+
+
+def test_a_stranger_cannot_use_up_the_persons_codes_for_the_day(person, mailbox):
+    """New codes for one address are counted per client address as well as in all: a stranger who starts
+    reset after reset gets the address its five codes a day from their address, not the person's from
+    theirs; and 20 a day in all, however many addresses ask, keep its inbox from being flooded."""
+    from accounts.models import OutgoingEmail
+
+    email = person.user.email
+
+    def codes_sent() -> int:
+        return OutgoingEmail.objects.filter(user=person.user, kind="email_code").count()
+
+    for attempt in range(6):
+        Client(REMOTE_ADDR="203.0.113.9").post(START, {"email": email})
+    assert codes_sent() == 5
+    own = Client(REMOTE_ADDR="198.51.100.7")
+    own.post(START, {"email": email})
+    assert codes_sent() == 6
+    assert own.post(CODE, {"code": code_from(mailbox, email, count=6)}).url == APP
+
+    for address in range(3):
+        for attempt in range(5):
+            Client(REMOTE_ADDR=f"192.0.2.{address + 1}").post(START, {"email": email})
+    assert codes_sent() == 20
+    Client(REMOTE_ADDR="192.0.2.200").post(START, {"email": email})
+    assert codes_sent() == 20

@@ -172,7 +172,11 @@ def finish_signin(request: HttpRequest, user: User, token: str) -> str | None:
 SESSION_RESET = "careid_password_reset"
 RESET_TTL_SECONDS = 900
 RESET_PURPOSE = "password-reset"
-RESET_CODES_PER_DAY = 5  # new e-mailed codes per Care Identity per day (each dies after 5 wrong tries)
+# New e-mailed codes per Care Identity per day: from one client address (a stranger who starts reset after
+# reset uses up theirs, not the person's), and from all together (the inbox is not flooded, and with 5 wrong
+# tries a code there are at most 100 guesses a day at 8 digits).
+RESET_CODES_PER_DAY = 5
+RESET_CODES_PER_DAY_IN_ALL = 20
 RESET_STARTS_PER_HOUR = 20  # per client address
 
 
@@ -241,24 +245,23 @@ def _start_password_reset(request: HttpRequest, email: str) -> bool:
             notify_person(record(Event.PASSWORD_RESET_STARTED, request=request, subject=user, outcome=Outcome.FAILURE,
                                  reason=why))
         else:
-            record(Event.PASSWORD_RESET_STARTED, request=request, subject=user)
-            code = _live_reset_code(user)
-            if code is None and throttle.within_limit(f"password-reset-codes:{user.pk}", RESET_CODES_PER_DAY,
-                                                      timedelta(days=1)):
+            # A code of its own for this reset: one that someone else started for the address (knowing it is
+            # enough) cannot spend this one's tries. Over the day's limits, the pages an unknown address gets.
+            sending = _may_send_reset_code(request, user)
+            record(Event.PASSWORD_RESET_STARTED, request=request, subject=user, emailed=sending)
+            if sending:
                 code = EmailOneTimePassword.issue(user=user, email=user.email, purpose=RESET_PURPOSE)
                 send_code(request, code)
-            elif code is not None and code.replace():  # a new code for the same challenge: the failures stay
-                send_code(request, code)
-            reset.code = code.pk if code else None
+                reset.code = code.pk
         reset.save(request)
     return True
 
 
-def _live_reset_code(user: User) -> EmailOneTimePassword | None:
-    return (EmailOneTimePassword.objects
-            .filter(user=user, purpose=RESET_PURPOSE, used_at__isnull=True, expires_at__gt=timezone.now(),
-                    failures__lt=settings.CAREID_EMAIL_CODE_MAX_FAILURES)
-            .order_by("-sent_at").first())
+def _may_send_reset_code(request: HttpRequest, user: User) -> bool:
+    day = timedelta(days=1)
+    return (throttle.within_limit(f"password-reset-codes:{user.pk}:{throttle.client_key(request)}",
+                                  RESET_CODES_PER_DAY, day)
+            and throttle.within_limit(f"password-reset-codes:{user.pk}", RESET_CODES_PER_DAY_IN_ALL, day))
 
 
 def resend_reset_code(request: HttpRequest, reset: PasswordReset) -> bool:

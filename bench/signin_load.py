@@ -24,6 +24,10 @@
    replay guard is reset between runs, as tests/conftest.py's fresh_code does). Clients run until every
    one has finished a sign-in (and at least --warmup seconds), then --duration seconds, or three times
    the median sign-in if longer, are measured; the sign-ins begun in that window are then finished.
+   Every --segment seconds of the window (at least once), the service (nginx, both gunicorn instances,
+   the sealer) is frozen with SIGSTOP, the machine's pure hash rate is measured (5. below), and the
+   service goes on (SIGCONT); the clients wait for their answers as for a slow server. The window's
+   length and each sign-in's time leave the pauses out.
    Reported: sign-ins/s completed in the window (and the password steps answered in it per sign-in
    completed in it: near 1 when the window is not on a crest or a trough of completions),
    p50/p95/max of the whole sign-in, errors (a wrong answer, a 4xx/5xx, a timeout) and dropped
@@ -34,9 +38,15 @@
    of signin.succeeded events against the clients' count.
 4. Each N runs twice: without and with the audit chain's sealer (a separate process calling
    audit.chain.seal() every second), in alternating order.
-5. Before each N and at the end: the machine's pure password-hash rate, Django's check_password on the
-   configured hasher in as many processes as the two instances have request slots (workers x threads),
-   for --hash-seconds; each N's ratio is against the mean of the measurements either side of it.
+5. The machine's pure password-hash rate: Django's check_password on the configured hasher in as many
+   processes as the two instances have request slots (workers x threads), all starting at once, each
+   counting the checks it ended within --hash-seconds over the time to the last of them, and going on
+   until one ends after (so the others' counts see the machine as busy throughout); the sum of the
+   processes' rates. Measured in the pauses of each run's window, and each run's ratio is its sign-ins/s
+   over the mean of its own pauses' rates: this machine's speed drifts by 10-30% within minutes (one hash
+   check's CPU went from 210 to 290 ms in an hour; consecutive 3-second measurements differ by up to
+   30%), so rates measured minutes apart, as they were before each N, compared the drift more than the
+   code. Also measured before each N, to space the clients' arrivals.
 
 Targets (issue 9, item 5): no errors and no dropped connections at N=200; sign-ins/s >= 0.8x the pure
 hash rate. Everything runs on this machine, so the clients' CPU is taken from the same cores as the
@@ -254,22 +264,28 @@ def check_totp(person: Person) -> None:
 # --- the pure hash rate --------------------------------------------------------------------------------
 
 
-def _hash_loop(arguments: tuple[str, float, float]) -> tuple[int, float, float]:
-    """In a pool process: check_password against the hash from the start until the deadline has passed
-    (at least once); (checks done, seconds they took, CPU seconds)."""
+def _hash_loop(arguments: tuple[str, float, float, bool]) -> tuple[int, float, float, float]:
+    """In a pool process: check_password against the hash from the start until a check ends after the
+    deadline; (checks ended by the deadline, seconds from the start to the last of them, CPU seconds, checks
+    done). The check that ends after the deadline keeps the machine as busy as before until the deadline for
+    the other processes' counts, but is not counted: by then some have stopped and the others run faster."""
     from django.contrib.auth.hashers import check_password
 
-    encoded, start_at, seconds = arguments
-    check_password(PASSWORD, encoded)  # warm: the library loaded, memory touched once
+    encoded, start_at, seconds, warm = arguments
+    if warm:
+        check_password(PASSWORD, encoded)  # the library loaded, memory touched once
     while time.monotonic() < start_at:
         time.sleep(0.005)
-    done, cpu_before = 0, time.process_time()
+    done, counted, cpu_before = 0, (0, 0.0), time.process_time()
     while True:
         if not check_password(PASSWORD, encoded):
             raise RuntimeError("the bench password does not match its hash")
         done += 1
-        if (elapsed := time.monotonic() - start_at) >= seconds:
-            return done, elapsed, time.process_time() - cpu_before
+        elapsed = time.monotonic() - start_at
+        if elapsed > seconds:
+            # At least one check counted, even one that ended after the deadline (a deadline shorter than a check).
+            return (*(counted if counted[0] else (done, elapsed)), time.process_time() - cpu_before, done)
+        counted = (done, elapsed)
 
 
 @dataclass(frozen=True)
@@ -279,16 +295,36 @@ class HashRate:
     cpu_ms: float  # CPU per check, averaged over the processes
 
 
-def hash_rate(encoded: str, processes: int, seconds: float) -> HashRate:
-    from django.db import connections
+    @classmethod
+    def combined(cls, rates: Sequence[HashRate]) -> HashRate:
+        """Several measurements of equal length as one."""
+        return cls(rates[0].processes, statistics.mean(r.per_second for r in rates), statistics.mean(r.cpu_ms for r in rates))
 
-    connections.close_all()  # the forked processes must not share this process's connections
-    with multiprocessing.get_context("fork").Pool(processes) as pool:
-        start_at = time.monotonic() + 1.0 + 0.05 * processes
-        results = pool.map(_hash_loop, [(encoded, start_at, seconds)] * processes)
-    done = sum(count for count, _, _ in results)
-    cpu = sum(cpu for _, _, cpu in results)
-    return HashRate(processes, sum(count / elapsed for count, elapsed, _ in results), cpu / done * 1000)
+
+class Hashing:
+    """Processes that check the password hash, as many as the instances have request slots, kept for the
+    whole run: measure() is the machine's pure hash rate at that moment."""
+
+    def __init__(self, encoded: str, processes: int) -> None:
+        from django.db import connections
+
+        connections.close_all()  # the forked processes must not share this process's connections
+        self.encoded, self.processes, self.warm = encoded, processes, True
+        self.pool = multiprocessing.get_context("fork").Pool(processes)
+
+    def measure(self, seconds: float) -> HashRate:
+        # Every process starts at the same instant; the first time after a check of its own (warm), after which
+        # its memory stays touched.
+        start_at = time.monotonic() + (1.0 + 0.05 * self.processes if self.warm else 0.05)
+        results = self.pool.map(_hash_loop, [(self.encoded, start_at, seconds, self.warm)] * self.processes)
+        self.warm = False
+        done = sum(done for _, _, _, done in results)
+        cpu = sum(cpu for _, _, cpu, _ in results)
+        return HashRate(self.processes, sum(count / elapsed for count, elapsed, _, _ in results), cpu / done * 1000)
+
+    def close(self) -> None:
+        self.pool.close()
+        self.pool.join()
 
 
 # --- servers ---------------------------------------------------------------------------------------------
@@ -305,6 +341,41 @@ class Servers:
 
     def nginx_pids(self) -> list[int]:
         return [self.nginx.pid, *children(self.nginx.pid)] if self.nginx else []
+
+    def service_pids(self) -> list[int]:
+        """nginx and the gunicorn instances, masters and workers."""
+        return [*self.nginx_pids(), *(process.pid for process in self.gunicorns), *current_workers(self)]
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return "gone"
+
+
+@contextmanager
+def frozen(pids: Sequence[int]) -> Iterator[None]:
+    """These processes stopped (SIGSTOP) while the block runs: they take no CPU, and the clients wait for
+    their answers as for a slow server. The pure hash rate is measured so, between stretches of load."""
+    stopped = []
+    try:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGSTOP)
+                stopped.append(pid)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 2
+        while any(_state(pid) not in {"T", "t", "gone"} for pid in stopped) and time.monotonic() < deadline:
+            time.sleep(0.002)
+        yield
+    finally:
+        for pid in stopped:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
 
 
 def cpu_by_pid(pids: Sequence[int]) -> dict[int, float]:
@@ -627,10 +698,22 @@ class Load:
     window: tuple[float, float] = (0.0, 0.0)
     stalls: int = 0  # a person had to wait for the next time step (the pool was too small)
     passwords: list[float] = field(default_factory=list)  # when each password step was answered
+    pauses: list[tuple[float, float]] = field(default_factory=list)  # the service frozen, the hash rate measured
+    rates: list[HashRate] = field(default_factory=list)  # measured in those pauses
+
+    @property
+    def paused(self) -> float:
+        return sum(end - start for start, end in self.pauses)
+
+    def took(self, attempt: Attempt) -> float:
+        """How long a sign-in took, the pauses it waited through left out."""
+        waited = sum(max(0.0, min(end, attempt.ended) - max(start, attempt.started)) for start, end in self.pauses)
+        return attempt.ended - attempt.started - waited
 
 
 async def run_load(n: int, state: Servers, people: deque[Person], *, warmup: float, duration: float,
-                   timeout: float, meter: Meter, spacing: float) -> Load:
+                   timeout: float, meter: Meter, spacing: float, pause: Callable[[], HashRate],
+                   segment: float) -> Load:
     load = Load()
     starting = [True]
     finished = [0] * n  # sign-ins each client has finished, right or wrong
@@ -667,10 +750,22 @@ async def run_load(n: int, state: Servers, people: deque[Person], *, warmup: flo
     # together, so sign-ins complete in waves and a window shorter than one sign-in counts a trough or a crest.
     warm = [a.ended - a.started for a in load.attempts if not a.failure]
     duration = max(duration, 3 * statistics.median(warm)) if warm else duration
+    # Every `segment` seconds of load (at least once), the service is frozen and the pure hash rate measured:
+    # the machine's speed drifts by 10-30% within minutes, so rates measured minutes apart compare badly.
     meter.sample()
-    window_start = time.monotonic()
-    while (left := window_start + duration - time.monotonic()) > 0:
-        await asyncio.sleep(min(0.5, left))
+    window_start = loading_since = time.monotonic()
+    loaded, next_pause = 0.0, min(segment, duration / 2)
+    while (left := duration - (loaded + time.monotonic() - loading_since)) > 0:
+        if duration - left >= next_pause:
+            loaded += time.monotonic() - loading_since
+            meter.sample()
+            paused_at = time.monotonic()
+            load.rates.append(pause())
+            loading_since = time.monotonic()
+            load.pauses.append((paused_at, loading_since))
+            next_pause += segment
+            continue
+        await asyncio.sleep(min(0.5, left, next_pause - (duration - left)))
         meter.sample()
     window_end = time.monotonic()
     load.window = (window_start, window_end)
@@ -694,6 +789,8 @@ class Result:
     dropped: int
     failures: Counter[str]
     cpu_ms: dict[str, float]  # CPU per sign-in in the window: workers, postgres, nginx, sealer, clients
+    rate: HashRate  # the pure hash rate, measured in the window's pauses
+    pauses: int
     audited: int
     signed_in: int
     stalls: int
@@ -748,7 +845,7 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 
 
 def run(n: int, sealer: bool, state: Servers, people: deque[Person], environment: dict[str, str],
-        arguments: argparse.Namespace, hash_rate: float) -> Result:
+        arguments: argparse.Namespace, hashing: Hashing, hash_rate: float) -> Result:
     reset_people()
     for person in people:
         person.last_step = -1
@@ -764,10 +861,16 @@ def run(n: int, sealer: bool, state: Servers, people: deque[Person], environment
     if sealer:
         sealing = subprocess.Popen([sys.executable, "-c", SEALER], cwd=PROJECT_DIR, env=environment,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def pause() -> HashRate:
+        with frozen(state.service_pids() + ([sealing.pid] if sealing else [])):
+            return hashing.measure(arguments.hash_seconds)
+
     try:
         load = asyncio.run(run_load(n, state, people, warmup=arguments.warmup, duration=arguments.duration,
                                     timeout=arguments.timeout, meter=meter,
-                                    spacing=0.0 if arguments.all_at_once else 1 / (TARGET_RATIO * hash_rate)))
+                                    spacing=0.0 if arguments.all_at_once else 1 / (TARGET_RATIO * hash_rate),
+                                    pause=pause, segment=arguments.segment))
     finally:
         backends.close()
         sealed = ""
@@ -780,7 +883,7 @@ def run(n: int, sealer: bool, state: Servers, people: deque[Person], environment
             sealed = f"{count} events in {calls} seals, {busy} s sealing" if sealing.returncode == 0 else output[-500:]
     start, end = load.window
     in_window = [a for a in load.attempts if not a.failure and start <= a.ended <= end]
-    begun = [a.ended - a.started for a in load.attempts if not a.failure and start <= a.started <= end]
+    begun = [load.took(a) for a in load.attempts if not a.failure and start <= a.started <= end]
     failures = Counter(a.failure for a in load.attempts if a.failure)
     signed_in = sum(1 for a in load.attempts if not a.failure)
     done = max(len(in_window), 1)
@@ -790,9 +893,10 @@ def run(n: int, sealer: bool, state: Servers, people: deque[Person], environment
     hashed = max(sum(1 for at in load.passwords if start <= at <= end), 1)
     cpu_ms = {name: meter.seconds(name) / hashed * 1000 for name in meter.groups}
     return Result(
-        n=n, sealer=sealer, per_second=len(in_window) / (end - start), window=end - start,
+        n=n, sealer=sealer, per_second=len(in_window) / (end - start - load.paused), window=end - start - load.paused,
+        rate=HashRate.combined(load.rates), pauses=len(load.pauses),
         p50=statistics.median(begun) if begun else float("nan"), p95=percentile(begun, 0.95),
-        worst=max((a.ended - a.started for a in load.attempts), default=float("nan")),
+        worst=max((load.took(a) for a in load.attempts), default=float("nan")),
         errors=sum(1 for a in load.attempts if a.failure and not a.dropped),
         dropped=sum(1 for a in load.attempts if a.dropped), failures=failures,
         cpu_ms=cpu_ms,
@@ -820,39 +924,41 @@ def log_problems(state: Servers) -> list[str]:
 SERVICE = ("workers", "postgres", "nginx", "sealer")  # what serves a sign-in (the clients are the bench's)
 
 
-def adjacent_rates(result: Result, results: list[Result], rates: list[HashRate]) -> tuple[float, float]:
-    """The hash rate and CPU per check measured either side of this N (their means)."""
-    index = sorted({r.n for r in results}).index(result.n)
-    before, after = rates[index], rates[index + 1]
-    return (before.per_second + after.per_second) / 2, (before.cpu_ms + after.cpu_ms) / 2
+def ratio(result: Result) -> float:
+    return result.per_second / result.rate.per_second
 
 
-def print_table(results: list[Result], rates: list[HashRate]) -> None:
+def service_cpu(result: Result) -> float:
+    return sum(result.cpu_ms[name] for name in SERVICE)
+
+
+def print_table(results: list[Result]) -> None:
     print(f"\n{'':24}{'':>35}{'errors':>15}   {'CPU ms per sign-in':^34}   CPU")
     print(f"{'N':>4} {'sealer':>6} {'sign-ins/s':>10} {'hash/s':>7} {'ratio':>6} {'p50 s':>7} {'p95 s':>7} {'max s':>7} "
           f"{'':>2}{'errors':>6} {'dropped':>7}   {'workers':>7} {'pg':>5} {'nginx':>5} {'sealer':>6} {'clients':>7}"
           f"   {'ratio':>5}  load")
     for result in results:
-        rate, hash_cpu = adjacent_rates(result, results, rates)
         cpu = result.cpu_ms
-        service = sum(cpu[name] for name in SERVICE)
-        print(f"{result.n:>4} {'on' if result.sealer else 'off':>6} {result.per_second:>10.1f} {rate:>7.1f} "
-              f"{result.per_second / rate:>6.2f} {result.p50:>7.2f} {result.p95:>7.2f} {result.worst:>7.2f} "
-              f"{'':>2}{result.errors:>6} {result.dropped:>7}   {cpu['workers']:>7.1f} {cpu['postgres']:>5.1f} "
-              f"{cpu['nginx']:>5.1f} {cpu['sealer']:>6.1f} {cpu['clients']:>7.1f}   {hash_cpu / service:>5.2f} "
-              f"{result.load_average:5.1f}")
+        print(f"{result.n:>4} {'on' if result.sealer else 'off':>6} {result.per_second:>10.1f} "
+              f"{result.rate.per_second:>7.1f} {ratio(result):>6.2f} {result.p50:>7.2f} {result.p95:>7.2f} "
+              f"{result.worst:>7.2f} {'':>2}{result.errors:>6} {result.dropped:>7}   {cpu['workers']:>7.1f} "
+              f"{cpu['postgres']:>5.1f} {cpu['nginx']:>5.1f} {cpu['sealer']:>6.1f} {cpu['clients']:>7.1f}   "
+              f"{result.rate.cpu_ms / service_cpu(result):>5.2f} {result.load_average:5.1f}")
 
 
 def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
-                        help="a smaller run: 8 s windows, 3 s hash measurements, the sealer at the largest N only")
+                        help="a smaller run: 8 s windows, the sealer at the largest N only")
     parser.add_argument("--clients", default="20,50,200", help="the Ns to run, comma-separated (default 20,50,200)")
     parser.add_argument("--duration", type=float,
                         help="measured seconds per run, at least 3 sign-ins long (default 20; --quick 8)")
     parser.add_argument("--warmup", type=float, default=3.0,
                         help="at least this many seconds before measuring, and until each client signed in once")
-    parser.add_argument("--hash-seconds", type=float, help="seconds per hash-rate measurement (default 6; --quick 3)")
+    parser.add_argument("--hash-seconds", type=float, default=3.0,
+                        help="seconds per measurement of the pure hash rate (default 3)")
+    parser.add_argument("--segment", type=float, default=6.0,
+                        help="seconds of load between two measurements of the pure hash rate (default 6)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds a client waits for an answer (120)")
     parser.add_argument("--people", type=int, default=4000, help="Care Identities to sign in as (default 4000)")
     parser.add_argument("--balancer", choices=("nginx", "direct"), default="nginx" if shutil.which("nginx") else "direct",
@@ -886,8 +992,6 @@ def parse_arguments() -> argparse.Namespace:
             old.unlink()
     if arguments.duration is None:
         arguments.duration = 8.0 if arguments.quick else 20.0
-    if arguments.hash_seconds is None:
-        arguments.hash_seconds = 3.0 if arguments.quick else 6.0
     if not arguments.ns or min(arguments.ns) < 1 or max(arguments.ns) > 2000:
         parser.error("--clients: between 1 and 2000")
     if arguments.balancer == "nginx" and not shutil.which("nginx"):
@@ -927,24 +1031,24 @@ def main() -> None:
 
     load_before = os.getloadavg()[0]
     results: list[Result] = []
-    rates: list[HashRate] = []
     problems: list[str] = []
+    hashing = Hashing(encoded, slots)
     with tempfile.TemporaryDirectory(prefix="careid-load-") as scratch, \
             servers(environment, arguments, Path(scratch)) as state:
         state.worker_pids = current_workers(state)
         for index, n in enumerate(arguments.ns):
-            rates.append(hash_rate(encoded, slots, arguments.hash_seconds))
-            print(f"pure hash checks, {slots} processes: {rates[-1].per_second:.1f}/s "
-                  f"({rates[-1].cpu_ms:.1f} ms CPU per check)")
+            before = hashing.measure(arguments.hash_seconds)  # how fast the clients arrive
+            print(f"pure hash checks, {slots} processes: {before.per_second:.1f}/s ({before.cpu_ms:.1f} ms CPU per check)")
             with_sealer = not arguments.no_sealer and (not arguments.quick or n == arguments.ns[-1])
             order = ([False, True] if with_sealer else [False]) * arguments.repeat
             if index % 2:
                 order.reverse()
             for sealer in order:
-                result = run(n, sealer, state, people, environment, arguments, rates[-1].per_second)
+                result = run(n, sealer, state, people, environment, arguments, hashing, before.per_second)
                 results.append(result)
                 print(f"N={n:<4} sealer {'on ' if sealer else 'off'}: {result.window:.0f} s measured, "
-                      f"{result.per_second:6.1f} sign-ins/s, p50 "
+                      f"{result.per_second:6.1f} sign-ins/s against {result.rate.per_second:.1f} hash checks/s "
+                      f"in {result.pauses} pauses ({result.rate.cpu_ms:.1f} ms CPU per check), p50 "
                       f"{result.p50:.2f} s, p95 {result.p95:.2f} s, max {result.worst:.2f} s, {result.errors} errors, "
                       f"{result.dropped} dropped; {result.signed_in} signed in, {result.audited} audited; "
                       f"{result.balance:.2f} password steps per sign-in in the window"
@@ -960,26 +1064,26 @@ def main() -> None:
                 if current_workers(state) != state.worker_pids:
                     problems.append(f"N={n}: a gunicorn worker was replaced during the run")
                     state.worker_pids = current_workers(state)
-        rates.append(hash_rate(encoded, slots, arguments.hash_seconds))
-        print(f"pure hash checks, {slots} processes: {rates[-1].per_second:.1f}/s ({rates[-1].cpu_ms:.1f} ms CPU per check)")
         problems += log_problems(state)
+    hashing.close()
 
     # Sealed at the end too, so the bench database never keeps a backlog for the next run's sealer.
     from audit import chain
 
     chain.seal()
-    print_table(results, rates)
-    print(f"\n{argon2}; hash rate measured with {slots} processes (the instances' request slots), "
-          f"{arguments.hash_seconds:.0f} s before each N and at the end; ratio against the mean of the two either side")
+    print_table(results)
+    print(f"\n{argon2}; pure hash rate measured with {slots} processes (the instances' request slots) for "
+          f"{arguments.hash_seconds:.0f} s after every {arguments.segment:.0f} s of load, the service frozen; "
+          f"each run's ratio against the mean of its own measurements")
     largest = [r for r in results if r.n == max(arguments.ns)]
     clean = all(r.errors == 0 and r.dropped == 0 for r in largest)
     print(f"N={max(arguments.ns)}: {'no' if clean else 'SOME'} errors or dropped connections "
           f"({'meets' if clean else 'MISSES'} the target)")
-    worst_ratio = min(r.per_second / adjacent_rates(r, results, rates)[0] for r in results)
+    worst_ratio = min(ratio(r) for r in results)
     print(f"lowest ratio sign-ins/s to hash checks/s: {worst_ratio:.2f} "
           f"({'meets' if worst_ratio >= TARGET_RATIO else 'BELOW'} the {TARGET_RATIO} target)")
-    hash_cpu = statistics.mean(rate.cpu_ms for rate in rates)
-    service = statistics.median(sum(r.cpu_ms[name] for name in SERVICE) for r in results)
+    hash_cpu = statistics.mean(r.rate.cpu_ms for r in results)
+    service = statistics.median(service_cpu(r) for r in results)
     print(f"CPU per sign-in (median): {service:.1f} ms serving it (gunicorn workers, its PostgreSQL backends, nginx), "
           f"of which one hash check {hash_cpu:.1f} ms: the ratio on cores that do nothing else, "
           f"{hash_cpu / service:.2f}; {service - hash_cpu:.1f} ms is not the hash")
@@ -992,16 +1096,10 @@ def main() -> None:
         def mean(runs: list[Result], value) -> float:
             return statistics.mean(value(r) for r in runs)
 
-        def ratio(r: Result) -> float:
-            return r.per_second / adjacent_rates(r, results, rates)[0]
-
-        def service(r: Result) -> float:
-            return sum(r.cpu_ms[name] for name in SERVICE)
-
         print(f"sealer at N={n} (mean of {len(on)} with, {len(off)} without): sign-ins/s "
               f"{mean(on, lambda r: r.per_second) / mean(off, lambda r: r.per_second) - 1:+.0%}, ratio "
               f"{mean(off, ratio):.2f} -> {mean(on, ratio):.2f}, p50 {mean(on, lambda r: r.p50) - mean(off, lambda r: r.p50):+.2f} s, "
-              f"CPU per sign-in {mean(off, service):.1f} -> {mean(on, service):.1f} ms "
+              f"CPU per sign-in {mean(off, service_cpu):.1f} -> {mean(on, service_cpu):.1f} ms "
               f"(the sealer's own {mean(on, lambda r: r.cpu_ms['sealer']):.1f} ms)")
     for problem in problems[:20]:
         print(f"problem: {problem}")

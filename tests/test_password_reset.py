@@ -231,7 +231,7 @@ def test_a_stranger_cannot_use_up_the_persons_codes_for_the_day(person, mailbox)
     def codes_sent() -> int:
         return OutgoingEmail.objects.filter(user=person.user, kind="email_code").count()
 
-    for attempt in range(6):
+    for _attempt in range(6):
         Client(REMOTE_ADDR="203.0.113.9").post(START, {"email": email})
     assert codes_sent() == 5
     own = Client(REMOTE_ADDR="198.51.100.7")
@@ -240,7 +240,7 @@ def test_a_stranger_cannot_use_up_the_persons_codes_for_the_day(person, mailbox)
     assert own.post(CODE, {"code": code_from(mailbox, email, count=6)}).url == APP
 
     for address in range(3):
-        for attempt in range(5):
+        for _attempt in range(5):
             Client(REMOTE_ADDR=f"192.0.2.{address + 1}").post(START, {"email": email})
     assert codes_sent() == 20
     Client(REMOTE_ADDR="192.0.2.200").post(START, {"email": email})

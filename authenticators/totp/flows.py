@@ -172,9 +172,10 @@ def finish_signin(request: HttpRequest, user: User, token: str) -> str | None:
 SESSION_RESET = "careid_password_reset"
 RESET_TTL_SECONDS = 900
 RESET_PURPOSE = "password-reset"
-# New e-mailed codes per Care Identity per day: from one client address (a stranger who starts reset after
-# reset uses up theirs, not the person's), and from all together (the inbox is not flooded, and with 5 wrong
-# tries a code there are at most 100 guesses a day at 8 digits).
+# Reset e-mails (new codes and resends) per Care Identity per day: from one client address (a stranger who
+# starts reset after reset uses up theirs, not those of the person's own address), and from all together
+# (the inbox is not flooded, and with 5 wrong tries a code there are at most 100 guesses a day at 8 digits).
+# A stranger with four addresses, or behind the person's own NAT, can still use up a day's e-mails.
 RESET_CODES_PER_DAY = 5
 RESET_CODES_PER_DAY_IN_ALL = 20
 RESET_STARTS_PER_HOUR = 20  # per client address
@@ -265,18 +266,22 @@ def _may_send_reset_code(request: HttpRequest, user: User) -> bool:
 
 
 def resend_reset_code(request: HttpRequest, reset: PasswordReset) -> bool:
-    """A new code; False while the last one is less than a minute old (or dead)."""
+    """A new code; False while the last one is less than a minute old. A resend is an e-mail like a new
+    code and counts against the day's limits; over them, and for an address that gets no code, the answers
+    a sent code gets (its wait included) while nothing is sent."""
+    if time.time() - reset.sent_at < settings.CAREID_EMAIL_CODE_COOLDOWN.total_seconds():
+        return False
     code = EmailOneTimePassword.objects.filter(pk=reset.code).select_related("user").first() if reset.code else None
-    if code is None:  # nothing to send to: the answers a real code gets, its wait included
-        if time.time() - reset.sent_at < settings.CAREID_EMAIL_CODE_COOLDOWN.total_seconds():
-            return False
-        reset.sent_at = time.time()
-        reset.save(request)
-        return True
-    with transaction.atomic():
-        if not code.replace():
-            return False
-        send_code(request, code)
+    if code is not None:
+        if _may_send_reset_code(request, code.user):
+            with transaction.atomic():
+                if not code.replace():  # resent meanwhile from another tab of this journey
+                    return False
+                send_code(request, code)
+        else:  # from here on, what an address that gets no code gets (a code whose expiry stayed would tell)
+            reset.code = None
+    reset.sent_at = time.time()
+    reset.save(request)
     return True
 
 

@@ -27,7 +27,8 @@
    Every --segment seconds of the window (at least once), the service (nginx, both gunicorn instances,
    the sealer) is frozen with SIGSTOP, the machine's pure hash rate is measured (5. below), and the
    service goes on (SIGCONT); the clients wait for their answers as for a slow server. The window's
-   length and each sign-in's time leave the pauses out.
+   length and each sign-in's time leave the pauses out; the clients' --timeout, nginx's read timeout
+   and the TOTP time step do not, so a pause adds its 3-4 s to them.
    Reported: sign-ins/s completed in the window (and the password steps answered in it per sign-in
    completed in it: near 1 when the window is not on a crest or a trough of completions),
    p50/p95/max of the whole sign-in, errors (a wrong answer, a 4xx/5xx, a timeout) and dropped
@@ -313,7 +314,9 @@ class Hashing:
 
         connections.close_all()  # the forked processes must not share this process's connections
         self.encoded, self.processes, self.warm = encoded, processes, True
-        self.pool = multiprocessing.get_context("fork").Pool(processes)
+        # Ctrl-C stops the bench, not a hash process in the middle of a pause (pool.map would wait for it
+        # forever with the service frozen).
+        self.pool = multiprocessing.get_context("fork").Pool(processes, signal.signal, (signal.SIGINT, signal.SIG_IGN))
 
     def measure(self, seconds: float) -> HashRate:
         # Every process starts at the same instant; the first time after a check of its own (warm), after which
@@ -995,6 +998,8 @@ def parse_arguments() -> argparse.Namespace:
             old.unlink()
     if arguments.duration is None:
         arguments.duration = 8.0 if arguments.quick else 20.0
+    if arguments.segment <= 0 or arguments.hash_seconds <= 0:
+        parser.error("--segment and --hash-seconds: more than 0")
     if not arguments.ns or min(arguments.ns) < 1 or max(arguments.ns) > 2000:
         parser.error("--clients: between 1 and 2000")
     if arguments.balancer == "nginx" and not shutil.which("nginx"):
@@ -1004,6 +1009,9 @@ def parse_arguments() -> argparse.Namespace:
 
 def main() -> None:
     arguments = parse_arguments()
+    # Stopped any other way than Ctrl-C, the bench still thaws a frozen service and stops its servers.
+    for stopping in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stopping, lambda number, _frame: sys.exit(128 + number))
     environment = {**DEFAULTS, **os.environ, **BENCH_SETTINGS}
     if arguments.argon2:
         memory, passes, lanes = arguments.argon2.split(",")

@@ -314,9 +314,7 @@ class Hashing:
 
         connections.close_all()  # the forked processes must not share this process's connections
         self.encoded, self.processes, self.warm = encoded, processes, True
-        # Ctrl-C stops the bench, not a hash process in the middle of a pause (pool.map would wait for it
-        # forever with the service frozen).
-        self.pool = multiprocessing.get_context("fork").Pool(processes, signal.signal, (signal.SIGINT, signal.SIG_IGN))
+        self.pool = multiprocessing.get_context("fork").Pool(processes, _hash_process_signals)
 
     def measure(self, seconds: float) -> HashRate:
         # Every process starts at the same instant; the first time after a check of its own (warm), after which
@@ -328,9 +326,21 @@ class Hashing:
         cpu = sum(cpu for _, _, cpu, _ in results)
         return HashRate(self.processes, sum(count / elapsed for count, elapsed, _, _ in results), cpu / done * 1000)
 
-    def close(self) -> None:
-        self.pool.close()
+    def __enter__(self) -> Hashing:
+        return self
+
+    def __exit__(self, *_exception) -> None:
+        self.pool.terminate()
         self.pool.join()
+
+
+def _hash_process_signals() -> None:
+    """Ctrl-C stops the bench, not a hash process in the middle of a pause (pool.map would wait for it
+    forever with the service frozen); SIGTERM and SIGHUP stop a hash process as they would any other
+    (not with the bench's handler)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 # --- servers ---------------------------------------------------------------------------------------------
@@ -1048,8 +1058,7 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     results: list[Result] = []
     problems: list[str] = []
-    hashing = Hashing(encoded, slots)
-    with tempfile.TemporaryDirectory(prefix="careid-load-") as scratch, \
+    with Hashing(encoded, slots) as hashing, tempfile.TemporaryDirectory(prefix="careid-load-") as scratch, \
             servers(environment, arguments, Path(scratch)) as state:
         state.worker_pids = current_workers(state)
         for index, n in enumerate(arguments.ns):
@@ -1081,7 +1090,6 @@ def main() -> None:
                     problems.append(f"N={n}: a gunicorn worker was replaced during the run")
                     state.worker_pids = current_workers(state)
         problems += log_problems(state)
-    hashing.close()
 
     # Sealed at the end too, so the bench database never keeps a backlog for the next run's sealer.
     from audit import chain

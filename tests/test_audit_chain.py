@@ -354,3 +354,15 @@ def test_the_chain_and_the_trigger_cover_every_column_but_the_sealers_own():
 
     columns = {field.column for field in AuditEvent._meta.concrete_fields}
     assert set(CHAINED_FIELDS) == columns - {"seq", "chain_hash", "sealed_at"}
+
+
+def test_a_person_s_events_are_found_through_the_indexes_that_lead_with_them(db):
+    """Each event writes every index of the trail, and each seal writes them again: the actor's and the
+    subject's own indexes are gone, since (actor, at) and (subject, at) serve every look-up by person."""
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, "audit_auditevent").values()
+    by_first_column = {}
+    for columns in (info["columns"] for info in constraints if info["index"]):
+        by_first_column.setdefault(columns[0], []).append(columns)
+    assert by_first_column["actor_id"] == [["actor_id", "at"]]
+    assert by_first_column["subject_id"] == [["subject_id", "at"]]

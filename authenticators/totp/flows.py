@@ -176,8 +176,8 @@ RESET_PURPOSE = "password-reset"
 # starts reset after reset uses up theirs, not those of the person's own address), and from all together
 # (the inbox is not flooded, and with 5 wrong tries a code there are at most 100 guesses a day at 8 digits).
 # A stranger with four addresses, or behind the person's own NAT, can still use up a day's e-mails.
-RESET_CODES_PER_DAY = 5
-RESET_CODES_PER_DAY_IN_ALL = 20
+RESET_EMAILS_PER_DAY = 5
+RESET_EMAILS_PER_DAY_IN_ALL = 20
 RESET_STARTS_PER_HOUR = 20  # per client address
 
 
@@ -191,8 +191,9 @@ class PasswordReset:
     user: int | None = None
     code: int | None = None
     failures: int = 0  # wrong One Time Passwords when there is no real code to count them
-    # When a code was said to be sent, for an address that gets none (unknown, refused, out of codes for the
-    # day): its one-minute wait and its expiry are then a real code's, so neither tells the addresses apart.
+    # When a code was last sent, or said to be sent: the one-minute wait before a resend counts from it, and
+    # for an address that gets no code (unknown, refused, over the day's e-mails) the expiry too, so that
+    # neither tells the addresses apart.
     sent_at: float = 0.0
 
     @classmethod
@@ -248,7 +249,7 @@ def _start_password_reset(request: HttpRequest, email: str) -> bool:
         else:
             # A code of its own for this reset: one that someone else started for the address (knowing it is
             # enough) cannot spend this one's tries. Over the day's limits, the pages an unknown address gets.
-            sending = _may_send_reset_code(request, user)
+            sending = _may_send_reset_email(request, user)
             record(Event.PASSWORD_RESET_STARTED, request=request, subject=user, emailed=sending)
             if sending:
                 code = EmailOneTimePassword.issue(user=user, email=user.email, purpose=RESET_PURPOSE)
@@ -258,11 +259,11 @@ def _start_password_reset(request: HttpRequest, email: str) -> bool:
     return True
 
 
-def _may_send_reset_code(request: HttpRequest, user: User) -> bool:
+def _may_send_reset_email(request: HttpRequest, user: User) -> bool:
     day = timedelta(days=1)
-    return (throttle.within_limit(f"password-reset-codes:{user.pk}:{throttle.client_key(request)}",
-                                  RESET_CODES_PER_DAY, day)
-            and throttle.within_limit(f"password-reset-codes:{user.pk}", RESET_CODES_PER_DAY_IN_ALL, day))
+    return (throttle.within_limit(f"password-reset-emails:{user.pk}:{throttle.client_key(request)}",
+                                  RESET_EMAILS_PER_DAY, day)
+            and throttle.within_limit(f"password-reset-emails:{user.pk}", RESET_EMAILS_PER_DAY_IN_ALL, day))
 
 
 def resend_reset_code(request: HttpRequest, reset: PasswordReset) -> bool:
@@ -273,7 +274,7 @@ def resend_reset_code(request: HttpRequest, reset: PasswordReset) -> bool:
         return False
     code = EmailOneTimePassword.objects.filter(pk=reset.code).select_related("user").first() if reset.code else None
     if code is not None:
-        if _may_send_reset_code(request, code.user):
+        if _may_send_reset_email(request, code.user):
             with transaction.atomic():
                 if not code.replace():  # resent meanwhile from another tab of this journey
                     return False

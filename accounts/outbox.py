@@ -65,7 +65,7 @@ def queue(name: str, *, object_id: int, to: str, user: User | None = None, **ext
     """Owe an e-mail, in the current transaction; it is sent once that transaction has committed."""
     if name not in _KINDS:
         raise LookupError(f"No e-mail kind {name!r}")
-    now = timezone.now()
+    now = timezone.now()  # one instant for both: handed over before it was due would count as due again since
     email = OutgoingEmail.objects.create(kind=name, object_id=object_id, to=to, user=user, extra=extra,
                                          next_attempt_at=now, handed_over_at=now)
     transaction.on_commit(lambda: publish(OutgoingEmail, email.pk, deliver_email_task, "e-mail"), robust=True)

@@ -16,7 +16,6 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts import outbox
-from accounts.outbox import backoff
 from audit.models import Event, Outcome
 from audit.record import record
 
@@ -71,7 +70,7 @@ def _failed_attempt(logout: BackchannelLogout, attempts: int, error: str) -> Bac
     if now - logout.created_at < settings.CAREID_BACKCHANNEL_GIVE_UP_AFTER:
         BackchannelLogout.objects.filter(pk=logout.pk).update(attempts=attempts, claimed_until=None,
                                                               last_error=error[:300],
-                                                              next_attempt_at=now + backoff(attempts))
+                                                              next_attempt_at=now + outbox.backoff(attempts))
         return BackchannelLogout.State.QUEUED
     with transaction.atomic():
         BackchannelLogout.objects.filter(pk=logout.pk).update(state=BackchannelLogout.State.FAILED, attempts=attempts,

@@ -40,7 +40,7 @@ def end_service_sessions(*, user: User, sids: Iterable[str] | None, reason: str,
     Token.objects.filter(user=user, data__grant_id__in=[grant.grant_id for grant in grants], type__in=[
         Token.Type.AUTHORIZATION_CODE, Token.Type.ACCESS_TOKEN, Token.Type.REFRESH_TOKEN]).delete()
     Grant.objects.filter(pk__in=[grant.pk for grant in grants]).update(ended_at=timezone.now())
-    owed, now = {}, timezone.now()
+    owed, now = {}, timezone.now()  # as accounts.outbox.queue: due and handed over at the same instant
     for grant in grants:
         if grant.client.backchannel_logout_uri and grant.client_id != except_client_id:
             owed[(grant.client_id, grant.sid)] = BackchannelLogout(client_id=grant.client_id, user=user, sid=grant.sid,

@@ -16,11 +16,13 @@ from importlib import import_module
 
 from allauth.usersessions.models import UserSession
 from django.conf import settings
-from django.contrib.auth import login, logout, update_session_auth_hash
+from django.contrib.auth import HASH_SESSION_KEY, login, logout, update_session_auth_hash
 from django.contrib.auth.hashers import check_password, make_password
+from django.contrib.sessions.backends.base import UpdateError
 from django.db import DatabaseError, transaction
 from django.http import HttpRequest
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare
 
 from accounts.models import User
 from accounts.notifications import notify_person
@@ -124,7 +126,7 @@ def check_password_step(request: HttpRequest, *, email: str, password: str, meth
     if user is None:
         check_password(password, NO_ACCOUNT)  # the same Argon2 work as for a real account
         reason = "unknown email"
-    elif not user.check_password(password):  # a right password on a hash of another cost is re-hashed
+    elif not _check_password(user, password):
         reason = "wrong password"
     elif not user.is_active:
         reason = f"profile {user.status}"
@@ -137,6 +139,36 @@ def check_password_step(request: HttpRequest, *, email: str, password: str, meth
         throttle.release(request, user, Factor.PASSWORD)  # the code count resets only when the sign-in completes
         return user, None
     return None, fail_signin_attempt(request, email=email, user=user, method=method, reason=reason)
+
+
+def _check_password(user: User, password: str) -> bool:
+    """The person's password. A right one on a hash of another cost is re-hashed (Django's check_password),
+    and Django's check of each session of the person, made from the hash, then fails: every other session
+    would end at its next request, unheard by its services, on the strength of a password step alone. The
+    password is the same, so their sessions move to the new hash instead."""
+    before = user.get_session_auth_hash()
+    if not user.check_password(password):
+        return False
+    if user.get_session_auth_hash() != before:
+        _sessions_follow_rehash(user, before)
+    return True
+
+
+def _sessions_follow_rehash(user: User, before: str) -> None:
+    """Only the sessions made under the hash before (a session of the list made under an older one is
+    already ended). The step's attempt slot keeps a second re-hash of the person from running meanwhile; a
+    request of one of these sessions that saves it while this runs can still write the old check back, and
+    that session then ends at its next request, as all of them did before."""
+    after = user.get_session_auth_hash()
+    store = import_module(settings.SESSION_ENGINE).SessionStore
+    for listed in UserSession.objects.filter(user=user):
+        session = store(listed.session_key)
+        if constant_time_compare(session.get(HASH_SESSION_KEY, ""), before):
+            session[HASH_SESSION_KEY] = after
+            try:
+                session.save()
+            except UpdateError:  # ended meanwhile
+                pass
 
 
 def complete_signin(request: HttpRequest, *, user: User, kind) -> None:

@@ -112,6 +112,28 @@ def test_a_hash_of_other_parameters_verifies_and_is_upgraded_at_the_next_sign_in
     assert person.user.password == again  # already at the configured cost: not re-hashed
 
 
+def test_an_upgrade_keeps_the_persons_other_sessions(person, argon2):
+    """Django's session check is made from the password hash, so a re-hash would end every other session of
+    the person at its next request (no event, no word to their services). A password step alone does it,
+    whoever passes it: the password is the same, so nobody is signed out."""
+    from django.test import Client
+
+    argon2.CAREID_ARGON2_TIME_COST, argon2.CAREID_ARGON2_MEMORY_COST = 2, 19456  # the cost before
+    person.user.set_password(person.password)
+    person.user.save(update_fields=["password"])
+    ward_pc = Client()
+    assert sign_in(ward_pc, person).status_code == 302
+
+    argon2.CAREID_ARGON2_TIME_COST, argon2.CAREID_ARGON2_MEMORY_COST = 3, 65536  # the operator raises it
+
+    elsewhere = Client(REMOTE_ADDR="203.0.113.9")
+    assert elsewhere.post(APP, {"email": person.user.email, "password": person.password}).status_code == 302
+    person.user.refresh_from_db()
+    assert parameters(person.user.password) == {"time_cost": 3, "memory_cost": 65536, "parallelism": 1}
+
+    assert ward_pc.get("/profile/").status_code == 200
+
+
 def test_a_pbkdf2_hash_verifies_and_becomes_argon2id_at_the_next_sign_in(client, person, argon2):
     User.objects.filter(pk=person.user.pk).update(
         password=make_password(person.password, hasher="pbkdf2_sha256"))

@@ -266,3 +266,76 @@ def test_resends_count_against_the_days_emails(person, mailbox, settings):
             assert own.post(CODE + "resend/").url == CODE + "?sent=1"
         assert OutgoingEmail.objects.filter(user=person.user, kind="email_code").count() == 5
         assert "once a minute" in own.post(CODE + "resend/").content.decode()
+
+
+def test_a_sign_in_half_done_with_the_old_password_cannot_be_finished_after_a_reset(person, mailbox):
+    other = Client(REMOTE_ADDR="203.0.113.9")
+    assert other.post("/login/authenticator-app/", {"email": person.user.email, "password": person.password}).status_code == 302
+    own = Client(REMOTE_ADDR="198.51.100.7")
+    own.post(START, {"email": person.user.email})
+    assert own.post(CODE, {"code": code_from(mailbox, person.user.email)}).url == APP
+    assert own.post(APP, {"token": person.fresh_code()}).url == NEW
+    assert own.post(NEW, {"password1": NEW_PASSWORD, "password2": NEW_PASSWORD}).status_code == 302
+
+    response = other.post("/login/authenticator-app/code/", {"token": person.fresh_code()})
+    assert response.status_code == 302 and response.url.startswith("/login/authenticator-app/")
+    assert not other.session.get("_auth_user_id")
+
+
+def _overlapping_wrong_codes(email: str, tries: int) -> list[str]:
+    """`tries` wrong codes in one reset journey, sent at once: each request read the session before any
+    of them wrote it (what parallel requests from one browser do)."""
+    from importlib import import_module
+
+    from django.conf import settings
+    from django.test import RequestFactory
+
+    from authenticators.totp import flows
+
+    browser = Client(REMOTE_ADDR="203.0.113.9")
+    browser.post(START, {"email": email})
+    store = import_module(settings.SESSION_ENGINE).SessionStore
+    requests = [RequestFactory().post(CODE, REMOTE_ADDR="203.0.113.9") for _ in range(tries)]
+    for request in requests:
+        request.session = store(browser.session.session_key)
+    journeys = [flows.PasswordReset.of(request, "otp") for request in requests]  # all read first
+    answers = []
+    for request, journey in zip(requests, journeys, strict=True):
+        answers.append(flows.check_reset_code(request, journey, "00000000").value)
+        request.session.save()
+    return answers
+
+
+def test_overlapping_wrong_codes_run_out_for_an_unknown_address_as_for_a_real_one(person, mailbox, settings):
+    """A real code's wrong tries are counted on its row, atomically; those of an address that gets no code
+    were counted in the session, where overlapping requests each read 0 and wrote 1: five wrong codes at
+    once ended a real address's reset and never an unknown one's, which told them apart."""
+    tries = settings.CAREID_EMAIL_CODE_MAX_FAILURES
+    assert _overlapping_wrong_codes(person.user.email, tries)[-1] == "exhausted"
+    assert _overlapping_wrong_codes("nobody.here@nhs.net", tries) == ["wrong"] * (tries - 1) + ["exhausted"]
+
+
+def test_a_reset_refused_for_too_many_from_one_address_is_audited(person, mailbox):
+    from authenticators.totp.flows import RESET_STARTS_PER_HOUR
+
+    client = Client(REMOTE_ADDR="203.0.113.9")
+    for attempt in range(RESET_STARTS_PER_HOUR):
+        client.post(START, {"email": f"someone{attempt}@nhs.net"})
+    response = client.post(START, {"email": person.user.email})
+    assert "too many times" in response.content.decode()
+    refused = AuditEvent.objects.filter(event=Event.PASSWORD_RESET_STARTED).latest("id")
+    assert (refused.subject, refused.outcome, refused.details["reason"]) == (person.user, "failure", "ip_throttled")
+    assert refused.ip == "203.0.113.9"
+    assert not mailbox.to(person.user.email)
+
+
+def test_a_reset_that_cannot_go_on_any_more_is_audited(client, person, mailbox):
+    """Suspended after the e-mailed code was accepted: the app step stops the reset, and says so in the trail."""
+    client.post(START, {"email": person.user.email})
+    assert client.post(CODE, {"code": code_from(mailbox, person.user.email)}).url == APP
+    User.objects.filter(pk=person.user.pk).update(status=User.Status.SUSPENDED)
+    response = client.post(APP, {"token": person.fresh_code()})
+    assert "This password reset cannot go on" in response.content.decode()
+    refused = AuditEvent.objects.filter(event=Event.PASSWORD_RESET).latest("id")
+    assert (refused.subject, refused.outcome, refused.details["reason"]) == (person.user, "failure", "profile suspended")
+    assert client.get(APP).url == START + "?expired=1"  # the journey is over

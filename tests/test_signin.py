@@ -130,6 +130,24 @@ def test_the_code_step_needs_the_password_step_first(client, person):
     assert not client.session.get("_auth_user_id")
 
 
+def test_a_password_step_passed_before_a_password_change_cannot_be_finished_after_it(person):
+    """Someone who had the old password (and can get a code: a shared phone, an app left open) passed the
+    first step; the person then changed their password. The half-finished sign-in goes with the old password."""
+    from django.test import Client
+
+    other = Client(REMOTE_ADDR="203.0.113.9")
+    assert other.post(APP, {"email": person.user.email, "password": person.password}).status_code == 302
+    own = Client()
+    sign_in(own, person)
+    new = "a brand new passphrase for the ward"
+    assert own.post("/profile/password/", {"password1": new, "password2": new}).status_code == 302
+
+    response = other.post(CODE, {"token": person.fresh_code()})
+    assert response.status_code == 302 and response.url.startswith(APP)
+    assert not other.session.get("_auth_user_id")
+    assert other.get(CODE).url.startswith(APP)  # the code step is gone: the password again
+
+
 def test_a_wrong_code_does_not_sign_in(client, person):
     client.post(APP, {"email": person.user.email, "password": person.password})
     wrong = person.wrong_code()

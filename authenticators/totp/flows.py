@@ -7,8 +7,9 @@ changes nothing.
 
 from __future__ import annotations
 
+import secrets
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from datetime import timedelta
 
 from django.conf import settings
@@ -16,6 +17,7 @@ from django.contrib.auth.hashers import make_password
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare
 
 from accounts.models import EmailOneTimePassword, User
 from accounts.notifications import notify_person
@@ -122,7 +124,10 @@ def start_signin(request: HttpRequest, *, email: str, password: str) -> str | No
     user, message = signin_flows.check_password_step(request, email=email, password=password, method=KIND.key)
     if user is None:
         return message
-    request.session[SESSION_PENDING] = {"user": user.pk, "at": timezone.now().timestamp()}
+    # With the password it was proven against (Django's session check of it, never the hash): a change or a
+    # reset of the password before the code step ends this sign-in, as it ends the person's sessions.
+    request.session[SESSION_PENDING] = {"user": user.pk, "at": timezone.now().timestamp(),
+                                        "password": user.get_session_auth_hash()}
     return None
 
 
@@ -134,7 +139,16 @@ def signin_pending(request: HttpRequest) -> bool:
 
 
 def pending_signin_user(request: HttpRequest) -> User | None:
-    return User.objects.filter(pk=request.session[SESSION_PENDING]["user"]).first() if signin_pending(request) else None
+    """The person whose password this browser proved at the first step, while it is still their password;
+    None otherwise, and the sign-in is forgotten (the password step again)."""
+    if not signin_pending(request):
+        return None
+    pending = request.session[SESSION_PENDING]
+    user = User.objects.filter(pk=pending["user"]).first()
+    if user is None or not constant_time_compare(pending.get("password", ""), user.get_session_auth_hash()):
+        request.session.pop(SESSION_PENDING, None)
+        return None
+    return user
 
 
 def finish_signin(request: HttpRequest, user: User, token: str) -> str | None:
@@ -190,18 +204,20 @@ class PasswordReset:
     at: float
     user: int | None = None
     code: int | None = None
-    failures: int = 0  # wrong One Time Passwords when there is no real code to count them
     # When a code was last sent, or said to be sent: the one-minute wait before a resend counts from it, and
     # for an address that gets no code (unknown, refused, over the day's e-mails) the expiry too, so that
     # neither tells the addresses apart.
     sent_at: float = 0.0
+    # Names this journey's count of code checks in the throttle store (check_reset_code says why).
+    journey: str = field(default_factory=lambda: secrets.token_urlsafe(16))
 
     @classmethod
     def of(cls, request: HttpRequest, step: str) -> PasswordReset | None:
         data = request.session.get(SESSION_RESET)
         if not isinstance(data, dict):
             return None
-        reset = cls(**data)
+        known = {item.name for item in fields(cls)}
+        reset = cls(**{name: value for name, value in data.items() if name in known})  # as an older release kept it
         if reset.step != step or time.time() - reset.at > RESET_TTL_SECONDS:
             return None
         return reset
@@ -233,10 +249,12 @@ def start_password_reset(request: HttpRequest, email: str) -> bool:
 
 
 def _start_password_reset(request: HttpRequest, email: str) -> bool:
+    user = signin_flows.find_user_for_signin(email)
     if not throttle.within_limit(f"password-reset:{throttle.client_key(request)}", RESET_STARTS_PER_HOUR,
                                  timedelta(hours=1)):
+        record(Event.PASSWORD_RESET_STARTED, request=request, subject=user, outcome=Outcome.FAILURE,
+               email=email[:254], reason="ip_throttled")
         return False
-    user = signin_flows.find_user_for_signin(email)
     now = time.time()
     reset = PasswordReset(email=email, step="otp", at=now, user=user.pk if user else None, sent_at=now)
     with transaction.atomic():
@@ -288,14 +306,19 @@ def resend_reset_code(request: HttpRequest, reset: PasswordReset) -> bool:
 
 def check_reset_code(request: HttpRequest, reset: PasswordReset, entered: str) -> EmailOneTimePassword.Result:
     Result = EmailOneTimePassword.Result
+    # A real code's wrong tries are counted on its row, atomically. A journey whose address gets no code
+    # counts its checks in the throttle store, as atomically: counted in the session, overlapping requests
+    # each read 0 and wrote 1, and only a real address ran out of tries. Every journey counts there, so that
+    # without the store all are refused alike (the 503 page).
+    with signin_flows.failing_closed(request, Event.OTP_FAILED, purpose=RESET_PURPOSE):
+        checks = throttle.count(f"password-reset-checks:{reset.journey}", timedelta(seconds=RESET_TTL_SECONDS))
     code = EmailOneTimePassword.objects.filter(pk=reset.code).select_related("user").first() if reset.code else None
     with transaction.atomic():
         if code is None:  # as EmailOneTimePassword.verify answers: expired first, then counted
             if time.time() - reset.sent_at >= settings.CAREID_EMAIL_CODE_TTL.total_seconds():
                 result = Result.EXPIRED
             else:
-                reset.failures += 1
-                result = Result.EXHAUSTED if reset.failures >= settings.CAREID_EMAIL_CODE_MAX_FAILURES else Result.WRONG
+                result = Result.EXHAUSTED if checks >= settings.CAREID_EMAIL_CODE_MAX_FAILURES else Result.WRONG
         else:
             result = code.verify(entered)
         if result == Result.ACCEPTED:
@@ -310,11 +333,18 @@ def check_reset_code(request: HttpRequest, reset: PasswordReset, entered: str) -
     return result
 
 
+def _refuse_reset(request: HttpRequest, user: User | None, why: str) -> None:
+    """A reset that got past the e-mailed code and can no longer go on (the profile was suspended, locked
+    for wrong codes or lost its app since)."""
+    record(Event.PASSWORD_RESET, request=request, subject=user, outcome=Outcome.FAILURE, method=KIND.key, reason=why)
+
+
 def check_reset_app_code(request: HttpRequest, reset: PasswordReset, token: str) -> str | None:
     """The authenticator app's code proves the second factor; None when right, else the message."""
     user = reset.load_user()
-    if user is None or _reset_refusal(user):
+    if user is None or (why := _reset_refusal(user)):
         request.session.pop(SESSION_RESET, None)
+        _refuse_reset(request, user, why if user else "no Care Identity")
         return "This password reset cannot go on. Contact your registration authority."
     refused = signin_flows.begin_signin_attempt(request, email=user.email, user=user, method=KIND.key,
                                                 factor=Factor.CODE)
@@ -340,7 +370,8 @@ def finish_password_reset(request: HttpRequest, reset: PasswordReset, password: 
     person ends, and they are e-mailed. None when the reset can no longer go on."""
     user = reset.load_user()
     request.session.pop(SESSION_RESET, None)
-    if user is None or _reset_refusal(user):
+    if user is None or (why := _reset_refusal(user)):
+        _refuse_reset(request, user, why if user else "no Care Identity")
         return None
     with transaction.atomic():
         user.set_password(password)

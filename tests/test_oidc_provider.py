@@ -10,6 +10,7 @@ from datetime import timedelta
 import pytest
 import time_machine
 from allauth.idp.oidc.models import Token
+from django.test import Client
 from django.utils import timezone
 
 from audit.models import AuditEvent, Event
@@ -272,11 +273,68 @@ def test_prompt_login_and_max_age_force_a_new_sign_in(client, person, service, r
         assert signed_in_at - first_auth >= 600
         code = rp.code_of(client.get(goto), authorization)  # no loop: the new sign-in satisfies it
         assert id_token(authorization, code)["auth_time"] == int(signed_in_at)
+        replayed = client.get(goto)  # that sign-in has served: the same URL again asks again
+        assert replayed.status_code == 302 and replayed["Location"].startswith("/login/")
         # A token issued ten minutes later for the same session still says when the person signed in.
         traveller.shift(timedelta(minutes=10))
         response, authorization = rp.authorize(client, service.pk)
         claims = id_token(authorization, rp.code_of(response, authorization))
     assert claims["auth_time"] == int(signed_in_at) and claims["iat"] - claims["auth_time"] >= 600
+
+
+@pytest.mark.parametrize("extra", [{"prompt": "login"}, {"max_age": "0"}])
+def test_a_person_not_signed_in_signs_in_once_for_prompt_login_and_max_age(client, person, service, extra):
+    response, authorization = rp.authorize(client, service.pk, **extra)
+    assert response.status_code == 302 and "reauth=1" not in response["Location"]
+    goto = rp.query_of(response["Location"])["goto"]
+    assert sign_in(client, person, goto=goto).url == goto
+    rp.code_of(client.get(goto), authorization)
+
+
+def test_prompt_login_lets_another_person_sign_in_at_the_same_browser_once(client, person, service, make_person):
+    # Signing in as someone else flushes the session: what careid asked must outlive it.
+    sign_in(client, person)
+    other = make_person(email="mary.seacole@nhs.net")
+    response, authorization = rp.authorize(client, service.pk, prompt="login")
+    goto = rp.query_of(response["Location"])["goto"]
+    assert sign_in(client, other, goto=goto).url == goto
+    rp.code_of(client.get(goto), authorization)
+    assert Token.objects.get(type=Token.Type.AUTHORIZATION_CODE).user == other.user
+
+
+def test_prompt_login_in_several_tabs_is_satisfied_by_one_sign_in(client, person, service):
+    sign_in(client, person)
+    tabs = [rp.authorize(client, service.pk, prompt="login") for _ in range(3)]
+    gotos = [rp.query_of(response["Location"])["goto"] for response, _ in tabs]
+    assert sign_in(client, person, goto=gotos[0]).url == gotos[0]
+    for goto, (_, authorization) in zip(gotos, tabs, strict=True):
+        rp.code_of(client.get(goto), authorization)
+
+
+def test_what_careid_asked_is_kept_in_a_host_only_cookie(client, person, service):
+    response, _ = rp.authorize(client, service.pk, prompt="login")
+    cookie = response.cookies["__Host-careid-reauth"]  # tests run with production (Secure) cookies
+    assert cookie["secure"] and cookie["httponly"] and cookie["samesite"] == "Lax" and cookie["path"] == "/"
+    assert cookie["max-age"] == 3600 and not cookie["domain"]
+
+
+def another_browsers_reauth_id(service) -> str:
+    """What anyone gets by opening an authorization URL with prompt=login while not signed in: the id in
+    the goto of the redirect to the sign-in page (its time stays in that browser's cookie)."""
+    response, _ = rp.authorize(Client(), service.pk, prompt="login")
+    return rp.query_of(rp.query_of(response["Location"])["goto"])["careid_reauth"]
+
+
+@pytest.mark.parametrize("extra", [{"prompt": "login"}, {"max_age": "60"}])
+def test_a_reauth_id_from_another_browser_does_not_count_as_a_new_sign_in(client, person, service, extra):
+    with time_machine.travel(timezone.now()) as traveller:
+        request_id = another_browsers_reauth_id(service)  # minted elsewhere, before the sign-in
+        traveller.shift(timedelta(minutes=1))
+        sign_in(client, person)
+        traveller.shift(timedelta(minutes=20))
+        response, _ = rp.authorize(client, service.pk, careid_reauth=request_id, **extra)
+    # The person signed in 20 minutes ago: prompt=login / max_age=60 sends them to sign in again.
+    assert response.status_code == 302 and response["Location"].startswith("/login/"), response.get("Location")
 
 
 def test_a_recent_enough_sign_in_satisfies_max_age(client, person, service):

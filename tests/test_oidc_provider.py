@@ -236,6 +236,23 @@ def test_an_aal3_request_on_an_aal2_session_is_never_accepted(client, person, se
     assert not Token.objects.filter(type=Token.Type.AUTHORIZATION_CODE).exists()
 
 
+@pytest.mark.parametrize("asked", ["AAL3_CIS2_SMARTCARD", "AAL3_N3_SMARTCARD", "AAL3_N3_SMARTCARD AAL3_CIS2_SMARTCARD"])
+def test_an_aal3_class_careid_does_not_offer_is_never_met_by_an_aal2_sign_in(client, person, service, asked):
+    sign_in(client, person)  # Authenticator app: AAL2
+    response, _ = rp.authorize(client, service.pk, acr_values=asked)
+    assert response.status_code == 403
+    assert "e-Referral Service needs a stronger login method" in response.content.decode()
+    assert not Token.objects.filter(type=Token.Type.AUTHORIZATION_CODE).exists()
+
+
+def test_unknown_classes_of_which_one_is_not_aal3_get_the_default_level(client, person, service, rp_key):
+    # The service accepts any class it lists: the lowest floor is the default's.
+    code, authorization = signed_in_code(client, person, service, acr_values="AAL3_CIS2_SMARTCARD AAL2_NHSMAIL")
+    claims = rp.verified(client, rp.exchange(client, service.pk, rp_key, code, authorization).json()["id_token"],
+                         service.pk)
+    assert (claims["acr"], claims["authentication_assurance_level"]) == ("AAL2_OR_AAL3_ANY", "2")
+
+
 def test_a_session_below_the_level_asked_for_is_stepped_up(client, person, service, rp_key):
     sign_in(client, person)
     session = client.session

@@ -125,9 +125,16 @@ class CareIdRequestValidator(OAuthLibRequestValidator):
         if not request.user.is_active:
             refuse(f"profile {request.user.status}", client_id)
             return False
+        # The challenge the code was issued with, never one sent to the token endpoint.
+        challenge = self.get_code_challenge(code, request)
+        if challenge is None and request.code_verifier is not None:
+            # RFC 9700 2.1.1: a verifier for a code issued without a challenge is a PKCE downgrade (an
+            # attacker who stripped the challenge from the authorization request); oauthlib ignores it.
+            refuse("PKCE code_verifier for a code issued without a code_challenge", client_id)
+            return False
         # oauthlib checks the verifier next, with the same function, but cannot say why it refused.
-        if (request.code_challenge and request.code_challenge_method == "S256" and request.code_verifier is not None
-                and not code_challenge_method_s256(request.code_verifier, request.code_challenge)):
+        if (challenge and request.code_challenge_method == "S256" and request.code_verifier is not None
+                and not code_challenge_method_s256(request.code_verifier, challenge)):
             refuse("PKCE code_verifier does not match the code_challenge", client_id)
             return False
         return True

@@ -149,6 +149,20 @@ def test_a_wrong_pkce_verifier_is_refused(client, person, service, rp_key):
     assert refused("PKCE code_verifier does not match the code_challenge") and not refused("already exchanged")
 
 
+def test_a_pkce_verifier_for_a_code_issued_without_a_challenge_is_refused(client, person, service, rp_key):
+    # RFC 9700 2.1.1: a verifier without a challenge is a downgrade (the challenge was stripped on the way).
+    code, authorization = signed_in_code(client, person, service, code_challenge=None, code_challenge_method=None)
+    response = rp.exchange(client, service.pk, rp_key, code, authorization)  # sends code_verifier
+    assert response.status_code == 400 and response.json()["error"] == "invalid_grant"
+    assert not Token.objects.filter(type=Token.Type.ACCESS_TOKEN).exists()
+    assert refused("PKCE code_verifier for a code issued without a code_challenge")
+
+
+def test_a_code_issued_without_a_challenge_is_exchanged_without_a_verifier(client, person, service, rp_key):
+    code, authorization = signed_in_code(client, person, service, code_challenge=None, code_challenge_method=None)
+    assert rp.exchange(client, service.pk, rp_key, code, authorization, code_verifier=None).status_code == 200
+
+
 def test_a_code_used_twice_is_refused_and_the_first_tokens_are_revoked(transactional_db, client, person, service, rp_key):
     # Real commits: the revocation runs once the refusing transaction has committed.
     code, authorization = signed_in_code(client, person, service)

@@ -22,6 +22,7 @@ from allauth.idp.oidc.internal.oauthlib.server import (
 )
 from allauth.idp.oidc.internal.oauthlib.utils import get_validator_context
 from allauth.idp.oidc.internal.tokens import decode_jwt_token
+from allauth.idp.oidc.models import Client
 from django.urls import reverse
 from oauthlib.oauth2.rfc6749 import errors
 from oauthlib.oauth2.rfc6749.grant_types.authorization_code import code_challenge_method_s256
@@ -173,6 +174,11 @@ class CareIdRequestValidator(OAuthLibRequestValidator):
         return signing.sign(id_token)
 
     def save_bearer_token(self, token: dict, request, *args, **kwargs) -> None:
+        if Client.GrantType.REFRESH_TOKEN not in request.client.get_grant_types():
+            # oauthlib issues a refresh token with every code. Using it is refused for a service registered
+            # without refresh tokens, but it would start working if they were switched on later: none is
+            # stored, and none is sent (oauthlib sends this very dict once it is saved).
+            token.pop("refresh_token", None)
         super().save_bearer_token(token, request, *args, **kwargs)
         grant = _grant_of_this_request()  # read once per request (finalize_id_token read it first)
         record(Event.OIDC_TOKEN_ISSUED, subject=request.user, method=grant.method, aal=grant.aal,

@@ -387,6 +387,15 @@ def test_prompt_none_with_a_session_signs_in_silently(client, person, service):
     rp.code_of(response, authorization)
 
 
+def test_a_service_registered_without_refresh_tokens_gets_none(client, person, db, rp_key):
+    service, _ = rp.register(name="No refresh", key=rp_key, refresh_tokens=False)
+    code, authorization = signed_in_code(client, person, service)
+    tokens = rp.exchange(client, service.pk, rp_key, code, authorization).json()
+    assert "access_token" in tokens and "id_token" in tokens
+    assert "refresh_token" not in tokens and "refresh_expires_in" not in tokens
+    assert not Token.objects.filter(client=service, type=Token.Type.REFRESH_TOKEN).exists()
+
+
 def test_a_suspended_persons_refresh_token_stops_at_once(client, person, service, rp_key, make_person):
     from accounts.flows import suspend_user
 

@@ -121,8 +121,8 @@ def _oauth_response(request: HttpRequest, where: str, create) -> HttpResponse:
     with transaction.atomic():
         try:
             headers, body, status = create(get_server(), orequest)
-        except errors.OAuth2Error as error:
-            headers, body, status = error.headers, error.json, error.status_code
+        except errors.OAuth2Error as error:  # raised past oauthlib's grant, which would add the content type
+            headers, body, status = {**error.headers, "Content-Type": "application/json"}, error.json, error.status_code
         if status >= 400:
             _refused(request, where, _error_from(body), grant_type=request.POST.get("grant_type", ""))
     response = convert_response(headers, body, status)

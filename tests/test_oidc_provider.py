@@ -3,6 +3,7 @@ refusal the issue names, through the real endpoints."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from datetime import timedelta
@@ -14,6 +15,7 @@ from django.test import Client
 from django.utils import timezone
 
 from audit.models import AuditEvent, Event
+from oidc.models import RotatedRefreshToken
 from signin.session import SESSION_AUTH
 
 from . import oidc_rp as rp
@@ -394,6 +396,68 @@ def test_a_service_registered_without_refresh_tokens_gets_none(client, person, d
     assert "access_token" in tokens and "id_token" in tokens
     assert "refresh_token" not in tokens and "refresh_expires_in" not in tokens
     assert not Token.objects.filter(client=service, type=Token.Type.REFRESH_TOKEN).exists()
+
+
+def refresh(client, service, rp_key, refresh_token: str):
+    return client.post("/oidc/token", {"grant_type": "refresh_token", "refresh_token": refresh_token,
+                                       "client_assertion_type": rp.JWT_BEARER,
+                                       "client_assertion": rp.assertion(service.pk, rp_key)})
+
+
+def test_a_replayed_refresh_token_revokes_every_token_of_its_grant(client, person, service, rp_key):
+    code, authorization = signed_in_code(client, person, service)
+    first = rp.exchange(client, service.pk, rp_key, code, authorization).json()
+    rotated = refresh(client, service, rp_key, first["refresh_token"])  # the thief (or the service) rotates it
+    assert rotated.status_code == 200
+    replay = refresh(client, service, rp_key, first["refresh_token"])  # the other presents the old one: a breach
+    assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
+    assert refused("refresh token already rotated (reused)")
+    # RFC 9700 4.14.2: whoever holds the newest tokens is stopped too.
+    assert refresh(client, service, rp_key, rotated.json()["refresh_token"]).status_code == 400
+    assert client.get("/oidc/userinfo", HTTP_AUTHORIZATION=f"Bearer {rotated.json()['access_token']}").status_code == 401
+    assert not Token.objects.filter(type__in=[Token.Type.ACCESS_TOKEN, Token.Type.REFRESH_TOKEN]).exists()
+    kept = RotatedRefreshToken.objects.get()  # a hash of the replaced token, never the token
+    assert kept.token_hash == hashlib.sha256(first["refresh_token"].encode()).hexdigest()
+
+
+def test_a_replayed_refresh_token_of_a_public_client_revokes_the_rotated_one(client, person, db):
+    public, _ = rp.register(name="Public app", auth_method="none")
+    sign_in(client, person)
+    response, authorization = rp.authorize(client, public.pk)
+    code = rp.code_of(response, authorization)
+    first = client.post("/oidc/token", {"grant_type": "authorization_code", "code": code, "client_id": public.pk,
+                                        "redirect_uri": rp.REDIRECT_URI, "code_verifier": authorization.verifier}).json()
+
+    def refresh(token: str):
+        return client.post("/oidc/token", {"grant_type": "refresh_token", "refresh_token": token, "client_id": public.pk})
+
+    rotated = refresh(first["refresh_token"])
+    assert rotated.status_code == 200, rotated.content
+    assert refresh(first["refresh_token"]).status_code == 400
+    assert refresh(rotated.json()["refresh_token"]).status_code == 400
+
+
+def test_a_refresh_token_replayed_in_another_grant_leaves_that_grant_alone(client, person, service, rp_key):
+    code, authorization = signed_in_code(client, person, service)
+    first = rp.exchange(client, service.pk, rp_key, code, authorization).json()
+    response, authorization = rp.authorize(client, service.pk)
+    other = rp.exchange(client, service.pk, rp_key, rp.code_of(response, authorization), authorization).json()
+    refresh(client, service, rp_key, first["refresh_token"])
+    assert refresh(client, service, rp_key, first["refresh_token"]).status_code == 400
+    assert refresh(client, service, rp_key, other["refresh_token"]).status_code == 200
+
+
+def test_rotated_refresh_tokens_are_forgotten_after_the_refresh_token_lifetime(client, person, service, rp_key, settings):
+    from oidc.tasks import forget_rotated_refresh_tokens_task
+
+    code, authorization = signed_in_code(client, person, service)
+    refresh(client, service, rp_key, rp.exchange(client, service.pk, rp_key, code, authorization).json()["refresh_token"])
+    lifetime = timedelta(seconds=settings.IDP_OIDC_REFRESH_TOKEN_EXPIRES_IN)
+    with time_machine.travel(timezone.now() + lifetime - timedelta(minutes=1)):
+        assert forget_rotated_refresh_tokens_task() == 0  # the token issued in its place may still live
+    with time_machine.travel(timezone.now() + lifetime + timedelta(minutes=1)):
+        assert forget_rotated_refresh_tokens_task() == 1
+    assert not RotatedRefreshToken.objects.exists()
 
 
 def test_a_suspended_persons_refresh_token_stops_at_once(client, person, service, rp_key, make_person):

@@ -116,11 +116,16 @@ def specific_classes() -> list[str]:
 
 def level(requested: str | None) -> str:
     """The first level or class a service asked for that careid knows (acr_values lists them in order
-    of preference), or the default when none is known."""
+    of preference). When none is known, never a level below what was asked: an AAL3 class careid does
+    not offer (a smartcard) is met by any AAL3 method, so it counts as AAL3_ANY; the service accepts any
+    value it listed, so the lowest of their floors applies, and anything else gets the default."""
+    values = (requested or "").split()
     known = set(LEVELS) | set(specific_classes())
-    for value in (requested or "").split():
+    for value in values:
         if value in known:
             return value
+    if values and all(value.startswith("AAL3_") for value in values):
+        return "AAL3_ANY"
     return DEFAULT_LEVEL
 
 

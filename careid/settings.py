@@ -309,6 +309,7 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-backchannel-logouts": _every(60.0, "oidc.tasks.sweep_backchannel_logouts_task"),
     "seal-audit-trail": _every(10.0, "audit.tasks.seal_audit_trail_task"),
     "forget-used-assertions": _every(3600.0, "oidc.tasks.forget_used_assertions_task"),
+    "forget-rotated-refresh-tokens": _every(3600.0, "oidc.tasks.forget_rotated_refresh_tokens_task"),
 }
 
 # --- allauth: e-mail addresses and their verification only ---------------------------------

@@ -6,13 +6,17 @@
 - Grant: one sign-in of a person into a service (an authorization code and the tokens it brings),
   with how the person signed in (acr, amr, auth_time) and the careid session (sid) it belongs to.
 - UsedAssertion: the `jti` of every private_key_jwt client assertion until it expires (replay).
+- RotatedRefreshToken: the hash of every refresh token replaced by rotation, while the one issued in
+  its place may live (a second use is a breach: RFC 9700 4.14.2).
 - BackchannelLogout: one logout token to deliver to one service, until delivered or given up.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+from allauth.idp.oidc import app_settings
 from allauth.idp.oidc.models import Client
 from django.conf import settings
 from django.db import IntegrityError, models, transaction
@@ -150,6 +154,43 @@ class UsedAssertion(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["client_id", "jti"], name="used_assertion_once")]
         indexes = [models.Index(fields=["expires_at"], name="used_assertion_expiry")]
+
+
+class RotatedRefreshTokenQuerySet(models.QuerySet["RotatedRefreshToken"]):
+    def remember(self, token) -> bool:
+        """Record that allauth's refresh `token` is being replaced; False when it already was (two requests
+        with one token: the second waits here until the first commits, and learns it came second)."""
+        try:
+            with transaction.atomic():
+                self.create(client_id=token.client_id, token_hash=token.hash, grant_id=token.get_grant_id() or "")
+        except IntegrityError:
+            return False
+        return True
+
+    def forget_expired(self) -> int:
+        """A rotation older than the refresh token lifetime: the token issued in its place has expired too."""
+        lifetime = app_settings.REFRESH_TOKEN_EXPIRES_IN
+        if not lifetime:  # refresh tokens that never expire: neither can their families
+            return 0
+        return self.filter(rotated_at__lt=timezone.now() - timedelta(seconds=lifetime)).delete()[0]
+
+
+class RotatedRefreshToken(models.Model):
+    """A refresh token that rotation replaced (allauth deletes its row): its hash, never the token, as
+    allauth's Token keeps it, and the grant whose tokens to revoke when it is presented again."""
+
+    client = models.ForeignKey(RelyingService, on_delete=models.CASCADE, related_name="+")
+    token_hash = models.CharField(max_length=255, unique=True)
+    grant_id = models.CharField(max_length=64)
+    rotated_at = models.DateTimeField(default=timezone.now)
+
+    objects = RotatedRefreshTokenQuerySet.as_manager()
+
+    class Meta:
+        indexes = [models.Index(fields=["rotated_at"], name="rotated_refresh_token_at")]
+
+    def __str__(self) -> str:
+        return f"refresh token of grant {self.grant_id[:8]}… rotated at {self.rotated_at:%Y-%m-%d %H:%M}"
 
 
 class BackchannelLogoutQuerySet(models.QuerySet["BackchannelLogout"]):

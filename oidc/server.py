@@ -1,7 +1,9 @@
 """allauth's oauthlib server with careid's request validator.
 
 allauth's validator is extended, not forked: each override adds what CIS2 relying services need and
-calls allauth's own code for the rest (codes, tokens, PKCE, scopes, refresh rotation, reuse detection).
+calls allauth's own code for the rest (codes, tokens, PKCE, scopes, refresh rotation, code reuse
+detection). Reuse detection for rotated refresh tokens is careid's (allauth deletes a rotated token
+and forgets it): RotatedRefreshToken.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from allauth.idp.oidc.internal.oauthlib.server import (
 )
 from allauth.idp.oidc.internal.oauthlib.utils import get_validator_context
 from allauth.idp.oidc.internal.tokens import decode_jwt_token
+from allauth.idp.oidc.models import Client, Token
 from django.urls import reverse
 from oauthlib.oauth2.rfc6749 import errors
 from oauthlib.oauth2.rfc6749.grant_types.authorization_code import code_challenge_method_s256
@@ -33,7 +36,7 @@ from signin.session import current
 
 from . import levels, signing
 from .client_auth import JWT_BEARER, ClientAssertionError, unverified_client_id, verify_client_assertion
-from .models import AuthMethod, Grant, RelyingService
+from .models import AuthMethod, Grant, RelyingService, RotatedRefreshToken
 
 
 def token_endpoint() -> str:
@@ -125,16 +128,28 @@ class CareIdRequestValidator(OAuthLibRequestValidator):
         if not request.user.is_active:
             refuse(f"profile {request.user.status}", client_id)
             return False
+        # The challenge the code was issued with, never one sent to the token endpoint.
+        challenge = self.get_code_challenge(code, request)
+        if challenge is None and request.code_verifier is not None:
+            # RFC 9700 2.1.1: a verifier for a code issued without a challenge is a PKCE downgrade (an
+            # attacker who stripped the challenge from the authorization request); oauthlib ignores it.
+            refuse("PKCE code_verifier for a code issued without a code_challenge", client_id)
+            return False
         # oauthlib checks the verifier next, with the same function, but cannot say why it refused.
-        if (request.code_challenge and request.code_challenge_method == "S256" and request.code_verifier is not None
-                and not code_challenge_method_s256(request.code_verifier, request.code_challenge)):
+        if (challenge and request.code_challenge_method == "S256" and request.code_verifier is not None
+                and not code_challenge_method_s256(request.code_verifier, challenge)):
             refuse("PKCE code_verifier does not match the code_challenge", client_id)
             return False
         return True
 
     def validate_refresh_token(self, refresh_token, client, request, *args, **kwargs) -> bool:
         if not super().validate_refresh_token(refresh_token, client, request, *args, **kwargs):
-            refuse("unknown, revoked or expired refresh token, or the person is not active", client.pk)
+            hashed = get_adapter().hash_token(refresh_token)
+            rotated = RotatedRefreshToken.objects.filter(client=client, token_hash=hashed).first()
+            if rotated is not None:
+                _refuse_reuse(client, rotated.grant_id)
+            else:
+                refuse("unknown, revoked or expired refresh token, or the person is not active", client.pk)
             return False
         return True
 
@@ -166,6 +181,15 @@ class CareIdRequestValidator(OAuthLibRequestValidator):
         return signing.sign(id_token)
 
     def save_bearer_token(self, token: dict, request, *args, **kwargs) -> None:
+        if Client.GrantType.REFRESH_TOKEN not in request.client.get_grant_types():
+            # oauthlib issues a refresh token with every code. Using it is refused for a service registered
+            # without refresh tokens, but it would start working if they were switched on later: none is
+            # stored, and none is sent (oauthlib sends this very dict once it is saved).
+            token.pop("refresh_token", None)
+        replaced = get_validator_context().refresh_token  # allauth deletes it when it rotates
+        if replaced is not None and app_settings.ROTATE_REFRESH_TOKEN and not RotatedRefreshToken.objects.remember(replaced):
+            _refuse_reuse(request.client, replaced.get_grant_id())  # another request rotated it a moment ago
+            raise errors.InvalidGrantError(request=request)
         super().save_bearer_token(token, request, *args, **kwargs)
         grant = _grant_of_this_request()  # read once per request (finalize_id_token read it first)
         record(Event.OIDC_TOKEN_ISSUED, subject=request.user, method=grant.method, aal=grant.aal,
@@ -210,6 +234,17 @@ def _claim_authorization_code(request) -> None:
     except errors.InvalidGrantError:
         refuse("authorization code already exchanged (reused)", request.client_id)
         raise
+
+
+def _refuse_reuse(client, grant_id: str | None) -> None:
+    """A refresh token that rotation replaced is presented again: the token was stolen, or the service
+    lost track of its tokens, and careid cannot tell the thief from the service. Every live token of
+    that grant goes (RFC 9700 4.14.2), so whoever holds the newest one is stopped too; the person signs
+    in again at the service."""
+    if grant_id:
+        Token.objects.filter(client=client, data__grant_id=grant_id,
+                             type__in=[Token.Type.ACCESS_TOKEN, Token.Type.REFRESH_TOKEN]).delete()
+    refuse("refresh token already rotated (reused): the grant's tokens are revoked", client.pk)
 
 
 def _sub_asked_for(claims) -> str | None:

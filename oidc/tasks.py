@@ -8,7 +8,7 @@ from . import (
     backchannel,  # noqa: F401  (registers the delivery task with the worker)
     flows,
 )
-from .models import UsedAssertion
+from .models import RotatedRefreshToken, UsedAssertion
 
 
 @shared_task
@@ -27,3 +27,9 @@ def forget_used_assertions_task() -> int:
 def sweep_backchannel_logouts_task() -> int:
     """Every minute (CELERY_BEAT_SCHEDULE): logout tokens due again, or left behind by a lost task or worker."""
     return backchannel.sweep()
+
+
+@shared_task
+def forget_rotated_refresh_tokens_task() -> int:
+    """Hourly: a refresh token rotated longer ago than the refresh token lifetime left no live family."""
+    return RotatedRefreshToken.objects.forget_expired()

@@ -4,7 +4,6 @@ careid's validator (oidc/server.py); userinfo and the JWKS are allauth's own vie
 from __future__ import annotations
 
 import json
-import time
 from http import HTTPStatus
 from urllib.parse import urlencode
 
@@ -12,7 +11,6 @@ from allauth.core.internal.httpkit import add_query_params, del_query_params
 from allauth.idp.oidc.adapter import get_adapter
 from allauth.idp.oidc.forms import RPInitiatedLogoutForm
 from allauth.idp.oidc.internal.oauthlib.utils import convert_response, extract_params
-from django.core import signing
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
@@ -28,13 +26,10 @@ from audit.record import record
 from authenticators import registry
 from signin.session import current
 
-from . import discovery, flows, levels
+from . import discovery, flows, levels, reauth
 from .models import RelyingService
 from .server import get_server, refusal
 from .signing import load_jwk_from_pem
-
-REAUTH_PARAM = "careid_reauth"  # a signed time: careid sent the person to sign in again at it
-REAUTH_SALT = "careid.oidc.reauth"
 
 
 class _ClientRedirect(HttpResponse):
@@ -54,13 +49,6 @@ def _refused(request: HttpRequest, where: str, error: errors.OAuth2Error | None 
 
 def _error_page(request: HttpRequest, error: errors.OAuth2Error, status: int = 400) -> HttpResponse:
     return render(request, "oidc/error.html", {"error": error}, status=status)
-
-
-def _reauthenticated_since(request: HttpRequest) -> float | None:
-    try:
-        return float(signing.loads(request.GET.get(REAUTH_PARAM, ""), salt=REAUTH_SALT, max_age=3600))
-    except (signing.BadSignature, TypeError, ValueError):
-        return None
 
 
 @csrf_exempt  # a POST only turns into the same request as a GET: it changes nothing
@@ -89,20 +77,27 @@ def authorize(request: HttpRequest) -> HttpResponse:
 
     acr_values = request.GET.get("acr_values")
     prompted = "login" in info.get("prompt", ())
-    since = _reauthenticated_since(request)
-    if not levels.session_satisfies(request, acr_values, request.GET.get("max_age"), reauthenticated_since=since,
-                                    login_prompted=prompted):
+    since = reauth.asked_at(request)
+    max_age = levels.parse_max_age(request.GET.get("max_age"))
+    if not levels.session_satisfies(request, acr_values, max_age, reauthenticated_since=since, login_prompted=prompted):
         if request.user.is_authenticated and not levels.can_reach(request.user, acr_values):
             client = RelyingService.objects.get(pk=info["client_id"])
             return render(request, "oidc/level_not_available.html", {
                 "service": client, "kinds": registry.types_for_level(acr_values),
             }, status=403)
-        back = add_query_params(del_query_params(request.get_full_path(), REAUTH_PARAM),
-                                {REAUTH_PARAM: signing.dumps(time.time(), salt=REAUTH_SALT)})
+        back = del_query_params(request.get_full_path(), reauth.PARAM)
+        # Only prompt=login and max_age need to recognise the sign-in on the way back (so that max_age=0
+        # does not loop); the id names this request in this browser's cookie.
+        request_id = reauth.new_id() if prompted or max_age is not None else None
+        if request_id:
+            back = add_query_params(back, {reauth.PARAM: request_id})
         query = {"acr_values": registry.level(acr_values), "goto": back}
         if request.user.is_authenticated:
             query["reauth"] = "1"  # "For your security, sign in again to continue."
-        return _ClientRedirect(f"{reverse('login')}?{urlencode(query)}")
+        response = _ClientRedirect(f"{reverse('login')}?{urlencode(query)}")
+        if request_id:
+            reauth.remember(request, response, request_id)
+        return response
 
     credentials = {"user": request.user, **{name: value for name, value in info.items() if name != "request"}}
     with transaction.atomic():
@@ -115,7 +110,10 @@ def authorize(request: HttpRequest) -> HttpResponse:
         except errors.OAuth2Error as error:
             _refused(request, "authorize", error)
             return _ClientRedirect(error.in_uri(error.redirect_uri))
-    return convert_response(headers, body, status)
+    response = convert_response(headers, body, status)
+    if since is not None:  # the sign-in it asked for has served: replaying this URL asks again
+        reauth.forget(request, response)
+    return response
 
 
 def _oauth_response(request: HttpRequest, where: str, create) -> HttpResponse:
@@ -123,8 +121,8 @@ def _oauth_response(request: HttpRequest, where: str, create) -> HttpResponse:
     with transaction.atomic():
         try:
             headers, body, status = create(get_server(), orequest)
-        except errors.OAuth2Error as error:
-            headers, body, status = error.headers, error.json, error.status_code
+        except errors.OAuth2Error as error:  # raised past oauthlib's grant, which would add the content type
+            headers, body, status = {**error.headers, "Content-Type": "application/json"}, error.json, error.status_code
         if status >= 400:
             _refused(request, where, _error_from(body), grant_type=request.POST.get("grant_type", ""))
     response = convert_response(headers, body, status)

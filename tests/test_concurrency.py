@@ -196,3 +196,31 @@ def test_two_removals_at_once_leave_the_person_one_authenticator(transactional_d
     assert not SecurityKey.objects.filter(user=person.user).exists()
     assert AuthenticatorApp.objects.filter(user=person.user).exists()
     assert AuditEvent.objects.filter(event=Event.AUTHENTICATOR_REMOVED, subject=person.user).count() == 1
+
+
+def test_a_refresh_token_rotated_meanwhile_by_another_request_is_a_reuse(transactional_db, make_person):
+    """The second request found the token before the first rotated it (and committed): the database
+    tells it that it came second, and the grant is left no live token, as for a replay later on."""
+    require(connection.vendor == "postgresql", "PostgreSQL (real concurrent transactions)")
+    from allauth.idp.oidc.models import Token
+
+    from . import oidc_rp as rp
+    from .conftest import sign_in
+
+    person, client = make_person(), Client()
+    public, _ = rp.register(name="Public app", auth_method="none")
+    sign_in(client, person)
+    response, authorization = rp.authorize(client, public.pk)
+    tokens = client.post("/oidc/token", {"grant_type": "authorization_code", "code": rp.code_of(response, authorization),
+                                         "client_id": public.pk, "redirect_uri": rp.REDIRECT_URI,
+                                         "code_verifier": authorization.verifier}).json()
+    refresh = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"], "client_id": public.pk}
+    first = []
+    with committed_once_waited_on(lambda: first.append(Client().post("/oidc/token", refresh))) as waited:
+        second = Client().post("/oidc/token", refresh)
+
+    assert waited, "the second refresh never waited on the first: the race did not happen"
+    assert first[0].status_code == 200 and second.status_code == 400 and second.json()["error"] == "invalid_grant"
+    assert not Token.objects.filter(type__in=[Token.Type.ACCESS_TOKEN, Token.Type.REFRESH_TOKEN]).exists()
+    event = AuditEvent.objects.get(event=Event.OIDC_REFUSED)
+    assert event.details["reason"].startswith("refresh token already rotated (reused)")

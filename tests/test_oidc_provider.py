@@ -3,6 +3,7 @@ refusal the issue names, through the real endpoints."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from datetime import timedelta
@@ -10,9 +11,11 @@ from datetime import timedelta
 import pytest
 import time_machine
 from allauth.idp.oidc.models import Token
+from django.test import Client
 from django.utils import timezone
 
 from audit.models import AuditEvent, Event
+from oidc.models import RotatedRefreshToken
 from signin.session import SESSION_AUTH
 
 from . import oidc_rp as rp
@@ -148,6 +151,20 @@ def test_a_wrong_pkce_verifier_is_refused(client, person, service, rp_key):
     assert refused("PKCE code_verifier does not match the code_challenge") and not refused("already exchanged")
 
 
+def test_a_pkce_verifier_for_a_code_issued_without_a_challenge_is_refused(client, person, service, rp_key):
+    # RFC 9700 2.1.1: a verifier without a challenge is a downgrade (the challenge was stripped on the way).
+    code, authorization = signed_in_code(client, person, service, code_challenge=None, code_challenge_method=None)
+    response = rp.exchange(client, service.pk, rp_key, code, authorization)  # sends code_verifier
+    assert response.status_code == 400 and response.json()["error"] == "invalid_grant"
+    assert not Token.objects.filter(type=Token.Type.ACCESS_TOKEN).exists()
+    assert refused("PKCE code_verifier for a code issued without a code_challenge")
+
+
+def test_a_code_issued_without_a_challenge_is_exchanged_without_a_verifier(client, person, service, rp_key):
+    code, authorization = signed_in_code(client, person, service, code_challenge=None, code_challenge_method=None)
+    assert rp.exchange(client, service.pk, rp_key, code, authorization, code_verifier=None).status_code == 200
+
+
 def test_a_code_used_twice_is_refused_and_the_first_tokens_are_revoked(transactional_db, client, person, service, rp_key):
     # Real commits: the revocation runs once the refusing transaction has committed.
     code, authorization = signed_in_code(client, person, service)
@@ -235,6 +252,23 @@ def test_an_aal3_request_on_an_aal2_session_is_never_accepted(client, person, se
     assert not Token.objects.filter(type=Token.Type.AUTHORIZATION_CODE).exists()
 
 
+@pytest.mark.parametrize("asked", ["AAL3_CIS2_SMARTCARD", "AAL3_N3_SMARTCARD", "AAL3_N3_SMARTCARD AAL3_CIS2_SMARTCARD"])
+def test_an_aal3_class_careid_does_not_offer_is_never_met_by_an_aal2_sign_in(client, person, service, asked):
+    sign_in(client, person)  # Authenticator app: AAL2
+    response, _ = rp.authorize(client, service.pk, acr_values=asked)
+    assert response.status_code == 403
+    assert "e-Referral Service needs a stronger login method" in response.content.decode()
+    assert not Token.objects.filter(type=Token.Type.AUTHORIZATION_CODE).exists()
+
+
+def test_unknown_classes_of_which_one_is_not_aal3_get_the_default_level(client, person, service, rp_key):
+    # The service accepts any class it lists: the lowest floor is the default's.
+    code, authorization = signed_in_code(client, person, service, acr_values="AAL3_CIS2_SMARTCARD AAL2_NHSMAIL")
+    claims = rp.verified(client, rp.exchange(client, service.pk, rp_key, code, authorization).json()["id_token"],
+                         service.pk)
+    assert (claims["acr"], claims["authentication_assurance_level"]) == ("AAL2_OR_AAL3_ANY", "2")
+
+
 def test_a_session_below_the_level_asked_for_is_stepped_up(client, person, service, rp_key):
     sign_in(client, person)
     session = client.session
@@ -272,11 +306,68 @@ def test_prompt_login_and_max_age_force_a_new_sign_in(client, person, service, r
         assert signed_in_at - first_auth >= 600
         code = rp.code_of(client.get(goto), authorization)  # no loop: the new sign-in satisfies it
         assert id_token(authorization, code)["auth_time"] == int(signed_in_at)
+        replayed = client.get(goto)  # that sign-in has served: the same URL again asks again
+        assert replayed.status_code == 302 and replayed["Location"].startswith("/login/")
         # A token issued ten minutes later for the same session still says when the person signed in.
         traveller.shift(timedelta(minutes=10))
         response, authorization = rp.authorize(client, service.pk)
         claims = id_token(authorization, rp.code_of(response, authorization))
     assert claims["auth_time"] == int(signed_in_at) and claims["iat"] - claims["auth_time"] >= 600
+
+
+@pytest.mark.parametrize("extra", [{"prompt": "login"}, {"max_age": "0"}])
+def test_a_person_not_signed_in_signs_in_once_for_prompt_login_and_max_age(client, person, service, extra):
+    response, authorization = rp.authorize(client, service.pk, **extra)
+    assert response.status_code == 302 and "reauth=1" not in response["Location"]
+    goto = rp.query_of(response["Location"])["goto"]
+    assert sign_in(client, person, goto=goto).url == goto
+    rp.code_of(client.get(goto), authorization)
+
+
+def test_prompt_login_lets_another_person_sign_in_at_the_same_browser_once(client, person, service, make_person):
+    # Signing in as someone else flushes the session: what careid asked must outlive it.
+    sign_in(client, person)
+    other = make_person(email="mary.seacole@nhs.net")
+    response, authorization = rp.authorize(client, service.pk, prompt="login")
+    goto = rp.query_of(response["Location"])["goto"]
+    assert sign_in(client, other, goto=goto).url == goto
+    rp.code_of(client.get(goto), authorization)
+    assert Token.objects.get(type=Token.Type.AUTHORIZATION_CODE).user == other.user
+
+
+def test_prompt_login_in_several_tabs_is_satisfied_by_one_sign_in(client, person, service):
+    sign_in(client, person)
+    tabs = [rp.authorize(client, service.pk, prompt="login") for _ in range(3)]
+    gotos = [rp.query_of(response["Location"])["goto"] for response, _ in tabs]
+    assert sign_in(client, person, goto=gotos[0]).url == gotos[0]
+    for goto, (_, authorization) in zip(gotos, tabs, strict=True):
+        rp.code_of(client.get(goto), authorization)
+
+
+def test_what_careid_asked_is_kept_in_a_host_only_cookie(client, person, service):
+    response, _ = rp.authorize(client, service.pk, prompt="login")
+    cookie = response.cookies["__Host-careid-reauth"]  # tests run with production (Secure) cookies
+    assert cookie["secure"] and cookie["httponly"] and cookie["samesite"] == "Lax" and cookie["path"] == "/"
+    assert cookie["max-age"] == 3600 and not cookie["domain"]
+
+
+def another_browsers_reauth_id(service) -> str:
+    """What anyone gets by opening an authorization URL with prompt=login while not signed in: the id in
+    the goto of the redirect to the sign-in page (its time stays in that browser's cookie)."""
+    response, _ = rp.authorize(Client(), service.pk, prompt="login")
+    return rp.query_of(rp.query_of(response["Location"])["goto"])["careid_reauth"]
+
+
+@pytest.mark.parametrize("extra", [{"prompt": "login"}, {"max_age": "60"}])
+def test_a_reauth_id_from_another_browser_does_not_count_as_a_new_sign_in(client, person, service, extra):
+    with time_machine.travel(timezone.now()) as traveller:
+        request_id = another_browsers_reauth_id(service)  # minted elsewhere, before the sign-in
+        traveller.shift(timedelta(minutes=1))
+        sign_in(client, person)
+        traveller.shift(timedelta(minutes=20))
+        response, _ = rp.authorize(client, service.pk, careid_reauth=request_id, **extra)
+    # The person signed in 20 minutes ago: prompt=login / max_age=60 sends them to sign in again.
+    assert response.status_code == 302 and response["Location"].startswith("/login/"), response.get("Location")
 
 
 def test_a_recent_enough_sign_in_satisfies_max_age(client, person, service):
@@ -296,6 +387,77 @@ def test_prompt_none_with_a_session_signs_in_silently(client, person, service):
     sign_in(client, person)
     response, authorization = rp.authorize(client, service.pk, prompt="none")
     rp.code_of(response, authorization)
+
+
+def test_a_service_registered_without_refresh_tokens_gets_none(client, person, db, rp_key):
+    service, _ = rp.register(name="No refresh", key=rp_key, refresh_tokens=False)
+    code, authorization = signed_in_code(client, person, service)
+    tokens = rp.exchange(client, service.pk, rp_key, code, authorization).json()
+    assert "access_token" in tokens and "id_token" in tokens
+    assert "refresh_token" not in tokens and "refresh_expires_in" not in tokens
+    assert not Token.objects.filter(client=service, type=Token.Type.REFRESH_TOKEN).exists()
+
+
+def refresh(client, service, rp_key, refresh_token: str):
+    return client.post("/oidc/token", {"grant_type": "refresh_token", "refresh_token": refresh_token,
+                                       "client_assertion_type": rp.JWT_BEARER,
+                                       "client_assertion": rp.assertion(service.pk, rp_key)})
+
+
+def test_a_replayed_refresh_token_revokes_every_token_of_its_grant(client, person, service, rp_key):
+    code, authorization = signed_in_code(client, person, service)
+    first = rp.exchange(client, service.pk, rp_key, code, authorization).json()
+    rotated = refresh(client, service, rp_key, first["refresh_token"])  # the thief (or the service) rotates it
+    assert rotated.status_code == 200
+    replay = refresh(client, service, rp_key, first["refresh_token"])  # the other presents the old one: a breach
+    assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
+    assert refused("refresh token already rotated (reused)")
+    # RFC 9700 4.14.2: whoever holds the newest tokens is stopped too.
+    assert refresh(client, service, rp_key, rotated.json()["refresh_token"]).status_code == 400
+    assert client.get("/oidc/userinfo", HTTP_AUTHORIZATION=f"Bearer {rotated.json()['access_token']}").status_code == 401
+    assert not Token.objects.filter(type__in=[Token.Type.ACCESS_TOKEN, Token.Type.REFRESH_TOKEN]).exists()
+    kept = RotatedRefreshToken.objects.get()  # a hash of the replaced token, never the token
+    assert kept.token_hash == hashlib.sha256(first["refresh_token"].encode()).hexdigest()
+
+
+def test_a_replayed_refresh_token_of_a_public_client_revokes_the_rotated_one(client, person, db):
+    public, _ = rp.register(name="Public app", auth_method="none")
+    sign_in(client, person)
+    response, authorization = rp.authorize(client, public.pk)
+    code = rp.code_of(response, authorization)
+    first = client.post("/oidc/token", {"grant_type": "authorization_code", "code": code, "client_id": public.pk,
+                                        "redirect_uri": rp.REDIRECT_URI, "code_verifier": authorization.verifier}).json()
+
+    def refresh(token: str):
+        return client.post("/oidc/token", {"grant_type": "refresh_token", "refresh_token": token, "client_id": public.pk})
+
+    rotated = refresh(first["refresh_token"])
+    assert rotated.status_code == 200, rotated.content
+    assert refresh(first["refresh_token"]).status_code == 400
+    assert refresh(rotated.json()["refresh_token"]).status_code == 400
+
+
+def test_a_refresh_token_replayed_in_another_grant_leaves_that_grant_alone(client, person, service, rp_key):
+    code, authorization = signed_in_code(client, person, service)
+    first = rp.exchange(client, service.pk, rp_key, code, authorization).json()
+    response, authorization = rp.authorize(client, service.pk)
+    other = rp.exchange(client, service.pk, rp_key, rp.code_of(response, authorization), authorization).json()
+    refresh(client, service, rp_key, first["refresh_token"])
+    assert refresh(client, service, rp_key, first["refresh_token"]).status_code == 400
+    assert refresh(client, service, rp_key, other["refresh_token"]).status_code == 200
+
+
+def test_rotated_refresh_tokens_are_forgotten_after_the_refresh_token_lifetime(client, person, service, rp_key, settings):
+    from oidc.tasks import forget_rotated_refresh_tokens_task
+
+    code, authorization = signed_in_code(client, person, service)
+    refresh(client, service, rp_key, rp.exchange(client, service.pk, rp_key, code, authorization).json()["refresh_token"])
+    lifetime = timedelta(seconds=settings.IDP_OIDC_REFRESH_TOKEN_EXPIRES_IN)
+    with time_machine.travel(timezone.now() + lifetime - timedelta(minutes=1)):
+        assert forget_rotated_refresh_tokens_task() == 0  # the token issued in its place may still live
+    with time_machine.travel(timezone.now() + lifetime + timedelta(minutes=1)):
+        assert forget_rotated_refresh_tokens_task() == 1
+    assert not RotatedRefreshToken.objects.exists()
 
 
 def test_a_suspended_persons_refresh_token_stops_at_once(client, person, service, rp_key, make_person):

@@ -65,6 +65,18 @@ def test_a_service_asking_for_aal3_any_is_signed_into_with_a_security_key(servic
     assert claims["sid"] == client.session[SESSION_AUTH]["sid"]
 
 
+def test_an_aal3_class_careid_does_not_offer_is_met_by_any_aal3_method(service, rp_key, person, security_key):
+    client = Client()
+    response, authorization = rp.authorize(client, service.pk, acr_values="AAL3_CIS2_SMARTCARD")
+    assert response["Location"].startswith("/login/?acr_values=AAL3_ANY&goto=")
+    assert methods_on(client.get(response["Location"]).content.decode()) == ["Windows Hello", "Security key", "iPad app"]
+    query = rp.query_of(response["Location"])
+    sign_in(client, "security-key", security_key, person.user.email, query=query)
+    claims = id_token_claims(client, service, rp_key, query["goto"], authorization)
+    # What careid delivered: any AAL3 method, not the smartcard asked for.
+    assert (claims["acr"], claims["authentication_assurance_level"]) == ("AAL3_ANY", "3")
+
+
 def test_an_aal2_session_is_stepped_up_with_a_security_key_and_keeps_its_sid(service, rp_key, person, security_key):
     client = Client()
     sign_in_with_app(client, person)  # AAL2

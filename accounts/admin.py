@@ -257,9 +257,8 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None:
-            may_remove = request.user.has_perm("accounts.remove_authenticator") and not roles.is_protected_from(
-                obj, request.user
-            )
+            protected = roles.is_protected_from(obj, request.user)
+            may_remove = request.user.has_perm("accounts.remove_authenticator") and not protected
             context["registered_authenticators"] = [
                 (item, reverse("admin:accounts_user_remove_authenticator", args=[obj.pk, item.kind.key]) if may_remove else None)
                 for item in registry.authenticators_of(obj)
@@ -267,7 +266,7 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
             # The person's own trail, sessions, e-mails and services, for answering "who signed in, when, with
             # what"; not for the accounts an RA Agent may not touch (other RA staff's are the Auditors' and RA
             # Managers' to read).
-            readable = request.user.has_perm("audit.view_all_auditevents") or not roles.is_protected_from(obj, request.user)
+            readable = request.user.has_perm("audit.view_all_auditevents") or not protected
             context["readable"] = readable
             context["services"] = Grant.objects.services_of(obj) if readable else None
             context["sessions"] = signin_flows.sessions_of(obj) if readable else None
@@ -279,10 +278,9 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
             context["ra_actions"] = [
                 (reverse(f"admin:accounts_user_{name}", args=[obj.pk]), button)
                 for name, (permission, _title, button, _flow) in USER_ACTIONS.items()
-                if request.user.has_perm(permission) and not roles.is_protected_from(obj, request.user)
-                and _applies(name, obj, sessions=context["sessions"])
+                if request.user.has_perm(permission) and not protected and _applies(name, obj, sessions=context["sessions"])
             ]
-            if request.user.has_perm("accounts.issue_registration_link") and obj.is_active:
+            if request.user.has_perm("accounts.issue_registration_link") and not protected and obj.is_active:
                 context["ra_actions"].append((reverse("admin:accounts_user_link", args=[obj.pk]), "Issue a registration link"))
         return super().render_change_form(request, context, add, change, form_url, obj)
 

@@ -117,6 +117,33 @@ def test_unlocking_clears_the_lock(agent, make_person, mailbox):
     mailbox.wait_for(person.user.email, "Your Care Identity has been unlocked")
 
 
+def test_authenticators_are_removed_only_from_the_persons_page(transactional_db, make_person, seeded_roles, mailbox):
+    """The generic authenticator admin deletes nothing (no reason, no audit event, no e-mail): a superuser
+    removes a key through the person's page, as RA staff do."""
+    from authenticators.models import SecurityKey
+
+    operator = make_person(email="operator@nhs.net", is_staff=True, is_superuser=True)
+    client = Client()
+    assert sign_in(client, operator, goto="/admin/").url == "/admin/"
+    person = make_person(email="key.holder@nhs.net")
+    key = SecurityKey.objects.create(user=person.user, name="Security key", confirmed=True, credential_id=b"\x01" * 32,
+                                     public_key=b"\x02", user_handle=b"\x03" * 32)
+
+    assert client.post(f"/admin/authenticators/securitykey/{key.pk}/delete/", {"post": "yes"}).status_code == 403
+    listing = client.get("/admin/authenticators/securitykey/")
+    assert "delete_selected" not in listing.content.decode()
+    client.post("/admin/authenticators/securitykey/", {"action": "delete_selected", "_selected_action": [key.pk],
+                                                        "post": "yes"})
+    assert SecurityKey.objects.filter(pk=key.pk).exists()
+    assert not AuditEvent.objects.filter(event=Event.AUTHENTICATOR_REMOVED).exists()
+
+    response = client.post(f"{USERS}{person.user.pk}/authenticators/security-key/remove/", {"reason": "Lost key"})
+    assert response.status_code == 302 and not SecurityKey.objects.filter(pk=key.pk).exists()
+    event = event_of(Event.AUTHENTICATOR_REMOVED, person.user)
+    assert event.actor == operator.user and event.details["reason"] == "Lost key"
+    assert "Lost key" in body(mailbox.wait_for(person.user.email, "was removed from your Care Identity"))
+
+
 def test_removing_a_lost_phone_lets_the_person_register_a_new_one(agent, signed_in_person, mailbox):
     agent_person, client = agent
     person, browser = signed_in_person

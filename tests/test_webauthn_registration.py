@@ -147,6 +147,28 @@ def test_registering_needs_a_recent_sign_in(client, person):
     assert response.status_code == 302 and "reauth=1" in response.url
 
 
+def test_a_key_is_added_only_within_5_minutes_of_the_sign_in(signed_in, person, setting_up):
+    """The journey lasts 30 minutes; someone at a computer left signed in must not add their own key 20
+    minutes after the person last signed in. The ceremony page (options) and its answer (the save) both
+    send them to sign in again, as "Register" does; the journey then goes on."""
+    start_registration(signed_in, "security-key")
+    options = options_of(signed_in, ceremony_url("security-key"))
+    key = authenticator_for("security-key", setting_up)
+    with time_machine.travel(dt.timedelta(minutes=20)):
+        for response in (signed_in.get(ceremony_url("security-key")),
+                         post_answer(signed_in, ceremony_url("security-key"), key.create(options))):
+            assert response.status_code == 302 and response.url.startswith("/login/") and "reauth=1" in response.url
+            assert "set-up" in response.url  # back to the ceremony after signing in
+        assert not SecurityKey.objects.filter(user=person.user).exists()
+        refused = AuditEvent.objects.get(event=Event.LINK_REFUSED, subject=person.user)
+        assert refused.details["reason"] == "re-authentication needed"
+
+        sign_in_with_app(signed_in, person)
+        options = options_of(signed_in, ceremony_url("security-key"))
+        assert post_answer(signed_in, ceremony_url("security-key"), key.create(options)).status_code == 302
+    assert SecurityKey.objects.filter(user=person.user).exists()
+
+
 def test_a_second_registration_of_a_type_is_refused_with_a_clear_message(signed_in, person, setting_up):
     register(signed_in, "security-key", authenticator_for("security-key", setting_up))
     response = signed_in.get("/authenticators/security-key/")
@@ -222,6 +244,7 @@ def test_an_expired_challenge_is_refused(at_ceremony, person):
     client, options, key = at_ceremony
     answer = key.create(options)
     with time_machine.travel(dt.timedelta(minutes=5, seconds=5)):
+        sign_in_with_app(client, person)  # signing in again (5 minutes on, it must) gives the challenge no new life
         refused(client, person, answer, "challenge expired", "This page has expired")
 
 

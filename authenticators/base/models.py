@@ -108,6 +108,12 @@ class RegistrationLink(models.Model):
         return self.expires_at <= timezone.now()
 
     @property
+    def started_signed_in(self) -> bool:
+        """Issued by the person to themselves: "Add other authenticators", after signing in (an RA never
+        issues themselves one: accounts.roles.is_protected_from)."""
+        return self.issued_by_id is not None and self.issued_by_id == self.user_id
+
+    @property
     def journey_is_over(self) -> bool:
         return (
             self.completed_at is not None

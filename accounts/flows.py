@@ -197,10 +197,12 @@ def unlock_user(*, user: User, reason: str, actor: User | None = None, request: 
         notify_person(record(Event.ACCOUNT_UNLOCKED, request=request, actor=actor, subject=user, reason=reason))
 
 
-def _revoke_links(user: User) -> int:
-    """Registration links not yet used stop working (a reinstated person needs a new one)."""
-    now = timezone.now()
-    return RegistrationLink.objects.filter(user=user, used_at__isnull=True, expires_at__gt=now).update(expires_at=now)
+def _revoke_links(user: User) -> dict[str, int]:
+    """Registration links not yet used stop working, and registrations under way end (a reinstated person
+    needs a new link): whoever held one, through a stolen invitation or a mailbox read by someone else,
+    cannot finish it once the profile is active again."""
+    links, journeys = RegistrationLink.objects.filter(user=user).revoke()
+    return {"links_revoked": links, "journeys_ended": journeys}
 
 
 def create_user(*, actor: User, email: str, first_name: str, last_name: str, title: str = "", reason: str = "",
@@ -253,7 +255,7 @@ def suspend_user(*, user: User, actor: User, reason: str, request: HttpRequest |
         user.status = User.Status.SUSPENDED
         ended = end_sessions(user, reason="suspended")
         notify_person(record(Event.USER_SUSPENDED, request=request, actor=actor, subject=user, reason=reason,
-                       sessions_ended=ended, links_revoked=_revoke_links(user)))
+                       sessions_ended=ended, **_revoke_links(user)))
     return ended
 
 
@@ -281,7 +283,7 @@ def close_user(*, user: User, actor: User, reason: str, request: HttpRequest | N
         user.save(update_fields=["status", "password"])
         ended = end_sessions(user, reason="closed")
         notify_person(record(Event.USER_CLOSED, request=request, actor=actor, subject=user, reason=reason,
-                       authenticators_removed=removed, sessions_ended=ended, links_revoked=_revoke_links(user)))
+                       authenticators_removed=removed, sessions_ended=ended, **_revoke_links(user)))
 
 
 def set_roles(*, user: User, actor: User | None, roles: set[str], assignable: set[str], request: HttpRequest | None = None) -> None:

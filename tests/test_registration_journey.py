@@ -434,6 +434,20 @@ def test_a_suspension_during_the_journey_stops_it(client, invited, mailbox):
     assert journey_of(user).step == "password"
 
 
+def test_a_journey_ended_by_a_suspension_stays_ended_after_reinstatement(client, invited, mailbox, ra_staff):
+    from accounts.flows import reinstate_user, suspend_user
+    from accounts.roles import RA_AGENT
+
+    agent, _ = ra_staff(RA_AGENT)
+    user, link = invited
+    client.post("/register/authenticator-app/code/", {"code": start(client, mailbox, link)})
+    suspend_user(user=user, actor=agent.user, reason="invitation reported stolen")
+    reinstate_user(user=user, actor=agent.user, reason="mailbox secured")
+    response = client.post("/register/authenticator-app/password/", {"password1": NEW_PASSWORD, "password2": NEW_PASSWORD})
+    assert response.status_code == 410 and "Your registration has ended" in response.content.decode()
+    assert journey_of(user).step == "password" and not AuthenticatorApp.objects.filter(user=user).exists()
+
+
 def test_abandoned_journeys_forget_their_secrets(client, invited, mailbox):
     from authenticators.tasks import forget_abandoned_registrations_task
 

@@ -474,6 +474,33 @@ def test_a_person_whose_first_authenticator_is_a_key_registers_it_from_an_ra_lin
     assert User.objects.get(pk=user.pk).is_active
 
 
+def test_a_registration_under_way_ends_with_a_suspension_and_stays_ended_after_reinstatement(
+        client, transactional_db, seeded_allow_list, fast_hashing, mailbox, setting_up, ra_staff):
+    """A journey past its link (the e-mail proven, at the ceremony) when the RA suspends the profile (a stolen
+    invitation, a mailbox read by someone else): whoever holds it cannot register a key once it is reinstated."""
+    from accounts.flows import invite_user
+    from accounts.roles import RA_AGENT
+    from authenticators.flows import issue_registration_link
+
+    _, admin = ra_staff(RA_AGENT)
+    user, _invitation = invite_user(email="mary.seacole@nhs.net", first_name="Mary", last_name="Seacole")
+    link = issue_registration_link(user=user, kind="security-key", purpose=RegistrationLink.Purpose.EMAILED)
+    live = RegistrationLink.objects.by_token(client.post(link_path(link), {"confirm": "on"}).url.split("/")[2])
+    client.post(link_path(live), {"email": user.email})
+    assert client.post("/register/security-key/code/", {"code": code_from(mailbox, user.email)}).status_code == 302
+    options = options_of(client, ceremony_url("security-key"))
+
+    assert admin.post(f"/admin/accounts/user/{user.pk}/suspend/", {"reason": "invitation reported stolen"}).status_code == 302
+    suspended = AuditEvent.objects.get(event=Event.USER_SUSPENDED, subject=user)
+    assert suspended.details["journeys_ended"] == 1 and suspended.details["links_revoked"] == 2  # invitation, link
+    assert admin.post(f"/admin/accounts/user/{user.pk}/reinstate/", {"reason": "mailbox secured"}).status_code == 302
+
+    response = post_answer(client, ceremony_url("security-key"), authenticator_for("security-key", setting_up).create(options))
+    assert response.status_code == 410 and "Your registration has ended" in response.content.decode()
+    assert client.get(ceremony_url("security-key")).status_code == 410
+    assert not SecurityKey.objects.filter(user=user).exists()
+
+
 def test_a_new_code_can_be_sent_during_a_key_registration_from_a_link(
         client, transactional_db, seeded_allow_list, fast_hashing, mailbox, setting_up, settings):
     from accounts.flows import invite_user

@@ -203,7 +203,7 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
                   "date_joined"]
         if roles.assignable_roles(request.user) and obj.pk != request.user.pk:
             fields.append("roles")
-        return fields
+        return [*fields, "reason"]
 
     def get_readonly_fields(self, request, obj=None):
         return [] if obj is None else self.readonly_fields
@@ -240,10 +240,10 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
             obj.pk, obj.uid = user.pk, user.uid
             return
         current = User.objects.get(pk=obj.pk)
-        flows.change_user_details(user=current, actor=request.user, request=request,
+        flows.change_user_details(user=current, actor=request.user, reason=data["reason"], request=request,
                                   changes={name: data[name] for name in ("title", "first_name", "last_name", "email")})
         if "roles" in form.fields:
-            flows.set_roles(user=current, actor=request.user, roles=set(data["roles"]),
+            flows.set_roles(user=current, actor=request.user, roles=set(data["roles"]), reason=data["reason"],
                             assignable=set(roles.assignable_roles(request.user)), request=request)
 
     def save_related(self, request, form, formsets, change) -> None:

@@ -93,22 +93,25 @@ def test_an_agent_cannot_change_an_ra_manager(agent, manager):
 def test_an_agent_changes_names_and_the_change_is_audited(agent, person):
     agent_person, client = agent
     response = client.post(f"{USERS}{person.user.pk}/change/", {
-        "title": "Dr", "first_name": "Edith", "last_name": "Cavell-Smith", "email": person.user.email})
+        "title": "Dr", "first_name": "Edith", "last_name": "Cavell-Smith", "email": person.user.email,
+        "reason": "married, HR ticket 42"})
     assert response.status_code == 302
     person.user.refresh_from_db()
     assert (person.user.title, person.user.last_name) == ("Dr", "Cavell-Smith")
     event = AuditEvent.objects.get(event=Event.USER_CHANGED)
     assert event.actor == agent_person.user and event.subject == person.user
     assert event.details["before"] == {"title": "", "last_name": "Cavell"}
+    assert event.details["reason"] == "married, HR ticket 42"
 
 
 def test_a_manager_gives_and_takes_the_agent_role_only(manager, person):
     manager_person, client = manager
-    base = {"first_name": "Edith", "last_name": "Cavell", "email": person.user.email}
+    base = {"first_name": "Edith", "last_name": "Cavell", "email": person.user.email, "reason": "new RA Agent"}
     assert client.post(f"{USERS}{person.user.pk}/change/", {**base, "roles": RA_AGENT}).status_code == 302
     person.user.refresh_from_db()
     assert person.user.is_staff and set(person.user.groups.values_list("name", flat=True)) == {RA_AGENT}
-    assert AuditEvent.objects.get(event=Event.ROLES_CHANGED).details == {"added": [RA_AGENT], "removed": []}
+    assert AuditEvent.objects.get(event=Event.ROLES_CHANGED).details == {"added": [RA_AGENT], "removed": [],
+                                                                          "reason": "new RA Agent"}
     assert client.post(f"{USERS}{person.user.pk}/change/", {**base, "roles": RA_MANAGER}).status_code == 403
     assert client.post(f"{USERS}{person.user.pk}/change/", base).status_code == 302
     person.user.refresh_from_db()

@@ -203,7 +203,7 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
                   "date_joined"]
         if roles.assignable_roles(request.user) and obj.pk != request.user.pk:
             fields.append("roles")
-        return fields
+        return [*fields, "reason"]
 
     def get_readonly_fields(self, request, obj=None):
         return [] if obj is None else self.readonly_fields
@@ -240,10 +240,10 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
             obj.pk, obj.uid = user.pk, user.uid
             return
         current = User.objects.get(pk=obj.pk)
-        flows.change_user_details(user=current, actor=request.user, request=request,
+        flows.change_user_details(user=current, actor=request.user, reason=data["reason"], request=request,
                                   changes={name: data[name] for name in ("title", "first_name", "last_name", "email")})
         if "roles" in form.fields:
-            flows.set_roles(user=current, actor=request.user, roles=set(data["roles"]),
+            flows.set_roles(user=current, actor=request.user, roles=set(data["roles"]), reason=data["reason"],
                             assignable=set(roles.assignable_roles(request.user)), request=request)
 
     def save_related(self, request, form, formsets, change) -> None:
@@ -257,9 +257,8 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None:
-            may_remove = request.user.has_perm("accounts.remove_authenticator") and not roles.is_protected_from(
-                obj, request.user
-            )
+            protected = roles.is_protected_from(obj, request.user)
+            may_remove = request.user.has_perm("accounts.remove_authenticator") and not protected
             context["registered_authenticators"] = [
                 (item, reverse("admin:accounts_user_remove_authenticator", args=[obj.pk, item.kind.key]) if may_remove else None)
                 for item in registry.authenticators_of(obj)
@@ -267,7 +266,7 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
             # The person's own trail, sessions, e-mails and services, for answering "who signed in, when, with
             # what"; not for the accounts an RA Agent may not touch (other RA staff's are the Auditors' and RA
             # Managers' to read).
-            readable = request.user.has_perm("audit.view_all_auditevents") or not roles.is_protected_from(obj, request.user)
+            readable = request.user.has_perm("audit.view_all_auditevents") or not protected
             context["readable"] = readable
             context["services"] = Grant.objects.services_of(obj) if readable else None
             context["sessions"] = signin_flows.sessions_of(obj) if readable else None
@@ -279,10 +278,9 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
             context["ra_actions"] = [
                 (reverse(f"admin:accounts_user_{name}", args=[obj.pk]), button)
                 for name, (permission, _title, button, _flow) in USER_ACTIONS.items()
-                if request.user.has_perm(permission) and not roles.is_protected_from(obj, request.user)
-                and _applies(name, obj, sessions=context["sessions"])
+                if request.user.has_perm(permission) and not protected and _applies(name, obj, sessions=context["sessions"])
             ]
-            if request.user.has_perm("accounts.issue_registration_link") and obj.is_active:
+            if request.user.has_perm("accounts.issue_registration_link") and not protected and obj.is_active:
                 context["ra_actions"].append((reverse("admin:accounts_user_link", args=[obj.pk]), "Issue a registration link"))
         return super().render_change_form(request, context, add, change, form_url, obj)
 

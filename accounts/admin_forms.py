@@ -52,9 +52,15 @@ class CreateUserForm(forms.ModelForm):
 
 
 class ChangeUserForm(forms.ModelForm):
-    """Names, title and Care Identity e-mail; roles only for those who may assign them."""
+    """Names, title and Care Identity e-mail; roles only for those who may assign them. A reason for any
+    change (SECURITY.md: every RA action is audited with one); none when nothing changes, as nothing is done."""
 
     roles = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple)
+    reason = ReasonField(
+        label="Reason for the change", required=False, widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Kept in the audit trail, e.g. the request you are acting on. A new email address is told "
+                  "to the person at both addresses.",
+    )
 
     class Meta:
         model = User
@@ -75,6 +81,14 @@ class ChangeUserForm(forms.ModelForm):
         User.objects.check_email_free(email, other_than=self.instance)
         return email
 
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        changed = [name for name in self.changed_data if name != "reason"]
+        if changed and not cleaned.get("reason") and "reason" not in self.errors:
+            self.add_error("reason", "Give a reason for changing the email address" if "email" in changed
+                           else "Give a reason for the change")
+        return cleaned
+
 
 class ReasonForm(forms.Form):
     reason = REASON
@@ -91,7 +105,12 @@ class IssueLinkForm(forms.Form):
         ],
         initial="presence",
     )
-    reason = OPTIONAL_REASON
+    # Whoever holds the link registers an authenticator on the profile: the trail says why it was issued.
+    reason = ReasonField(
+        label="Reason", widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Kept in the audit trail, e.g. the request you are acting on or how you checked their identity.",
+        error_messages={"required": "Give a reason for issuing the link"},
+    )
 
     def __init__(self, *args, user, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -197,10 +197,12 @@ def unlock_user(*, user: User, reason: str, actor: User | None = None, request: 
         notify_person(record(Event.ACCOUNT_UNLOCKED, request=request, actor=actor, subject=user, reason=reason))
 
 
-def _revoke_links(user: User) -> int:
-    """Registration links not yet used stop working (a reinstated person needs a new one)."""
-    now = timezone.now()
-    return RegistrationLink.objects.filter(user=user, used_at__isnull=True, expires_at__gt=now).update(expires_at=now)
+def _revoke_links(user: User) -> dict[str, int]:
+    """Registration links not yet used stop working, and registrations under way end (a reinstated person
+    needs a new link): whoever held one, through a stolen invitation or a mailbox read by someone else,
+    cannot finish it once the profile is active again."""
+    links, journeys = RegistrationLink.objects.filter(user=user).revoke()
+    return {"links_revoked": links, "journeys_ended": journeys}
 
 
 def create_user(*, actor: User, email: str, first_name: str, last_name: str, title: str = "", reason: str = "",
@@ -213,13 +215,16 @@ def create_user(*, actor: User, email: str, first_name: str, last_name: str, tit
     return user, link
 
 
-def change_user_details(*, user: User, actor: User, changes: dict[str, str], request: HttpRequest | None = None) -> None:
-    """Names, title or Care Identity e-mail. A new e-mail replaces the primary address, unverified
-    until the person proves it, and both the old and the new address are told."""
+def change_user_details(*, user: User, actor: User, changes: dict[str, str], reason: str,
+                        request: HttpRequest | None = None) -> None:
+    """Names, title or Care Identity e-mail, with the RA's reason. A new e-mail replaces the primary address,
+    unverified until the person proves it, and both the old and the new address are told."""
     allowed = {"title", "first_name", "last_name", "email"}
     changes = {name: value for name, value in changes.items() if name in allowed and getattr(user, name) != value}
     if not changes:
         return
+    if not reason.strip():
+        raise ValueError("A reason is required to change a Care Identity")
     User.validate_values(**{name: value for name, value in changes.items() if name != "email"})
     with transaction.atomic():
         old_email = user.email
@@ -230,7 +235,7 @@ def change_user_details(*, user: User, actor: User, changes: dict[str, str], req
         if "email" in changes:
             EmailAddress.objects.filter(user=user, primary=True).update(primary=False)
             EmailAddress.objects.update_or_create(user=user, email=user.email, defaults={"primary": True, "verified": False})
-        event = record(Event.USER_CHANGED, request=request, actor=actor, subject=user,
+        event = record(Event.USER_CHANGED, request=request, actor=actor, subject=user, reason=reason,
                        fields=sorted(changes), before=before, after=changes)
         if "email" in changes:
             notify_person(event)
@@ -253,7 +258,7 @@ def suspend_user(*, user: User, actor: User, reason: str, request: HttpRequest |
         user.status = User.Status.SUSPENDED
         ended = end_sessions(user, reason="suspended")
         notify_person(record(Event.USER_SUSPENDED, request=request, actor=actor, subject=user, reason=reason,
-                       sessions_ended=ended, links_revoked=_revoke_links(user)))
+                       sessions_ended=ended, **_revoke_links(user)))
     return ended
 
 
@@ -281,11 +286,13 @@ def close_user(*, user: User, actor: User, reason: str, request: HttpRequest | N
         user.save(update_fields=["status", "password"])
         ended = end_sessions(user, reason="closed")
         notify_person(record(Event.USER_CLOSED, request=request, actor=actor, subject=user, reason=reason,
-                       authenticators_removed=removed, sessions_ended=ended, links_revoked=_revoke_links(user)))
+                       authenticators_removed=removed, sessions_ended=ended, **_revoke_links(user)))
 
 
-def set_roles(*, user: User, actor: User | None, roles: set[str], assignable: set[str], request: HttpRequest | None = None) -> None:
-    """Give or take the roles `actor` may assign; staff status follows from having any role."""
+def set_roles(*, user: User, actor: User | None, roles: set[str], assignable: set[str], reason: str = "",
+              request: HttpRequest | None = None) -> None:
+    """Give or take the roles `actor` may assign (an RA gives a reason; the operator's grant_role command
+    has none); staff status follows from having any role."""
     from django.contrib.auth.models import Group
 
     current = set(user.groups.values_list("name", flat=True))
@@ -296,4 +303,5 @@ def set_roles(*, user: User, actor: User | None, roles: set[str], assignable: se
         user.groups.set(Group.objects.filter(name__in=wanted))
         User.objects.filter(pk=user.pk).update(is_staff=bool(wanted) or user.is_superuser)
         notify_person(record(Event.ROLES_CHANGED, request=request, actor=actor, subject=user,
-                       added=sorted(wanted - current), removed=sorted(current - wanted)))
+                       added=sorted(wanted - current), removed=sorted(current - wanted),
+                       **({"reason": reason} if reason else {})))

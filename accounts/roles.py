@@ -6,6 +6,9 @@ and never names a permission itself.
 
 from __future__ import annotations
 
+from django.contrib.auth.models import Permission
+from django.db.models import Q
+
 RA_MANAGER = "RA Manager"
 RA_AGENT = "RA Agent"
 AUDITOR = "Auditor"
@@ -45,17 +48,29 @@ def roles_of(user) -> set[str]:
     return {group.name for group in user.groups.all()}
 
 
+def permissions_of(user) -> set[str]:
+    """Every permission the person holds, directly or through a group, whatever their status: Django's
+    get_all_permissions() answers none for a suspended person, whose permissions come back with them."""
+    held = Permission.objects.filter(Q(user=user) | Q(group__user=user)).values_list("content_type__app_label",
+                                                                                   "codename").distinct()
+    return {f"{app_label}.{codename}" for app_label, codename in held}
+
+
 def is_protected_from(target, actor) -> bool:
     """Whom `actor` may not change or act on.
 
-    Their own account (separation of duties: no RA issues themselves a link or unlocks themselves)
-    and superusers; for an RA Manager also other RA Managers and Auditors; for an RA Agent every
-    holder of an RA role. Otherwise one RA could take over another's Care Identity (change its
-    e-mail, issue it a link) and act in their name.
+    Their own account (separation of duties: no RA issues themselves a link or unlocks themselves);
+    superusers, unless the actor is one; anyone holding a permission the actor lacks (a platform
+    operator who registers relying services, say); for an RA Manager also other RA Managers and
+    Auditors; for an RA Agent every holder of an RA role and all staff. Whoever may change a
+    person's e-mail or issue them a link can take over their Care Identity and act in their name,
+    so nobody may gain, through someone else's account, more than they hold themselves.
     """
+    if target.pk == actor.pk:
+        return True
     if actor.is_superuser:
         return False
-    if target.pk == actor.pk or target.is_superuser:
+    if target.is_superuser or permissions_of(target) - actor.get_all_permissions():
         return True
     held = roles_of(target)
     if actor.has_perm("accounts.manage_ra_agents"):

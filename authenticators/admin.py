@@ -23,6 +23,12 @@ class AuthenticatorAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None) -> bool:
         return False
 
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # Removal is an RA action on the person's page (accounts.admin, authenticators.flows.remove_authenticator):
+        # with a reason, an audit event and an e-mail to the person. Django's delete view and delete_selected
+        # action did none of the three.
+        return False
+
 
 for kind in registry.all_types():
     admin.site.register(kind.model, AuthenticatorAdmin)

@@ -11,6 +11,7 @@ from accounts.models import User
 from accounts.notifications import notify_person
 from audit.models import Event, Outcome
 from audit.record import record
+from signin.session import is_recent
 
 from . import registry
 from .emails import send_registration_link
@@ -20,6 +21,7 @@ from .journeys import (
     NoJourney,
     NotActive,
     OtherUser,
+    SignInAgain,
     SpentInvitation,
     UnknownLink,
     UsedLink,
@@ -123,7 +125,12 @@ def begin_journey(request: HttpRequest, link: RegistrationLink, *, step: str, **
 
 
 def current_journey(request: HttpRequest, kind: str, step: str, *related: str) -> RegistrationLink:
-    """This browser's journey for `kind`, if it is at `step`; a JourneyError otherwise (nothing changes)."""
+    """This browser's journey for `kind`, if it is at `step`; a JourneyError otherwise (nothing changes).
+
+    A journey the person started signed in needs a sign-in at most 5 minutes old at every step, as its
+    start did (recent_authentication_required): a journey lasts 30 minutes, and without this whoever finds
+    the computer left signed in could add their own key (the step that saves it, and the one that issues
+    its options, each check). A journey from an RA's link or an invitation has the link's own rules."""
     link_id = request.session.get(SESSION_JOURNEY)
     link = (
         RegistrationLink.objects.select_related("user", *related).filter(pk=link_id, kind=kind).first()
@@ -138,6 +145,8 @@ def current_journey(request: HttpRequest, kind: str, step: str, *related: str) -
         raise NotActive()
     if link.step != step:
         raise WrongStep()
+    if link.started_signed_in and not is_recent(request):
+        raise refuse(request, link, SignInAgain())
     return link
 
 

@@ -87,6 +87,16 @@ class NoJourney(JourneyError):
     reason = "no journey"
 
 
+class SignInAgain(JourneyError):
+    """A journey the person started signed in ("Add other authenticators") goes on only within 5 minutes of
+    their last sign-in, as its start did: the page sends them to sign in again, then back to the step."""
+
+    title = "Sign in again to carry on"
+    message = "For your security, sign in again to add an authenticator."
+    status = 403
+    reason = "re-authentication needed"
+
+
 class WrongStep(JourneyError):
     title = "You cannot do this step yet"
     message = "Finish the registration steps in order. Go back to the step you were on."

@@ -11,11 +11,11 @@ from django.utils.module_loading import import_string
 
 from accounts.models import EmailOneTimePassword
 from careid.http import posted
-from signin.decorators import recent_authentication_required
+from signin.decorators import recent_authentication_required, sign_in_again
 
 from . import email_steps, flows, registry
 from .forms import EmailCodeForm, EmailForm
-from .journeys import JourneyError, TooManyFailures, UnknownLink
+from .journeys import JourneyError, SignInAgain, TooManyFailures, UnknownLink
 from .models import RegistrationLink
 
 CODE_ERRORS = {
@@ -79,13 +79,15 @@ def journey_error(request: HttpRequest, error: JourneyError) -> HttpResponse:
 
 def journey_step(load, step: str):
     """For a journey step's view: `load(request, step, *the URL's arguments)` gives the link, or the
-    page says why not."""
+    page says why not (or, for a journey started signed in, sends the person to sign in again)."""
 
     def decorator(view):
         @wraps(view)
         def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
             try:
                 return view(request, load(request, step, *args, **kwargs), *args, **kwargs)
+            except SignInAgain:
+                return sign_in_again(request)
             except JourneyError as error:
                 return journey_error(request, error)
 

@@ -3,12 +3,18 @@ from __future__ import annotations
 from functools import wraps
 from urllib.parse import urlencode
 
-from django.conf import settings
 from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.urls import reverse
 
-from .session import current
+from .session import is_recent
+
+
+def sign_in_again(request: HttpRequest) -> HttpResponse:
+    """The sign-in page, saying the person must sign in again, then back to this page."""
+    query = urlencode({"goto": request.get_full_path(), "reauth": "1"})
+    return redirect(f"{reverse('login')}?{query}")
 
 
 def recent_authentication_required(view):
@@ -17,10 +23,8 @@ def recent_authentication_required(view):
     @login_required
     @wraps(view)
     def wrapper(request, *args, **kwargs):
-        auth = current(request)
-        if auth is None or auth.age() > settings.CAREID_REAUTHENTICATION_MAX_AGE.total_seconds():
-            query = urlencode({"goto": request.get_full_path(), "reauth": "1"})
-            return redirect(f"{reverse('login')}?{query}")
+        if not is_recent(request):
+            return sign_in_again(request)
         return view(request, *args, **kwargs)
 
     return wrapper

@@ -52,6 +52,13 @@ def current(request: HttpRequest) -> Authentication | None:
     return Authentication.from_session(request.session)
 
 
+def is_recent(request: HttpRequest) -> bool:
+    """Whether the person signed in, or again, within CAREID_REAUTHENTICATION_MAX_AGE: what adding or
+    removing an authenticator or an e-mail address needs."""
+    auth = current(request)
+    return auth is not None and auth.age() <= settings.CAREID_REAUTHENTICATION_MAX_AGE.total_seconds()
+
+
 def has_timed_out(session: Mapping[str, Any], now: float | None = None) -> bool:
     """True when the session is past its idle or absolute timeout for the level it was signed in at
     (or carries no sign-in at all): the middleware and the expired-session sweep use this one rule."""

@@ -167,7 +167,7 @@ def test_the_ra_cannot_change_an_email_to_an_address_verified_on_another(agent, 
     _, client = agent
     person = make_person()
     response = client.post(f"{USERS}{person.user.pk}/change/", {
-        "first_name": "Edith", "last_name": "Cavell", "email": "second.address@nhs.net"})
+        "first_name": "Edith", "last_name": "Cavell", "email": "second.address@nhs.net", "reason": "asked by HR"})
     assert response.status_code == 200
     assert f"This email address is verified on another Care Identity (UID {holder.user.uid})" in response.content.decode()
     person.user.refresh_from_db()
@@ -179,7 +179,7 @@ def test_the_ra_cannot_change_an_email_to_an_address_verified_on_another(agent, 
 def test_the_ra_may_still_give_a_person_an_address_verified_on_their_own_profile(agent, holder):
     _, client = agent
     response = client.post(f"{USERS}{holder.user.pk}/change/", {
-        "first_name": "Edith", "last_name": "Cavell", "email": "second.address@nhs.net"})
+        "first_name": "Edith", "last_name": "Cavell", "email": "second.address@nhs.net", "reason": "asked by HR"})
     assert response.status_code == 302
     holder.user.refresh_from_db()
     assert holder.user.email == "second.address@nhs.net"

@@ -117,6 +117,33 @@ def test_unlocking_clears_the_lock(agent, make_person, mailbox):
     mailbox.wait_for(person.user.email, "Your Care Identity has been unlocked")
 
 
+def test_authenticators_are_removed_only_from_the_persons_page(transactional_db, make_person, seeded_roles, mailbox):
+    """The generic authenticator admin deletes nothing (no reason, no audit event, no e-mail): a superuser
+    removes a key through the person's page, as RA staff do."""
+    from authenticators.models import SecurityKey
+
+    operator = make_person(email="operator@nhs.net", is_staff=True, is_superuser=True)
+    client = Client()
+    assert sign_in(client, operator, goto="/admin/").url == "/admin/"
+    person = make_person(email="key.holder@nhs.net")
+    key = SecurityKey.objects.create(user=person.user, name="Security key", confirmed=True, credential_id=b"\x01" * 32,
+                                     public_key=b"\x02", user_handle=b"\x03" * 32)
+
+    assert client.post(f"/admin/authenticators/securitykey/{key.pk}/delete/", {"post": "yes"}).status_code == 403
+    listing = client.get("/admin/authenticators/securitykey/")
+    assert "delete_selected" not in listing.content.decode()
+    client.post("/admin/authenticators/securitykey/", {"action": "delete_selected", "_selected_action": [key.pk],
+                                                        "post": "yes"})
+    assert SecurityKey.objects.filter(pk=key.pk).exists()
+    assert not AuditEvent.objects.filter(event=Event.AUTHENTICATOR_REMOVED).exists()
+
+    response = client.post(f"{USERS}{person.user.pk}/authenticators/security-key/remove/", {"reason": "Lost key"})
+    assert response.status_code == 302 and not SecurityKey.objects.filter(pk=key.pk).exists()
+    event = event_of(Event.AUTHENTICATOR_REMOVED, person.user)
+    assert event.actor == operator.user and event.details["reason"] == "Lost key"
+    assert "Lost key" in body(mailbox.wait_for(person.user.email, "was removed from your Care Identity"))
+
+
 def test_removing_a_lost_phone_lets_the_person_register_a_new_one(agent, signed_in_person, mailbox):
     agent_person, client = agent
     person, browser = signed_in_person
@@ -129,7 +156,8 @@ def test_removing_a_lost_phone_lets_the_person_register_a_new_one(agent, signed_
     assert event.actor == agent_person.user and event.details["reason"] == "Lost phone"
     assert "Lost phone" in body(mailbox.wait_for(person.user.email, "was removed from your Care Identity"))
     # The RA issues a link for a new phone in the person's presence.
-    response = client.post(f"{USERS}{person.user.pk}/link/", {"kind": "authenticator-app", "purpose": "presence"})
+    response = client.post(f"{USERS}{person.user.pk}/link/", {"kind": "authenticator-app", "purpose": "presence",
+                                                              "reason": "new phone, identity checked"})
     link = RegistrationLink.objects.filter(user=person.user).latest("id")
     assert link.url in response.content.decode()
     assert abs((link.expires_at - link.created_at).total_seconds() - 180) < 1
@@ -140,7 +168,8 @@ def test_an_emailed_link_lasts_24_hours_and_arrives(agent, make_person, mailbox)
     _, client = agent
     person = make_person()
     AuthenticatorApp.objects.filter(user=person.user).delete()
-    response = client.post(f"{USERS}{person.user.pk}/link/", {"kind": "authenticator-app", "purpose": "emailed"})
+    response = client.post(f"{USERS}{person.user.pk}/link/", {"kind": "authenticator-app", "purpose": "emailed",
+                                                              "reason": "new phone"})
     assert "It has been sent to" in response.content.decode()
     link = RegistrationLink.objects.get(user=person.user)
     assert abs((link.expires_at - link.created_at).total_seconds() - 24 * 3600) < 1
@@ -149,9 +178,53 @@ def test_an_emailed_link_lasts_24_hours_and_arrives(agent, make_person, mailbox)
 
 def test_a_registered_type_cannot_get_a_link(agent, person):
     _, client = agent
-    response = client.post(f"{USERS}{person.user.pk}/link/", {"kind": "authenticator-app", "purpose": "presence"})
+    response = client.post(f"{USERS}{person.user.pk}/link/", {"kind": "authenticator-app", "purpose": "presence",
+                                                              "reason": "new phone, identity checked"})
     assert response.status_code == 400
     assert not RegistrationLink.objects.exists()
+
+
+def test_issuing_a_link_needs_a_reason_kept_in_the_trail(agent, make_person):
+    """Whoever holds the link registers an authenticator on the profile (SECURITY.md: every RA action with
+    actor, subject and reason)."""
+    agent_person, client = agent
+    person = make_person()
+    AuthenticatorApp.objects.filter(user=person.user).delete()
+    response = client.post(f"{USERS}{person.user.pk}/link/", {"kind": "authenticator-app", "purpose": "emailed"})
+    assert response.status_code == 400 and "Give a reason for issuing the link" in response.content.decode()
+    assert not RegistrationLink.objects.exists()
+    assert not AuditEvent.objects.filter(event=Event.LINK_ISSUED).exists()
+    client.post(f"{USERS}{person.user.pk}/link/", {"kind": "authenticator-app", "purpose": "emailed",
+                                                   "reason": "lost phone, called the service desk"})
+    issued = event_of(Event.LINK_ISSUED, person.user)
+    assert issued.actor == agent_person.user and issued.details["reason"] == "lost phone, called the service desk"
+
+
+def test_changing_a_persons_email_or_name_needs_a_reason_kept_in_the_trail(agent, make_person, mailbox):
+    """A new Care Identity e-mail and then a link hand the profile to whoever holds the new address."""
+    agent_person, client = agent
+    person = make_person(email="nurse@nhs.net")
+    details = {"title": "", "first_name": "Edith", "last_name": "Cavell", "email": "someone.else@nhs.net"}
+    response = client.post(f"{USERS}{person.user.pk}/change/", details)
+    assert response.status_code == 200 and "Give a reason for changing the email address" in response.content.decode()
+    response = client.post(f"{USERS}{person.user.pk}/change/", {**details, "email": "nurse@nhs.net", "last_name": "Smith"})
+    assert response.status_code == 200 and "Give a reason for the change" in response.content.decode()
+    person.user.refresh_from_db()
+    assert (person.user.email, person.user.last_name) == ("nurse@nhs.net", "Cavell")
+    assert not AuditEvent.objects.filter(event=Event.USER_CHANGED).exists()
+
+    response = client.post(f"{USERS}{person.user.pk}/change/", {**details, "reason": "new job, HR ticket 42"})
+    assert response.status_code == 302
+    changed = event_of(Event.USER_CHANGED, person.user)
+    assert changed.actor == agent_person.user and changed.details["reason"] == "new job, HR ticket 42"
+
+
+def test_saving_a_person_unchanged_needs_no_reason_and_records_nothing(agent, person):
+    _, client = agent
+    response = client.post(f"{USERS}{person.user.pk}/change/", {
+        "title": "", "first_name": "Edith", "last_name": "Cavell", "email": person.user.email})
+    assert response.status_code == 302
+    assert not AuditEvent.objects.filter(event=Event.USER_CHANGED).exists()
 
 
 def test_bulk_suspend_asks_for_a_reason_then_suspends_each(agent, make_person):
@@ -172,10 +245,11 @@ def test_changing_the_email_tells_both_addresses(agent, make_person, mailbox):
     _, client = agent
     person = make_person()
     response = client.post(f"{USERS}{person.user.pk}/change/", {
-        "first_name": "Edith", "last_name": "Cavell", "email": "edith.new@nhs.net"})
+        "first_name": "Edith", "last_name": "Cavell", "email": "edith.new@nhs.net", "reason": "new job at the trust"})
     assert response.status_code == 302
     person.user.refresh_from_db()
     assert person.user.email == "edith.new@nhs.net"
+    assert event_of(Event.USER_CHANGED, person.user).details["reason"] == "new job at the trust"
     mailbox.wait_for("edith.cavell@nhs.net", "The email address of your Care Identity has changed")
     mailbox.wait_for("edith.new@nhs.net", "The email address of your Care Identity has changed")
 

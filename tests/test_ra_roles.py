@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, Permission
 from django.test import Client
 
 from accounts.models import User
@@ -93,22 +93,25 @@ def test_an_agent_cannot_change_an_ra_manager(agent, manager):
 def test_an_agent_changes_names_and_the_change_is_audited(agent, person):
     agent_person, client = agent
     response = client.post(f"{USERS}{person.user.pk}/change/", {
-        "title": "Dr", "first_name": "Edith", "last_name": "Cavell-Smith", "email": person.user.email})
+        "title": "Dr", "first_name": "Edith", "last_name": "Cavell-Smith", "email": person.user.email,
+        "reason": "married, HR ticket 42"})
     assert response.status_code == 302
     person.user.refresh_from_db()
     assert (person.user.title, person.user.last_name) == ("Dr", "Cavell-Smith")
     event = AuditEvent.objects.get(event=Event.USER_CHANGED)
     assert event.actor == agent_person.user and event.subject == person.user
     assert event.details["before"] == {"title": "", "last_name": "Cavell"}
+    assert event.details["reason"] == "married, HR ticket 42"
 
 
 def test_a_manager_gives_and_takes_the_agent_role_only(manager, person):
     manager_person, client = manager
-    base = {"first_name": "Edith", "last_name": "Cavell", "email": person.user.email}
+    base = {"first_name": "Edith", "last_name": "Cavell", "email": person.user.email, "reason": "new RA Agent"}
     assert client.post(f"{USERS}{person.user.pk}/change/", {**base, "roles": RA_AGENT}).status_code == 302
     person.user.refresh_from_db()
     assert person.user.is_staff and set(person.user.groups.values_list("name", flat=True)) == {RA_AGENT}
-    assert AuditEvent.objects.get(event=Event.ROLES_CHANGED).details == {"added": [RA_AGENT], "removed": []}
+    assert AuditEvent.objects.get(event=Event.ROLES_CHANGED).details == {"added": [RA_AGENT], "removed": [],
+                                                                          "reason": "new RA Agent"}
     assert client.post(f"{USERS}{person.user.pk}/change/", {**base, "roles": RA_MANAGER}).status_code == 403
     assert client.post(f"{USERS}{person.user.pk}/change/", base).status_code == 302
     person.user.refresh_from_db()
@@ -222,6 +225,65 @@ def test_a_manager_acts_on_agents_but_not_on_auditors(ra_staff, manager):
     assert client.post(f"{USERS}{auditor.user.pk}/suspend/", {"reason": "x"}).status_code == 403
 
 
+@pytest.fixture
+def platform_operator(make_person, seeded_roles):
+    """Staff who register relying services (oidc/admin.py) and hold no RA role."""
+    operator = make_person(email="platform.operator@nhs.net", is_staff=True)
+    operator.user.user_permissions.add(Permission.objects.get(codename="manage_relyingservice"))
+    return operator
+
+
+def test_a_manager_cannot_change_the_email_of_staff_holding_a_permission_they_lack(manager, platform_operator):
+    """Re-pointing the e-mail, then a registration link, would hand the manager an account that registers
+    relying services (and their redirect URIs)."""
+    manager_person, client = manager
+    operator = platform_operator.user
+    assert not manager_person.user.has_perm("oidc.manage_relyingservice")
+    response = client.post(f"{USERS}{operator.pk}/change/", {
+        "title": "", "first_name": "Edith", "last_name": "Cavell", "email": "attacker.mailbox@nhs.net",
+        "reason": "asked by phone"})
+    assert response.status_code == 403
+    operator.refresh_from_db()
+    assert operator.email == "platform.operator@nhs.net"
+    assert AuditEvent.objects.filter(event=Event.RA_REFUSED, actor=manager_person.user, subject=operator).exists()
+
+
+def test_a_manager_cannot_issue_a_link_to_staff_holding_a_permission_they_lack(manager, platform_operator):
+    from authenticators.models import RegistrationLink
+
+    manager_person, client = manager
+    operator = platform_operator.user
+    page = client.get(f"{USERS}{operator.pk}/change/").content.decode()
+    assert "Issue a registration link" not in page and "Suspend" not in page
+    response = client.post(f"{USERS}{operator.pk}/link/", {"kind": "security-key", "purpose": "presence",
+                                                           "reason": "asked by phone"})
+    assert response.status_code == 403
+    assert not RegistrationLink.objects.filter(user=operator).exists()
+    assert AuditEvent.objects.filter(event=Event.RA_REFUSED, actor=manager_person.user, subject=operator).exists()
+
+
+def test_a_permission_held_through_a_group_protects_too_even_while_suspended(manager, make_person):
+    manager_person, client = manager
+    operators = Group.objects.create(name="Platform operators")
+    operators.permissions.add(Permission.objects.get(codename="manage_relyingservice"))
+    operator = make_person(email="platform.operator@nhs.net", is_staff=True).user
+    operator.groups.add(operators)
+    User.objects.filter(pk=operator.pk).update(status=User.Status.SUSPENDED)
+    assert client.post(f"{USERS}{operator.pk}/reinstate/", {"reason": "back from leave"}).status_code == 403
+    operator.refresh_from_db()
+    assert operator.status == User.Status.SUSPENDED
+
+
+def test_a_superuser_cannot_act_on_their_own_care_identity(make_person, seeded_roles):
+    operator = make_person(email="operator@nhs.net", is_staff=True, is_superuser=True)
+    client = Client()
+    assert sign_in(client, operator, goto="/admin/").url == "/admin/"
+    response = client.post(f"{USERS}{operator.user.pk}/link/", {"kind": "security-key", "purpose": "presence",
+                                                                "reason": "my own key"})
+    assert response.status_code == 403
+    assert AuditEvent.objects.filter(event=Event.RA_REFUSED, actor=operator.user, subject=operator.user).exists()
+
+
 def test_bulk_actions_skip_and_audit_protected_accounts(agent, manager, person):
     agent_person, client = agent
     manager_person, _ = manager
@@ -231,6 +293,19 @@ def test_bulk_actions_skip_and_audit_protected_accounts(agent, manager, person):
     manager_person.user.refresh_from_db()
     assert person.user.status == User.Status.SUSPENDED and manager_person.user.status == User.Status.ACTIVE
     assert AuditEvent.objects.filter(event=Event.RA_REFUSED, actor=agent_person.user, subject=manager_person.user).exists()
+
+
+def test_a_managers_bulk_actions_skip_and_audit_staff_holding_a_permission_they_lack(manager, ra_staff,
+                                                                                     platform_operator):
+    manager_person, client = manager
+    agent_person, _ = ra_staff(RA_AGENT)
+    operator = platform_operator.user
+    ids = [str(agent_person.user.pk), str(operator.pk)]
+    client.post(USERS, {"action": "suspend_selected", "_selected_action": ids, "apply": "1", "reason": "test"})
+    agent_person.user.refresh_from_db()
+    operator.refresh_from_db()
+    assert agent_person.user.status == User.Status.SUSPENDED and operator.status == User.Status.ACTIVE
+    assert AuditEvent.objects.filter(event=Event.RA_REFUSED, actor=manager_person.user, subject=operator).exists()
 
 
 def test_no_link_for_a_suspended_or_closed_profile(agent, make_person):

@@ -378,6 +378,25 @@ def test_a_wrong_app_code_is_refused_and_the_journey_stops_after_five(client, at
     assert journey_of(user).app_registration.pending_secret == ""  # forgotten once the journey stopped
 
 
+def test_a_journey_started_signed_in_goes_on_only_within_5_minutes_of_the_sign_in(transactional_db, signed_in,
+                                                                                  person, mailbox):
+    """"Register Microsoft Authenticator" after signing in: each later step asks for a sign-in at most 5 minutes
+    old too, as the start did, and would come back to the step (an invitation's journey has no such rule)."""
+    import datetime as dt
+
+    import time_machine
+
+    AuthenticatorApp.objects.filter(user=person.user).delete()  # signed in with it, then lost it
+    response = signed_in.post("/authenticators/authenticator-app/", {"confirm": "on"})
+    link = RegistrationLink.objects.by_token(response.url.split("/")[2])
+    assert signed_in.post(link_path(link), {"email": person.user.email}).status_code == 302
+    code = code_from(mailbox, person.user.email)
+    with time_machine.travel(dt.timedelta(minutes=6)):
+        response = signed_in.post("/register/authenticator-app/code/", {"code": code})
+        assert response.status_code == 302 and "reauth=1" in response.url and "code" in response.url
+        assert journey_of(person.user).step == "otp"
+
+
 def test_the_registered_app_cannot_be_registered_twice(client, person, fast_hashing):
     from authenticators.flows import issue_registration_link
 
@@ -413,6 +432,20 @@ def test_a_suspension_during_the_journey_stops_it(client, invited, mailbox):
     assert response.status_code == 403
     assert "This Care Identity cannot register authenticators" in response.content.decode()
     assert journey_of(user).step == "password"
+
+
+def test_a_journey_ended_by_a_suspension_stays_ended_after_reinstatement(client, invited, mailbox, ra_staff):
+    from accounts.flows import reinstate_user, suspend_user
+    from accounts.roles import RA_AGENT
+
+    agent, _ = ra_staff(RA_AGENT)
+    user, link = invited
+    client.post("/register/authenticator-app/code/", {"code": start(client, mailbox, link)})
+    suspend_user(user=user, actor=agent.user, reason="invitation reported stolen")
+    reinstate_user(user=user, actor=agent.user, reason="mailbox secured")
+    response = client.post("/register/authenticator-app/password/", {"password1": NEW_PASSWORD, "password2": NEW_PASSWORD})
+    assert response.status_code == 410 and "Your registration has ended" in response.content.decode()
+    assert journey_of(user).step == "password" and not AuthenticatorApp.objects.filter(user=user).exists()
 
 
 def test_abandoned_journeys_forget_their_secrets(client, invited, mailbox):

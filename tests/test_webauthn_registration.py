@@ -147,6 +147,28 @@ def test_registering_needs_a_recent_sign_in(client, person):
     assert response.status_code == 302 and "reauth=1" in response.url
 
 
+def test_a_key_is_added_only_within_5_minutes_of_the_sign_in(signed_in, person, setting_up):
+    """The journey lasts 30 minutes; someone at a computer left signed in must not add their own key 20
+    minutes after the person last signed in. The ceremony page (options) and its answer (the save) both
+    send them to sign in again, as "Register" does; the journey then goes on."""
+    start_registration(signed_in, "security-key")
+    options = options_of(signed_in, ceremony_url("security-key"))
+    key = authenticator_for("security-key", setting_up)
+    with time_machine.travel(dt.timedelta(minutes=20)):
+        for response in (signed_in.get(ceremony_url("security-key")),
+                         post_answer(signed_in, ceremony_url("security-key"), key.create(options))):
+            assert response.status_code == 302 and response.url.startswith("/login/") and "reauth=1" in response.url
+            assert "set-up" in response.url  # back to the ceremony after signing in
+        assert not SecurityKey.objects.filter(user=person.user).exists()
+        refused = AuditEvent.objects.get(event=Event.LINK_REFUSED, subject=person.user)
+        assert refused.details["reason"] == "re-authentication needed"
+
+        sign_in_with_app(signed_in, person)
+        options = options_of(signed_in, ceremony_url("security-key"))
+        assert post_answer(signed_in, ceremony_url("security-key"), key.create(options)).status_code == 302
+    assert SecurityKey.objects.filter(user=person.user).exists()
+
+
 def test_a_second_registration_of_a_type_is_refused_with_a_clear_message(signed_in, person, setting_up):
     register(signed_in, "security-key", authenticator_for("security-key", setting_up))
     response = signed_in.get("/authenticators/security-key/")
@@ -222,6 +244,7 @@ def test_an_expired_challenge_is_refused(at_ceremony, person):
     client, options, key = at_ceremony
     answer = key.create(options)
     with time_machine.travel(dt.timedelta(minutes=5, seconds=5)):
+        sign_in_with_app(client, person)  # signing in again (5 minutes on, it must) gives the challenge no new life
         refused(client, person, answer, "challenge expired", "This page has expired")
 
 
@@ -449,6 +472,33 @@ def test_a_person_whose_first_authenticator_is_a_key_registers_it_from_an_ra_lin
     assert user.emailaddress_set.get(email=user.email).verified
     assert mailbox.wait_for(user.email, "A Security key was added to your Care Identity")
     assert User.objects.get(pk=user.pk).is_active
+
+
+def test_a_registration_under_way_ends_with_a_suspension_and_stays_ended_after_reinstatement(
+        client, transactional_db, seeded_allow_list, fast_hashing, mailbox, setting_up, ra_staff):
+    """A journey past its link (the e-mail proven, at the ceremony) when the RA suspends the profile (a stolen
+    invitation, a mailbox read by someone else): whoever holds it cannot register a key once it is reinstated."""
+    from accounts.flows import invite_user
+    from accounts.roles import RA_AGENT
+    from authenticators.flows import issue_registration_link
+
+    _, admin = ra_staff(RA_AGENT)
+    user, _invitation = invite_user(email="mary.seacole@nhs.net", first_name="Mary", last_name="Seacole")
+    link = issue_registration_link(user=user, kind="security-key", purpose=RegistrationLink.Purpose.EMAILED)
+    live = RegistrationLink.objects.by_token(client.post(link_path(link), {"confirm": "on"}).url.split("/")[2])
+    client.post(link_path(live), {"email": user.email})
+    assert client.post("/register/security-key/code/", {"code": code_from(mailbox, user.email)}).status_code == 302
+    options = options_of(client, ceremony_url("security-key"))
+
+    assert admin.post(f"/admin/accounts/user/{user.pk}/suspend/", {"reason": "invitation reported stolen"}).status_code == 302
+    suspended = AuditEvent.objects.get(event=Event.USER_SUSPENDED, subject=user)
+    assert suspended.details["journeys_ended"] == 1 and suspended.details["links_revoked"] == 2  # invitation, link
+    assert admin.post(f"/admin/accounts/user/{user.pk}/reinstate/", {"reason": "mailbox secured"}).status_code == 302
+
+    response = post_answer(client, ceremony_url("security-key"), authenticator_for("security-key", setting_up).create(options))
+    assert response.status_code == 410 and "Your registration has ended" in response.content.decode()
+    assert client.get(ceremony_url("security-key")).status_code == 410
+    assert not SecurityKey.objects.filter(user=user).exists()
 
 
 def test_a_new_code_can_be_sent_during_a_key_registration_from_a_link(

@@ -38,6 +38,16 @@ class RegistrationLinkQuerySet(models.QuerySet["RegistrationLink"]):
             return None
         return self.select_related("user").filter(token_hash=tokens.token_hash(token)).first()
 
+    def revoke(self) -> tuple[int, int]:
+        """End these links for good: those not yet used stop working, and the registrations under way through
+        used ones end at once (their steps answer "Your registration has ended"; the types' clean-up forgets
+        their secrets). Returns (links revoked, journeys ended)."""
+        now = timezone.now()
+        links = self.filter(used_at__isnull=True, expires_at__gt=now).update(expires_at=now)
+        journeys = self.filter(used_at__isnull=False, completed_at__isnull=True,
+                               journey_expires_at__gt=now).update(journey_expires_at=now)
+        return links, journeys
+
 
 class RegistrationLink(models.Model):
     """A single-use link that lets one person register one authenticator type.
@@ -108,6 +118,12 @@ class RegistrationLink(models.Model):
         return self.expires_at <= timezone.now()
 
     @property
+    def started_signed_in(self) -> bool:
+        """Issued by the person to themselves: "Add other authenticators", after signing in (an RA never
+        issues themselves one: accounts.roles.is_protected_from)."""
+        return self.issued_by_id is not None and self.issued_by_id == self.user_id
+
+    @property
     def journey_is_over(self) -> bool:
         return (
             self.completed_at is not None
@@ -126,8 +142,10 @@ class RegistrationLink(models.Model):
         return bool(used)
 
     def advance(self, from_step: str, to_step: str, **fields) -> bool:
-        """Move the journey on; False when it was not at `from_step` (a replayed or raced post)."""
-        moved = RegistrationLink.objects.filter(pk=self.pk, step=from_step).update(step=to_step, **fields)
+        """Move the journey on; False when it was not at `from_step` (a replayed or raced post) or has ended
+        meanwhile (timed out, or revoked by a suspension)."""
+        moved = RegistrationLink.objects.filter(pk=self.pk, step=from_step, completed_at__isnull=True,
+                                                journey_expires_at__gt=timezone.now()).update(step=to_step, **fields)
         if moved:
             self.step = to_step
             for name, value in fields.items():

@@ -27,6 +27,7 @@ from .conftest import BrowserConsole, choose_the_app, heading, sign_in_with_the_
 USERS = "/admin/accounts/user/"
 NEW_EMAIL = "florence.nightingale@nhs.net"
 REASON = "Left the trust"
+LINK_REASON = "Identity checked in person"
 
 
 @pytest.fixture
@@ -92,6 +93,7 @@ def test_ra_agent_creates_a_user_issues_a_link_and_suspends(enforcing_page: Page
     console.check(a11y, "issue a registration link form")
     page.get_by_label("Authenticator type").select_option(label="Microsoft Authenticator")
     page.get_by_role("radio", name=re.compile(r"^Now, in front of me")).check()
+    page.get_by_label("Reason").fill(LINK_REASON)
     page.get_by_role("button", name="Issue the link").click()
 
     heading(page, "Registration link issued")
@@ -131,7 +133,7 @@ def test_ra_agent_creates_a_user_issues_a_link_and_suspends(enforcing_page: Page
     for kind in (Event.USER_CREATED, Event.USER_INVITED, Event.USER_SUSPENDED):
         assert events[kind].actor == agent.user, kind
     assert AuditEvent.objects.filter(event=Event.LINK_ISSUED, subject=user, actor=agent.user,
-                                     details__purpose="presence").exists()
+                                     details__purpose="presence", details__reason=LINK_REASON).exists()
     assert events[Event.USER_SUSPENDED].details["reason"] == REASON
 
     # The mailbox: the invitation (with its own link, not the one shown), then the suspension notice.

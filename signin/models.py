@@ -115,7 +115,8 @@ class SigninThrottle(models.Model):
     def end_signin_attempt(self, factor: Factor, *, failed: bool, succeeded: bool = False) -> bool:
         """Release the slot held by hold_signin_attempt; returns True when a failure locked the account.
 
-        A right password ends the run of wrong passwords; a whole sign-in (`succeeded`) ends both runs.
+        A right password ends the run of wrong passwords; a whole sign-in (`succeeded`) ends both runs. A
+        failure is counted inside the caller's transaction (signin.flows.fail_signin_attempt), with its audit event.
         """
         now = timezone.now()
         counter, slot = f"{factor}_failures", f"{factor}_blocked_until"
@@ -124,7 +125,12 @@ class SigninThrottle(models.Model):
             if succeeded:
                 fields.update(password_failures=0, code_failures=0, last_signin_failure_at=None, **self._on_signin())
         else:
-            self.refresh_from_db(fields=THROTTLE_FIELDS)  # as the previous holder left it
+            # As the previous holder left it, and held until this transaction ends: only the holder of the slot
+            # writes these fields, but a check that outlasted the hold let the next attempt in, and two
+            # failures that each read the count and wrote it plus one would count one.
+            held = type(self)._default_manager.select_for_update().only(*THROTTLE_FIELDS).get(pk=self.pk)
+            for name in THROTTLE_FIELDS:
+                setattr(self, name, getattr(held, name))
             recent = self.last_signin_failure_at and now - self.last_signin_failure_at <= settings.CAREID_SIGNIN_FAILURE_WINDOW
             failures = (getattr(self, counter) if recent else 0) + 1
             fields = {counter: failures, slot: now + signin_delay(failures), "last_signin_failure_at": now}
@@ -135,7 +141,6 @@ class SigninThrottle(models.Model):
                 # other at the 100th; the codes it had counted still keep a password reset from lifting it.
                 # Wrong codes (in a password reset) turn a lock for passwords into one that only an RA lifts.
                 fields.update(locked_at=self.locked_at or now, lock_reason=lock_reason_of(factor))
-        # Only the holder of the slot writes these fields, so this is not a lost update.
         type(self)._default_manager.filter(pk=self.pk).update(**fields)
         for name, value in fields.items():
             setattr(self, name, value)

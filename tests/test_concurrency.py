@@ -224,3 +224,33 @@ def test_a_refresh_token_rotated_meanwhile_by_another_request_is_a_reuse(transac
     assert not Token.objects.filter(type__in=[Token.Type.ACCESS_TOKEN, Token.Type.REFRESH_TOKEN]).exists()
     event = AuditEvent.objects.get(event=Event.OIDC_REFUSED)
     assert event.details["reason"].startswith("refresh token already rotated (reused)")
+
+
+def test_two_failures_that_overlap_are_both_counted(transactional_db, make_person, monkeypatch):
+    """One attempt is in flight per account, but a check that outlasts the hold (CAREID_SIGNIN_ATTEMPT_HOLD, an
+    Argon2 check on a swamped host) lets the next one in. Each failure then read the count and wrote it plus
+    one: two overlapping failures counted one, and the delays and the locks at 100 and 30 came later."""
+    require(connection.vendor == "postgresql", "PostgreSQL (real concurrent transactions)")
+    from signin import models as throttle_models
+    from signin.models import Factor
+
+    person = make_person()
+    both_read = threading.Barrier(2)
+    delay = throttle_models.signin_delay
+
+    def after_reading(failures: int):  # called between the read of the count and its write
+        try:
+            both_read.wait(timeout=1)  # the other failure reads too, unless the row is held
+        except threading.BrokenBarrierError:
+            pass
+        return delay(failures)
+
+    monkeypatch.setattr(throttle_models, "signin_delay", after_reading)
+
+    def fail(index: int) -> None:
+        with transaction.atomic():
+            User.objects.get(pk=person.user.pk).end_signin_attempt(Factor.PASSWORD, failed=True)
+
+    in_parallel(2, fail)
+    person.user.refresh_from_db()
+    assert person.user.password_failures == 2

@@ -254,3 +254,47 @@ def test_two_failures_that_overlap_are_both_counted(transactional_db, make_perso
     in_parallel(2, fail)
     person.user.refresh_from_db()
     assert person.user.password_failures == 2
+
+
+def test_a_lock_for_codes_that_lands_while_a_reset_finishes_stays(transactional_db, make_person, monkeypatch):
+    """A reset lifts a lock for wrong passwords, never one for wrong codes (only an RA lifts that). The reset
+    read the person before its transaction: a 30th wrong code counted in between turned the lock into one
+    for codes, and the reset, deciding from what it had read, lifted it."""
+    require(connection.vendor == "postgresql", "PostgreSQL (real concurrent transactions)")
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.db.models import F, Value
+    from django.db.models.functions import Coalesce
+
+    from authenticators.totp import flows as totp_flows
+
+    person = make_person()
+    now = timezone.now()
+    User.objects.filter(pk=person.user.pk).update(password_failures=100, locked_at=now, lock_reason="passwords",
+                                                   last_signin_failure_at=now)
+    decided, landed = threading.Event(), threading.Event()
+    refusal = totp_flows._reset_refusal
+
+    def checked_then_waits(user):
+        why = refusal(user)
+        decided.set()
+        landed.wait(timeout=1)  # the 30th wrong code lands now, unless the reset holds the row
+        return why
+
+    monkeypatch.setattr(totp_flows, "_reset_refusal", checked_then_waits)
+
+    def work(index: int):
+        if index == 0:
+            request = RequestFactory().post("/login/authenticator-app/forgotten-password/password/")
+            request.session = SessionStore()
+            reset = totp_flows.PasswordReset(email=person.user.email, step="password", at=time.time(), user=person.user.pk)
+            return totp_flows.finish_password_reset(request, reset, "a brand new passphrase for the ward")
+        decided.wait(timeout=5)
+        # What the 30th wrong code writes (SigninThrottle.end_signin_attempt): the lock, now one for codes.
+        User.objects.filter(pk=person.user.pk).update(code_failures=30, lock_reason="codes",
+                                                       locked_at=Coalesce(F("locked_at"), Value(timezone.now())))
+        landed.set()
+        return None
+
+    in_parallel(2, work)
+    person.user.refresh_from_db()
+    assert person.user.is_locked and person.user.lock_reason == "codes"

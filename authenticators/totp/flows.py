@@ -368,12 +368,14 @@ def check_reset_app_code(request: HttpRequest, reset: PasswordReset, token: str)
 def finish_password_reset(request: HttpRequest, reset: PasswordReset, password: str) -> User | None:
     """Set the new password: a lock that wrong passwords caused is lifted, every session of the
     person ends, and they are e-mailed. None when the reset can no longer go on."""
-    user = reset.load_user()
     request.session.pop(SESSION_RESET, None)
-    if user is None or (why := _reset_refusal(user)):
-        _refuse_reset(request, user, why if user else "no Care Identity")
-        return None
     with transaction.atomic():
+        # Read and held until the new password is in: what the reset decides from (the lock it may lift) is
+        # what it writes over, not a lock for wrong codes counted meanwhile, which only an RA lifts.
+        user = User.objects.select_for_update().filter(pk=reset.user).first() if reset.user else None
+        if user is None or (why := _reset_refusal(user)):
+            _refuse_reset(request, user, why if user else "no Care Identity")
+            return None
         user.set_password(password)
         user.save(update_fields=["password"])
         unlocked = user.is_locked

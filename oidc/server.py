@@ -233,6 +233,20 @@ class CareIdRequestValidator(OAuthLibRequestValidator):
         return True  # no consent screen: using CIS2 implies consent under its terms of use
 
 
+def _refuse_what_careid_does_not_support(request) -> dict:
+    """A parameter careid would otherwise ignore, to the service's surprise: a response_mode other than the
+    one discovery lists (the code would go where the service did not ask), a max_age that is no number of
+    seconds (the service's wish for a recent sign-in would be dropped)."""
+    mode = request.response_mode
+    if mode is not None and mode != "query":
+        raise errors.InvalidRequestError(description=f"response_mode {mode!r} is not supported: query only",
+                                         request=request)
+    if request.max_age is not None and levels.parse_max_age(request.max_age) is None:
+        raise errors.InvalidRequestError(description="max_age must be a whole number of seconds, 0 or more",
+                                         request=request)
+    return {}
+
+
 def _claim_authorization_code(request) -> None:
     """allauth's claim of the code (a second use revokes the first use's tokens), with the reason."""
     try:
@@ -283,6 +297,7 @@ class CareIdServer(Server):
         )
         for grant in (self.auth_grant, self.openid_connect_auth, self.openid_connect_hybrid):
             grant.custom_validators.pre_auth.append(validate_code_challenge_method)
+            grant.custom_validators.pre_auth.append(_refuse_what_careid_does_not_support)
         for grant in (self.auth_grant, self.openid_connect_auth):
             grant.custom_validators.post_token.append(_claim_authorization_code)
 

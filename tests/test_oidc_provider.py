@@ -264,6 +264,21 @@ def test_a_secret_is_accepted_only_the_way_the_service_registered_it(client, per
     assert refused(f"registered for {registered}")
 
 
+@pytest.mark.parametrize(("name", "value"), [("response_mode", "fragment"), ("response_mode", "form_post"),
+                                           ("max_age", "-1"), ("max_age", "soon")])
+def test_what_careid_does_not_support_is_refused_not_ignored(client, person, service, name, value):
+    """Discovery lists response_mode query only: a code asked for in the fragment (or posted) went there anyway.
+    A max_age that is no number of seconds was ignored, so the service's wish for a recent sign-in was too."""
+    sign_in(client, person)
+    response, authorization = rp.authorize(client, service.pk, **{name: value})
+    assert response.status_code == 302 and response["Location"].startswith(rp.REDIRECT_URI)
+    # The error where the service asked for answers (oauthlib's choice, as the spec has none): query or fragment.
+    query = rp.query_of(response["Location"].replace("#", "?", 1))
+    assert query["error"] == "invalid_request" and "code" not in query and query["state"] == authorization.state
+    assert name in query["error_description"]
+    assert not Token.objects.filter(type=Token.Type.AUTHORIZATION_CODE).exists()
+
+
 def test_an_aal3_request_on_an_aal2_session_is_never_accepted(client, person, service):
     sign_in(client, person)
     response, _ = rp.authorize(client, service.pk, acr_values="AAL3_ANY")

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+from allauth.account import signals
 from allauth.account.adapter import DefaultAccountAdapter
+from allauth.account.models import EmailAddress
 from django.conf import settings
 from django.urls import reverse
 
@@ -22,3 +24,13 @@ class CareIdentityAccountAdapter(DefaultAccountAdapter):
 
     def get_email_verification_redirect_url(self, email_address) -> str:
         return reverse("profile")
+
+    def confirm_email(self, request, email_address: EmailAddress) -> bool:
+        """Verified, and nothing more: allauth also made the address primary when the person had no primary
+        one (a superuser made with createsuperuser has no address row), which rewrote the address they sign
+        in with, unaudited and the old one never told. Which address is the Care Identity's is careid's
+        (accounts.flows.confirm_email_address, make_care_identity_email)."""
+        if not email_address.set_verified(commit=True):
+            return False
+        signals.email_confirmed.send(sender=EmailAddress, request=request, email_address=email_address)
+        return True

@@ -11,6 +11,8 @@ from django.core.validators import validate_email
 
 NOT_ON_ALLOW_LIST = "This email domain is not on the Care Identity allow list"
 INVALID_EMAIL = "Enter an email address in the correct format, like name@example.nhs.net"
+MAX_LENGTH = 254  # RFC 5321's longest path, and every address column's length
+TOO_LONG = f"Email address must be {MAX_LENGTH} characters or fewer"
 
 
 def normalise_domain(domain: str) -> str:
@@ -39,6 +41,8 @@ def normalise_email(email: str) -> str:
     except (ValueError, UnicodeError):
         raise ValidationError(INVALID_EMAIL, code="invalid") from None
     email = f"{local}@{domain}".lower()
+    if len(email) > MAX_LENGTH:  # an address within the limit as typed can pass it once its domain is xn--…
+        raise ValidationError(TOO_LONG, code="max_length")
     try:
         validate_email(email)
     except ValidationError:

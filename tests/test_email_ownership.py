@@ -206,3 +206,45 @@ def test_verifying_another_address_never_changes_the_care_identity_email_silentl
     assert EmailAddress.objects.get(user=person.user, email="second.address@nhs.net").verified
     assert EmailAddress.objects.get(user=person.user, primary=True).email == "edith.cavell@nhs.net"
     assert not AuditEvent.objects.filter(event=Event.EMAIL_PRIMARY_CHANGED).exists()
+
+
+# 254 characters as typed (the forms' limit), 260 once its Unicode domain is in IDNA form (the stored form).
+LONG_IDN_EMAIL = "a" * 226 + "@" + "\u00e4" * 20 + ".nhs.uk"
+
+
+def test_an_address_too_long_once_its_domain_is_in_idna_form_is_refused_with_a_message(client, person):
+    """The 254-character limit was checked on the address as typed; the xn-- form stored is longer, and the
+    insert failed: a 500 page on the profile, a traceback from invite_user."""
+    assert len(LONG_IDN_EMAIL) == 254
+    sign_in(client, person)
+    response = client.post("/profile/email/add/", {"email": LONG_IDN_EMAIL})
+    assert response.status_code == 400 and "Email address must be 254 characters or fewer" in response.content.decode()
+    assert list(EmailAddress.objects.filter(user=person.user).values_list("email", flat=True)) == [person.user.email]
+    with pytest.raises(CommandError, match="254 characters or fewer"):
+        call_command("invite_user", email=LONG_IDN_EMAIL, first_name="A", last_name="B")
+    assert not User.objects.filter(first_name="A", last_name="B").exists()
+
+
+def test_verifying_an_added_address_never_makes_it_the_sign_in_address(client, db, fast_hashing):
+    """A Care Identity with no address row (a superuser made with createsuperuser) adds an address and opens its
+    link: allauth made a verified address primary when none was, and wrote it to User.email, so the person
+    signed in with another address, unaudited, the old one never told (make_care_identity_email does both)."""
+    from allauth.account.models import EmailConfirmationHMAC
+
+    from authenticators.totp import codes
+
+    from .conftest import PASSWORD, Person
+
+    user = User.objects.create_superuser("operator@nhs.net", "Op", "Erator", password=PASSWORD)
+    secret = codes.new_secret()
+    AuthenticatorApp.objects.create(user=user, name="Microsoft Authenticator", key=secret, confirmed=True)
+    sign_in(client, Person(user, PASSWORD, secret))
+    assert client.post("/profile/email/add/", {"email": "second.address@nhs.net"}).status_code == 302
+    address = EmailAddress.objects.get(user=user, email="second.address@nhs.net")
+    assert client.post(f"/profile/email/confirm/{EmailConfirmationHMAC(address).key}/").status_code == 200
+
+    user.refresh_from_db()
+    address.refresh_from_db()
+    assert user.email == "operator@nhs.net"
+    assert address.verified and not address.primary
+    assert AuditEvent.objects.filter(event=Event.EMAIL_VERIFIED, subject=user).exists()

@@ -36,7 +36,7 @@ from signin.session import current
 
 from . import levels, signing
 from .client_auth import JWT_BEARER, ClientAssertionError, unverified_client_id, verify_client_assertion
-from .models import SECRET_METHODS, AuthMethod, Grant, RelyingService, RotatedRefreshToken
+from .models import AuthMethod, Grant, RelyingService, RotatedRefreshToken
 
 
 def token_endpoint() -> str:
@@ -87,12 +87,6 @@ class CareIdRequestValidator(OAuthLibRequestValidator):
         service = self._lookup_client(request, client_id)
         if service is not None and service.auth_method == AuthMethod.PRIVATE_KEY_JWT:
             refuse("client is registered for private_key_jwt, not a secret", service.pk)
-            return False
-        # A secret only the way the service registered to send it (RFC 7591 token_endpoint_auth_method): one
-        # that turns up in a form body, or a header, where its service never sends it was not sent by it.
-        sent = AuthMethod.CLIENT_SECRET_BASIC if secret_id else AuthMethod.CLIENT_SECRET_POST
-        if service is not None and service.auth_method in SECRET_METHODS and service.auth_method != sent:
-            refuse(f"client is registered for {service.auth_method}, not {sent}", service.pk)
             return False
         if not super().authenticate_client(request, *args, **kwargs):
             refuse("client authentication failed", client_id if isinstance(client_id, str) else None)

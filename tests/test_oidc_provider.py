@@ -243,27 +243,6 @@ def test_a_client_secret_works_and_is_stored_hashed(client, person, db):
     assert response.status_code == 200
 
 
-@pytest.mark.parametrize(("registered", "used"), [("client_secret_basic", "client_secret_post"),
-                                                   ("client_secret_post", "client_secret_basic")])
-def test_a_secret_is_accepted_only_the_way_the_service_registered_it(client, person, db, registered, used):
-    """A service registered for one way of sending its secret (RFC 7591 token_endpoint_auth_method) is refused
-    the other: a secret that turns up in a form body, or a header, where its service never sends it was not
-    sent by the service."""
-    import base64
-
-    service, secret = rp.register(name="Secret service", auth_method=registered)
-    code, authorization = signed_in_code(client, person, service)
-    data = {"grant_type": "authorization_code", "code": code, "redirect_uri": rp.REDIRECT_URI,
-            "code_verifier": authorization.verifier}
-    if used == "client_secret_post":
-        response = client.post("/oidc/token", {**data, "client_id": service.pk, "client_secret": secret})
-    else:
-        basic = base64.b64encode(f"{service.pk}:{secret}".encode()).decode()
-        response = client.post("/oidc/token", data, HTTP_AUTHORIZATION=f"Basic {basic}")
-    assert response.status_code == 401 and response.json()["error"] == "invalid_client"
-    assert refused(f"registered for {registered}")
-
-
 @pytest.mark.parametrize(("name", "value"), [("response_mode", "fragment"), ("response_mode", "form_post"),
                                            ("max_age", "-1"), ("max_age", "soon")])
 def test_what_careid_does_not_support_is_refused_not_ignored(client, person, service, name, value):

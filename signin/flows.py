@@ -126,7 +126,7 @@ def check_password_step(request: HttpRequest, *, email: str, password: str, meth
     if user is None:
         check_password(password, NO_ACCOUNT)  # the same Argon2 work as for a real account
         reason = "unknown email"
-    elif not _check_password(user, password):
+    elif not _check_password(request, user, password):
         reason = "wrong password"
     elif not user.is_active:
         reason = f"profile {user.status}"
@@ -141,7 +141,7 @@ def check_password_step(request: HttpRequest, *, email: str, password: str, meth
     return None, fail_signin_attempt(request, email=email, user=user, method=method, reason=reason)
 
 
-def _check_password(user: User, password: str) -> bool:
+def _check_password(request: HttpRequest, user: User, password: str) -> bool:
     """The person's password. A right one on a hash of another cost is re-hashed (Django's check_password),
     and Django's check of each session of the person, made from the hash, then fails: every other session
     would end at its next request, unheard by its services, on the strength of a password step alone. The
@@ -150,18 +150,21 @@ def _check_password(user: User, password: str) -> bool:
     if not user.check_password(password):
         return False
     if user.get_session_auth_hash() != before:
-        _sessions_follow_rehash(user, before)
+        _sessions_follow_rehash(request, user, before)
     return True
 
 
-def _sessions_follow_rehash(user: User, before: str) -> None:
+def _sessions_follow_rehash(request: HttpRequest, user: User, before: str) -> None:
     """Only the sessions made under the hash before (a session of the list made under an older one is
     already ended). The step's attempt slot keeps a second re-hash of the person from running meanwhile; a
     request of one of these sessions that saves it while this runs can still write the old check back, and
     that session then ends at its next request, as all of them did before."""
     after = user.get_session_auth_hash()
+    if constant_time_compare(request.session.get(HASH_SESSION_KEY, ""), before):
+        # This browser's own (the person signing in again): its copy, which the request saves last.
+        request.session[HASH_SESSION_KEY] = after
     store = import_module(settings.SESSION_ENGINE).SessionStore
-    for listed in UserSession.objects.filter(user=user):
+    for listed in UserSession.objects.exclude(session_key=request.session.session_key or "").filter(user=user):
         session = store(listed.session_key)
         if constant_time_compare(session.get(HASH_SESSION_KEY, ""), before):
             session[HASH_SESSION_KEY] = after

@@ -134,6 +134,26 @@ def test_an_upgrade_keeps_the_persons_other_sessions(person, argon2):
     assert ward_pc.get("/profile/").status_code == 200
 
 
+def test_an_upgrade_while_signing_in_again_keeps_this_browsers_session(client, person, argon2):
+    """Signed in, the person signs in again (a service's prompt=login, or before adding an authenticator) and
+    the password step re-hashes: this browser's own session moved with the others in the database, then the
+    request saved its copy, with the check made from the hash before, over it, and the next request was
+    signed out, the sign-in again lost."""
+    argon2.CAREID_ARGON2_TIME_COST, argon2.CAREID_ARGON2_MEMORY_COST = 2, 19456  # the cost before
+    person.user.set_password(person.password)
+    person.user.save(update_fields=["password"])
+    assert sign_in(client, person).status_code == 302
+
+    argon2.CAREID_ARGON2_TIME_COST, argon2.CAREID_ARGON2_MEMORY_COST = 3, 65536  # the operator raises it
+    response = client.post(f"{APP}?goto=/profile/&reauth=1", {"email": person.user.email, "password": person.password})
+    assert response.status_code == 302
+    person.user.refresh_from_db()
+    assert parameters(person.user.password) == {"time_cost": 3, "memory_cost": 65536, "parallelism": 1}
+    response = client.post(f"{APP}code/?goto=/profile/", {"token": person.fresh_code()})
+    assert response.status_code == 302 and response.url == "/profile/"
+    assert client.get("/profile/").status_code == 200
+
+
 def test_a_pbkdf2_hash_verifies_and_becomes_argon2id_at_the_next_sign_in(client, person, argon2):
     User.objects.filter(pk=person.user.pk).update(
         password=make_password(person.password, hasher="pbkdf2_sha256"))

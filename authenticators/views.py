@@ -77,9 +77,15 @@ def journey_error(request: HttpRequest, error: JourneyError) -> HttpResponse:
     return render(request, "authenticators/journey_error.html", {"error": error}, status=error.status)
 
 
-def journey_step(load, step: str):
+def the_code_page(request: HttpRequest) -> str:
+    """Where "Send a new code" (a POST beside the code page, at …/code/resend/) comes back to."""
+    return request.path.removesuffix("resend/")
+
+
+def journey_step(load, step: str, come_back_to=None):
     """For a journey step's view: `load(request, step, *the URL's arguments)` gives the link, or the
-    page says why not (or, for a journey started signed in, sends the person to sign in again)."""
+    page says why not (or, for a journey started signed in, sends the person to sign in again and back here,
+    or to `come_back_to(request)` for a view that answers POST only)."""
 
     def decorator(view):
         @wraps(view)
@@ -87,7 +93,7 @@ def journey_step(load, step: str):
             try:
                 return view(request, load(request, step, *args, **kwargs), *args, **kwargs)
             except SignInAgain:
-                return sign_in_again(request)
+                return sign_in_again(request, come_back_to(request) if come_back_to else None)
             except JourneyError as error:
                 return journey_error(request, error)
 

@@ -11,9 +11,10 @@ from django.urls import reverse
 from .session import is_recent
 
 
-def sign_in_again(request: HttpRequest) -> HttpResponse:
-    """The sign-in page, saying the person must sign in again, then back to this page."""
-    query = urlencode({"goto": request.get_full_path(), "reauth": "1"})
+def sign_in_again(request: HttpRequest, goto: str | None = None) -> HttpResponse:
+    """The sign-in page, saying the person must sign in again, then back to this page (or `goto`, for a POST
+    whose address answers no GET)."""
+    query = urlencode({"goto": goto or request.get_full_path(), "reauth": "1"})
     return redirect(f"{reverse('login')}?{query}")
 
 

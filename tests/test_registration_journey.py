@@ -397,6 +397,26 @@ def test_a_journey_started_signed_in_goes_on_only_within_5_minutes_of_the_sign_i
         assert journey_of(person.user).step == "otp"
 
 
+def test_a_new_code_asked_for_with_a_stale_sign_in_comes_back_to_the_code_page(transactional_db, signed_in, person,
+                                                                                mailbox):
+    """"Send a new code" is a POST beside the code page: sent to sign in again with its own address to come
+    back to, the person came back with a GET and got 405 Method Not Allowed."""
+    import datetime as dt
+    from urllib.parse import parse_qs, urlsplit
+
+    import time_machine
+
+    AuthenticatorApp.objects.filter(user=person.user).delete()
+    response = signed_in.post("/authenticators/authenticator-app/", {"confirm": "on"})
+    link = RegistrationLink.objects.by_token(response.url.split("/")[2])
+    assert signed_in.post(link_path(link), {"email": person.user.email}).status_code == 302
+    with time_machine.travel(dt.timedelta(minutes=6)):
+        response = signed_in.post("/register/authenticator-app/code/resend/")
+        assert response.status_code == 302 and "reauth=1" in response.url
+    assert parse_qs(urlsplit(response.url).query)["goto"] == ["/register/authenticator-app/code/"]
+    assert signed_in.get("/register/authenticator-app/code/").status_code == 200  # within 5 minutes again
+
+
 def test_the_registered_app_cannot_be_registered_twice(client, person, fast_hashing):
     from authenticators.flows import issue_registration_link
 

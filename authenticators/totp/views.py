@@ -13,7 +13,15 @@ from accounts.models import EmailOneTimePassword
 from authenticators import flows as link_flows
 from authenticators.journeys import JourneyError
 from authenticators.models import RegistrationLink
-from authenticators.views import CODE_ERRORS, code_step, email_step, journey_error, journey_step, resend_step
+from authenticators.views import (
+    CODE_ERRORS,
+    code_step,
+    email_step,
+    journey_error,
+    journey_step,
+    resend_step,
+    the_code_page,
+)
 from careid.http import posted
 from signin.decorators import recent_authentication_required
 from signin.views import after_signin_url, choose_another_url, requested_goto, signin_method, signin_url
@@ -66,7 +74,7 @@ def code(request: HttpRequest, link: RegistrationLink) -> HttpResponse:
 
 
 @require_POST
-@journey_step(flows.current_journey, "otp")
+@journey_step(flows.current_journey, "otp", come_back_to=the_code_page)
 def resend(request: HttpRequest, link: RegistrationLink) -> HttpResponse:
     return resend_step(request, link, code_url="totp:code", resend_url=reverse("totp:resend"))
 

@@ -22,7 +22,7 @@ from authenticators.forms import EmailForm, SoleAccessForm
 from authenticators.journeys import JourneyError
 from authenticators.models import RegistrationLink
 from authenticators.registry import AuthenticatorType
-from authenticators.views import code_step, email_step, journey_error, journey_step, resend_step
+from authenticators.views import code_step, email_step, journey_error, journey_step, resend_step, the_code_page
 from careid.http import posted
 from signin.decorators import recent_authentication_required
 from signin.views import after_signin_url, choose_another_url, requested_goto, signin_method, signin_url
@@ -90,7 +90,7 @@ def code(request: HttpRequest, link: RegistrationLink, kind: AuthenticatorType) 
 
 
 @require_POST
-@journey_step(_this_types_journey, "otp")
+@journey_step(_this_types_journey, "otp", come_back_to=the_code_page)
 def resend(request: HttpRequest, link: RegistrationLink, kind: AuthenticatorType) -> HttpResponse:
     return resend_step(request, link, code_url=_url(kind, "code"), resend_url=_url(kind, "resend"))
 

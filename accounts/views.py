@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 
-from audit.models import AuditEvent
+from audit.models import AuditEvent, Event
 from authenticators import registry
 from careid.http import posted
 from oidc.models import Grant
@@ -114,7 +114,9 @@ ACTIVITY_DAYS = 90
 def activity(request: HttpRequest) -> HttpResponse:
     """Your activity: your own audit events of the last 90 days, newest first, 25 a page."""
     since = timezone.now() - timedelta(days=ACTIVITY_DAYS)
-    events = AuditEvent.objects.filter(subject=request.user, at__gte=since).select_related("actor").order_by("-at", "-id")
+    events = (AuditEvent.objects.filter(subject=request.user, at__gte=since).select_related("actor").order_by("-at", "-id")
+              # An address added while it was another's reads as any added address (flows.add_email_address).
+              .exclude(event=Event.EMAIL_REFUSED, details__contains={"via": flows.ADDED_UNVERIFIED}))
     page = Paginator(events, 25).get_page(request.GET.get("page"))
     methods = {kind.key: kind.signin_label for kind in registry.all_types()}
     rows = [(event, methods.get(event.method, event.method), event.actor is not None and event.actor != request.user)

@@ -14,7 +14,7 @@ from django.db import IntegrityError, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
-from audit.models import Event, Outcome
+from audit.models import AuditEvent, Event, Outcome
 from audit.record import record
 from authenticators import registry
 from authenticators.flows import issue_registration_link
@@ -66,26 +66,34 @@ def send_invitation(*, user: User, actor: User | None = None, request: HttpReque
 # --- e-mail addresses (allauth's EmailAddress and confirmation keys) ------------------------
 
 
+# The `via` of the refusal behind an address kept unverified on the profile of someone who added it
+# while it was another's: for the registration authority and the trail only, never "Your activity".
+ADDED_UNVERIFIED = "added, kept unverified"
+
+
 def add_email_address(request: HttpRequest, email: str) -> bool:
     """Add an unverified address (the form checked the allow list) and e-mail it a link.
 
-    The person sees the same answer whether or not the address belongs to someone else (as
-    their Care Identity e-mail, even before they have registered, or verified on their profile);
-    when it does, that address is told of the attempt instead. False when over the hourly limit.
+    The person sees the same whether or not the address belongs to someone else (as their Care
+    Identity e-mail, even before they have registered, or verified on their profile): the address on
+    their profile, not verified, and "Your activity" saying it was added. When it does, no link is
+    sent, so that row is never verified (nobody holds a key for it); the address is told of the
+    attempt instead, and the refusal, naming the holder, is audited for the registration authority
+    (views.activity leaves it out). False when over the hourly limit.
     """
     user = request.user
     with failing_closed(request, Event.EMAIL_REFUSED, subject=user, email=email):
         if not throttle.within_limit(f"email-add:{user.pk}", settings.CAREID_EMAIL_ADD_LIMIT, timedelta(hours=1)):
             return False
     with transaction.atomic():
-        if User.objects.holding_email(email).exclude(pk=user.pk).exists():
-            event = record(Event.EMAIL_REFUSED, request=request, subject=user, outcome=Outcome.FAILURE, email=email,
-                           reason="belongs to another Care Identity")
-            tell_address_in_use(event)
-            return True
         address = EmailAddress.objects.create(user=user, email=email, primary=False, verified=False)
         record(Event.EMAIL_ADDED, request=request, subject=user, email=email)
-        send_email_confirmation(address)
+        held_by = _held_by(email, other_than=user)
+        if held_by:
+            tell_address_in_use(refuse_taken_email(request, user=user, email=email, via=ADDED_UNVERIFIED,
+                                                   held_by=held_by))
+        else:
+            send_email_confirmation(address)
     return True
 
 
@@ -138,12 +146,19 @@ def verify_email_by_code(request: HttpRequest | None, user: User, email: str) ->
         record(Event.EMAIL_VERIFIED, request=request, subject=user, email=email, via="one-time password")
 
 
-def refuse_taken_email(request: HttpRequest | None, *, user: User, email: str, via: str, **details) -> None:
+def refuse_taken_email(request: HttpRequest | None, *, user: User, email: str, via: str,
+                       held_by: list[str] | None = None, **details) -> AuditEvent:
     """Audit a verification refused because the address is another Care Identity's, naming the
     holders for the registration authority (the person is only told to contact them)."""
-    held_by = list(User.objects.holding_email(email).exclude(pk=user.pk).order_by("uid").values_list("uid", flat=True))
-    record(Event.EMAIL_REFUSED, request=request, subject=user, outcome=Outcome.FAILURE, email=email, via=via,
-           reason="belongs to another Care Identity", held_by=held_by, **details)
+    return record(Event.EMAIL_REFUSED, request=request, subject=user, outcome=Outcome.FAILURE, email=email, via=via,
+                  reason="belongs to another Care Identity",
+                  held_by=_held_by(email, other_than=user) if held_by is None else held_by, **details)
+
+
+def _held_by(email: str, *, other_than: User) -> list[str]:
+    """The UIDs of the Care Identities other than `other_than` that the address belongs to."""
+    return list(User.objects.holding_email(email).exclude(pk=other_than.pk).order_by("uid")
+                .values_list("uid", flat=True))
 
 
 def remove_email_address(request: HttpRequest, *, address: EmailAddress) -> None:

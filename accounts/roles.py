@@ -7,7 +7,7 @@ and never names a permission itself.
 from __future__ import annotations
 
 from django.contrib.auth.models import Permission
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 
 RA_MANAGER = "RA Manager"
 RA_AGENT = "RA Agent"
@@ -40,6 +40,9 @@ ROLES: dict[str, list[str]] = {
     AUDITOR: ["audit.view_auditevent", "audit.view_all_auditevents", "audit.export_auditevent"],
 }
 
+# The roles that act on people (an Auditor only reads).
+RA_ROLES = (RA_MANAGER, RA_AGENT)
+
 # Fields no RA form ever binds: a crafted POST naming one is refused and audited.
 PRIVILEGE_FIELDS = ("groups", "user_permissions", "is_staff", "is_superuser", "status", "uid", "password")
 
@@ -54,6 +57,13 @@ def permissions_of(user) -> set[str]:
     held = Permission.objects.filter(Q(user=user) | Q(group__user=user)).values_list("content_type__app_label",
                                                                                    "codename").distinct()
     return {f"{app_label}.{codename}" for app_label, codename in held}
+
+
+def registration_authorities(users: QuerySet) -> QuerySet:
+    """Those of `users` who act on people as a registration authority: superusers, and staff holding
+    an RA role. Anyone else who is an event's actor (a colleague signed in at the browser where
+    someone tried the person's address, say) acted in no such capacity."""
+    return users.filter(Q(is_superuser=True) | Q(is_staff=True, groups__name__in=RA_ROLES)).distinct()
 
 
 def is_protected_from(target, actor) -> bool:

@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 
-from audit.models import AuditEvent
+from audit.models import AuditEvent, Event
 from authenticators import registry
 from careid.http import posted
 from oidc.models import Grant
@@ -21,7 +21,8 @@ from signin.decorators import recent_authentication_required
 
 from . import flows
 from .forms import AddEmailForm
-from .models import AllowedEmailDomain, EmailTaken
+from .models import AllowedEmailDomain, EmailTaken, User
+from .roles import registration_authorities
 
 
 @login_required
@@ -114,11 +115,16 @@ ACTIVITY_DAYS = 90
 def activity(request: HttpRequest) -> HttpResponse:
     """Your activity: your own audit events of the last 90 days, newest first, 25 a page."""
     since = timezone.now() - timedelta(days=ACTIVITY_DAYS)
-    events = AuditEvent.objects.filter(subject=request.user, at__gte=since).select_related("actor").order_by("-at", "-id")
+    events = (AuditEvent.objects.filter(subject=request.user, at__gte=since).order_by("-at", "-id")
+              # An address added while it was another's reads as any added address (flows.add_email_address).
+              .exclude(event=Event.EMAIL_REFUSED, details__contains={"via": flows.ADDED_UNVERIFIED}))
     page = Paginator(events, 25).get_page(request.GET.get("page"))
     methods = {kind.key: kind.signin_label for kind in registry.all_types()}
-    rows = [(event, methods.get(event.method, event.method), event.actor is not None and event.actor != request.user)
-            for event in page]
+    # "By your registration authority" only for those who act as one: an event's actor is whoever was signed
+    # in at the browser (record() takes request.user), a colleague at a shared PC too; never their name.
+    others = {event.actor_id for event in page} - {None, request.user.pk}
+    by_ra = set(registration_authorities(User.objects.filter(pk__in=others)).values_list("pk", flat=True)) if others else set()
+    rows = [(event, methods.get(event.method, event.method), event.actor_id in by_ra) for event in page]
     return render(request, "accounts/activity.html", {"page": page, "rows": rows, "days": ACTIVITY_DAYS})
 
 

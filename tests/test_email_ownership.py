@@ -54,10 +54,10 @@ def test_nobody_can_add_an_invited_persons_email_and_the_owner_still_registers(i
     taken = browser.post("/profile/email/add/", {"email": "Mary.Seacole@NHS.net"})
     free = browser.post("/profile/email/add/", {"email": "free.address@nhs.net"})
 
-    # The same answer as for a free address, and the address is not added.
+    # The same answer as for a free address; the address is on the profile, and stays unverified.
     assert taken.status_code == free.status_code == 302
     assert taken.url == free.url == "/profile/"
-    assert not EmailAddress.objects.filter(user=other.user, email=OWNER).exists()
+    assert not EmailAddress.objects.get(user=other.user, email=OWNER).verified
     refused = AuditEvent.objects.get(event=Event.EMAIL_REFUSED, subject=other.user)
     assert refused.details["email"] == OWNER
     # The holder is told instead, and never gets a link that would verify it on the other profile.
@@ -70,6 +70,7 @@ def test_nobody_can_add_an_invited_persons_email_and_the_owner_still_registers(i
     assert "Registration successful" in page
     assert EmailAddress.objects.get(user=owner, email=OWNER).verified
     assert AuthenticatorApp.objects.filter(user=owner, confirmed=True).exists()
+    assert not EmailAddress.objects.get(user=other.user, email=OWNER).verified
 
 
 def test_a_link_for_an_address_that_became_someones_care_identity_email_verifies_nothing(
@@ -135,6 +136,101 @@ def test_a_verified_conflict_gets_a_clear_page_an_audit_event_and_leaves_the_jou
     response = client.post(CODE_STEP, {"code": code})
     assert response.url == "/register/authenticator-app/password/"
     assert EmailAddress.objects.get(user=owner, email=OWNER).verified
+
+
+# --- adding an address that is someone else's reads as adding a free one ---------------------------------
+
+
+def test_the_profile_lists_an_added_address_the_same_whether_or_not_it_is_someone_elses(client, make_person):
+    """Only the free address was listed (not verified, with Remove): the profile told a person which
+    addresses are Care Identities."""
+    person = make_person()
+    make_person(email="someone.else@nhs.net")
+    sign_in(client, person)
+    client.post("/profile/email/add/", {"email": "free.address@nhs.net"})
+    client.post("/profile/email/add/", {"email": "someone.else@nhs.net"})
+    client.get("/profile/")  # the "We have sent an email to ..." messages shown and gone
+    page = client.get("/profile/").content.decode()
+
+    rows = {address.email: address for address in EmailAddress.objects.filter(user=person.user, primary=False)}
+    assert set(rows) == {"free.address@nhs.net", "someone.else@nhs.net"}
+    for email, address in rows.items():
+        assert f"{email}</td>" in page and f"Remove<span class=\"nhsuk-u-visually-hidden\"> {email}</span>" in page
+        assert not address.verified
+    assert page.count("Not verified") == 2
+
+
+def test_your_activity_shows_someone_elses_address_as_added_and_the_ra_still_sees_the_refusal(
+    agent, make_person, mailbox
+):
+    """The refusal, with the person as its subject, read "Email address refused — Failed" on their activity."""
+    person = make_person()
+    holder = make_person(email="someone.else@nhs.net")
+    browser = Client()
+    sign_in(browser, person)
+    browser.post("/profile/email/add/", {"email": "free.address@nhs.net"})
+    browser.post("/profile/email/add/", {"email": "someone.else@nhs.net"})
+
+    page = browser.get("/profile/activity/").content.decode()
+    assert "Email address refused" not in page and "Failed" not in page
+    assert page.count("Email address added") == 2
+
+    refused = AuditEvent.objects.get(event=Event.EMAIL_REFUSED, subject=person.user)
+    assert refused.outcome == "failure" and refused.details["email"] == "someone.else@nhs.net"
+    assert refused.details["held_by"] == [holder.user.uid] and refused.details["reason"] == "belongs to another Care Identity"
+    _, ra = agent
+    assert "Email address refused" in ra.get(f"{USERS}{person.user.pk}/change/").content.decode()
+
+
+def test_someone_elses_address_kept_on_a_profile_is_never_verified_holds_nothing_and_can_be_removed(
+    transactional_db, seeded_allow_list, make_person, mailbox, settings
+):
+    from allauth.account.models import EmailConfirmationHMAC
+
+    holder = make_person(email="holder@nhs.net")
+    EmailAddress.objects.create(user=holder.user, email="second.address@nhs.net", verified=True, primary=False)
+    person = make_person()
+    browser = Client()
+    sign_in(browser, person)
+    assert browser.post("/profile/email/add/", {"email": "second.address@nhs.net"}).url == "/profile/"
+    kept = EmailAddress.objects.get(user=person.user, email="second.address@nhs.net")
+
+    # No link is sent (the holder is told instead), and one made with the server's key is refused too.
+    mailbox.wait_for("second.address@nhs.net", "Someone tried to add your email address")
+    assert not [m for m in mailbox.to("second.address@nhs.net") if "Verify your email address" in m["Subject"]]
+    assert browser.post(f"/profile/email/confirm/{EmailConfirmationHMAC(kept).key}/").status_code == 409
+    kept.refresh_from_db()
+    assert not kept.verified
+    # It holds nothing: the address is still the holder's alone.
+    assert list(User.objects.holding_email("second.address@nhs.net")) == [holder.user]
+    # It counts towards the limit as a free address does, and goes like one.
+    settings.CAREID_MAX_EMAIL_ADDRESSES = 2
+    response = browser.post("/profile/email/add/", {"email": "third.address@nhs.net"})
+    assert "You can have up to 2 email addresses" in response.content.decode()
+    assert browser.post(f"/profile/email/{kept.pk}/remove/").status_code == 302
+    assert not EmailAddress.objects.filter(pk=kept.pk).exists()
+    mailbox.wait_for(person.user.email, "An email address was removed")
+
+
+def test_once_the_holder_frees_the_address_adding_it_again_sends_a_link(
+    transactional_db, seeded_allow_list, make_person, mailbox
+):
+    """The row kept while the address was another's has no link and gets none; the person removes it
+    and adds the address again, as after a link that has expired."""
+    holder = make_person(email="holder@nhs.net")
+    theirs = EmailAddress.objects.create(user=holder.user, email="second.address@nhs.net", verified=True)
+    person = make_person()
+    browser = Client()
+    sign_in(browser, person)
+    browser.post("/profile/email/add/", {"email": "second.address@nhs.net"})
+    kept = EmailAddress.objects.get(user=person.user, email="second.address@nhs.net")
+    mailbox.wait_for("second.address@nhs.net", "Someone tried to add your email address")
+
+    theirs.delete()  # the holder removes it from their profile
+    assert browser.post(f"/profile/email/{kept.pk}/remove/").status_code == 302
+    assert browser.post("/profile/email/add/", {"email": "second.address@nhs.net"}).url == "/profile/"
+    assert browser.post(verification_path(mailbox, "second.address@nhs.net")).status_code == 200
+    assert EmailAddress.objects.get(user=person.user, email="second.address@nhs.net").verified
 
 
 # --- the registration authority and operators ----------------------------------------------

@@ -71,6 +71,39 @@ def test_the_activity_page_shows_your_own_events_only(signed_in, person, make_pe
     assert signed_in.get("/profile/activity/?page=x").status_code == 200
 
 
+def test_a_colleagues_failed_sign_in_as_you_is_not_shown_as_your_registration_authoritys_doing(client, make_person):
+    """On a shared ward PC where B is signed in, someone tries A's address with a wrong password: record() takes
+    request.user (B) as the actor, and A's activity said "by your registration authority: wrong password"."""
+    a, b = make_person(), make_person(email="colleague@nhs.net")
+    sign_in(client, b)
+    client.post("/login/authenticator-app/", {"email": a.user.email, "password": "not the password"})
+    assert AuditEvent.objects.get(event=Event.SIGNIN_FAILED, subject=a.user).actor == b.user
+    browser = Client()
+    sign_in(browser, a)
+    page = browser.get("/profile/activity/").content.decode()
+    assert "Sign-in failed" in page
+    assert "by your registration authority" not in page and "colleague" not in page and b.user.uid not in page
+
+
+def test_your_activity_names_your_registration_authority_only_for_those_acting_as_one(signed_in, person, make_person):
+    from django.contrib.auth.models import Group
+
+    from accounts.roles import AUDITOR, RA_AGENT
+
+    agent = make_person(email="agent@nhs.net", is_staff=True)
+    agent.user.groups.add(Group.objects.get(name=RA_AGENT))
+    operator = make_person(email="operator@nhs.net", is_staff=True, is_superuser=True)
+    auditor = make_person(email="auditor@nhs.net", is_staff=True)
+    auditor.user.groups.add(Group.objects.get(name=AUDITOR))
+    record(Event.ACCOUNT_UNLOCKED, actor=agent.user, subject=person.user, reason="asked by phone")
+    record(Event.SESSIONS_ENDED, actor=operator.user, subject=person.user, reason="lost laptop")
+    record(Event.USER_CHANGED, actor=auditor.user, subject=person.user, reason="not an RA")
+    page = signed_in.get("/profile/activity/").content.decode()
+    assert "by your registration authority: asked by phone" in page
+    assert "by your registration authority: lost laptop" in page
+    assert page.count("by your registration authority") == 2
+
+
 @pytest.mark.parametrize("events", [5, 120])
 def test_the_activity_page_query_count_is_flat(signed_in, person, events, django_assert_max_num_queries):
     AuditEvent.objects.bulk_create(AuditEvent(event=Event.SIGNIN_FAILED, subject=person.user, outcome="failure")

@@ -98,6 +98,6 @@ def sweep() -> int:
                             lost_after=settings.CAREID_BACKCHANNEL_CLAIM)
 
 
-@shared_task(acks_late=True, ignore_result=True)
+@shared_task(acks_late=True, ignore_result=True, **settings.CAREID_BACKCHANNEL_TASK_LIMITS)
 def send_backchannel_logout_task(logout_id: int) -> None:
     deliver_backchannel_logout(logout_id)

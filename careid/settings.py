@@ -137,7 +137,8 @@ EMAIL_TIMEOUT = env.int("CAREID_EMAIL_TIMEOUT", default=10)  # seconds for each 
 DEFAULT_FROM_EMAIL = env.str("CAREID_FROM_EMAIL", default="NHS Care Identity <no-reply@careid.localhost>")
 # The outbox (accounts/outbox.py) retries an e-mail from 1 minute to an hour apart for this long.
 CAREID_EMAIL_GIVE_UP_AFTER = timedelta(seconds=env.int("CAREID_EMAIL_GIVE_UP_AFTER", default=26 * 3600))
-# A send taking longer than this was lost with its worker: the sweep queues the e-mail again.
+# A send taking longer than this was lost with its worker: the sweep queues the e-mail again. The send
+# task is cut off well before (CAREID_EMAIL_TIME_LIMIT, below), so a send still under way is never taken.
 CAREID_EMAIL_CLAIM = timedelta(seconds=env.int("CAREID_EMAIL_CLAIM", default=300))
 
 AUTH_USER_MODEL = "accounts.User"
@@ -311,6 +312,10 @@ def _send_time_limits(variable: str, *, default: int, claim: timedelta) -> dict[
                                    f"seconds, so that a send cut off at it (and 5 s later at the latest) ends before "
                                    f"its claim ({int(claim.total_seconds())} s) lets the sweep hand it to another worker.")
     return {"soft_time_limit": soft, "time_limit": hard}
+
+
+# An SMTP send is a dozen exchanges of up to EMAIL_TIMEOUT each; one still going after two minutes is stuck.
+CAREID_EMAIL_TASK_LIMITS = _send_time_limits("CAREID_EMAIL_TIME_LIMIT", default=120, claim=CAREID_EMAIL_CLAIM)
 
 
 def _every(seconds: float, task: str) -> dict:

@@ -121,8 +121,8 @@ def verify(*, since: datetime | None = None, first_problem_only: bool = True,
            expect_head: tuple[int, str] | None = None) -> Verification:
     """Walk the chain in order (from the first event on or after `since`, and the link into it) and name
     what is broken: an event altered, events removed (a gap, or a broken link), an event inserted or moved,
-    an event dated well before one chained ahead of it (backdated: written outside careid), or events never
-    sealed."""
+    an event dated well before one chained ahead of it (backdated: written outside careid) or after it was
+    sealed (forward-dated), or events never sealed."""
     result = Verification()
     start_seq, counted_from, previous, latest = 1, 1, GENESIS, None
     if since is not None:
@@ -150,9 +150,17 @@ def verify(*, since: datetime | None = None, first_problem_only: bool = True,
             if first_problem_only:
                 return result
         recomputed = link(previous, seq, sealed_at, content)
+        # careid writes an event before it is sealed (but for clocks a little apart): one dated later was
+        # written outside careid, with a date ahead.
+        dated_ahead = content["at"] - sealed_at > tolerance
         if not hmac.compare_digest(recomputed, chain_hash):
             result.problems.append(f"Event {content['id']} (seq {seq}, {_text(content['at'])}) does not match its "
                                    f"chain hash: it was altered, moved, or an event before it was removed or changed")
+            if first_problem_only:
+                return result
+        elif dated_ahead:
+            result.problems.append(f"Event {content['id']} (seq {seq}) is dated {_text(content['at'])}, after it was "
+                                   f"sealed ({_text(sealed_at)}): it was inserted with a date in the future")
             if first_problem_only:
                 return result
         elif latest is not None and latest - content["at"] > tolerance:
@@ -163,7 +171,8 @@ def verify(*, since: datetime | None = None, first_problem_only: bool = True,
             if first_problem_only:
                 return result
         previous, expected = chain_hash, seq + 1
-        latest = content["at"] if latest is None else max(latest, content["at"])
+        if not dated_ahead:  # its date would make the genuine events after it look inserted out of order
+            latest = content["at"] if latest is None else max(latest, content["at"])
         result.checked += seq >= counted_from  # the link into the window is not one of its events
     if expect_head is not None:
         seq, chain_hash = expect_head

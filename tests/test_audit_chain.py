@@ -107,6 +107,26 @@ def test_an_event_inserted_out_of_order_is_found(trail, settings):
     assert "inserted out of order" in problem
 
 
+def test_an_event_inserted_with_a_date_in_the_future_is_named_not_the_genuine_one_after_it(trail, settings):
+    """Sealed like any other, a forward-dated event used to make verify accuse the next genuine event of being
+    inserted out of order; it is the forged one that is dated after it was sealed."""
+    as_superuser("INSERT INTO audit_auditevent (at, event, outcome, user_agent, method, details) "
+                 "VALUES (%s, 'account.unlocked', 'success', '', '', '{}')", [timezone.now() + timedelta(days=1)])
+    forged = AuditEvent.objects.get(event=Event.ACCOUNT_UNLOCKED)
+    chain.seal()
+    record(Event.SIGNED_OUT)
+    chain.seal()
+    result = chain.verify(first_problem_only=False)
+    [problem] = result.problems
+    assert problem.startswith(f"Event {forged.pk} (seq 7) is dated ") and "inserted with a date in the future" in problem
+    assert result.checked == 8
+    # A web server's clock a little ahead of the sealer's, within the tolerance, is no problem.
+    with time_machine.travel(timezone.now() + settings.CAREID_AUDIT_SEAL_TOLERANCE - timedelta(seconds=30)):
+        record(Event.SIGNED_OUT)
+    chain.seal()
+    assert chain.verify(first_problem_only=False).problems == [problem]
+
+
 def test_an_event_dated_in_a_quiet_time_and_inserted_later_is_found(trail, settings):
     """Nothing happened for an hour: the sealer's heartbeats are in the chain, so an event inserted afterwards,
     dated after the last real one but within that hour, is dated before events chained ahead of it."""

@@ -5,8 +5,9 @@ lock is shared by every request). One sealer at a time then gives each committed
 place in the chain (`seq`) and `chain_hash` = HMAC(key, previous chain_hash + the event's whole
 content + its place), keyed by CAREID_AUDIT_CHAIN_KEY, which the database does not hold: rewriting a
 row, removing one, or inserting one afterwards cannot be covered up by recomputing the hashes.
-PostgreSQL itself refuses UPDATE and DELETE on the table except the single sealing update
-(audit/models.py's triggers); `verify()` finds what someone with the power to lift those did.
+PostgreSQL itself refuses UPDATE and DELETE on the table except the single sealing update, and an
+INSERT of an event already sealed (audit/models.py's triggers); `verify()` finds what someone with the
+power to lift those did.
 """
 
 from __future__ import annotations

@@ -58,6 +58,20 @@ def test_postgresql_refuses_update_and_delete(trail):
     assert chain.verify().ok and chain.verify().checked == 6
 
 
+def test_postgresql_refuses_an_event_inserted_already_sealed(trail):
+    """No superuser needed before: the application's role could INSERT an event with its place in the chain
+    already set; the sealer took it for the head and chained every later event after it."""
+    columns = "INSERT INTO audit_auditevent (at, event, outcome, user_agent, method, details, {}) "
+    for column, value in (("seq", 1_000_000), ("chain_hash", "f" * 64), ("sealed_at", timezone.now())):
+        with pytest.raises(DatabaseError, match="pgtrigger: Cannot insert"), transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute(columns.format(column) + "VALUES (now(), 'account.unlocked', 'success', '', '', '{}', %s)",
+                               [value])
+    assert AuditEvent.objects.count() == 6
+    record(Event.SIGNED_OUT)  # as careid writes them: unsealed
+    assert chain.seal() == 1 and chain.verify().ok and chain.verify().checked == 7
+
+
 def test_the_sealing_update_happens_once_and_only_to_the_chain_fields(db):
     require(connection.vendor == "postgresql", "PostgreSQL (the triggers are PostgreSQL's)")
     event = record(Event.SIGNIN_FAILED, reason="x")

@@ -3,8 +3,10 @@
 `queue()` writes an OutgoingEmail row inside the caller's transaction, so the e-mail exists exactly when
 the change that causes it does, and asks Celery to deliver it once that transaction commits. Delivery
 claims the row (one worker, one send), renders the message from `kind` and `object_id` at that moment
-(accounts/mail.py), sends it with EMAIL_TIMEOUT, and records the outcome: sent; or queued again with
-a growing wait (1 minute doubling to an hour) until CAREID_EMAIL_GIVE_UP_AFTER, then failed. The sweep,
+(accounts/mail.py), sends it with EMAIL_TIMEOUT for each exchange and CAREID_EMAIL_TIME_LIMIT for the
+whole task (ended before the claim, so no second worker sends it meanwhile), and records the outcome:
+sent; or queued again with a growing wait (1 minute doubling to an hour) until CAREID_EMAIL_GIVE_UP_AFTER,
+then failed. The sweep,
 every minute, re-queues what a lost task, a broker outage or a killed worker left behind.
 
 Each kind of e-mail registers how it renders (and, if it matters, what giving up means) with `@kind`.
@@ -20,6 +22,7 @@ from datetime import timedelta
 from typing import Any
 
 from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.db.models import F, Q
@@ -105,6 +108,8 @@ def deliver(email_id: int) -> OutgoingEmail.State | None:
         mail.send(message.template, email.to, message.context)
     except (OSError, smtplib.SMTPException) as error:
         return _failed_attempt(email, f"{type(error).__name__}: {error}")
+    except SoftTimeLimitExceeded:  # the SMTP server kept the send going past the task's soft limit
+        return _failed_attempt(email, "SoftTimeLimitExceeded: not sent within the task's time limit")
     except DatabaseError:
         raise  # the claim runs out and the sweep hands it over again
     except Exception as error:  # it could not be written (a template, a kind this version no longer has)
@@ -165,6 +170,6 @@ def hand_over(due, task, *, lost_after: timedelta, limit: int = 5000) -> int:
     return len(handed)
 
 
-@shared_task(acks_late=True, ignore_result=True)
+@shared_task(acks_late=True, ignore_result=True, **settings.CAREID_EMAIL_TASK_LIMITS)
 def deliver_email_task(email_id: int) -> None:
     deliver(email_id)

@@ -5,8 +5,9 @@ lock is shared by every request). One sealer at a time then gives each committed
 place in the chain (`seq`) and `chain_hash` = HMAC(key, previous chain_hash + the event's whole
 content + its place), keyed by CAREID_AUDIT_CHAIN_KEY, which the database does not hold: rewriting a
 row, removing one, or inserting one afterwards cannot be covered up by recomputing the hashes.
-PostgreSQL itself refuses UPDATE and DELETE on the table except the single sealing update
-(audit/models.py's triggers); `verify()` finds what someone with the power to lift those did.
+PostgreSQL itself refuses UPDATE and DELETE on the table except the single sealing update, and an
+INSERT of an event already sealed (audit/models.py's triggers); `verify()` finds what someone with the
+power to lift those did.
 """
 
 from __future__ import annotations
@@ -119,22 +120,28 @@ class Verification:
 
 def verify(*, since: datetime | None = None, first_problem_only: bool = True,
            expect_head: tuple[int, str] | None = None) -> Verification:
-    """Walk the chain in order (from the first event on or after `since`) and name what is broken:
-    an event altered, events removed (a gap, or a broken link), an event inserted or moved, an event
-    dated well before one chained ahead of it (backdated: written outside careid), or events never sealed."""
+    """Walk the chain in order (from the first event on or after `since`, and the link into it) and name
+    what is broken: an event altered, events removed (a gap, or a broken link), an event inserted or moved,
+    an event dated well before one chained ahead of it (backdated: written outside careid) or after it was
+    sealed (forward-dated), or events never sealed."""
     result = Verification()
-    start_seq, previous, latest = 1, GENESIS, None
+    start_seq, counted_from, previous, latest = 1, 1, GENESIS, None
     if since is not None:
         first = AuditEvent.objects.filter(seq__isnull=False, at__gte=since).aggregate(first=Min("seq"))["first"]
         if first is None:
             start_seq = None  # nothing chained since then: only the head and the unsealed events to check
         elif first > 1:
-            start_seq = first
-            before = AuditEvent.objects.filter(seq=first - 1).values_list("chain_hash", "at").first()
-            if before is None:
-                result.problems.append(f"The event before seq {first} is missing: events were removed")
-                return result
-            previous, latest = before
+            # The window is found by the events' dates, which whoever alters events can change too: the
+            # day's first events, altered and re-dated into the past, would fall out of it. So the link into
+            # the window is checked as well: the event before it, against its own predecessor (it is the
+            # last of such a run, or a genuine earlier event, which verifies).
+            start_seq, counted_from = first - 1, first
+            if first > 2:
+                before = AuditEvent.objects.filter(seq=first - 2).values_list("chain_hash", "at").first()
+                if before is None:
+                    result.problems.append(f"The event before seq {first - 1} is missing: events were removed")
+                    return result
+                previous, latest = before
     tolerance = settings.CAREID_AUDIT_SEAL_TOLERANCE
     expected = start_seq
     for content, seq, chain_hash, sealed_at in _chained(start_seq) if start_seq is not None else ():
@@ -144,9 +151,17 @@ def verify(*, since: datetime | None = None, first_problem_only: bool = True,
             if first_problem_only:
                 return result
         recomputed = link(previous, seq, sealed_at, content)
+        # careid writes an event before it is sealed (but for clocks a little apart): one dated later was
+        # written outside careid, with a date ahead.
+        dated_ahead = content["at"] - sealed_at > tolerance
         if not hmac.compare_digest(recomputed, chain_hash):
             result.problems.append(f"Event {content['id']} (seq {seq}, {_text(content['at'])}) does not match its "
                                    f"chain hash: it was altered, moved, or an event before it was removed or changed")
+            if first_problem_only:
+                return result
+        elif dated_ahead:
+            result.problems.append(f"Event {content['id']} (seq {seq}) is dated {_text(content['at'])}, after it was "
+                                   f"sealed ({_text(sealed_at)}): it was inserted with a date in the future")
             if first_problem_only:
                 return result
         elif latest is not None and latest - content["at"] > tolerance:
@@ -157,8 +172,9 @@ def verify(*, since: datetime | None = None, first_problem_only: bool = True,
             if first_problem_only:
                 return result
         previous, expected = chain_hash, seq + 1
-        latest = content["at"] if latest is None else max(latest, content["at"])
-        result.checked += 1
+        if not dated_ahead:  # its date would make the genuine events after it look inserted out of order
+            latest = content["at"] if latest is None else max(latest, content["at"])
+        result.checked += seq >= counted_from  # the link into the window is not one of its events
     if expect_head is not None:
         seq, chain_hash = expect_head
         found = AuditEvent.objects.filter(seq=seq).values_list("chain_hash", flat=True).first()

@@ -107,6 +107,10 @@ class AuditEvent(models.Model):
             # table's owner, which the application's role should not be (README); a trail emptied or cut
             # short is found against the chain head the sealer logs (verify_audit --expect-head).
             pgtrigger.Protect(name="audit_no_delete", operation=pgtrigger.Delete),
+            # Only the sealer gives an event its place: one inserted already sealed would become the head the
+            # sealer chains every later event after (and verify would report events removed that never were).
+            pgtrigger.Protect(name="audit_inserted_unsealed", operation=pgtrigger.Insert, condition=pgtrigger.Condition(
+                "NEW.seq IS NOT NULL OR NEW.chain_hash IS DISTINCT FROM '' OR NEW.sealed_at IS NOT NULL")),
             pgtrigger.Protect(name="audit_sealed_once", operation=pgtrigger.Update, condition=pgtrigger.Condition(
                 f"OLD.seq IS NOT NULL OR NEW.seq IS NULL OR {_chained('OLD')} IS DISTINCT FROM {_chained('NEW')}")),
         ]

@@ -137,7 +137,8 @@ EMAIL_TIMEOUT = env.int("CAREID_EMAIL_TIMEOUT", default=10)  # seconds for each 
 DEFAULT_FROM_EMAIL = env.str("CAREID_FROM_EMAIL", default="NHS Care Identity <no-reply@careid.localhost>")
 # The outbox (accounts/outbox.py) retries an e-mail from 1 minute to an hour apart for this long.
 CAREID_EMAIL_GIVE_UP_AFTER = timedelta(seconds=env.int("CAREID_EMAIL_GIVE_UP_AFTER", default=26 * 3600))
-# A send taking longer than this was lost with its worker: the sweep queues the e-mail again.
+# A send taking longer than this was lost with its worker: the sweep queues the e-mail again. The send
+# task is cut off well before (CAREID_EMAIL_TIME_LIMIT, below), so a send still under way is never taken.
 CAREID_EMAIL_CLAIM = timedelta(seconds=env.int("CAREID_EMAIL_CLAIM", default=300))
 
 AUTH_USER_MODEL = "accounts.User"
@@ -290,9 +291,31 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 # Every task is short (an e-mail, a logout token POSTed, a batch of the audit sealer, an hourly clean-up);
 # one that runs this long is stuck on something and is stopped (soft: an exception in the task; hard:
-# the process is replaced), so it cannot hold a worker forever.
+# the process is replaced), so it cannot hold a worker forever. The outboxes' send tasks have shorter
+# limits of their own (_send_time_limits below), which must end before their claims.
 CELERY_TASK_SOFT_TIME_LIMIT = 300
 CELERY_TASK_TIME_LIMIT = 360
+
+
+def _send_time_limits(variable: str, *, default: int, claim: timedelta) -> dict[str, int]:
+    """An outbox send task's own time limits: `variable` seconds (soft: SoftTimeLimitExceeded in the task,
+    which counts a failed attempt and releases the row), then 5 more (hard: the process is replaced). A
+    per-read timeout does not bound a send (a server trickling its answer keeps it going), and a send still
+    running when its claim runs out is handed to a second worker by the sweep and goes twice: so both limits
+    end before the claim. Enforced by the prefork pool (the worker's default), not by --pool=solo or threads."""
+    soft = env.int(variable, default=default)
+    hard = soft + 5
+    if soft < 1 or hard >= claim.total_seconds():
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(f"{variable}={soft}: give at least 1 and at most {int(claim.total_seconds()) - 6} "
+                                   f"seconds, so that a send cut off at it (and 5 s later at the latest) ends before "
+                                   f"its claim ({int(claim.total_seconds())} s) lets the sweep hand it to another worker.")
+    return {"soft_time_limit": soft, "time_limit": hard}
+
+
+# An SMTP send is a dozen exchanges of up to EMAIL_TIMEOUT each; one still going after two minutes is stuck.
+CAREID_EMAIL_TASK_LIMITS = _send_time_limits("CAREID_EMAIL_TIME_LIMIT", default=120, claim=CAREID_EMAIL_CLAIM)
 
 
 def _every(seconds: float, task: str) -> dict:
@@ -358,10 +381,15 @@ def _signing_keys() -> list[dict]:
 
 
 IDP_OIDC_PRIVATE_KEYS = _signing_keys()
-CAREID_BACKCHANNEL_TIMEOUT = 5  # seconds a service has to answer a logout token
+# Seconds a service may take to connect and for each read of its answer: not for the whole answer, which
+# CAREID_BACKCHANNEL_TIME_LIMIT bounds.
+CAREID_BACKCHANNEL_TIMEOUT = 5
 # Tried again from 1 minute to an hour apart (like the e-mails) for this long, then audited as failed.
 CAREID_BACKCHANNEL_GIVE_UP_AFTER = timedelta(seconds=env.int("CAREID_BACKCHANNEL_GIVE_UP_AFTER", default=26 * 3600))
 CAREID_BACKCHANNEL_CLAIM = timedelta(seconds=60)  # a delivery taking longer was lost with its worker
+# A delivery is cut off after this long in all (a failed attempt), so a slow service holds a worker no longer.
+CAREID_BACKCHANNEL_TASK_LIMITS = _send_time_limits("CAREID_BACKCHANNEL_TIME_LIMIT", default=30,
+                                                   claim=CAREID_BACKCHANNEL_CLAIM)
 
 # --- the audit trail's hash chain (audit/chain.py) -------------------------------------------
 # The key the chain is computed with. Keep it apart from the database (a copy of the database alone

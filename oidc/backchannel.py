@@ -11,6 +11,7 @@ import uuid
 import requests
 from allauth.idp.oidc.adapter import get_adapter
 from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -40,8 +41,9 @@ def logout_token(logout: BackchannelLogout) -> str:
 
 def deliver_backchannel_logout(logout_id: int) -> BackchannelLogout.State | None:
     """POST the logout token to the service if it is due and nobody else is; returns the new state (None
-    when it was not this call's to send). A failure waits (accounts.outbox.backoff, the e-mails' rule)
-    and is tried again by the sweep, until CAREID_BACKCHANNEL_GIVE_UP_AFTER."""
+    when it was not this call's to send). A failure of any kind (an error answer, no answer, the task cut
+    off at its time limit) counts as an attempt, waits (accounts.outbox.backoff, the e-mails' rule) and is
+    tried again by the sweep, until CAREID_BACKCHANNEL_GIVE_UP_AFTER."""
     now = timezone.now()
     claimed = BackchannelLogout.objects.due().filter(pk=logout_id).update(
         claimed_until=now + settings.CAREID_BACKCHANNEL_CLAIM)
@@ -55,6 +57,11 @@ def deliver_backchannel_logout(logout_id: int) -> BackchannelLogout.State | None
         if response.status_code not in (200, 204):
             raise requests.HTTPError(f"HTTP {response.status_code}", response=response)
     except requests.RequestException as error:
+        return _failed_attempt(logout, attempts, f"{type(error).__name__}: {error}")
+    except SoftTimeLimitExceeded:  # the service kept the POST going past the task's soft limit
+        return _failed_attempt(logout, attempts, "SoftTimeLimitExceeded: no whole answer within the task's time limit")
+    except Exception as error:  # a token that could not be signed, ...: an attempt all the same, never left claimed
+        logger.exception("Could not deliver back-channel logout %s", logout.pk)
         return _failed_attempt(logout, attempts, f"{type(error).__name__}: {error}")
     with transaction.atomic():
         BackchannelLogout.objects.filter(pk=logout.pk).update(
@@ -91,6 +98,6 @@ def sweep() -> int:
                             lost_after=settings.CAREID_BACKCHANNEL_CLAIM)
 
 
-@shared_task(acks_late=True, ignore_result=True)
+@shared_task(acks_late=True, ignore_result=True, **settings.CAREID_BACKCHANNEL_TASK_LIMITS)
 def send_backchannel_logout_task(logout_id: int) -> None:
     deliver_backchannel_logout(logout_id)

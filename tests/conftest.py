@@ -295,10 +295,11 @@ def ra_staff(make_person, seeded_roles):
 
 
 @contextmanager
-def celery_worker(smtp_port: int, loglevel: str = "warning", **env_overrides: str):
+def celery_worker(smtp_port: int, loglevel: str = "warning", pool: str = "solo", **env_overrides: str):
     """A real Celery worker process on Redis, on a queue of its own, sharing the test database, the SMTP
     server on `smtp_port`, CAREID_BASE_URL and the provider's signing key (CAREID_OIDC_PRIVATE_KEY_FILES,
-    set by op_signing_key); tasks this process queues go to it while the block runs."""
+    set by op_signing_key); tasks this process queues go to it while the block runs. The solo pool starts
+    fastest; pool="prefork" (production's) is the one that enforces tasks' time limits."""
     from django.conf import settings as django_settings
     from django.db import connection
 
@@ -316,8 +317,8 @@ def celery_worker(smtp_port: int, loglevel: str = "warning", **env_overrides: st
         **env_overrides,
     }
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "careid", "worker", "--pool=solo", "-Q", queue, "-l", loglevel,
-         "--without-gossip", "--without-mingle", "--without-heartbeat"],
+        [sys.executable, "-m", "celery", "-A", "careid", "worker", f"--pool={pool}", "--concurrency=1", "-Q", queue,
+         "-l", loglevel, "--without-gossip", "--without-mingle", "--without-heartbeat"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     previous = celery_app.conf.task_always_eager, celery_app.conf.task_default_queue

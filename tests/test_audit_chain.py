@@ -58,6 +58,20 @@ def test_postgresql_refuses_update_and_delete(trail):
     assert chain.verify().ok and chain.verify().checked == 6
 
 
+def test_postgresql_refuses_an_event_inserted_already_sealed(trail):
+    """No superuser needed before: the application's role could INSERT an event with its place in the chain
+    already set; the sealer took it for the head and chained every later event after it."""
+    columns = "INSERT INTO audit_auditevent (at, event, outcome, user_agent, method, details, {}) "
+    for column, value in (("seq", 1_000_000), ("chain_hash", "f" * 64), ("sealed_at", timezone.now())):
+        with pytest.raises(DatabaseError, match="pgtrigger: Cannot insert"), transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute(columns.format(column) + "VALUES (now(), 'account.unlocked', 'success', '', '', '{}', %s)",
+                               [value])
+    assert AuditEvent.objects.count() == 6
+    record(Event.SIGNED_OUT)  # as careid writes them: unsealed
+    assert chain.seal() == 1 and chain.verify().ok and chain.verify().checked == 7
+
+
 def test_the_sealing_update_happens_once_and_only_to_the_chain_fields(db):
     require(connection.vendor == "postgresql", "PostgreSQL (the triggers are PostgreSQL's)")
     event = record(Event.SIGNIN_FAILED, reason="x")
@@ -105,6 +119,26 @@ def test_an_event_inserted_out_of_order_is_found(trail, settings):
     chain.seal()  # the sealer cannot tell: the chain keeps the time it was sealed
     [problem] = problems()
     assert "inserted out of order" in problem
+
+
+def test_an_event_inserted_with_a_date_in_the_future_is_named_not_the_genuine_one_after_it(trail, settings):
+    """Sealed like any other, a forward-dated event used to make verify accuse the next genuine event of being
+    inserted out of order; it is the forged one that is dated after it was sealed."""
+    as_superuser("INSERT INTO audit_auditevent (at, event, outcome, user_agent, method, details) "
+                 "VALUES (%s, 'account.unlocked', 'success', '', '', '{}')", [timezone.now() + timedelta(days=1)])
+    forged = AuditEvent.objects.get(event=Event.ACCOUNT_UNLOCKED)
+    chain.seal()
+    record(Event.SIGNED_OUT)
+    chain.seal()
+    result = chain.verify(first_problem_only=False)
+    [problem] = result.problems
+    assert problem.startswith(f"Event {forged.pk} (seq 7) is dated ") and "inserted with a date in the future" in problem
+    assert result.checked == 8
+    # A web server's clock a little ahead of the sealer's, within the tolerance, is no problem.
+    with time_machine.travel(timezone.now() + settings.CAREID_AUDIT_SEAL_TOLERANCE - timedelta(seconds=30)):
+        record(Event.SIGNED_OUT)
+    chain.seal()
+    assert chain.verify(first_problem_only=False).problems == [problem]
 
 
 def test_an_event_dated_in_a_quiet_time_and_inserted_later_is_found(trail, settings):
@@ -184,12 +218,35 @@ def test_verify_since_a_time_nothing_was_sealed_after_reads_no_event(trail):
     assert len(queries) <= 3, [query["sql"] for query in queries]  # where to start, and the unsealed events
 
 
-def test_verify_since_a_time_starts_at_the_first_event_sealed_then(trail):
-    as_superuser("UPDATE audit_auditevent SET at = at - interval '1 day' WHERE id = ANY(%s)",
-                 [[event.pk for event in trail[:4]]])  # four old events (altered, but before the window)
-    since = AuditEvent.objects.get(pk=trail[4].pk).at
+def genuine_old_events(count: int, days: int) -> list[AuditEvent]:
+    """Events written and sealed `days` ago, before today's."""
+    require(connection.vendor == "postgresql", "PostgreSQL (the triggers are PostgreSQL's)")
+    with time_machine.travel(timezone.now() - timedelta(days=days)):
+        events = [record(Event.SIGNIN_FAILED, email=f"old{n}@nhs.net", reason="wrong password") for n in range(count)]
+        assert chain.seal() == count
+    return events
+
+
+def test_verify_since_a_time_starts_at_the_first_event_sealed_then(db):
+    genuine_old_events(4, days=1)
+    today = [record(Event.SIGNED_OUT) for _ in range(2)]
+    chain.seal()
+    result = chain.verify(since=AuditEvent.objects.get(pk=today[0].pk).at)
+    assert result.ok and result.checked == 2  # the link into the window is checked, not counted
+
+
+def test_verify_since_finds_the_days_first_events_altered_and_re_dated_before_the_window(trail):
+    """The window is chosen by the very column someone rewriting events can rewrite: the day's first
+    three events, altered and moved 400 days back, fall out of `--since today`; the link into the window
+    (the last of them against the one before it) does not hold."""
+    since = AuditEvent.objects.get(pk=trail[0].pk).at
+    as_superuser("UPDATE audit_auditevent SET at = at - interval '400 days', details = %s WHERE id = ANY(%s)",
+                 ['{"reason": "nothing to see"}', [event.pk for event in trail[:3]]])
     result = chain.verify(since=since)
-    assert result.ok and result.checked == 2
+    assert not result.ok and result.checked == 0
+    assert f"Event {trail[2].pk} (seq 3," in result.problems[0] and "does not match its chain hash" in result.problems[0]
+    as_superuser("DELETE FROM audit_auditevent WHERE id = ANY(%s)", [[event.pk for event in trail[:2]]])
+    assert chain.verify(since=since).problems == ["The event before seq 3 is missing: events were removed"]
 
 
 def test_verify_audit_names_the_first_broken_link_and_fails(trail):
@@ -211,14 +268,19 @@ def test_verify_audit_names_the_first_broken_link_and_fails(trail):
         call_command("verify_audit", "--since", "yesterday")
 
 
-def test_verify_from_a_date_starts_at_that_day(trail):
-    as_superuser("UPDATE audit_auditevent SET at = at - interval '10 days', sealed_at = sealed_at - interval '10 days' "
-                 "WHERE id = %s", [trail[0].pk])  # an old event, now altered
+def test_verify_from_a_date_starts_at_that_day(db):
+    """An event altered days before the window is not --since's to find (the whole chain's check finds it).
+    (This test once re-dated today's first event 10 days back as its "old" event: what
+    test_verify_since_finds_the_days_first_events_altered_and_re_dated_before_the_window shows is caught.)"""
+    old = genuine_old_events(3, days=10)
+    for _ in range(5):
+        record(Event.SIGNED_OUT)
+    chain.seal()
+    as_superuser("UPDATE audit_auditevent SET details = %s WHERE id = %s", ['{"reason": "nothing to see"}', old[0].pk])
     assert problems()
-    since = timezone.localdate().isoformat()
     out = StringIO()
-    call_command("verify_audit", "--since", since, stdout=out)
-    assert "5 chained events checked" in out.getvalue()
+    call_command("verify_audit", "--since", timezone.localdate().isoformat(), stdout=out)
+    assert "The audit trail is intact: 5 chained events checked" in out.getvalue()
 
 
 def test_events_never_sealed_are_reported(db, settings):

@@ -286,6 +286,33 @@ def test_a_delivery_whose_worker_died_is_picked_up_again(client, person, service
     assert BackchannelLogout.objects.get().state == BackchannelLogout.State.DELIVERED
 
 
+def test_an_attempt_cut_off_at_the_tasks_time_limit_counts_and_is_given_up_in_the_end(
+        transactional_db, person, service, settings, monkeypatch):
+    """Celery's SoftTimeLimitExceeded (a service trickling its answer: test_celery_worker.py) is a failed
+    attempt like an error answer: counted, shown, released for the sweep, and in the end given up and audited,
+    never left claimed and handed over again every minute for ever."""
+    from celery.exceptions import SoftTimeLimitExceeded
+    from django.utils import timezone
+
+    from oidc import backchannel
+
+    def cut_off(*args, **kwargs):
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(backchannel.requests, "post", cut_off)
+    logout = BackchannelLogout.objects.create(client=service, user=person.user, sid="s" * 32, reason="signed out")
+    assert backchannel.deliver_backchannel_logout(logout.pk) == BackchannelLogout.State.QUEUED
+    logout.refresh_from_db()
+    assert (logout.attempts, logout.claimed_until) == (1, None) and "time limit" in logout.last_error
+    BackchannelLogout.objects.filter(pk=logout.pk).update(
+        next_attempt_at=timezone.now(), created_at=timezone.now() - settings.CAREID_BACKCHANNEL_GIVE_UP_AFTER)
+    assert backchannel.deliver_backchannel_logout(logout.pk) == BackchannelLogout.State.FAILED
+    logout.refresh_from_db()
+    assert (logout.state, logout.attempts, logout.claimed_until) == (BackchannelLogout.State.FAILED, 2, None)
+    failure = AuditEvent.objects.get(event=Event.OIDC_BACKCHANNEL_LOGOUT, outcome="failure")
+    assert "time limit" in failure.details["error"] and failure.details["attempts"] == 2
+
+
 # --- RP-initiated logout -------------------------------------------------------------------------
 
 

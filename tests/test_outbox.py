@@ -278,3 +278,19 @@ def test_an_email_that_cannot_be_written_is_retried_then_failed_not_left_sending
     assert outbox.deliver(email.pk) == OutgoingEmail.State.FAILED
     email.refresh_from_db()
     assert email.state == OutgoingEmail.State.FAILED and email.attempts == 2
+
+
+def test_a_send_cut_off_at_the_tasks_time_limit_is_a_failed_attempt(user, settings, monkeypatch):
+    """An SMTP server trickling its answers keeps a send going past EMAIL_TIMEOUT, which bounds each exchange:
+    the task's soft time limit (CAREID_EMAIL_TIME_LIMIT, below the claim) cuts it off, and that counts."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from accounts import mail
+
+    def cut_off(*args, **kwargs):
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(mail, "send", cut_off)
+    email = notification_for(user)  # sent at the commit (in-process here)
+    assert (email.state, email.attempts, email.claimed_until) == (OutgoingEmail.State.QUEUED, 1, None)
+    assert email.last_error == "SoftTimeLimitExceeded: not sent within the task's time limit"

@@ -65,7 +65,8 @@ def test_a_worker_killed_mid_send_loses_nothing_and_sends_once(transactional_db,
 
     handler, port = gated_smtp
     user = make_person().user
-    with celery_worker(port, CAREID_EMAIL_CLAIM="2", CAREID_EMAIL_TIMEOUT="30") as worker:
+    # A short claim, and a time limit (1 s soft, 6 s hard) that ends before it, as careid requires to start.
+    with celery_worker(port, CAREID_EMAIL_CLAIM="7", CAREID_EMAIL_TIME_LIMIT="1", CAREID_EMAIL_TIMEOUT="30") as worker:
         notify_person(record(Event.ACCOUNT_UNLOCKED, subject=user, reason="Called the service desk"))
         email = OutgoingEmail.objects.get(user=user)
         wait_until(lambda: handler.waiting, what="the worker to reach the SMTP server")
@@ -77,7 +78,7 @@ def test_a_worker_killed_mid_send_loses_nothing_and_sends_once(transactional_db,
     email.refresh_from_db()
     assert email.state == OutgoingEmail.State.SENDING
     assert outbox.sweep() == 0  # the claim still stands: another worker might be sending it
-    time.sleep(2.1)  # CAREID_EMAIL_CLAIM in the worker: here the claim has now run out
+    time.sleep(7.1)  # CAREID_EMAIL_CLAIM in the worker: here the claim has now run out
     celery_app.conf.task_always_eager = True
     assert outbox.sweep() == 1
     email.refresh_from_db()

@@ -192,3 +192,21 @@ def test_a_webauthn_timeout_longer_than_a_challenge_lives_refuses_to_start():
     for seconds in ("301", "3600", "0"):
         error = webauthn_settings_with({"CAREID_WEBAUTHN_TIMEOUT": seconds})["error"]
         assert "ImproperlyConfigured: CAREID_WEBAUTHN_TIMEOUT" in error and "between 1 and 300 seconds" in error
+
+
+def test_a_back_channel_time_limit_that_outlasts_its_claim_refuses_to_start():
+    """Cut off at the hard limit (5 s after the soft one) only after the 60 s claim ran out, a slow delivery
+    would be handed to a second worker by the sweep and POSTed twice."""
+    base = {"SECRET_KEY": "k", "CAREID_AUDIT_CHAIN_KEY": "c"}
+    assert "error" not in settings_with({**base, "CAREID_BACKCHANNEL_TIME_LIMIT": "54"})
+    for seconds in ("55", "300", "0"):
+        error = settings_with({**base, "CAREID_BACKCHANNEL_TIME_LIMIT": seconds})["error"]
+        assert f"ImproperlyConfigured: CAREID_BACKCHANNEL_TIME_LIMIT={seconds}: give at least 1 and at most 54" in error
+
+
+def test_an_email_time_limit_that_outlasts_its_claim_refuses_to_start():
+    base = {"SECRET_KEY": "k", "CAREID_AUDIT_CHAIN_KEY": "c"}
+    assert "error" not in settings_with({**base, "CAREID_EMAIL_TIME_LIMIT": "294"})
+    error = settings_with({**base, "CAREID_EMAIL_TIME_LIMIT": "295"})["error"]
+    assert "ImproperlyConfigured: CAREID_EMAIL_TIME_LIMIT=295: give at least 1 and at most 294" in error
+    assert "error" not in settings_with({**base, "CAREID_EMAIL_CLAIM": "600", "CAREID_EMAIL_TIME_LIMIT": "590"})

@@ -16,7 +16,7 @@ class Command(BaseCommand):
     help = "Verify the audit trail's hash chain (from --since DATE, a day in UK time); --seal seals first."
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--since", help="YYYY-MM-DD: check from the first event of that day")
+        parser.add_argument("--since", help="YYYY-MM-DD: check from the first event of that day (and the link into it)")
         parser.add_argument("--seal", action="store_true", help="seal the events written since the last seal first")
         parser.add_argument("--all-problems", action="store_true", help="go on past the first broken link")
         parser.add_argument("--expect-head", metavar="SEQ:HASH",

@@ -111,6 +111,11 @@ def sessions(request: HttpRequest) -> HttpResponse:
 ACTIVITY_DAYS = 90
 
 
+_AT_THE_SIGNIN_PAGES = frozenset(event.value for event in (
+    Event.SIGNIN_SUCCEEDED, Event.SIGNIN_FAILED, Event.SIGNIN_THROTTLED, Event.ACCOUNT_LOCKED, Event.OTP_FAILED,
+    Event.PASSWORD_RESET_STARTED, Event.PASSWORD_RESET))
+
+
 @login_required
 def activity(request: HttpRequest) -> HttpResponse:
     """Your activity: your own audit events of the last 90 days, newest first, 25 a page."""
@@ -122,9 +127,12 @@ def activity(request: HttpRequest) -> HttpResponse:
     methods = {kind.key: kind.signin_label for kind in registry.all_types()}
     # "By your registration authority" only for those who act as one: an event's actor is whoever was signed
     # in at the browser (record() takes request.user), a colleague at a shared PC too; never their name.
-    others = {event.actor_id for event in page} - {None, request.user.pk}
+    # Nor for what anyone does at the sign-in and reset pages (a wrong password, a lock, a reset asked for):
+    # whoever was signed in at that browser, an RA at a shared PC too, did not do it as an RA.
+    others = {event.actor_id for event in page if event.event not in _AT_THE_SIGNIN_PAGES} - {None, request.user.pk}
     by_ra = set(registration_authorities(User.objects.filter(pk__in=others)).values_list("pk", flat=True)) if others else set()
-    rows = [(event, methods.get(event.method, event.method), event.actor_id in by_ra) for event in page]
+    rows = [(event, methods.get(event.method, event.method),
+             event.actor_id in by_ra and event.event not in _AT_THE_SIGNIN_PAGES) for event in page]
     return render(request, "accounts/activity.html", {"page": page, "rows": rows, "days": ACTIVITY_DAYS})
 
 

@@ -85,6 +85,20 @@ def test_a_colleagues_failed_sign_in_as_you_is_not_shown_as_your_registration_au
     assert "by your registration authority" not in page and "colleague" not in page and b.user.uid not in page
 
 
+def test_a_failed_sign_in_typed_where_an_ra_is_signed_in_is_not_shown_as_their_doing(make_person, ra_staff):
+    """The shared PC's signed-in person is an RA Agent: a wrong password typed there for A's address is no RA's
+    action, whoever was signed in at that browser."""
+    from accounts.roles import RA_AGENT
+
+    a = make_person()
+    _agent, shared_pc = ra_staff(RA_AGENT)
+    shared_pc.post("/login/authenticator-app/", {"email": a.user.email, "password": "not the password"})
+    browser = Client()
+    sign_in(browser, a)
+    page = browser.get("/profile/activity/").content.decode()
+    assert "Sign-in failed" in page and "by your registration authority" not in page
+
+
 def test_your_activity_names_your_registration_authority_only_for_those_acting_as_one(signed_in, person, make_person):
     from django.contrib.auth.models import Group
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from allauth.account.adapter import get_adapter
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.http import HttpRequest
 
@@ -22,12 +24,35 @@ def client_ip(request: HttpRequest) -> str | None:
         return request.careid_client_ip
     except AttributeError:
         pass
-    try:
-        ip = get_adapter().get_client_ip(request)
-    except (ImproperlyConfigured, PermissionDenied):  # fewer X-Forwarded-For entries than proxies
-        ip = request.META.get("REMOTE_ADDR") or None
+    peer = request.META.get("REMOTE_ADDR") or None
+    if settings.ALLAUTH_TRUSTED_PROXY_COUNT and not _is_proxy(peer):
+        ip = peer  # X-Forwarded-For is the proxy's word; from anyone else, the client's own
+    else:
+        try:
+            ip = get_adapter().get_client_ip(request)
+        except (ImproperlyConfigured, PermissionDenied):  # fewer X-Forwarded-For entries than proxies
+            ip = peer
     request.careid_client_ip = ip
     return ip
+
+
+def _is_proxy(peer: str | None) -> bool:
+    """Whether the connection comes from the proxy in front of careid (CAREID_PROXY_IPS)."""
+    if peer is None:
+        return False
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    for proxy in settings.CAREID_PROXY_IPS:
+        if proxy == "*":
+            return True
+        try:
+            if address in ipaddress.ip_network(proxy, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
 
 
 def user_agent(request: HttpRequest | None) -> str:

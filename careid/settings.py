@@ -6,6 +6,7 @@ SQLite, in-process Celery, local-memory cache and console e-mail, DEBUG off.
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import timedelta
 from pathlib import Path
 
@@ -447,6 +448,18 @@ CAREID_IP_FAILURE_WINDOW = timedelta(minutes=15)
 # Proxies in front of careid that append to X-Forwarded-For (1 behind one TLS proxy). The client
 # IP used for per-IP limits and the audit trail is the entry that many places from the right.
 ALLAUTH_TRUSTED_PROXY_COUNT = env.int("CAREID_TRUSTED_PROXY_COUNT", default=0)
+# Who that proxy is (addresses or networks, as gunicorn's forwarded_allow_ips reads the same variable;
+# "*" for any): X-Forwarded-For is believed only from a peer among them. A client that reaches a web
+# process directly (its port answers the load balancer's probes) writes the header itself.
+CAREID_PROXY_IPS = env.list("CAREID_PROXY_IPS", default=["127.0.0.1"])
+for _proxy in CAREID_PROXY_IPS:
+    try:
+        if _proxy != "*":
+            ipaddress.ip_network(_proxy, strict=False)
+    except ValueError:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(f"CAREID_PROXY_IPS: {_proxy!r} is not an address or a network") from None
 CAREID_EMAIL_ADD_LIMIT = 5  # addresses a person may add per hour (each sends an e-mail)
 CAREID_MAX_EMAIL_ADDRESSES = 5
 # The authenticator type an invitation registers (the foundation journey).

@@ -344,6 +344,7 @@ def test_one_account_has_one_attempt_in_flight(rf, person):
 
 def test_behind_a_trusted_proxy_the_client_address_is_the_forwarded_one(client, db, settings, fast_hashing):
     settings.ALLAUTH_TRUSTED_PROXY_COUNT = 1
+    settings.CAREID_PROXY_IPS = ["10.0.0.0/24"]
     settings.CAREID_IP_FAILURE_LIMIT = 2
     for n in range(2):
         client.post(APP, {"email": f"p{n}@nhs.net", "password": "x"}, HTTP_X_FORWARDED_FOR="203.0.113.7", REMOTE_ADDR="10.0.0.1")
@@ -353,6 +354,19 @@ def test_behind_a_trusted_proxy_the_client_address_is_the_forwarded_one(client, 
     response = client.post(APP, {"email": "p8@nhs.net", "password": "x"}, HTTP_X_FORWARDED_FOR="203.0.113.7", REMOTE_ADDR="10.0.0.1")
     assert "Too many failed attempts" in response.content.decode()
     assert AuditEvent.objects.filter(ip="203.0.113.7").exists() and not AuditEvent.objects.filter(ip="10.0.0.1").exists()
+
+
+def test_a_client_that_reaches_the_web_process_itself_cannot_forge_its_address(client, db, settings, fast_hashing):
+    """Behind a proxy, X-Forwarded-For was believed whoever sent it: a client connecting to gunicorn directly (a
+    load balancer's probes reach it) wrote a new address for every attempt and walked round the per-IP limit,
+    and put a made-up address in the trail. Only the proxy's own (CAREID_PROXY_IPS) is believed."""
+    settings.ALLAUTH_TRUSTED_PROXY_COUNT = 1
+    settings.CAREID_PROXY_IPS = ["127.0.0.1"]
+    settings.CAREID_IP_FAILURE_LIMIT = 2
+    answers = [client.post(APP, {"email": f"p{n}@nhs.net", "password": "x"}, HTTP_X_FORWARDED_FOR=f"198.51.100.{n}",
+                           REMOTE_ADDR="203.0.113.66").content.decode() for n in range(4)]
+    assert ["Too many failed attempts" in answer for answer in answers] == [False, False, True, True]
+    assert set(AuditEvent.objects.values_list("ip", flat=True)) == {"203.0.113.66"}
 
 
 def test_a_forged_forwarded_header_is_ignored_without_a_trusted_proxy(client, db, fast_hashing):

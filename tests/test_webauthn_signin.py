@@ -435,3 +435,32 @@ def test_a_strangers_wrong_passwords_do_not_stop_a_key_from_signing_in(enrol, pe
     assert person.user.lock_reason == "passwords"  # the password stays locked: the app still needs a reset
     refused = Client().post("/login/authenticator-app/", {"email": person.user.email, "password": person.password})
     assert "Your Care Identity is locked" in refused.content.decode()
+
+
+def _forged_answer(client, kind: str, email: str, origin: str):
+    """A stranger with no key takes the credential id the page offers for `email` (real or decoy) and answers
+    for it with a key of their own, its flags saying the person was not verified."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from .soft_authenticator import Credential
+
+    give_email(client, kind, email)
+    options = options_of(client, signin_verify_url(kind))
+    [offered] = options["allowCredentials"]
+    stranger = authenticator_for(kind, origin)
+    credential_id = base64url_to_bytes(offered["id"])
+    stranger.credentials[credential_id] = Credential(credential_id, ec.generate_private_key(ec.SECP256R1()),
+                                                     options["rpId"], b"x" * 32)
+    return post_answer(client, signin_verify_url(kind), stranger.get(options, uv=False))
+
+
+def test_a_forged_answer_does_not_tell_a_key_holders_address_from_an_unknown_one(enrol, person, setting_up):
+    """py_webauthn checks the flags before the signature, and "did not check it was you" was said to any answer
+    with the verified flag off: a stranger's forged one too, but only where the address has such a key. The
+    particular message now comes only with a signature that checks out."""
+    enrol("security-key")
+    known = _forged_answer(Client(), "security-key", person.user.email, setting_up)
+    unknown = _forged_answer(Client(), "security-key", "nobody@nhs.net", setting_up)
+    assert known.status_code == unknown.status_code == 400
+    assert error_summary(known) == error_summary(unknown)
+    assert "did not check it was you" not in known.content.decode()

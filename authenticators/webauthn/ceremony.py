@@ -372,13 +372,26 @@ def verify_assertion(kind: AuthenticatorType, credential: AuthenticationCredenti
     """The signature checked with the stored public key, against the challenge, origin and RP ID, with
     the person verified. The sign count is compared by the caller: only after the signature checks out
     does a count that went backwards mean a copy of the key rather than a forged answer."""
-    try:
-        verified = verify_authentication_response(
+    def verify(*, require_user_verification: bool):
+        return verify_authentication_response(
             credential=credential, expected_challenge=challenge, expected_rp_id=rp_id(), expected_origin=origins(),
-            credential_public_key=public_key, credential_current_sign_count=0, require_user_verification=True,
+            credential_public_key=public_key, credential_current_sign_count=0,
+            require_user_verification=require_user_verification,
         )
+
+    try:
+        verified = verify(require_user_verification=True)
     except InvalidAuthenticationResponse as error:
-        raise _refusal(error, profile(kind)) from None
+        refused = _refusal(error, profile(kind))
+        if refused.reason == USER_NOT_VERIFIED:
+            # py_webauthn checks the flags before the signature: said to any answer with the flag off, "did not
+            # check it was you" would tell a stranger's forged answer that the address has such a key (an
+            # unknown address's never gets that far). Only an answer the key really signed hears it.
+            try:
+                verify(require_user_verification=False)
+            except WebAuthnException as unsigned:
+                raise Refused(f"bad signature: {unsigned}"[:300]) from None
+        raise refused from None
     except WebAuthnException as error:  # a public key or signature py_webauthn cannot even read
         raise Refused(f"invalid response: {error}"[:300]) from None
     return Assertion(

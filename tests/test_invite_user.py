@@ -70,7 +70,8 @@ def test_uids_are_unique_and_random(db):
     assert len(set(uids)) == 20 and all(re.fullmatch(r"[1-9]\d{11}", uid) for uid in uids)
 
 
-def test_demo_data_invites_the_demo_people_once_then_sends_fresh_links(db):
+def test_demo_data_invites_the_demo_people_once_then_sends_fresh_links(db, settings):
+    settings.DEBUG = True  # make run's
     out = StringIO()
     call_command("demo_data", stdout=out)
     assert out.getvalue().count("Registration link: http") == 2
@@ -111,9 +112,11 @@ def test_it_refuses_control_and_invisible_characters_in_names(transactional_db, 
     assert not User.objects.exists() and mailbox.messages == []
 
 
-def test_demo_data_registers_the_demo_ers_once(db):
+def test_demo_data_registers_the_demo_ers_once(db, settings):
     from audit.models import AuditEvent, Event
     from oidc.models import AuthMethod, RelyingService
+
+    settings.DEBUG = True  # make run's
 
     call_command("demo_data", stdout=StringIO())
     service = RelyingService.objects.get(pk="demo-ers")
@@ -127,3 +130,12 @@ def test_demo_data_registers_the_demo_ers_once(db):
     call_command("demo_data", stdout=out)
     assert "Demo eRS 'demo-ers' is registered" in out.getvalue()
     assert AuditEvent.objects.filter(event=Event.CLIENT_CHANGED).count() == 1
+
+
+def test_demo_data_refuses_to_run_outside_local_development(db, settings):
+    """It makes an RA Manager at a real NHSmail address, e-mails it an invitation and registers a service at
+    loopback addresses: never into a production database (DEBUG off)."""
+    settings.DEBUG = False
+    with pytest.raises(CommandError, match="local development"):
+        call_command("demo_data", stdout=StringIO())
+    assert not User.objects.exists()

@@ -26,6 +26,10 @@ class Command(BaseCommand):
             "register the demo eRS (demo_ers/) as a relying service.")
 
     def handle(self, *args, **options) -> None:
+        if not settings.DEBUG:
+            # An RA Manager at a real NHSmail address, an invitation e-mailed to it, a service at loopback
+            # addresses: nothing a production database may be given.
+            raise CommandError("demo_data is for local development (`make run`, DEBUG=true) only: DEBUG is off.")
         for person, role in DEMO_PEOPLE:
             self._invite(person)
             if role:

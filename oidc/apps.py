@@ -6,4 +6,4 @@ class OidcConfig(AppConfig):
     verbose_name = "Relying services (OpenID Connect)"
 
     def ready(self) -> None:
-        from . import receivers  # noqa: F401  (sessions ending -> back-channel logout)
+        from . import checks, receivers  # noqa: F401  (deploy checks; sessions ending -> back-channel logout)

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -210,3 +212,24 @@ def test_an_email_time_limit_that_outlasts_its_claim_refuses_to_start():
     error = settings_with({**base, "CAREID_EMAIL_TIME_LIMIT": "295"})["error"]
     assert "ImproperlyConfigured: CAREID_EMAIL_TIME_LIMIT=295: give at least 1 and at most 294" in error
     assert "error" not in settings_with({**base, "CAREID_EMAIL_CLAIM": "600", "CAREID_EMAIL_TIME_LIMIT": "590"})
+
+
+def test_the_deploy_checks_refuse_a_provider_without_signing_keys_or_a_public_address(settings):
+    """Without CAREID_OIDC_PRIVATE_KEY_FILES the provider started with an empty JWKS, and without CAREID_BASE_URL
+    with http://127.0.0.1:8000 as its issuer and its links' base: both only showed at the first sign-in."""
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    settings.IDP_OIDC_PRIVATE_KEYS = []
+    settings.CAREID_BASE_URL = "http://127.0.0.1:8000"
+    with pytest.raises(SystemCheckError) as refused:
+        call_command("check", deploy=True, tags=["security"])
+    assert "careid.E001" in str(refused.value) and "careid.E002" in str(refused.value)
+
+
+def test_the_deploy_checks_pass_a_provider_with_signing_keys_and_a_public_address(settings, op_signing_key):
+    from django.core import checks
+
+    settings.CAREID_BASE_URL = "https://careid.example.nhs.uk"
+    found = checks.run_checks(tags=["security"], include_deployment_checks=True)
+    assert not [message.id for message in found if message.id.startswith("careid.")]

@@ -464,3 +464,22 @@ def test_a_forged_answer_does_not_tell_a_key_holders_address_from_an_unknown_one
     assert known.status_code == unknown.status_code == 400
     assert error_summary(known) == error_summary(unknown)
     assert "did not check it was you" not in known.content.decode()
+
+
+def _options_queries(client, kind: str, email: str) -> int:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    give_email(client, kind, email)
+    options_of(client, signin_verify_url(kind))  # the decoy's length is cached from here on
+    with CaptureQueriesContext(connection) as queries:
+        options_of(client, signin_verify_url(kind))
+    return len(queries.captured_queries)
+
+
+def test_the_ceremony_page_does_the_same_database_work_for_a_known_and_an_unknown_address(enrol, person):
+    """The person's credential was looked up only when the address was someone's: one round trip fewer for an
+    unknown address, which its timing could tell."""
+    enrol("security-key")
+    assert _options_queries(Client(), "security-key", person.user.email) == \
+        _options_queries(Client(), "security-key", "nobody@nhs.net")

@@ -281,7 +281,8 @@ def signin_options(request: HttpRequest, kind: AuthenticatorType, email: str | N
     allow: list[tuple[bytes, list[str]]] = []
     if email is not None:
         user = signin_flows.find_user_for_signin(email)
-        credential = kind.model.objects.registered(user).first() if user is not None else None
+        # Looked for also for an unknown address (finding nothing): the same database work, whatever its timing tells.
+        credential = kind.model.objects.registered(user).first()
         credential_id = bytes(credential.credential_id) if credential is not None else _decoy_id(kind, email)
         allow = [(credential_id, list(ceremony.profile(kind).transports))]
     challenge = _issue_challenge(request, "signin", kind, email=email)

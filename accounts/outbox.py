@@ -141,8 +141,21 @@ def _failed_attempt(email: OutgoingEmail, error: str) -> OutgoingEmail.State:
 
 def sweep() -> int:
     """Re-queue what was left behind; returns how many e-mails were handed to Celery again."""
-    OutgoingEmail.objects.abandoned().update(state=OutgoingEmail.State.QUEUED, claimed_until=None, handed_over_at=None)
+    for email in OutgoingEmail.objects.abandoned():  # rare: a worker killed mid-send, or its host lost
+        _taken_back(email)
     return hand_over(OutgoingEmail.objects.due(), deliver_email_task, lost_after=settings.CAREID_EMAIL_CLAIM)
+
+
+def _taken_back(email: OutgoingEmail) -> None:
+    """A send whose worker was lost is an attempt like a failed one, due again at once: counted, and given up
+    at the give-up time, so that an e-mail that kills whichever worker sends it is not tried for ever."""
+    error = "the worker sending it was lost (killed, or its host lost)"
+    if timezone.now() - email.created_at >= settings.CAREID_EMAIL_GIVE_UP_AFTER:
+        _failed_attempt(email, error)
+        return
+    OutgoingEmail.objects.filter(pk=email.pk, state=OutgoingEmail.State.SENDING, claimed_until=email.claimed_until).update(
+        state=OutgoingEmail.State.QUEUED, attempts=email.attempts + 1, claimed_until=None, handed_over_at=None,
+        last_error=error)
 
 
 def hand_over(due, task, *, lost_after: timedelta, limit: int = 5000) -> int:

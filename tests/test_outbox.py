@@ -111,6 +111,34 @@ def test_a_worker_killed_while_sending_leaves_nothing_behind(user, mailbox):
     assert email.state == OutgoingEmail.State.SENT
 
 
+def test_an_email_whose_worker_dies_every_time_is_given_up_in_the_end(transactional_db, seeded_allow_list, settings,
+                                                                     mailbox):
+    """A worker killed mid-send left the row taken, and the sweep put it back without counting an attempt or
+    looking at the give-up time: an e-mail that kills whichever worker sends it was tried for ever, and an
+    invitation stuck so still counted as on its way."""
+    from accounts.flows import invite_user
+
+    lost = {"state": OutgoingEmail.State.SENDING, "claimed_until": timezone.now() - timedelta(seconds=1), "sent_at": None}
+    user, _link = invite_user(email="lost.once@nhs.net", first_name="A", last_name="B")
+    email = OutgoingEmail.objects.get(user=user, kind="invitation")
+    OutgoingEmail.objects.filter(pk=email.pk).update(attempts=3, **lost)  # as a killed worker leaves it
+    outbox.sweep()  # counted, and handed over at once (in-process here: sent)
+    email.refresh_from_db()
+    assert (email.state, email.attempts) == (OutgoingEmail.State.SENT, 5)
+    mailbox.wait_for("lost.once@nhs.net")
+
+    user, _link = invite_user(email="kills.workers@nhs.net", first_name="C", last_name="D")
+    email = OutgoingEmail.objects.get(user=user, kind="invitation")
+    OutgoingEmail.objects.filter(pk=email.pk).update(
+        attempts=3, created_at=timezone.now() - settings.CAREID_EMAIL_GIVE_UP_AFTER, **lost)
+    outbox.sweep()
+    email.refresh_from_db()
+    user.refresh_from_db()
+    assert (email.state, email.attempts) == (OutgoingEmail.State.FAILED, 4) and "lost" in email.last_error
+    assert user.invited_at is None  # `--invite` sends it again
+    assert len(mailbox.to("kills.workers@nhs.net")) == 1  # the first send, before it was "lost"; none after
+
+
 def test_a_sweep_hands_an_email_over_only_when_no_task_waits_for_it(user, mailbox, settings):
     """During a backlog a due e-mail's task waits in the broker's queue: the sweep used to hand every due
     row over again each minute, one more (no-op) task per row per minute while the backlog lasted."""

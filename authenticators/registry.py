@@ -114,25 +114,27 @@ def specific_classes() -> list[str]:
     return list(dict.fromkeys(kind.acr for kind in enabled_types()))
 
 
-def level(requested: str | None) -> str:
-    """The first level or class a service asked for that careid knows (acr_values lists them in order
-    of preference). When none is known, never a level below what was asked: an AAL3 class careid does
-    not offer (a smartcard) is met by any AAL3 method, so it counts as AAL3_ANY; the service accepts any
-    value it listed, so the lowest of their floors applies, and anything else gets the default."""
+def levels(requested: str | None) -> list[str]:
+    """The levels and classes a service asked for that careid knows, in its order of preference (acr_values
+    lists what it accepts, the first preferred). When none is known, never a level below what was asked: an
+    AAL3 class careid does not offer (a smartcard) is met by any AAL3 method, so it counts as AAL3_ANY; the
+    service accepts any value it listed, so if one of them is not an AAL3 class, the default applies."""
     values = (requested or "").split()
     known = set(LEVELS) | set(specific_classes())
-    for value in values:
-        if value in known:
-            return value
+    wanted = list(dict.fromkeys(value for value in values if value in known))
+    if wanted:
+        return wanted
     if values and all(value.startswith("AAL3_") for value in values):
-        return "AAL3_ANY"
-    return DEFAULT_LEVEL
+        return ["AAL3_ANY"]
+    return [DEFAULT_LEVEL]
 
 
-def types_for_level(requested: str | None) -> list[AuthenticatorType]:
-    """The enabled types that reach the level a service asked for (an AAL3 service: AAL3 only;
-    AAL2_ANY: the AAL2 types; a named class: the types that reach that class)."""
-    wanted = level(requested)
+def level(requested: str | None) -> str:
+    """The level or class the service prefers of those careid knows (levels() says the rest)."""
+    return levels(requested)[0]
+
+
+def _types_for_one(wanted: str) -> list[AuthenticatorType]:
     if wanted not in LEVELS:
         return [kind for kind in enabled_types() if kind.acr == wanted]
     if wanted == "AAL2_ANY":
@@ -140,13 +142,27 @@ def types_for_level(requested: str | None) -> list[AuthenticatorType]:
     return [kind for kind in enabled_types() if kind.aal >= LEVELS[wanted]]
 
 
-def reaches(requested: str | None, *, aal: int, acr: str) -> bool:
-    """Whether a sign-in at `aal` with class `acr` satisfies the level asked for: a higher level
-    always satisfies a lower one, a named class only itself."""
-    wanted = level(requested)
+def types_for_level(requested: str | None) -> list[AuthenticatorType]:
+    """The enabled types that meet any of the levels a service asked for (an AAL3 service: AAL3 only;
+    AAL2_ANY: the AAL2 types; a named class: the types of that class), those of its preferred level first."""
+    return list(dict.fromkeys(kind for wanted in levels(requested) for kind in _types_for_one(wanted)))
+
+
+def _reaches_one(wanted: str, *, aal: int, acr: str) -> bool:
     if wanted in LEVELS:
         return aal >= LEVELS[wanted]
     return acr == wanted
+
+
+def reaches(requested: str | None, *, aal: int, acr: str) -> bool:
+    """Whether a sign-in at `aal` with class `acr` meets any of the levels asked for: a higher level always
+    meets a lower one, a named class only itself."""
+    return any(_reaches_one(wanted, aal=aal, acr=acr) for wanted in levels(requested))
+
+
+def level_reached(requested: str | None, *, aal: int, acr: str) -> str | None:
+    """The service's most preferred level or class that this sign-in meets (None when it meets none)."""
+    return next((wanted for wanted in levels(requested) if _reaches_one(wanted, aal=aal, acr=acr)), None)
 
 
 def run_cleanups() -> int:

@@ -35,9 +35,9 @@ def session_satisfies(request: HttpRequest, acr_values: str | None, max_age, *, 
 
 
 def acr_claim(acr_values: str | None, auth: Authentication) -> str:
-    """What the ID token's acr says: the level asked for, as CIS2 does (AAL3_ANY), or, when a
-    specific class was asked for, the class reached (which is that class)."""
-    wanted = registry.level(acr_values)
+    """What the ID token's acr says: the service's most preferred level this sign-in meets, as CIS2 echoes
+    the level asked for (AAL3_ANY), or, when that is a specific class, the class reached (which is that class)."""
+    wanted = registry.level_reached(acr_values, aal=auth.aal, acr=auth.acr) or registry.level(acr_values)
     return wanted if wanted in registry.LEVELS else auth.acr
 
 

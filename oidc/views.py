@@ -91,7 +91,7 @@ def authorize(request: HttpRequest) -> HttpResponse:
         request_id = reauth.new_id() if prompted or max_age is not None else None
         if request_id:
             back = add_query_params(back, {reauth.PARAM: request_id})
-        query = {"acr_values": registry.level(acr_values), "goto": back}
+        query = {"acr_values": " ".join(registry.levels(acr_values)), "goto": back}
         if request.user.is_authenticated:
             query["reauth"] = "1"  # "For your security, sign in again to continue."
         response = _ClientRedirect(f"{reverse('login')}?{urlencode(query)}")

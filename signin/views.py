@@ -46,9 +46,9 @@ def signin_method(kind):
     def decorator(view):
         @wraps(view)
         def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-            level = registry.level(request.GET.get("acr_values"))
-            if kind not in registry.types_for_level(level):
-                query = {"acr_values": level, "choose": "1"}
+            asked = " ".join(registry.levels(request.GET.get("acr_values")))
+            if kind not in registry.types_for_level(asked):
+                query = {"acr_values": asked, "choose": "1"}
                 if goto := requested_goto(request):
                     query["goto"] = goto
                 return redirect(f"{reverse('login')}?{urlencode(query)}")
@@ -82,17 +82,17 @@ def _method_radios(kinds: tuple, checked: str | None) -> str:
 def signin(request: HttpRequest) -> HttpResponse:
     """CIS2 Authentication: choose a login method (or go straight to the remembered one)."""
     goto = requested_goto(request)
-    level = registry.level(request.GET.get("acr_values"))
-    kinds = registry.types_for_level(level)
-    cookie = remember_cookie_name(level)
+    asked = " ".join(registry.levels(request.GET.get("acr_values")))  # what the method pages get passed on
+    kinds = registry.types_for_level(asked)
+    cookie = remember_cookie_name(registry.level(asked))  # one per preferred level, as CIS2 keeps
     remembered = registry.get_enabled(request.COOKIES.get(cookie, ""))
     if request.method == "GET" and remembered in kinds and "choose" not in request.GET:
-        return redirect(signin_url(remembered, goto, level))
+        return redirect(signin_url(remembered, goto, asked))
 
     form = SignInMethodForm(posted(request), kinds=kinds, initial={"method": remembered and remembered.key})
     if request.method == "POST" and form.is_valid():
         kind = registry.get_enabled(form.cleaned_data["method"])
-        response = redirect(signin_url(kind, goto, level))
+        response = redirect(signin_url(kind, goto, asked))
         if form.cleaned_data["remember"]:
             response.set_cookie(
                 cookie, kind.key, max_age=settings.CAREID_REMEMBER_METHOD_MAX_AGE,

@@ -109,3 +109,26 @@ def test_without_an_aal3_authenticator_the_service_needs_a_stronger_login_method
     assert "e-Referral Service needs a stronger login method" in page
     for name in ("Windows Hello", "Security key", "iPad"):
         assert name in page
+
+
+def test_any_level_the_service_listed_is_met_in_its_order_of_preference(service, rp_key, person, security_key):
+    """acr_values lists what the service accepts, the first preferred: only the first careid knew counted, so a
+    session signed in with a security key (AAL3) asked for "AAL2_TOTP AAL3_ANY" was sent to sign in again with
+    the app, and came back at AAL2, below what it had."""
+    client = Client()
+    asked = "AAL2_TOTP AAL3_ANY"
+    response, authorization = rp.authorize(client, service.pk, acr_values=asked)
+    assert response.status_code == 302 and response["Location"].startswith("/login/?")
+    # Not signed in: every method that meets one of them is offered, the preferred first.
+    assert methods_on(client.get(response["Location"]).content.decode()) == [
+        "Authenticator app", "Windows Hello", "Security key", "iPad app"]
+    goto = rp.query_of(response["Location"])["goto"]
+    response = client.post(response["Location"], {"method": "security-key"})
+    response = sign_in(client, "security-key", security_key, person.user.email, query=rp.query_of(response["Location"]))
+    assert response.status_code == 302 and response.url == goto
+    claims = id_token_claims(client, service, rp_key, goto, authorization)
+    assert claims["acr"] == "AAL3_ANY" and claims["authentication_assurance_level"] == "3"
+
+    # Signed in with the key already: a new request for either is answered at once, with what was met.
+    response, authorization = rp.authorize(client, service.pk, acr_values=asked)
+    assert rp.code_of(response, authorization)

@@ -8,7 +8,6 @@ from importlib import import_module
 from itertools import islice
 
 from allauth.idp.oidc.adapter import get_adapter
-from allauth.idp.oidc.models import Token
 from allauth.usersessions.models import UserSession
 from django.conf import settings
 from django.contrib.auth.hashers import make_password
@@ -37,9 +36,7 @@ def end_service_sessions(*, user: User, sids: Iterable[str] | None, reason: str,
     grants = list(grants.select_related("client"))
     if not grants:
         return 0
-    Token.objects.filter(user=user, data__grant_id__in=[grant.grant_id for grant in grants], type__in=[
-        Token.Type.AUTHORIZATION_CODE, Token.Type.ACCESS_TOKEN, Token.Type.REFRESH_TOKEN]).delete()
-    Grant.objects.filter(pk__in=[grant.pk for grant in grants]).update(ended_at=timezone.now())
+    Grant.objects.filter(pk__in=[grant.pk for grant in grants]).end()
     owed, now = {}, timezone.now()  # as accounts.outbox.queue: due and handed over at the same instant
     for grant in grants:
         if grant.client.backchannel_logout_uri and grant.client_id != except_client_id:

@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from allauth.idp.oidc import app_settings
-from allauth.idp.oidc.models import Client
+from allauth.idp.oidc.models import Client, Token
 from django.conf import settings
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
@@ -84,6 +84,15 @@ class RelyingService(Client):
 class GrantQuerySet(models.QuerySet["Grant"]):
     def live(self) -> GrantQuerySet:
         return self.filter(ended_at__isnull=True)
+
+    def end(self) -> None:
+        """These sign-ins into services end: their codes not exchanged yet and their tokens stop at once (a code
+        issued before the end brings no tokens after it), and they leave the lists of where the person is
+        signed in."""
+        grant_ids = list(self.values_list("grant_id", flat=True))
+        Token.objects.filter(data__grant_id__in=grant_ids, type__in=[
+            Token.Type.AUTHORIZATION_CODE, Token.Type.ACCESS_TOKEN, Token.Type.REFRESH_TOKEN]).delete()
+        Grant.objects.filter(grant_id__in=grant_ids).update(ended_at=timezone.now())
 
     def services_by_session(self, user, session_keys: list[str]) -> dict[str, list[str]]:
         """For "Where you are signed in": session key -> the names of the services signed into from it."""

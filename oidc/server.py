@@ -24,7 +24,7 @@ from allauth.idp.oidc.internal.oauthlib.server import (
 )
 from allauth.idp.oidc.internal.oauthlib.utils import get_validator_context
 from allauth.idp.oidc.internal.tokens import decode_jwt_token
-from allauth.idp.oidc.models import Client, Token
+from allauth.idp.oidc.models import Client
 from django.urls import reverse
 from oauthlib.oauth2.rfc6749 import errors
 from oauthlib.oauth2.rfc6749.grant_types.authorization_code import code_challenge_method_s256
@@ -252,12 +252,11 @@ def _claim_authorization_code(request) -> None:
 
 def _refuse_reuse(client, grant_id: str | None) -> None:
     """A refresh token that rotation replaced is presented again: the token was stolen, or the service
-    lost track of its tokens, and careid cannot tell the thief from the service. Every live token of
-    that grant goes (RFC 9700 4.14.2), so whoever holds the newest one is stopped too; the person signs
-    in again at the service."""
+    lost track of its tokens, and careid cannot tell the thief from the service. The grant ends with every
+    token of it (RFC 9700 4.14.2), so whoever holds the newest one is stopped too; the person signs in again
+    at the service."""
     if grant_id:
-        Token.objects.filter(client=client, data__grant_id=grant_id,
-                             type__in=[Token.Type.ACCESS_TOKEN, Token.Type.REFRESH_TOKEN]).delete()
+        Grant.objects.filter(client=client, grant_id=grant_id).end()
     refuse("refresh token already rotated (reused): the grant's tokens are revoked", client.pk)
 
 

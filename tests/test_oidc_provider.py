@@ -15,7 +15,7 @@ from django.test import Client
 from django.utils import timezone
 
 from audit.models import AuditEvent, Event
-from oidc.models import RotatedRefreshToken
+from oidc.models import Grant, RotatedRefreshToken
 from signin.session import SESSION_AUTH
 
 from . import oidc_rp as rp
@@ -431,6 +431,7 @@ def test_a_replayed_refresh_token_revokes_every_token_of_its_grant(client, perso
     assert refresh(client, service, rp_key, rotated.json()["refresh_token"]).status_code == 400
     assert client.get("/oidc/userinfo", HTTP_AUTHORIZATION=f"Bearer {rotated.json()['access_token']}").status_code == 401
     assert not Token.objects.filter(type__in=[Token.Type.ACCESS_TOKEN, Token.Type.REFRESH_TOKEN]).exists()
+    assert not Grant.objects.live().exists()  # nor listed any more where the person is signed in
     kept = RotatedRefreshToken.objects.get()  # a hash of the replaced token, never the token
     assert kept.token_hash == hashlib.sha256(first["refresh_token"].encode()).hexdigest()
 

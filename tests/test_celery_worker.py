@@ -133,3 +133,20 @@ def test_a_service_trickling_its_answer_is_cut_off_at_the_time_limit_counted_and
     assert "time limit" in logout.last_error
     assert len(trickling.posted) == 1 and len(trickling.dropped) == 1
     assert 1.5 <= trickling.dropped[0] - trickling.posted[0] < 5, "not cut off at the soft time limit"
+
+
+POOL_WARNING = "does not enforce the tasks' time limits"
+
+
+@pytest.mark.parametrize("pool", ["solo", "threads"])
+def test_a_worker_on_a_pool_without_time_limits_says_so_when_it_starts(transactional_db, smtp_server, pool):
+    """The outboxes' sends are cut off before their claims only under the prefork pool (README)."""
+    with celery_worker(smtp_server.port, pool=pool) as worker:
+        lines = output_until(worker, lambda lines: POOL_WARNING in lines[-1])
+    assert f"--pool={pool}" in lines[-1] and "prefork" in lines[-1]
+
+
+def test_a_prefork_worker_starts_without_that_warning(transactional_db, smtp_server):
+    with celery_worker(smtp_server.port, pool="prefork", loglevel="info") as worker:
+        lines = output_until(worker, lambda lines: " ready." in lines[-1])
+    assert not any(POOL_WARNING in line for line in lines)

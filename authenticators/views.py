@@ -142,18 +142,22 @@ def code_step(request: HttpRequest, link: RegistrationLink, *, next_step: str, n
             return journey_error(request, TooManyFailures())
         form.add_error("code", CODE_ERRORS[result])
     return _form_page(request, "authenticators/code.html", form, sent=request.GET.get("sent") == "1",
+                      resend_refused=_resend_refused(link) if request.GET.get("resend") == "refused" else None,
                       resend_url=resend_url)
 
 
-def resend_step(request: HttpRequest, link: RegistrationLink, *, code_url: str, resend_url: str) -> HttpResponse:
-    """'Send a new code' (a POST): the failures so far still count."""
-    if email_steps.resend_code(request, link):
-        return redirect(resolve_url(code_url) + "?sent=1")  # a URL name (TOTP) or a path (WebAuthn)
+def _resend_refused(link: RegistrationLink) -> str | None:
+    """Why 'Send a new code' sent none, as it stands when the code page is shown."""
     code = link.email_code
-    wait = code.resend_wait() if code and not code.is_exhausted else None
-    message = (
-        f"You can ask for a new code in {int(wait.total_seconds()) + 1} seconds." if wait
-        else "A new code cannot be sent for this registration. Ask for a new registration link."
-    )
-    return _form_page(request, "authenticators/code.html", EmailCodeForm(), resend_refused=message,
-                      resend_url=resend_url)
+    if code is None or code.is_exhausted:
+        return "A new code cannot be sent for this registration. Ask for a new registration link."
+    if wait := code.resend_wait():
+        return f"You can ask for a new code in {int(wait.total_seconds()) + 1} seconds."
+    return None
+
+
+def resend_step(request: HttpRequest, link: RegistrationLink, *, code_url: str) -> HttpResponse:
+    """'Send a new code' (a POST): the failures so far still count. Either way back to the code page, whose
+    form is where a code typed next must go (saying why, when none was sent)."""
+    sent = email_steps.resend_code(request, link)
+    return redirect(resolve_url(code_url) + ("?sent=1" if sent else "?resend=refused"))  # a URL name or a path

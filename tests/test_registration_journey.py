@@ -297,8 +297,9 @@ def test_resending_never_resets_the_failure_count(client, invited, mailbox, sett
 def test_send_a_new_code_has_a_cooldown(client, invited, mailbox):
     user, link = invited
     start(client, mailbox, link)
-    response = client.post("/register/authenticator-app/code/resend/")
-    assert response.status_code == 200
+    response = client.post("/register/authenticator-app/code/resend/", follow=True)
+    # Back to the code page (a code typed next goes where it is checked), saying why none was sent.
+    assert response.redirect_chain == [("/register/authenticator-app/code/?resend=refused", 302)]
     assert "You can ask for a new code in" in response.content.decode()
     assert len(mailbox.to(user.email)) == 2  # the invitation and the first code only
 

@@ -76,7 +76,7 @@ def code(request: HttpRequest, link: RegistrationLink) -> HttpResponse:
 @require_POST
 @journey_step(flows.current_journey, "otp", come_back_to=the_code_page)
 def resend(request: HttpRequest, link: RegistrationLink) -> HttpResponse:
-    return resend_step(request, link, code_url="totp:code", resend_url=reverse("totp:resend"))
+    return resend_step(request, link, code_url="totp:code")
 
 
 @sensitive_post_parameters("password1", "password2")
@@ -200,18 +200,16 @@ def reset_code(request: HttpRequest, reset: flows.PasswordReset) -> HttpResponse
         form.add_error("code", CODE_ERRORS[result])
     return render(request, "authenticators/code.html", {
         "form": form, "sent": request.GET.get("sent") == "1", "resend_url": reverse("totp:reset_resend"), "purpose": "reset",
+        "resend_refused": ("You can ask for a new code once a minute. Wait, then try again."
+                           if request.GET.get("resend") == "refused" else None),
     }, status=400 if form.errors else 200)
 
 
 @require_POST
 @reset_step("otp")
 def reset_resend(request: HttpRequest, reset: flows.PasswordReset) -> HttpResponse:
-    if flows.resend_reset_code(request, reset):
-        return redirect(reverse("totp:reset_code") + "?sent=1")
-    return render(request, "authenticators/code.html", {
-        "form": EmailCodeForm(), "resend_refused": "You can ask for a new code once a minute. Wait, then try again.",
-        "resend_url": reverse("totp:reset_resend"), "purpose": "reset",
-    })
+    sent = flows.resend_reset_code(request, reset)
+    return redirect(reverse("totp:reset_code") + ("?sent=1" if sent else "?resend=refused"))
 
 
 @sensitive_post_parameters("token")

@@ -92,7 +92,7 @@ def code(request: HttpRequest, link: RegistrationLink, kind: AuthenticatorType) 
 @require_POST
 @journey_step(_this_types_journey, "otp", come_back_to=the_code_page)
 def resend(request: HttpRequest, link: RegistrationLink, kind: AuthenticatorType) -> HttpResponse:
-    return resend_step(request, link, code_url=_url(kind, "code"), resend_url=_url(kind, "resend"))
+    return resend_step(request, link, code_url=_url(kind, "code"))
 
 
 @journey_step(_this_types_journey, flows.CEREMONY)

@@ -285,3 +285,23 @@ def test_register_and_sign_in_with_the_keyboard_alone(page: Page, invite, mailbo
     tab_to(page, page.get_by_role("button", name="Sign out"))
     page.keyboard.press("Enter")
     heading(page, "You have signed out")
+
+
+def test_a_code_typed_after_send_a_new_code_was_refused_is_checked(page: Page, invite, mailbox, a11y):
+    """The e-mail is slow, the person selects "Send a new code" within the minute and is told to wait; the
+    code that then arrives, typed on that page, is checked (not posted to "Send a new code" again)."""
+    invite(email=EMAIL, first_name="Mary", last_name="Seacole")
+    page.goto(invitation_link(mailbox))
+    page.get_by_label("I confirm only I will have access to the device").check()
+    page.get_by_role("button", name="Register Microsoft Authenticator").click()
+    page.get_by_label("Email address").fill(EMAIL)
+    page.get_by_role("button", name="Continue").click()
+    heading(page, "Check your inbox")
+
+    page.get_by_role("button", name="Send a new code").click()
+    expect(page.get_by_text("You can ask for a new code in")).to_be_visible()
+    a11y.check(page, "check your inbox: no new code yet")
+
+    page.get_by_label("One Time Password").fill(email_code(mailbox))
+    page.get_by_role("button", name="Continue").click()
+    heading(page, "Create a password")

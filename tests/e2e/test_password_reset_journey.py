@@ -64,3 +64,21 @@ def test_a_locked_person_resets_their_password_and_signs_in(page: Page, transact
     sign_in_with_the_app(page, person, password=NEW_PASSWORD, code=person.code(offset_steps=1))
     heading(page, "Care Identity Management")
     expect(page).to_have_url(re.compile(r"/$"))
+
+
+def test_the_reset_code_typed_after_a_refused_resend_is_checked(page: Page, transactional_db, seeded_allow_list,
+                                                                  make_person, mailbox):
+    """As on registration's "Check your inbox": after "You can ask for a new code once a minute", the code
+    from the e-mail, typed on that page, is checked."""
+    email = make_person(email="florence.nightingale@nhs.net").user.email
+    page.goto("/login/authenticator-app/forgotten-password/")
+    page.get_by_label("Email address").fill(email)
+    page.get_by_role("button", name="Continue").click()
+    heading(page, "Check your inbox")
+
+    page.get_by_role("button", name="Send a new code").click()
+    expect(page.get_by_text("You can ask for a new code once a minute")).to_be_visible()
+
+    page.get_by_label("One Time Password").fill(email_code(mailbox, email))
+    page.get_by_role("button", name="Continue").click()
+    heading(page, "Check your authenticator app")

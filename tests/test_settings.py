@@ -227,9 +227,23 @@ def test_the_deploy_checks_refuse_a_provider_without_signing_keys_or_a_public_ad
     assert "careid.E001" in str(refused.value) and "careid.E002" in str(refused.value)
 
 
+def test_the_deploy_checks_refuse_throttle_counters_kept_in_each_process(settings, op_signing_key):
+    """Without CACHE_URL the per-IP limits, the reset e-mails' limits and an unknown address's tries are counted
+    in each web process's memory (locmem): every process would allow them anew."""
+    from django.core import checks
+
+    settings.CAREID_BASE_URL = "https://careid.example.nhs.uk"
+    settings.CACHES = {name: {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": name}
+                       for name in ("default", "throttle")}
+    found = checks.run_checks(tags=["security"], include_deployment_checks=True)
+    assert [message.id for message in found if message.id.startswith("careid.")] == ["careid.E003"]
+
+
 def test_the_deploy_checks_pass_a_provider_with_signing_keys_and_a_public_address(settings, op_signing_key):
     from django.core import checks
 
     settings.CAREID_BASE_URL = "https://careid.example.nhs.uk"
+    settings.CACHES = {name: {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                              "LOCATION": "redis://127.0.0.1:6379/4"} for name in ("default", "throttle")}
     found = checks.run_checks(tags=["security"], include_deployment_checks=True)
     assert not [message.id for message in found if message.id.startswith("careid.")]

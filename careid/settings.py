@@ -7,6 +7,7 @@ SQLite, in-process Celery, local-memory cache and console e-mail, DEBUG off.
 from __future__ import annotations
 
 import ipaddress
+import urllib.parse
 from datetime import timedelta
 from pathlib import Path
 
@@ -464,7 +465,21 @@ CAREID_EMAIL_ADD_LIMIT = 5  # addresses a person may add per hour (each sends an
 CAREID_MAX_EMAIL_ADDRESSES = 5
 # The authenticator type an invitation registers (the foundation journey).
 CAREID_INVITATION_AUTHENTICATOR = env.str("CAREID_INVITATION_AUTHENTICATOR", default="authenticator-app")
-CAREID_ALLOWED_REDIRECT_HOSTS = env.list("CAREID_ALLOWED_REDIRECT_HOSTS", default=[])
+# The whole URLs (exact match) outside careid that `goto` may send a person to after sign-in: a whole host
+# would let any open redirect on that service become careid's.
+CAREID_ALLOWED_REDIRECT_URLS = env.list("CAREID_ALLOWED_REDIRECT_URLS", default=[])
+for _url in CAREID_ALLOWED_REDIRECT_URLS:
+    _parts = urllib.parse.urlsplit(_url)
+    if not (_parts.scheme == "https" or (_parts.scheme == "http" and _parts.hostname in {"localhost", "127.0.0.1", "::1"})) \
+            or not _parts.hostname or _parts.username or _parts.password:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(f"CAREID_ALLOWED_REDIRECT_URLS: {_url!r} is not an https URL (http only on loopback)")
+if env.list("CAREID_ALLOWED_REDIRECT_HOSTS", default=[]):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("CAREID_ALLOWED_REDIRECT_HOSTS is replaced by CAREID_ALLOWED_REDIRECT_URLS: list the whole "
+                               "URLs people may be sent to (exact match), not hosts.")
 # By the level signed in at (AAL1 exists only in test environments and is held to AAL2's limits).
 CAREID_SESSION_IDLE_TIMEOUT = {1: timedelta(minutes=30), 2: timedelta(minutes=30), 3: timedelta(minutes=15)}
 CAREID_SESSION_ABSOLUTE_TIMEOUT = {1: timedelta(hours=12), 2: timedelta(hours=12), 3: timedelta(hours=12)}

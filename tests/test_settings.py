@@ -247,3 +247,12 @@ def test_the_deploy_checks_pass_a_provider_with_signing_keys_and_a_public_addres
                               "LOCATION": "redis://127.0.0.1:6379/4"} for name in ("default", "throttle")}
     found = checks.run_checks(tags=["security"], include_deployment_checks=True)
     assert not [message.id for message in found if message.id.startswith("careid.")]
+
+
+def test_redirect_urls_are_whole_https_urls_and_the_old_host_list_is_refused():
+    base = {"SECRET_KEY": "k", "CAREID_AUDIT_CHAIN_KEY": "c"}
+    assert "error" not in settings_with({**base, "CAREID_ALLOWED_REDIRECT_URLS": "https://ers.example.nhs.uk/home"})
+    error = settings_with({**base, "CAREID_ALLOWED_REDIRECT_URLS": "http://ers.example.nhs.uk/home"})["error"]
+    assert "is not an https URL" in error
+    error = settings_with({**base, "CAREID_ALLOWED_REDIRECT_HOSTS": "ers.example.nhs.uk"})["error"]
+    assert "CAREID_ALLOWED_REDIRECT_HOSTS is replaced by CAREID_ALLOWED_REDIRECT_URLS" in error

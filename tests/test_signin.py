@@ -234,10 +234,13 @@ def test_the_per_ip_limit_counts_an_ipv6_client_by_its_64_block(client, db, sett
         "%2F%2Fevil.example", "/%2F/evil.example", "/%5Cevil.example", "http://rp.example/", "https://rp.example@evil.example/",
         "\t//evil.example", "JAVASCRIPT:alert(1)",
         "https://[x", "https://rp.example:port/", "//[::1",  # not parseable: urlsplit raised (a 500, signed in)
+        # On a registered service's host but not a registered URL: its own open redirect would become careid's.
+        "https://rp.example/redirect?to=https://evil.example/", "https://rp.example/callback?state=2",
+        "https://RP.example/", "https://rp.example:443/",
     ],
 )
 def test_open_redirects_are_refused(client, person, settings, goto):
-    settings.CAREID_ALLOWED_REDIRECT_HOSTS = ["rp.example"]
+    settings.CAREID_ALLOWED_REDIRECT_URLS = ["https://rp.example/callback?state=1", "https://rp.example/"]
     response = sign_in(client, person, goto=goto)
     assert response.status_code == 302
     assert response.url == "/?goto_refused=1", f"{goto!r} sent the person to {response.url!r}"
@@ -245,7 +248,7 @@ def test_open_redirects_are_refused(client, person, settings, goto):
 
 @pytest.mark.parametrize("goto", ["/profile/", "https://rp.example/callback?state=1"])
 def test_same_site_paths_and_registered_services_are_allowed(client, person, settings, goto):
-    settings.CAREID_ALLOWED_REDIRECT_HOSTS = ["rp.example"]
+    settings.CAREID_ALLOWED_REDIRECT_URLS = ["https://rp.example/callback?state=1"]
     response = sign_in(client, person, goto=goto)
     assert response.url == goto
 

@@ -24,6 +24,7 @@ class Event(models.TextChoices):
     PASSWORD_RESET_STARTED = "password.reset_started", "Password reset asked for"
     PASSWORD_RESET = "password.reset", "Password reset"
     PASSWORD_CHANGED = "password.changed", "Password changed"
+    REGISTRATION_STEP = "registration.step", "Registration step completed"
     AUTHENTICATOR_REGISTERED = "authenticator.registered", "Authenticator registered"
     AUTHENTICATOR_REGISTRATION_FAILED = "authenticator.registration_failed", "Authenticator registration failed"
     SIGNIN_SUCCEEDED = "signin.succeeded", "Signed in"

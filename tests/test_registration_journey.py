@@ -107,8 +107,12 @@ def test_the_whole_journey_registers_the_app_and_sets_the_password(client, invit
     events = list(AuditEvent.objects.filter(subject=user).order_by("id").values_list("event", flat=True))
     assert events == [
         Event.USER_INVITED, Event.LINK_ISSUED, Event.LINK_USED, Event.LINK_ISSUED, Event.LINK_USED, Event.OTP_SENT,
-        Event.EMAIL_VERIFIED, Event.PASSWORD_SET, Event.AUTHENTICATOR_REGISTERED,
-    ]
+        Event.EMAIL_VERIFIED, Event.REGISTRATION_STEP, Event.REGISTRATION_STEP, Event.PASSWORD_SET,
+        Event.AUTHENTICATOR_REGISTERED,
+    ]  # every step (SECURITY.md): the password chosen and the secret shown are steps too
+    steps = AuditEvent.objects.filter(subject=user, event=Event.REGISTRATION_STEP).order_by("id")
+    assert [(event.details["kind"], event.details["step"]) for event in steps] == [
+        ("authenticator-app", "password"), ("authenticator-app", "qr")]
     # The invitation has done its work now.
     assert client.get(link_path(link)).status_code == 410
     # No secret, code or password anywhere in the trail.

@@ -69,11 +69,16 @@ def choose_password(request: HttpRequest, link: RegistrationLink, password: str)
         AppRegistration.objects.filter(pk=link.pk).update(
             pending_password=make_password(password), pending_secret=codes.new_secret()
         )
+        record(Event.REGISTRATION_STEP, request=request, subject=link.user, kind=link.kind, link_id=link.pk,
+               step="password", done="password chosen (kept until the app is verified)")
 
 
 def continue_to_verify(request: HttpRequest, link: RegistrationLink) -> None:
-    if not link.advance("qr", "verify"):
-        raise NoJourney()
+    with transaction.atomic():
+        if not link.advance("qr", "verify"):
+            raise NoJourney()
+        record(Event.REGISTRATION_STEP, request=request, subject=link.user, kind=link.kind, link_id=link.pk,
+               step="qr", done="secret shown to this browser, added to the app")
 
 
 def complete_registration(request: HttpRequest, link: RegistrationLink, token: str) -> bool:

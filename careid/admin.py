@@ -41,13 +41,9 @@ class CareIdAdminSite(admin.AdminSite):
 
     def logout(self, request: HttpRequest, extra_context=None):
         """The admin's sign-out is careid's: audited, and the session record ends with it."""
-        from django.shortcuts import render
+        from signin.views import signout
 
-        from signin.flows import sign_out
-
-        if request.method == "POST":
-            sign_out(request)
-        return render(request, "signin/signed_out.html")
+        return signout(request)  # a GET asks first; only the POST signs out
 
     def password_change(self, request: HttpRequest, extra_context=None):
         from django.http import Http404

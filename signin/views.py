@@ -10,7 +10,6 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
-from django.views.decorators.http import require_POST
 
 from authenticators import registry
 from careid.http import posted
@@ -112,10 +111,15 @@ def signin(request: HttpRequest) -> HttpResponse:
     )
 
 
-@require_POST
 def signout(request: HttpRequest) -> HttpResponse:
-    flows.sign_out(request)
-    return render(request, "signin/signed_out.html")
+    """Sign out (a POST: the header's button). The address opened (a bookmark, typed) asks first: nothing
+    changes on a GET."""
+    if request.method == "POST":
+        flows.sign_out(request)
+        return render(request, "signin/signed_out.html")
+    if not request.user.is_authenticated:
+        return redirect("login")
+    return render(request, "signin/sign_out.html")
 
 
 def admin_login(request: HttpRequest) -> HttpResponse:

@@ -253,6 +253,30 @@ def test_same_site_paths_and_registered_services_are_allowed(client, person, set
     assert response.url == goto
 
 
+@pytest.mark.parametrize("path", ["/logout/", "/admin/logout/"])
+def test_the_sign_out_address_opened_asks_first_and_its_button_signs_out(ra_staff, path):
+    """/logout/ opened (a bookmark, typed) answered a blank 405; /admin/logout/ said "You have signed out"
+    and signed nobody out, so the next person at a shared computer had the session. A GET changes nothing."""
+    from accounts.roles import RA_AGENT
+
+    _staff, client = ra_staff(RA_AGENT)
+    key = client.session.session_key
+    page = client.get(path)
+    assert page.status_code == 200 and "<h1>Sign out</h1>" in page.content.decode()
+    assert "You have signed out" not in page.content.decode()
+    assert client.get("/profile/").status_code == 200  # still signed in
+    done = client.post(path)
+    assert "You have signed out" in done.content.decode()
+    from django.contrib.sessions.models import Session
+
+    assert not Session.objects.filter(session_key=key).exists()
+    assert client.get("/profile/").status_code == 302
+
+
+def test_the_sign_out_address_opened_when_signed_out_goes_to_sign_in(client, db):
+    assert client.get("/logout/").url == "/login/"
+
+
 def test_sign_out_ends_the_session(client, signed_in, person):
     key = client.session.session_key
     response = client.post("/logout/")
@@ -265,11 +289,6 @@ def test_sign_out_ends_the_session(client, signed_in, person):
     assert not UserSession.objects.filter(session_key=key).exists()
     assert client.get("/profile/").status_code == 302
     assert AuditEvent.objects.filter(event=Event.SIGNED_OUT, subject=person.user).exists()
-
-
-def test_sign_out_needs_a_post(client, signed_in):
-    assert client.get("/logout/").status_code == 405
-    assert client.get("/profile/").status_code == 200
 
 
 def test_a_post_without_a_csrf_token_is_refused_and_changes_nothing(person):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from datetime import timedelta
 
@@ -264,6 +265,9 @@ def test_an_aal3_request_on_an_aal2_session_is_never_accepted(client, person, se
     assert response.status_code == 403
     page = response.content.decode()
     assert "e-Referral Service needs a stronger login method" in page
+    # The tab's title is words only (the contact paragraph's markup was in it, shown as typed).
+    assert re.search(r"<title>(.*?)</title>", page, re.S).group(1) == (
+        "e-Referral Service needs a stronger login method - NHS Care Identity")
     assert not Token.objects.filter(type=Token.Type.AUTHORIZATION_CODE).exists()
 
 

@@ -235,6 +235,7 @@ def test_registering_the_app_while_signed_in_keeps_this_session_and_ends_the_oth
 def test_the_last_authenticator_cannot_be_removed(signed_in, person):
     response = signed_in.post("/profile/authenticators/authenticator-app/remove/")
     assert response.status_code == 400 and "You cannot remove your only authenticator" in response.content.decode()
+    assert "<title>Error: Remove Microsoft Authenticator" in response.content.decode()  # as with a form's errors
     from authenticators.models import AuthenticatorApp
 
     assert AuthenticatorApp.objects.filter(user=person.user).exists()

@@ -29,6 +29,7 @@ from django.urls import reverse
 from oauthlib.oauth2.rfc6749 import errors
 from oauthlib.oauth2.rfc6749.grant_types.authorization_code import code_challenge_method_s256
 from oauthlib.openid import Server
+from oauthlib.openid.connect.core.exceptions import RequestNotSupported, RequestURINotSupported
 
 from audit.models import Event
 from audit.record import record
@@ -228,9 +229,16 @@ class CareIdRequestValidator(OAuthLibRequestValidator):
 
 
 def _refuse_what_careid_does_not_support(request) -> dict:
-    """A parameter careid would otherwise ignore, to the service's surprise: a response_mode other than the
-    one discovery lists (the code would go where the service did not ask), a max_age that is no number of
-    seconds (the service's wish for a recent sign-in would be dropped)."""
+    """A parameter careid would otherwise ignore, to the service's surprise: a request object, by value or
+    by reference (discovery says neither is supported; what the service put in it, a level or a nonce, would
+    be dropped: OpenID Connect Core 6.1, 6.2), a response_mode other than the one discovery lists (the code
+    would go where the service did not ask), a max_age that is no number of seconds (the service's wish for a
+    recent sign-in would be dropped)."""
+    # oauthlib's Request answers every parameter sent as an attribute (it has no `request` of its own)
+    if getattr(request, "request", None) is not None:
+        raise RequestNotSupported(request=request)
+    if getattr(request, "request_uri", None) is not None:
+        raise RequestURINotSupported(request=request)
     mode = request.response_mode
     if mode is not None and mode != "query":
         raise errors.InvalidRequestError(description=f"response_mode {mode!r} is not supported: query only",

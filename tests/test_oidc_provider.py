@@ -8,6 +8,7 @@ import json
 import time
 from datetime import timedelta
 
+import jwt
 import pytest
 import time_machine
 from allauth.idp.oidc.models import Token
@@ -256,6 +257,26 @@ def test_what_careid_does_not_support_is_refused_not_ignored(client, person, ser
     assert query["error"] == "invalid_request" and "code" not in query and query["state"] == authorization.state
     assert name in query["error_description"]
     assert not Token.objects.filter(type=Token.Type.AUTHORIZATION_CODE).exists()
+
+
+@pytest.mark.parametrize(("name", "error"), [("request", "request_not_supported"),
+                                             ("request_uri", "request_uri_not_supported")])
+def test_a_request_object_is_refused_not_ignored(client, person, service, rp_key, name, error):
+    """Discovery says request and request_uri are not supported; OpenID Connect Core 6.1, 6.2: an OP that
+    does not support one MUST answer with its error. Both were ignored, so a level asked for only inside the
+    request object (AAL3_ANY here) was dropped and an AAL2 session got a code."""
+    sign_in(client, person)  # Authenticator app: AAL2
+    value = jwt.encode({"iss": service.pk, "aud": "careid", "client_id": service.pk, "response_type": "code",
+                        "acr_values": "AAL3_ANY"}, rp_key, algorithm="RS256", headers={"kid": "ers-1"})
+    if name == "request_uri":
+        value = "https://ers.example.nhs.uk/requests/1"
+    response, authorization = rp.authorize(client, service.pk, **{name: value})
+    assert response.status_code == 302 and response["Location"].startswith(rp.REDIRECT_URI + "?")
+    query = rp.query_of(response["Location"])
+    assert query["error"] == error and "code" not in query and query["state"] == authorization.state
+    assert not Token.objects.filter(type=Token.Type.AUTHORIZATION_CODE).exists()
+    event = AuditEvent.objects.get(event=Event.OIDC_REFUSED)
+    assert event.details["error"] == error and event.details["client"] == service.pk
 
 
 def test_an_aal3_request_on_an_aal2_session_is_never_accepted(client, person, service):

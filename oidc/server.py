@@ -36,6 +36,7 @@ from audit.record import record
 from signin.session import current
 
 from . import levels, signing
+from .adapter import SCOPES
 from .client_auth import JWT_BEARER, ClientAssertionError, unverified_client_id, verify_client_assertion
 from .models import AuthMethod, Grant, RelyingService, RotatedRefreshToken
 
@@ -115,6 +116,22 @@ class CareIdRequestValidator(OAuthLibRequestValidator):
         if not super().authenticate_client_id(client_id, request, *args, **kwargs):
             refuse("public client unknown, or confidential client without authentication", client_id)
             return False
+        return True
+
+    # --- scopes: those careid does not know are ignored -------------------------------------------
+    def validate_scopes(self, client_id, scopes, client, request, *args, **kwargs) -> bool:
+        """OpenID Connect Core 3.1.2.1: scope values careid does not know (CIS2's nationalrbacaccess,
+        associatedorgs, selectedrole, ... until careid builds them) are ignored. They are dropped from the
+        request, so the code, its tokens and the token response's `scope` hold only what was granted. The
+        rest must be registered for the service (its registration is what it may see), and openid is
+        required: a sign-in without an ID token is no sign-in at careid."""
+        request.scopes = [scope for scope in scopes if scope in SCOPES]
+        if "openid" not in request.scopes:
+            raise errors.InvalidScopeError(description="the openid scope is required", request=request)
+        registered = request.client.get_scopes()
+        if unregistered := [scope for scope in request.scopes if scope not in registered]:
+            raise errors.InvalidScopeError(description=f"scope not registered for this service: {' '.join(unregistered)}",
+                                           request=request)
         return True
 
     # --- redirect URIs: registered exactly ------------------------------------------------------

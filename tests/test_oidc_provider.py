@@ -90,6 +90,38 @@ def test_a_signed_in_person_is_sent_back_with_a_code_and_the_service_gets_verifi
     assert event.details["acr"] == "AAL2_OR_AAL3_ANY" and "nhsperson" in event.details["scopes"]
 
 
+def test_scopes_careid_does_not_have_are_ignored_and_the_others_granted(client, person, service, rp_key):
+    """CIS2's scopes careid does not build yet (associatedorgs, nationalrbacaccess, selectedrole, the memberships):
+    OpenID Connect Core 3.1.2.1 says scope values not understood SHOULD be ignored. careid answered invalid_scope,
+    so eRS, which asks for its role scopes, could sign nobody in; a person may have no roles and the service must
+    cope. The token response's scope says what was granted."""
+    scope = "openid profile nhsperson nationalrbacaccess associatedorgs selectedrole professionalmemberships"
+    code, authorization = signed_in_code(client, person, service, scope=scope)
+    tokens = rp.exchange(client, service.pk, rp_key, code, authorization).json()
+    assert tokens["scope"] == "openid profile nhsperson"
+    assert rp.verified(client, tokens["id_token"], service.pk)["sub"] == person.user.uid
+    info = client.get("/oidc/userinfo", HTTP_AUTHORIZATION=f"Bearer {tokens['access_token']}").json()
+    assert info["uid"] == person.user.uid and info["nhsid_useruid"] == person.user.uid
+    assert AuditEvent.objects.get(event=Event.OIDC_TOKEN_ISSUED).details["scopes"] == ["openid", "profile", "nhsperson"]
+
+
+@pytest.mark.parametrize(("scope", "reason"), [
+    ("profile nhsperson", "the openid scope is required"),
+    ("nationalrbacaccess selectedrole", "the openid scope is required"),  # nothing careid knows is left
+    ("openid profile nhsperson", "scope not registered for this service: nhsperson"),
+])
+def test_a_scope_careid_has_is_refused_unless_registered_and_openid_always_needed(client, person, service, scope,
+                                                                                  reason):
+    service.set_scopes(["openid", "profile", "email"])
+    service.save()
+    sign_in(client, person)
+    response, authorization = rp.authorize(client, service.pk, scope=scope)
+    query = rp.query_of(response["Location"])
+    assert response["Location"].startswith(rp.REDIRECT_URI + "?") and query["state"] == authorization.state
+    assert query["error"] == "invalid_scope" and query["error_description"] == reason and "code" not in query
+    assert refused(reason) and not Token.objects.filter(type=Token.Type.AUTHORIZATION_CODE).exists()
+
+
 def test_a_person_not_signed_in_goes_to_cis2_authentication_and_back(client, person, service, rp_key):
     response, authorization = rp.authorize(client, service.pk, acr_values="AAL2_ANY")
     assert response.status_code == 302 and response["Location"].startswith("/login/?acr_values=AAL2_ANY&goto=")

@@ -3,6 +3,7 @@ releases, the issuer and the signing keys (CIS2's claim names, ../shared/CIS2-OI
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -46,6 +47,12 @@ def claims_of(user: User, scopes: Iterable[str]) -> dict[str, Any]:
 
 
 class CareIdOIDCAdapter(DefaultOIDCAdapter):
+    def generate_client_secret(self) -> str:
+        # URL-safe, so form-urlencoding it for client_secret_basic (RFC 6749 2.3.1) changes nothing: allauth's
+        # default, a Django secret key, has !@#$%^&*(-_=+), which clients that encode and those that do not send
+        # differently.
+        return secrets.token_urlsafe(32)
+
     def get_issuer(self) -> str:
         # From settings, not the request: Celery workers sign logout tokens with no request at all.
         return settings.CAREID_BASE_URL

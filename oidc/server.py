@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from urllib.parse import unquote_plus
 
 from allauth.core import context
 from allauth.core.internal import httpkit
@@ -66,12 +67,12 @@ class CareIdRequestValidator(OAuthLibRequestValidator):
     def authenticate_client(self, request, *args, **kwargs) -> bool:
         post = context.request.POST
         assertion_type, assertion = post.get("client_assertion_type"), post.get("client_assertion")
-        secret_id, _ = httpkit.extract_basic_auth(request.headers)
+        basic_id, basic_secrets = self._basic_credentials(request)
         if assertion_type or assertion:
             if assertion_type != JWT_BEARER or not assertion:
                 refuse("unsupported client_assertion_type")
                 return False
-            if secret_id or post.get("client_secret"):
+            if basic_id or post.get("client_secret"):
                 refuse("more than one client authentication method")
                 return False
             try:
@@ -85,15 +86,35 @@ class CareIdRequestValidator(OAuthLibRequestValidator):
             get_validator_context().clients[client.pk] = client
             self._use_client(request, client)
             return True
-        client_id = secret_id or post.get("client_id")
+        client_id = basic_id or post.get("client_id")
         service = self._lookup_client(request, client_id)
         if service is not None and service.auth_method == AuthMethod.PRIVATE_KEY_JWT:
             refuse("client is registered for private_key_jwt, not a secret", service.pk)
             return False
-        if not super().authenticate_client(request, *args, **kwargs):
+        if basic_id:  # allauth's check of the secret (a password hash), given the secret decoded
+            authenticated = service is not None and any(service.check_secret(secret) for secret in basic_secrets)
+            if authenticated:
+                self._use_client(request, service)
+        else:
+            authenticated = super().authenticate_client(request, *args, **kwargs)
+        if not authenticated:
             refuse("client authentication failed", client_id if isinstance(client_id, str) else None)
             return False
         return True
+
+    def _basic_credentials(self, request) -> tuple[str | None, list[str]]:
+        """HTTP Basic client credentials: the client_id, and the secrets to try. RFC 6749 2.3.1 form-urlencodes
+        both before Base64 (openid-client, Nimbus, Spring Security do; allauth reads them undecoded), so careid
+        decodes them. A service registered before careid's secrets were URL-safe may send its secret as it
+        is: when decoding changed it, it is tried as sent too (and an id as sent, when the decoded one names no
+        service). Each try is the secret's hash check, constant-time."""
+        client_id, secret = httpkit.extract_basic_auth(request.headers)
+        if client_id is None or secret is None:
+            return None, []
+        decoded_id = unquote_plus(client_id)
+        if decoded_id != client_id and self._lookup_client(request, decoded_id) is None:
+            decoded_id = client_id
+        return decoded_id, list(dict.fromkeys([unquote_plus(secret), secret]))
 
     def _lookup_client(self, request, client_id) -> RelyingService | None:
         """allauth's per-request cache of clients, filled with RelyingServices (careid's view of allauth's
@@ -108,8 +129,10 @@ class CareIdRequestValidator(OAuthLibRequestValidator):
     def get_authorization_code_scopes(self, client_id, code, redirect_uri, request) -> list[str]:
         # oauthlib picks the OpenID grant (the one that adds an ID token) from the code's scopes before
         # the client is authenticated; with private_key_jwt the client_id is only inside the assertion.
-        if not client_id and (assertion := context.request.POST.get("client_assertion")):
-            client_id = unverified_client_id(assertion)
+        # With client_secret_basic, only in the Authorization header (allauth's fallback reads it undecoded).
+        if not client_id:
+            assertion = context.request.POST.get("client_assertion")
+            client_id = unverified_client_id(assertion) if assertion else self._basic_credentials(request)[0]
         return super().get_authorization_code_scopes(client_id, code, redirect_uri, request)
 
     def authenticate_client_id(self, client_id, request, *args, **kwargs) -> bool:

@@ -3,10 +3,12 @@ refusal the issue names, through the real endpoints."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import time
 from datetime import timedelta
+from urllib.parse import quote_plus
 
 import jwt
 import pytest
@@ -263,17 +265,44 @@ def test_a_private_key_jwt_service_cannot_use_a_secret(client, person, service, 
     assert response.status_code == 401 and refused("registered for private_key_jwt")
 
 
+def secret_basic(client, person, service, client_id: str, secret: str):
+    """A code exchanged with client_secret_basic, the id and secret put in the header as given."""
+    code, authorization = signed_in_code(client, person, service)
+    basic = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+    return client.post("/oidc/token", {"grant_type": "authorization_code", "code": code,
+                                       "redirect_uri": rp.REDIRECT_URI, "code_verifier": authorization.verifier},
+                       HTTP_AUTHORIZATION=f"Basic {basic}")
+
+
 def test_a_client_secret_works_and_is_stored_hashed(client, person, db):
     service, secret = rp.register(name="Secret service", auth_method="client_secret_basic")
     assert secret and secret not in service.secret and service.secret.startswith(("argon2", "pbkdf2", "md5"))
-    code, authorization = signed_in_code(client, person, service)
-    import base64
+    assert secret_basic(client, person, service, service.pk, secret).status_code == 200
 
-    basic = base64.b64encode(f"{service.pk}:{secret}".encode()).decode()
-    response = client.post("/oidc/token", {"grant_type": "authorization_code", "code": code,
-                                           "redirect_uri": rp.REDIRECT_URI, "code_verifier": authorization.verifier},
-                           HTTP_AUTHORIZATION=f"Basic {basic}")
-    assert response.status_code == 200
+
+def test_client_secret_basic_takes_rfc6749_form_encoded_credentials(client, person, db):
+    """RFC 6749 2.3.1: the client id and secret are form-urlencoded, then used as the Basic user name and
+    password (openid-client, Nimbus, Spring Security and .NET's IdentityModel do so). careid's secrets were
+    Django secret keys (!@#$%^&*(-_=+)), which that encoding changes, and careid compared the encoded text:
+    such a service got invalid_client. Secrets are URL-safe now, and encoded credentials are decoded."""
+    service, secret = rp.register(name="Secret service", auth_method="client_secret_basic")
+    assert quote_plus(secret) == secret and len(secret) >= 43  # nothing for the encoding to change; 256 bits
+    response = secret_basic(client, person, service, quote_plus(service.pk), quote_plus(secret))
+    assert response.status_code == 200, response.content
+    assert "id_token" in response.json()
+
+
+@pytest.mark.parametrize("sent", [quote_plus, str], ids=["form-encoded", "as it is"])
+def test_a_secret_issued_before_secrets_were_url_safe_works_encoded_or_not(client, person, db, sent):
+    """A service registered before has a Django secret key for a secret, and may send it as it is (as careid
+    used to expect) or encoded (as RFC 6749 says): both work; a wrong secret either way does not."""
+    service, _ = rp.register(name="Secret service", auth_method="client_secret_basic")
+    old = "x9+%2a!@#$^&*(-_=+)%"  # '+' and '%2a' read differently once decoded
+    service.set_secret(old)
+    service.save()
+    assert secret_basic(client, person, service, sent(service.pk), sent(old)).status_code == 200
+    wrong = secret_basic(client, person, service, sent(service.pk), sent(old.replace("+", " ")))
+    assert wrong.status_code == 401 and refused("client authentication failed")
 
 
 @pytest.mark.parametrize(("name", "value"), [("response_mode", "fragment"), ("response_mode", "form_post"),

@@ -92,6 +92,24 @@ def test_a_signed_in_person_is_sent_back_with_a_code_and_the_service_gets_verifi
     assert event.details["acr"] == "AAL2_OR_AAL3_ANY" and "nhsperson" in event.details["scopes"]
 
 
+def test_userinfo_leaves_out_claims_careid_has_no_value_for(client, person, service, rp_key):
+    """CIS2-OIDC.md: nhsperson releases nhsid_useruid "(always)", the rest when known. OpenID Connect Core 5.3.2:
+    a claim not returned is omitted, not present with a null or empty value. careid sent middle_names "" always
+    (it keeps no middle names) and title "" for a person without one, which a service reads as a title and
+    middle names known to be empty."""
+    assert person.user.title == ""
+    code, authorization = signed_in_code(client, person, service)
+    bearer = f"Bearer {rp.exchange(client, service.pk, rp_key, code, authorization).json()['access_token']}"
+    info = client.get("/oidc/userinfo", HTTP_AUTHORIZATION=bearer).json()
+    assert info["nhsid_useruid"] == person.user.uid and info["display_name"] == "Edith Cavell"
+    assert "title" not in info and "middle_names" not in info and "" not in info.values(), info
+    person.user.title = "Dr"
+    person.user.save(update_fields=["title"])
+    info = client.get("/oidc/userinfo", HTTP_AUTHORIZATION=bearer).json()
+    assert info["title"] == "Dr" and info["display_name"] == "Dr Edith Cavell"
+    assert "middle_names" not in client.get("/.well-known/openid-configuration").json()["claims_supported"]
+
+
 def test_scopes_careid_does_not_have_are_ignored_and_the_others_granted(client, person, service, rp_key):
     """CIS2's scopes careid does not build yet (associatedorgs, nationalrbacaccess, selectedrole, the memberships):
     OpenID Connect Core 3.1.2.1 says scope values not understood SHOULD be ignored. careid answered invalid_scope,

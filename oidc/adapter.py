@@ -3,6 +3,7 @@ releases, the issuer and the signing keys (CIS2's claim names, ../shared/CIS2-OI
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -17,14 +18,17 @@ SCOPES = ["openid", "profile", "email", "nhsperson"]
 SCOPE_CLAIMS = {
     "profile": ["name", "family_name", "given_name", "uid"],
     "email": ["email", "email_verified"],
-    "nhsperson": ["nhsid_useruid", "title", "idassurancelevel", "initials", "middle_names", "display_name"],
+    # CIS2's nhsperson has middle_names too: careid keeps none, so never sends it (nor lists it in discovery).
+    "nhsperson": ["nhsid_useruid", "title", "idassurancelevel", "initials", "display_name"],
 }
 ID_TOKEN_CLAIMS = ["iss", "sub", "aud", "azp", "exp", "iat", "jti", "auth_time", "nonce", "acr", "amr", "sid",
                    "at_hash", "authentication_assurance_level", "id_assurance_level"]
 
 
 def claims_of(user: User, scopes: Iterable[str]) -> dict[str, Any]:
-    """The claims each granted scope releases (userinfo; the ID token carries only who and how)."""
+    """The claims each granted scope releases (userinfo; the ID token carries only who and how). A claim
+    careid has no value for is left out, never sent empty (OpenID Connect Core 5.3.2): a person without a
+    title has no title, not one known to be blank."""
     scopes = set(scopes)
     claims: dict[str, Any] = {}
     if "profile" in scopes:
@@ -39,13 +43,18 @@ def claims_of(user: User, scopes: Iterable[str]) -> dict[str, Any]:
             title=user.title,
             idassurancelevel=str(user.identity_assurance_level),
             initials="".join(name[0].upper() for name in names if name),
-            middle_names="",
             display_name=" ".join(name for name in (user.title, user.first_name, user.last_name) if name),
         )
-    return claims
+    return {name: value for name, value in claims.items() if value is not None and value != ""}
 
 
 class CareIdOIDCAdapter(DefaultOIDCAdapter):
+    def generate_client_secret(self) -> str:
+        # URL-safe, so form-urlencoding it for client_secret_basic (RFC 6749 2.3.1) changes nothing: allauth's
+        # default, a Django secret key, has !@#$%^&*(-_=+), which clients that encode and those that do not send
+        # differently.
+        return secrets.token_urlsafe(32)
+
     def get_issuer(self) -> str:
         # From settings, not the request: Celery workers sign logout tokens with no request at all.
         return settings.CAREID_BASE_URL

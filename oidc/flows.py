@@ -48,16 +48,18 @@ def end_service_sessions(*, user: User, sids: Iterable[str] | None, reason: str,
     return len(logouts)
 
 
-def sign_out_at_service_request(request: HttpRequest, *, client: RelyingService | None) -> None:
-    """RP-initiated logout: the careid session ends (and with it every other service's session)."""
+def sign_out_at_service_request(request: HttpRequest, *, client: RelyingService | None, proven: bool) -> None:
+    """RP-initiated logout: the careid session ends, and with it every service's session. Only a service that
+    proved it asked (`proven`: its ID token of this very session came as id_token_hint) knows already and gets
+    no logout token; one only named by client_id could have been named by anyone, so it is told like the others."""
     auth = current(request)
     with transaction.atomic():
         if request.user.is_authenticated:
             record(Event.OIDC_LOGOUT, request=request, subject=request.user,
                    client=client.pk if client else "", service=client.name if client else "")
-            if auth is not None and client is not None:  # that service knows already: the others are told
+            if auth is not None and client is not None:
                 end_service_sessions(user=request.user, sids=[auth.sid], reason="signed out at a service",
-                                     except_client_id=client.pk)
+                                     except_client_id=client.pk if proven else None)
         signin_flows.sign_out(request)
 
 

@@ -55,9 +55,14 @@ class RelyingServiceForm(forms.ModelForm):
                                help_text="For private_key_jwt: where the service publishes its public keys.")
     jwks = forms.CharField(label="JWKS", required=False, widget=forms.Textarea(attrs={"rows": 4}),
                            help_text="For private_key_jwt, instead of a JWKS URI: the public keys as JSON.")
-    allowed_scopes = forms.MultipleChoiceField(label="Scopes", choices=[(scope, scope) for scope in SCOPES],
-                                               initial=["openid", "profile", "email"],
-                                               widget=forms.CheckboxSelectMultiple)
+    allowed_scopes = forms.MultipleChoiceField(
+        label="Scopes", choices=[(scope, scope) for scope in SCOPES], initial=["openid", "profile", "email"],
+        widget=forms.CheckboxSelectMultiple,
+        # A service asking for one careid does not have (CIS2's nationalrbacaccess, ...) is not refused: careid
+        # ignores it at sign-in. So registering it would grant nothing: only careid's own scopes are registered.
+        error_messages={"invalid_choice": f"careid has no scope %(value)s (its scopes: {' '.join(SCOPES)}). A scope "
+                                          "careid does not have is ignored when a service asks for it: nothing to register"},
+    )
     refresh_tokens = forms.BooleanField(label="Refresh tokens", required=False,
                                         help_text="Let the service refresh its tokens while the person stays active.")
     new_secret = forms.BooleanField(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from urllib.parse import unquote_plus
 
 from allauth.core import context
 from allauth.core.internal import httpkit
@@ -29,12 +30,14 @@ from django.urls import reverse
 from oauthlib.oauth2.rfc6749 import errors
 from oauthlib.oauth2.rfc6749.grant_types.authorization_code import code_challenge_method_s256
 from oauthlib.openid import Server
+from oauthlib.openid.connect.core.exceptions import RequestNotSupported, RequestURINotSupported
 
 from audit.models import Event
 from audit.record import record
 from signin.session import current
 
 from . import levels, signing
+from .adapter import SCOPES
 from .client_auth import JWT_BEARER, ClientAssertionError, unverified_client_id, verify_client_assertion
 from .models import AuthMethod, Grant, RelyingService, RotatedRefreshToken
 
@@ -64,12 +67,12 @@ class CareIdRequestValidator(OAuthLibRequestValidator):
     def authenticate_client(self, request, *args, **kwargs) -> bool:
         post = context.request.POST
         assertion_type, assertion = post.get("client_assertion_type"), post.get("client_assertion")
-        secret_id, _ = httpkit.extract_basic_auth(request.headers)
+        basic_id, basic_secrets = self._basic_credentials(request)
         if assertion_type or assertion:
             if assertion_type != JWT_BEARER or not assertion:
                 refuse("unsupported client_assertion_type")
                 return False
-            if secret_id or post.get("client_secret"):
+            if basic_id or post.get("client_secret"):
                 refuse("more than one client authentication method")
                 return False
             try:
@@ -83,15 +86,35 @@ class CareIdRequestValidator(OAuthLibRequestValidator):
             get_validator_context().clients[client.pk] = client
             self._use_client(request, client)
             return True
-        client_id = secret_id or post.get("client_id")
+        client_id = basic_id or post.get("client_id")
         service = self._lookup_client(request, client_id)
         if service is not None and service.auth_method == AuthMethod.PRIVATE_KEY_JWT:
             refuse("client is registered for private_key_jwt, not a secret", service.pk)
             return False
-        if not super().authenticate_client(request, *args, **kwargs):
+        if basic_id:  # allauth's check of the secret (a password hash), given the secret decoded
+            authenticated = service is not None and any(service.check_secret(secret) for secret in basic_secrets)
+            if authenticated:
+                self._use_client(request, service)
+        else:
+            authenticated = super().authenticate_client(request, *args, **kwargs)
+        if not authenticated:
             refuse("client authentication failed", client_id if isinstance(client_id, str) else None)
             return False
         return True
+
+    def _basic_credentials(self, request) -> tuple[str | None, list[str]]:
+        """HTTP Basic client credentials: the client_id, and the secrets to try. RFC 6749 2.3.1 form-urlencodes
+        both before Base64 (openid-client, Nimbus, Spring Security do; allauth reads them undecoded), so careid
+        decodes them. A service registered before careid's secrets were URL-safe may send its secret as it
+        is: when decoding changed it, it is tried as sent too (and an id as sent, when the decoded one names no
+        service). Each try is the secret's hash check, constant-time."""
+        client_id, secret = httpkit.extract_basic_auth(request.headers)
+        if client_id is None or secret is None:
+            return None, []
+        decoded_id = unquote_plus(client_id)
+        if decoded_id != client_id and self._lookup_client(request, decoded_id) is None:
+            decoded_id = client_id
+        return decoded_id, list(dict.fromkeys([unquote_plus(secret), secret]))
 
     def _lookup_client(self, request, client_id) -> RelyingService | None:
         """allauth's per-request cache of clients, filled with RelyingServices (careid's view of allauth's
@@ -106,14 +129,32 @@ class CareIdRequestValidator(OAuthLibRequestValidator):
     def get_authorization_code_scopes(self, client_id, code, redirect_uri, request) -> list[str]:
         # oauthlib picks the OpenID grant (the one that adds an ID token) from the code's scopes before
         # the client is authenticated; with private_key_jwt the client_id is only inside the assertion.
-        if not client_id and (assertion := context.request.POST.get("client_assertion")):
-            client_id = unverified_client_id(assertion)
+        # With client_secret_basic, only in the Authorization header (allauth's fallback reads it undecoded).
+        if not client_id:
+            assertion = context.request.POST.get("client_assertion")
+            client_id = unverified_client_id(assertion) if assertion else self._basic_credentials(request)[0]
         return super().get_authorization_code_scopes(client_id, code, redirect_uri, request)
 
     def authenticate_client_id(self, client_id, request, *args, **kwargs) -> bool:
         if not super().authenticate_client_id(client_id, request, *args, **kwargs):
             refuse("public client unknown, or confidential client without authentication", client_id)
             return False
+        return True
+
+    # --- scopes: those careid does not know are ignored -------------------------------------------
+    def validate_scopes(self, client_id, scopes, client, request, *args, **kwargs) -> bool:
+        """OpenID Connect Core 3.1.2.1: scope values careid does not know (CIS2's nationalrbacaccess,
+        associatedorgs, selectedrole, ... until careid builds them) are ignored. They are dropped from the
+        request, so the code, its tokens and the token response's `scope` hold only what was granted. The
+        rest must be registered for the service (its registration is what it may see), and openid is
+        required: a sign-in without an ID token is no sign-in at careid."""
+        request.scopes = [scope for scope in scopes if scope in SCOPES]
+        if "openid" not in request.scopes:
+            raise errors.InvalidScopeError(description="the openid scope is required", request=request)
+        registered = request.client.get_scopes()
+        if unregistered := [scope for scope in request.scopes if scope not in registered]:
+            raise errors.InvalidScopeError(description=f"scope not registered for this service: {' '.join(unregistered)}",
+                                           request=request)
         return True
 
     # --- redirect URIs: registered exactly ------------------------------------------------------
@@ -228,9 +269,16 @@ class CareIdRequestValidator(OAuthLibRequestValidator):
 
 
 def _refuse_what_careid_does_not_support(request) -> dict:
-    """A parameter careid would otherwise ignore, to the service's surprise: a response_mode other than the
-    one discovery lists (the code would go where the service did not ask), a max_age that is no number of
-    seconds (the service's wish for a recent sign-in would be dropped)."""
+    """A parameter careid would otherwise ignore, to the service's surprise: a request object, by value or
+    by reference (discovery says neither is supported; what the service put in it, a level or a nonce, would
+    be dropped: OpenID Connect Core 6.1, 6.2), a response_mode other than the one discovery lists (the code
+    would go where the service did not ask), a max_age that is no number of seconds (the service's wish for a
+    recent sign-in would be dropped)."""
+    # oauthlib's Request answers every parameter sent as an attribute (it has no `request` of its own)
+    if getattr(request, "request", None) is not None:
+        raise RequestNotSupported(request=request)
+    if getattr(request, "request_uri", None) is not None:
+        raise RequestURINotSupported(request=request)
     mode = request.response_mode
     if mode is not None and mode != "query":
         raise errors.InvalidRequestError(description=f"response_mode {mode!r} is not supported: query only",

@@ -174,7 +174,7 @@ def logout(request: HttpRequest) -> HttpResponse:
         if _csrf_failed(request):  # the answer must come from the person on careid's page, not the service
             return render(request, "403_csrf.html", status=403)
     if auth is not None:
-        flows.sign_out_at_service_request(request, client=client)
+        flows.sign_out_at_service_request(request, client=client, proven=matches)
     if redirect_uri:
         return _ClientRedirect(add_query_params(redirect_uri, {"state": data["state"]}) if data["state"] else redirect_uri)
     return render(request, "signin/signed_out.html")

@@ -64,6 +64,8 @@ def test_a_private_key_jwt_service_has_no_secret_that_could_match(db):
     (["--redirect-uri", "https://*.nhs.uk/cb", "--secret"], "wildcards"),
     (["--redirect-uri", "https://ers.nhs.uk/cb", "--backchannel-logout-uri", "ftp://ers.nhs.uk/", "--secret"], "https"),
     (["--redirect-uri", "https://ers.nhs.uk/cb", "--jwks-uri", "http://keys.example.com/jwks"], "must use https"),
+    (["--redirect-uri", "https://ers.nhs.uk/cb", "--secret", "--scopes", "openid profile nationalrbacaccess"],
+     "careid has no scope nationalrbacaccess .* ignored when a service asks for it"),
 ])
 def test_bad_registrations_are_refused_and_change_nothing(db, args, problem):
     with pytest.raises(CommandError, match=problem):

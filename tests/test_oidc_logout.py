@@ -353,6 +353,22 @@ def test_without_an_id_token_for_this_session_the_person_is_asked(client, person
     assert client.get("/profile/").status_code == 302
 
 
+def test_a_client_id_alone_does_not_spare_that_service_its_back_channel_logout(client, person, service, rp_key,
+                                                                               receiver):
+    """A logout URL with only a client_id proves nothing about who sent it (anyone can write
+    /oidc/logout?client_id=…, which is why careid asks the person first). Once the person signs out on careid's
+    page, every service of the session must be told; careid skipped the one named by client_id ("it knows
+    already"), so that service kept the person signed in though careid's session had ended."""
+    claims = signed_into(client, person, service, rp_key)
+    page = client.get("/oidc/logout", {"client_id": service.pk})
+    assert page.status_code == 200 and "Sign out of NHS Care Identity?" in page.content.decode()
+    client.post("/oidc/logout", {"client_id": service.pk, "action": "sign-out"})
+    assert client.get("/profile/").status_code == 302
+    [token] = receiver.wait_for(1)
+    assert logout_claims(client, token, service)["sid"] == claims["sid"]
+    assert AuditEvent.objects.filter(event=Event.OIDC_LOGOUT, details__client=service.pk).exists()
+
+
 def test_an_unregistered_post_logout_uri_is_never_followed(client, person, service, rp_key):
     id_token, _ = id_token_of(client, person, service, rp_key)
     response = client.get("/oidc/logout", {"id_token_hint": id_token,

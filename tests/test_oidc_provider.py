@@ -3,12 +3,15 @@ refusal the issue names, through the real endpoints."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
 import time
 from datetime import timedelta
+from urllib.parse import quote_plus
 
+import jwt
 import pytest
 import time_machine
 from allauth.idp.oidc.models import Token
@@ -88,6 +91,56 @@ def test_a_signed_in_person_is_sent_back_with_a_code_and_the_service_gets_verifi
     event = AuditEvent.objects.get(event=Event.OIDC_TOKEN_ISSUED)
     assert event.subject == user and event.details["client"] == service.pk
     assert event.details["acr"] == "AAL2_OR_AAL3_ANY" and "nhsperson" in event.details["scopes"]
+
+
+def test_userinfo_leaves_out_claims_careid_has_no_value_for(client, person, service, rp_key):
+    """CIS2-OIDC.md: nhsperson releases nhsid_useruid "(always)", the rest when known. OpenID Connect Core 5.3.2:
+    a claim not returned is omitted, not present with a null or empty value. careid sent middle_names "" always
+    (it keeps no middle names) and title "" for a person without one, which a service reads as a title and
+    middle names known to be empty."""
+    assert person.user.title == ""
+    code, authorization = signed_in_code(client, person, service)
+    bearer = f"Bearer {rp.exchange(client, service.pk, rp_key, code, authorization).json()['access_token']}"
+    info = client.get("/oidc/userinfo", HTTP_AUTHORIZATION=bearer).json()
+    assert info["nhsid_useruid"] == person.user.uid and info["display_name"] == "Edith Cavell"
+    assert "title" not in info and "middle_names" not in info and "" not in info.values(), info
+    person.user.title = "Dr"
+    person.user.save(update_fields=["title"])
+    info = client.get("/oidc/userinfo", HTTP_AUTHORIZATION=bearer).json()
+    assert info["title"] == "Dr" and info["display_name"] == "Dr Edith Cavell"
+    assert "middle_names" not in client.get("/.well-known/openid-configuration").json()["claims_supported"]
+
+
+def test_scopes_careid_does_not_have_are_ignored_and_the_others_granted(client, person, service, rp_key):
+    """CIS2's scopes careid does not build yet (associatedorgs, nationalrbacaccess, selectedrole, the memberships):
+    OpenID Connect Core 3.1.2.1 says scope values not understood SHOULD be ignored. careid answered invalid_scope,
+    so eRS, which asks for its role scopes, could sign nobody in; a person may have no roles and the service must
+    cope. The token response's scope says what was granted."""
+    scope = "openid profile nhsperson nationalrbacaccess associatedorgs selectedrole professionalmemberships"
+    code, authorization = signed_in_code(client, person, service, scope=scope)
+    tokens = rp.exchange(client, service.pk, rp_key, code, authorization).json()
+    assert tokens["scope"] == "openid profile nhsperson"
+    assert rp.verified(client, tokens["id_token"], service.pk)["sub"] == person.user.uid
+    info = client.get("/oidc/userinfo", HTTP_AUTHORIZATION=f"Bearer {tokens['access_token']}").json()
+    assert info["uid"] == person.user.uid and info["nhsid_useruid"] == person.user.uid
+    assert AuditEvent.objects.get(event=Event.OIDC_TOKEN_ISSUED).details["scopes"] == ["openid", "profile", "nhsperson"]
+
+
+@pytest.mark.parametrize(("scope", "reason"), [
+    ("profile nhsperson", "the openid scope is required"),
+    ("nationalrbacaccess selectedrole", "the openid scope is required"),  # nothing careid knows is left
+    ("openid profile nhsperson", "scope not registered for this service: nhsperson"),
+])
+def test_a_scope_careid_has_is_refused_unless_registered_and_openid_always_needed(client, person, service, scope,
+                                                                                  reason):
+    service.set_scopes(["openid", "profile", "email"])
+    service.save()
+    sign_in(client, person)
+    response, authorization = rp.authorize(client, service.pk, scope=scope)
+    query = rp.query_of(response["Location"])
+    assert response["Location"].startswith(rp.REDIRECT_URI + "?") and query["state"] == authorization.state
+    assert query["error"] == "invalid_scope" and query["error_description"] == reason and "code" not in query
+    assert refused(reason) and not Token.objects.filter(type=Token.Type.AUTHORIZATION_CODE).exists()
 
 
 def test_a_person_not_signed_in_goes_to_cis2_authentication_and_back(client, person, service, rp_key):
@@ -231,17 +284,44 @@ def test_a_private_key_jwt_service_cannot_use_a_secret(client, person, service, 
     assert response.status_code == 401 and refused("registered for private_key_jwt")
 
 
+def secret_basic(client, person, service, client_id: str, secret: str):
+    """A code exchanged with client_secret_basic, the id and secret put in the header as given."""
+    code, authorization = signed_in_code(client, person, service)
+    basic = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+    return client.post("/oidc/token", {"grant_type": "authorization_code", "code": code,
+                                       "redirect_uri": rp.REDIRECT_URI, "code_verifier": authorization.verifier},
+                       HTTP_AUTHORIZATION=f"Basic {basic}")
+
+
 def test_a_client_secret_works_and_is_stored_hashed(client, person, db):
     service, secret = rp.register(name="Secret service", auth_method="client_secret_basic")
     assert secret and secret not in service.secret and service.secret.startswith(("argon2", "pbkdf2", "md5"))
-    code, authorization = signed_in_code(client, person, service)
-    import base64
+    assert secret_basic(client, person, service, service.pk, secret).status_code == 200
 
-    basic = base64.b64encode(f"{service.pk}:{secret}".encode()).decode()
-    response = client.post("/oidc/token", {"grant_type": "authorization_code", "code": code,
-                                           "redirect_uri": rp.REDIRECT_URI, "code_verifier": authorization.verifier},
-                           HTTP_AUTHORIZATION=f"Basic {basic}")
-    assert response.status_code == 200
+
+def test_client_secret_basic_takes_rfc6749_form_encoded_credentials(client, person, db):
+    """RFC 6749 2.3.1: the client id and secret are form-urlencoded, then used as the Basic user name and
+    password (openid-client, Nimbus, Spring Security and .NET's IdentityModel do so). careid's secrets were
+    Django secret keys (!@#$%^&*(-_=+)), which that encoding changes, and careid compared the encoded text:
+    such a service got invalid_client. Secrets are URL-safe now, and encoded credentials are decoded."""
+    service, secret = rp.register(name="Secret service", auth_method="client_secret_basic")
+    assert quote_plus(secret) == secret and len(secret) >= 43  # nothing for the encoding to change; 256 bits
+    response = secret_basic(client, person, service, quote_plus(service.pk), quote_plus(secret))
+    assert response.status_code == 200, response.content
+    assert "id_token" in response.json()
+
+
+@pytest.mark.parametrize("sent", [quote_plus, str], ids=["form-encoded", "as it is"])
+def test_a_secret_issued_before_secrets_were_url_safe_works_encoded_or_not(client, person, db, sent):
+    """A service registered before has a Django secret key for a secret, and may send it as it is (as careid
+    used to expect) or encoded (as RFC 6749 says): both work; a wrong secret either way does not."""
+    service, _ = rp.register(name="Secret service", auth_method="client_secret_basic")
+    old = "x9+%2a!@#$^&*(-_=+)%"  # '+' and '%2a' read differently once decoded
+    service.set_secret(old)
+    service.save()
+    assert secret_basic(client, person, service, sent(service.pk), sent(old)).status_code == 200
+    wrong = secret_basic(client, person, service, sent(service.pk), sent(old.replace("+", " ")))
+    assert wrong.status_code == 401 and refused("client authentication failed")
 
 
 @pytest.mark.parametrize(("name", "value"), [("response_mode", "fragment"), ("response_mode", "form_post"),
@@ -257,6 +337,26 @@ def test_what_careid_does_not_support_is_refused_not_ignored(client, person, ser
     assert query["error"] == "invalid_request" and "code" not in query and query["state"] == authorization.state
     assert name in query["error_description"]
     assert not Token.objects.filter(type=Token.Type.AUTHORIZATION_CODE).exists()
+
+
+@pytest.mark.parametrize(("name", "error"), [("request", "request_not_supported"),
+                                             ("request_uri", "request_uri_not_supported")])
+def test_a_request_object_is_refused_not_ignored(client, person, service, rp_key, name, error):
+    """Discovery says request and request_uri are not supported; OpenID Connect Core 6.1, 6.2: an OP that
+    does not support one MUST answer with its error. Both were ignored, so a level asked for only inside the
+    request object (AAL3_ANY here) was dropped and an AAL2 session got a code."""
+    sign_in(client, person)  # Authenticator app: AAL2
+    value = jwt.encode({"iss": service.pk, "aud": "careid", "client_id": service.pk, "response_type": "code",
+                        "acr_values": "AAL3_ANY"}, rp_key, algorithm="RS256", headers={"kid": "ers-1"})
+    if name == "request_uri":
+        value = "https://ers.example.nhs.uk/requests/1"
+    response, authorization = rp.authorize(client, service.pk, **{name: value})
+    assert response.status_code == 302 and response["Location"].startswith(rp.REDIRECT_URI + "?")
+    query = rp.query_of(response["Location"])
+    assert query["error"] == error and "code" not in query and query["state"] == authorization.state
+    assert not Token.objects.filter(type=Token.Type.AUTHORIZATION_CODE).exists()
+    event = AuditEvent.objects.get(event=Event.OIDC_REFUSED)
+    assert event.details["error"] == error and event.details["client"] == service.pk
 
 
 def test_an_aal3_request_on_an_aal2_session_is_never_accepted(client, person, service):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import html
 import io
+import re
 
 import pytest
 from django.test import Client
@@ -84,6 +86,28 @@ def test_an_action_without_a_reason_changes_nothing(agent, person):
     person.user.refresh_from_db()
     assert person.user.status == User.Status.ACTIVE
     assert client.get(f"{USERS}{person.user.pk}/suspend/").status_code == 200  # GET only shows the form
+
+
+def title_of(response) -> str:
+    """The page title as a browser's tab shows it."""
+    return " ".join(html.unescape(re.search(r"<title>(.*?)</title>", response.content.decode(), re.S).group(1)).split())
+
+
+def test_an_action_page_with_an_error_says_so_as_the_admins_own_forms_do(agent, make_person):
+    """'Error: ' first in the title and 'Please correct the error below.' above the form, as Django's change form."""
+    _, client = agent
+    person = make_person(email="mary.seacole@nhs.net")
+    AuthenticatorApp.objects.filter(user=person.user).delete()
+    assert not title_of(client.get(f"{USERS}{person.user.pk}/suspend/")).startswith("Error")
+    for response in [
+        client.post(f"{USERS}{person.user.pk}/suspend/", {"reason": ""}),
+        client.post(f"{USERS}{person.user.pk}/link/", {"kind": "authenticator-app", "purpose": "emailed"}),
+        client.post(USERS, {"action": "suspend_selected", "apply": "1", "reason": "",
+                            "_selected_action": [person.user.pk]}),
+    ]:
+        assert response.status_code == 400 and "Give a reason" in response.content.decode()
+        assert title_of(response).startswith("Error: "), title_of(response)
+        assert '<p class="errornote">Please correct the error below.</p>' in response.content.decode()
 
 
 def test_closing_removes_every_authenticator_ends_sessions_and_keeps_the_audit(agent, signed_in_person, mailbox):

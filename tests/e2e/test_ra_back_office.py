@@ -109,6 +109,11 @@ def test_ra_agent_creates_a_user_issues_a_link_and_suspends(enforcing_page: Page
     page.get_by_role("link", name="Suspend", exact=True).click()
     heading(page, "Suspend this Care Identity")
     console.check(a11y, "suspend form")
+    page.get_by_role("button", name="Suspend", exact=True).click()  # no reason yet: said as the admin's forms say it
+    expect(page).to_have_title(re.compile(r"^Error: Suspend this Care Identity"))
+    expect(page.locator(".errornote")).to_have_text("Please correct the error below.")
+    expect(page.locator("#id_reason_error")).to_have_text("Give a reason")
+    console.check(a11y, "suspend form, no reason")
     page.get_by_label("Reason").fill(REASON)
     page.get_by_role("button", name="Suspend", exact=True).click()
 

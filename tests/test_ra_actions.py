@@ -265,6 +265,17 @@ def test_bulk_suspend_asks_for_a_reason_then_suspends_each(agent, make_person):
     assert AuditEvent.objects.filter(event=Event.USER_SUSPENDED, details__reason="Agency contract ended").count() == 3
 
 
+@pytest.mark.parametrize("action", ["suspend_selected", "reinstate_selected", "unlock_selected"])
+def test_the_bulk_reason_box_is_described_by_its_help_text_and_its_error(agent, person, action):
+    _, client = agent
+    for data in ({}, {"apply": "1", "reason": ""}):
+        page = client.post(USERS, {"action": action, "_selected_action": [person.user.pk], **data}).content.decode()
+        textarea = re.search(r"<textarea[^>]*>", page).group(0)
+        described_by = re.search(r'aria-describedby="([^"]*)"', textarea).group(1).split()
+        assert "id_reason_helptext" in described_by
+        assert all(f'id="{id_}"' in page for id_ in described_by), (textarea, described_by)
+
+
 def test_changing_the_email_tells_both_addresses(agent, make_person, mailbox):
     _, client = agent
     person = make_person()

@@ -8,6 +8,7 @@ import io
 import re
 
 import pytest
+from django.contrib import messages
 from django.test import Client
 
 from accounts.models import User
@@ -264,6 +265,19 @@ def test_bulk_suspend_asks_for_a_reason_then_suspends_each(agent, make_person):
     assert User.objects.filter(status=User.Status.SUSPENDED).count() == 3
     assert AuditEvent.objects.filter(event=Event.USER_SUSPENDED, details__reason="Agency contract ended").count() == 3
 
+
+
+def test_a_bulk_action_says_whom_it_left_as_they_were_and_why(agent, make_person):
+    _, client = agent
+    people = [make_person(email=f"bulk{n}@nhs.net") for n in range(3)]
+    User.objects.filter(pk__in=[people[1].user.pk, people[2].user.pk]).update(status=User.Status.SUSPENDED)
+    response = client.post(USERS, {"action": "suspend_selected", "apply": "1", "reason": "Agency contract ended",
+                                   "_selected_action": [person.user.pk for person in people]}, follow=True)
+    done, left = response.context["messages"]
+    assert (done.level, str(done)) == (messages.INFO, "Suspend: done for 1 Care Identity.")
+    assert left.level == messages.WARNING and str(left).startswith("Suspend: 2 Care Identities left as they were (not active): ")
+    assert str(people[1].user) in str(left) and str(people[2].user) in str(left)
+    assert '<li class="warning">Suspend: 2 Care Identities left as they were (not active)' in response.content.decode()
 
 @pytest.mark.parametrize("action", ["suspend_selected", "reinstate_selected", "unlock_selected"])
 def test_the_bulk_reason_box_is_described_by_its_help_text_and_its_error(agent, person, action):

@@ -365,16 +365,24 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
             raise PermissionDenied
         form = ReasonForm(request.POST if "apply" in request.POST else None)
         if "apply" in request.POST and form.is_valid():
-            done = 0
+            done, protected, not_applying = 0, [], []
             for user in queryset:
                 if roles.is_protected_from(user, request.user):
                     record(Event.RA_REFUSED, request=request, subject=user, outcome=Outcome.FAILURE, attempted=action)
+                    protected.append(user)
                     continue
                 if not _applies(action, user):
+                    not_applying.append(user)
                     continue
                 flow(user=user, actor=request.user, reason=form.cleaned_data["reason"], request=request)
                 done += 1
-            self.message_user(request, f"{button}: done for {done} Care {'Identity' if done == 1 else 'Identities'}.")
+            self.message_user(request, f"{button}: done for {_care_identities(done)}.")
+            # The RA selected these people: say who was left out and why, not only how many were done.
+            for skipped, why in [(protected, _PROTECTED), (not_applying, _NOT_APPLYING[action])]:
+                if skipped:
+                    self.message_user(request, f"{button}: {_care_identities(len(skipped))} left as "
+                                               f"{'it was' if len(skipped) == 1 else 'they were'} ({why}): "
+                                               f"{_listed(skipped)}.", level=messages.WARNING)
             return None
         context = {**self.admin_site.each_context(request), "title": f"{title} ({queryset.count()} selected)",
                    "form": form, "button": button, "opts": self.model._meta, "queryset": queryset, "action": f"{action}_selected",
@@ -398,6 +406,24 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
 
     def has_unlock_permission(self, request) -> bool:
         return request.user.has_perm("accounts.unlock_user")
+
+
+# Why a bulk action left someone as they were: roles.is_protected_from(), or _applies() for each action.
+_PROTECTED = "you may not act on your own Care Identity or on staff your role does not manage"
+_NOT_APPLYING = {
+    "suspend": "not active", "reinstate": "not suspended", "close": "closed already", "unlock": "not locked",
+    "sign_out": "signed in nowhere",
+}
+
+
+def _care_identities(count: int) -> str:
+    return f"{count} Care {'Identity' if count == 1 else 'Identities'}"
+
+
+def _listed(users: list[User], shown: int = 10) -> str:
+    """'Name (UID), …' for a message: the first `shown`, then how many more."""
+    names = ", ".join(str(user) for user in users[:shown])
+    return names + (f" and {len(users) - shown} more" if len(users) > shown else "")
 
 
 def _applies(action: str, user: User, *, sessions: list | None = None) -> bool:

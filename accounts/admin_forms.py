@@ -116,5 +116,5 @@ class IssueLinkForm(forms.Form):
         super().__init__(*args, **kwargs)
         registered = {registered.kind.key for registered in registry.authenticators_of(user)}
         self.fields["kind"].choices = [
-            (kind.key, kind.name) for kind in registry.enabled_types() if kind.key not in registered
+            (kind.key, kind.name) for kind in registry.types_for_registration() if kind.key not in registered
         ]

@@ -1,7 +1,8 @@
 """The single place that knows the list of authenticator types.
 
 The sign-in page, the profile, the admin and the OpenID Connect provider ask the registry; none of them
-names a type. A new technology adds its module to KIND_MODULES and nothing else changes.
+names a type. A new technology adds its module to KIND_MODULES (and, to be listed where the guide would
+list it when registering, its key to REGISTRATION_ORDER) and nothing else changes.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ KIND_MODULES = [
     "authenticators.totp.kind",
     "authenticators.webauthn.kinds:PASSKEY",
 ]
+
+# "Select authenticator type" lists the types as the guide's Step 4 does: iPad, Microsoft Authenticator,
+# Windows Hello, Security key (not the sign-in page's order). Types not named here follow, in KIND_MODULES order.
+REGISTRATION_ORDER = ["ipad", "authenticator-app", "windows-hello", "security-key"]
 
 
 def _attribute(path: str, default: str | None = None):
@@ -107,6 +112,12 @@ def all_types() -> list[AuthenticatorType]:
 
 def enabled_types() -> list[AuthenticatorType]:
     return [kind for kind in all_types() if kind.enabled]
+
+
+def types_for_registration() -> list[AuthenticatorType]:
+    """The enabled types in the order a person picks one to register (REGISTRATION_ORDER)."""
+    rank = {key: position for position, key in enumerate(REGISTRATION_ORDER)}
+    return sorted(enabled_types(), key=lambda kind: rank.get(kind.key, len(rank)))
 
 
 def specific_classes() -> list[str]:

@@ -1,9 +1,11 @@
 """The registry is the one place that knows the types: entries naming an attribute, each type's own
-clean-up hook run by the hourly task, and types behind a feature flag."""
+clean-up hook run by the hourly task, types behind a feature flag, and each list in the guide's order."""
 
 from __future__ import annotations
 
 import dataclasses
+import html
+import re
 
 import pytest
 
@@ -47,6 +49,26 @@ def test_a_type_behind_a_feature_flag_is_offered_only_when_the_flag_is_on(extra_
     assert extra_type in registry.enabled_types() and registry.get_enabled("extra") is extra_type
     settings.CAREID_DISABLED_AUTHENTICATORS = ["extra"]  # switching off still wins
     assert registry.get_enabled("extra") is None
+
+
+def radio_labels(page: str) -> list[str]:
+    return [html.unescape(label) for label in
+            re.findall(r'<label class="nhsuk-label nhsuk-radios__label"[^>]*>(.*?)</label>', page)]
+
+
+def test_select_authenticator_type_lists_the_types_in_the_guides_order(signed_in):
+    """The guide's Step 4 lists iPad, Microsoft Authenticator, Windows Hello, Security key. This person has
+    the app already, so the page offers the other three in that order."""
+    guide = ["iPad", "Microsoft Authenticator", "Windows Hello", "Security key"]
+    shown = radio_labels(signed_in.get("/authenticators/").content.decode())
+    assert [label for label in shown if label in guide] == ["iPad", "Windows Hello", "Security key"], shown
+
+
+def test_the_sign_in_page_keeps_the_order_the_guide_shows_there(client, db):
+    """The guide's Step 5 ("CIS2 Authentication"): Smartcard, Windows Hello, Security key, iPad app,
+    Authenticator app, NHSmail, Passkey (private beta); careid has no Smartcard or NHSmail yet."""
+    shown = radio_labels(client.get("/login/").content.decode())
+    assert shown == ["Windows Hello", "Security key", "iPad app", "Authenticator app"], shown
 
 
 # --- every part lists the WebAuthn types through the registry, with no code of their own -----------------

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import html
 import io
+import re
 
 import pytest
+from django.contrib import messages
 from django.test import Client
 
 from accounts.models import User
@@ -84,6 +87,28 @@ def test_an_action_without_a_reason_changes_nothing(agent, person):
     person.user.refresh_from_db()
     assert person.user.status == User.Status.ACTIVE
     assert client.get(f"{USERS}{person.user.pk}/suspend/").status_code == 200  # GET only shows the form
+
+
+def title_of(response) -> str:
+    """The page title as a browser's tab shows it."""
+    return " ".join(html.unescape(re.search(r"<title>(.*?)</title>", response.content.decode(), re.S).group(1)).split())
+
+
+def test_an_action_page_with_an_error_says_so_as_the_admins_own_forms_do(agent, make_person):
+    """'Error: ' first in the title and 'Please correct the error below.' above the form, as Django's change form."""
+    _, client = agent
+    person = make_person(email="mary.seacole@nhs.net")
+    AuthenticatorApp.objects.filter(user=person.user).delete()
+    assert not title_of(client.get(f"{USERS}{person.user.pk}/suspend/")).startswith("Error")
+    for response in [
+        client.post(f"{USERS}{person.user.pk}/suspend/", {"reason": ""}),
+        client.post(f"{USERS}{person.user.pk}/link/", {"kind": "authenticator-app", "purpose": "emailed"}),
+        client.post(USERS, {"action": "suspend_selected", "apply": "1", "reason": "",
+                            "_selected_action": [person.user.pk]}),
+    ]:
+        assert response.status_code == 400 and "Give a reason" in response.content.decode()
+        assert title_of(response).startswith("Error: "), title_of(response)
+        assert '<p class="errornote">Please correct the error below.</p>' in response.content.decode()
 
 
 def test_closing_removes_every_authenticator_ends_sessions_and_keeps_the_audit(agent, signed_in_person, mailbox):
@@ -239,6 +264,30 @@ def test_bulk_suspend_asks_for_a_reason_then_suspends_each(agent, make_person):
     assert response.status_code == 302
     assert User.objects.filter(status=User.Status.SUSPENDED).count() == 3
     assert AuditEvent.objects.filter(event=Event.USER_SUSPENDED, details__reason="Agency contract ended").count() == 3
+
+
+
+def test_a_bulk_action_says_whom_it_left_as_they_were_and_why(agent, make_person):
+    _, client = agent
+    people = [make_person(email=f"bulk{n}@nhs.net") for n in range(3)]
+    User.objects.filter(pk__in=[people[1].user.pk, people[2].user.pk]).update(status=User.Status.SUSPENDED)
+    response = client.post(USERS, {"action": "suspend_selected", "apply": "1", "reason": "Agency contract ended",
+                                   "_selected_action": [person.user.pk for person in people]}, follow=True)
+    done, left = response.context["messages"]
+    assert (done.level, str(done)) == (messages.INFO, "Suspend: done for 1 Care Identity.")
+    assert left.level == messages.WARNING and str(left).startswith("Suspend: 2 Care Identities left as they were (not active): ")
+    assert str(people[1].user) in str(left) and str(people[2].user) in str(left)
+    assert '<li class="warning">Suspend: 2 Care Identities left as they were (not active)' in response.content.decode()
+
+@pytest.mark.parametrize("action", ["suspend_selected", "reinstate_selected", "unlock_selected"])
+def test_the_bulk_reason_box_is_described_by_its_help_text_and_its_error(agent, person, action):
+    _, client = agent
+    for data in ({}, {"apply": "1", "reason": ""}):
+        page = client.post(USERS, {"action": action, "_selected_action": [person.user.pk], **data}).content.decode()
+        textarea = re.search(r"<textarea[^>]*>", page).group(0)
+        described_by = re.search(r'aria-describedby="([^"]*)"', textarea).group(1).split()
+        assert "id_reason_helptext" in described_by
+        assert all(f'id="{id_}"' in page for id_ in described_by), (textarea, described_by)
 
 
 def test_changing_the_email_tells_both_addresses(agent, make_person, mailbox):

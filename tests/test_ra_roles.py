@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.contrib import messages
 from django.contrib.auth.models import Group, Permission
 from django.test import Client
 
@@ -293,6 +294,23 @@ def test_bulk_actions_skip_and_audit_protected_accounts(agent, manager, person):
     manager_person.user.refresh_from_db()
     assert person.user.status == User.Status.SUSPENDED and manager_person.user.status == User.Status.ACTIVE
     assert AuditEvent.objects.filter(event=Event.RA_REFUSED, actor=agent_person.user, subject=manager_person.user).exists()
+
+
+def test_a_bulk_action_that_skips_someone_says_who_and_why(agent, make_person):
+    """Not only "Suspend: done for 1 Care Identity.": the RA selected the colleague too and is told they were left."""
+    _, client = agent
+    clinician = make_person(email="mary.seacole@nhs.net")
+    colleague = make_person(email="ra.colleague@nhs.net", is_staff=True)
+    response = client.post(USERS, {"action": "suspend_selected", "apply": "1", "reason": "Left the trust",
+                                   "_selected_action": [clinician.user.pk, colleague.user.pk]}, follow=True)
+    colleague.user.refresh_from_db()
+    assert colleague.user.status == User.Status.ACTIVE
+    shown = [(message.level, str(message)) for message in response.context["messages"]]
+    assert shown == [
+        (messages.INFO, "Suspend: done for 1 Care Identity."),
+        (messages.WARNING, "Suspend: 1 Care Identity left as it was (you may not act on your own Care Identity or on "
+                           f"staff your role does not manage): {colleague.user}."),
+    ]
 
 
 def test_a_managers_bulk_actions_skip_and_audit_staff_holding_a_permission_they_lack(manager, ra_staff,

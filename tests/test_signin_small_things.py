@@ -27,6 +27,31 @@ def test_wrong_credentials_lead_to_the_field_and_mark_both_invalid(client, perso
     assert re.search(r'<input[^>]*id="id_password"[^>]*aria-invalid="true"', page)
 
 
+def described_by(page: str, input_id: str) -> str:
+    """What is read out with a field after its label: the text of the elements its aria-describedby names
+    (an NHS.UK error message holds a visually hidden "Error: " in a span of its own)."""
+    field = re.search(rf'<input[^>]*id="{input_id}"[^>]*>', page).group(0)
+    ids = re.search(r'aria-describedby="([^"]*)"', field)
+    texts = [re.search(rf'id="{id_}"[^>]*>((?:<span[^>]*>[^<]*</span>)?[^<]*)<', page) for id_ in
+             (ids.group(1).split() if ids else [])]
+    return " ".join(" ".join(re.sub(r"<[^>]+>", "", text.group(1)).split()) for text in texts if text)
+
+
+def test_wrong_credentials_are_explained_at_the_first_field_and_read_with_both(client, person):
+    wrong_password = client.post(APP, {"email": person.user.email, "password": "not the password"}).content.decode()
+    assert '<div class="nhsuk-form-group nhsuk-form-group--error">' in wrong_password
+    for field in ("id_email", "id_password"):
+        assert described_by(wrong_password, field).endswith("Error: Enter a correct email address and password")
+    assert "not the password" not in wrong_password
+
+    unknown = client.post(APP, {"email": "nobody@nhs.net", "password": "not the password"}).content.decode()
+
+    def form(page: str) -> str:  # without the CSRF token, masked anew on every page
+        return re.sub(r'name="csrfmiddlewaretoken" value="[^"]*"', "", re.search(r'<form method="post".*?</form>', page, re.S).group(0))
+
+    assert form(unknown) == form(wrong_password).replace(person.user.email, "nobody@nhs.net")
+
+
 def test_a_field_error_marks_only_its_field(client, db):
     page = client.post(APP, {"email": "", "password": "x"}).content.decode()
     assert re.search(r'<input[^>]*id="id_email"[^>]*aria-invalid="true"', page)

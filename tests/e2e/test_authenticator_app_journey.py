@@ -112,6 +112,22 @@ def test_register_sign_in_profile_and_sign_out(page: Page, invite, mailbox, a11y
     expect(page).to_have_url(re.compile(r"/login/authenticator-app/(\?[^/]*)?$"))
     heading(page, "Sign in with the Authenticator app")
     a11y.check(page, "sign in: email and password")
+
+    # A wrong password: said at the first field (where the summary's link leads), read out with both, and
+    # the password typed is gone.
+    page.get_by_label("Email address").fill(EMAIL)
+    page.get_by_label("Password", exact=True).fill("not the password")
+    page.get_by_role("button", name="Continue").click()
+    expect(page).to_have_title("Error: Sign in with the Authenticator app - NHS Care Identity")
+    said = re.compile(r"Error:\s+Enter a correct email address and password$")
+    expect(page.get_by_label("Email address")).to_have_accessible_description(said)
+    expect(page.get_by_label("Password", exact=True)).to_have_accessible_description(said)
+    expect(page.get_by_label("Password", exact=True)).to_have_value("")
+    page.get_by_role("link", name="Enter a correct email address and password").focus()
+    page.keyboard.press("Enter")
+    expect(page.get_by_label("Email address")).to_be_focused()
+    a11y.check(page, "sign in: wrong email address or password")
+
     page.get_by_label("Email address").fill(EMAIL)
     page.get_by_label("Password", exact=True).fill(PASSWORD)
     page.get_by_role("button", name="Continue").click()

@@ -109,6 +109,11 @@ def test_ra_agent_creates_a_user_issues_a_link_and_suspends(enforcing_page: Page
     page.get_by_role("link", name="Suspend", exact=True).click()
     heading(page, "Suspend this Care Identity")
     console.check(a11y, "suspend form")
+    page.get_by_role("button", name="Suspend", exact=True).click()  # no reason yet: said as the admin's forms say it
+    expect(page).to_have_title(re.compile(r"^Error: Suspend this Care Identity"))
+    expect(page.locator(".errornote")).to_have_text("Please correct the error below.")
+    expect(page.locator("#id_reason_error")).to_have_text("Give a reason")
+    console.check(a11y, "suspend form, no reason")
     page.get_by_label("Reason").fill(REASON)
     page.get_by_role("button", name="Suspend", exact=True).click()
 
@@ -141,6 +146,30 @@ def test_ra_agent_creates_a_user_issues_a_link_and_suspends(enforcing_page: Page
     assert re.search(re.escape(base_url) + r"/register/\S+/", invitation)
     assert link.url not in invitation
     assert REASON in body(mailbox.wait_for(NEW_EMAIL, "Your Care Identity has been suspended"))
+
+    # Suspend selected: Florence (suspended already) and the RA Agent (their own Care Identity). The Reason box
+    # is read with its hint; neither is suspended, and the list says whom it left and why.
+    page.get_by_role("row").filter(has_text=NEW_EMAIL).get_by_role("checkbox").check()
+    page.get_by_role("row").filter(has_text=agent.user.email).get_by_role("checkbox").check()
+    page.get_by_role("combobox", name="Action").select_option(label="Suspend selected Care Identities")
+    page.get_by_role("button", name="Go").click()
+    heading(page, "Suspend this Care Identity (2 selected)")
+    expect(page.get_by_label("Reason")).to_have_accessible_description(re.compile(r"^Kept in the audit trail"))
+    console.check(a11y, "bulk suspend: reason")
+    page.get_by_role("button", name="Suspend", exact=True).click()
+    expect(page).to_have_title(re.compile(r"^Error: Suspend this Care Identity \(2 selected\)"))
+    expect(page.get_by_label("Reason")).to_have_accessible_description(re.compile(r"^Kept in the audit trail.*Give a reason$"))
+    console.check(a11y, "bulk suspend: no reason")
+    page.get_by_label("Reason").fill(REASON)
+    page.get_by_role("button", name="Suspend", exact=True).click()
+    heading(page, "Select user to change")
+    expect(page.locator(".messagelist .info")).to_have_text("Suspend: done for 0 Care Identities.")
+    expect(page.locator(".messagelist .warning")).to_have_text([
+        re.compile(r"^Suspend: 1 Care Identity left as it was \(you may not act on .*\): " + re.escape(str(agent.user))),
+        re.compile(r"^Suspend: 1 Care Identity left as it was \(not active\): Florence Nightingale"),
+    ])
+    console.check(a11y, "user list, after a bulk action that left everyone as they were")
+    assert User.objects.get(pk=agent.user.pk).status == User.Status.ACTIVE
 
     # The admin worked under the real Content-Security-Policy.
     assert not console.problems, "\n".join(console.problems)

@@ -27,9 +27,11 @@ from authenticators.models import RegistrationLink
 from careid.admin import DeclaredFiltersOnly
 from oidc.models import Grant
 from signin import flows as signin_flows
+from signin.decorators import sign_in_again, sign_in_again_url
+from signin.session import is_recent
 
 from . import flows, outbox, roles
-from .admin_forms import ChangeUserForm, CreateUserForm, IssueLinkForm, ReasonForm
+from .admin_forms import SIGN_IN_AGAIN, ChangeUserForm, CreateUserForm, IssueLinkForm, ReasonForm
 from .models import AllowedEmailDomain, User
 
 # E-mail addresses change only through careid's flows (verification, audit, notification):
@@ -195,6 +197,18 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
         record(Event.RA_REFUSED, request=request, subject=subject, outcome=Outcome.FAILURE, attempted=what, **details)
         raise PermissionDenied
 
+    def _sign_in_again(self, request: HttpRequest, subject: User, what: str) -> HttpResponse | None:
+        """Issuing a link and removing an authenticator (as a new e-mail, see ChangeUserForm) can hand the
+        profile to someone else: they need the RA's sign-in at most 5 minutes old, as the person's own
+        journeys do, or whoever finds an RA's desk left signed in takes over anyone the RA may act on. The
+        RA signs in again and comes back to the page (its address answers GET too); a POST is audited."""
+        if is_recent(request):
+            return None
+        if request.method == "POST":
+            record(Event.RA_REFUSED, request=request, subject=subject, outcome=Outcome.FAILURE, attempted=what,
+                   reason=REAUTHENTICATION_NEEDED)
+        return sign_in_again(request)
+
     # --- add and change -------------------------------------------------------------------------
     def get_fields(self, request, obj=None):
         if obj is None:
@@ -212,16 +226,17 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
         if obj is None:
             return CreateUserForm
         actor = request.user
+        stale = None if is_recent(request) else sign_in_again_url(request)
 
         class Form(ChangeUserForm):
             def __init__(self, *args, **kw):
-                super().__init__(*args, actor=actor, **kw)
+                super().__init__(*args, actor=actor, sign_in_again_url=stale, **kw)
 
         return Form
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        target = self.get_object(request, object_id) if object_id and request.method == "POST" else None
         if request.method == "POST":
-            target = self.get_object(request, object_id) if object_id else None
             crafted = sorted(name for name in roles.PRIVILEGE_FIELDS if name in request.POST)
             allowed_roles = set(roles.assignable_roles(request.user))
             asked_roles = set(request.POST.getlist("roles"))
@@ -229,7 +244,12 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
                 self._refuse(request, target, "change privileges", fields=crafted, roles=sorted(asked_roles))
             if target is not None and roles.is_protected_from(target, request.user):
                 self._refuse(request, target, "change a protected account")
-        return super().changeform_view(request, object_id, form_url, extra_context)
+        response = super().changeform_view(request, object_id, form_url, extra_context)
+        form = getattr((getattr(response, "context_data", None) or {}).get("adminform"), "form", None)
+        if target is not None and form is not None and form.has_error("email", SIGN_IN_AGAIN):
+            record(Event.RA_REFUSED, request=request, subject=target, outcome=Outcome.FAILURE,
+                   attempted="change the email address", email=form.data.get("email", ""), reason=REAUTHENTICATION_NEEDED)
+        return response
 
     def save_model(self, request, obj, form, change) -> None:
         data = form.cleaned_data
@@ -330,6 +350,8 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
 
     def issue_link_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         user = self._target(request, pk, "accounts.issue_registration_link", "issue a registration link")
+        if stale := self._sign_in_again(request, user, "issue a registration link"):
+            return stale
         form = IssueLinkForm(request.POST if request.method == "POST" else None, user=user)
         if request.method == "POST" and not user.is_active:
             self._refuse(request, user, "issue a registration link", reason=f"profile {user.status}")
@@ -350,6 +372,8 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
         authenticator_type = registry.get(kind)
         if authenticator_type is None or not authenticator_type.model.objects.filter(user=user).exists():
             raise PermissionDenied
+        if stale := self._sign_in_again(request, user, "remove an authenticator"):
+            return stale
         form = ReasonForm(request.POST if request.method == "POST" else None)
         if request.method == "POST" and form.is_valid():
             authenticator_flows.remove_authenticator(user=user, kind=kind, actor=request.user,
@@ -407,6 +431,9 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
     def has_unlock_permission(self, request) -> bool:
         return request.user.has_perm("accounts.unlock_user")
 
+
+# Why an action needing a recent sign-in was refused (as signing in again is in the person's own journeys).
+REAUTHENTICATION_NEEDED = "re-authentication needed"
 
 # Why a bulk action left someone as they were: roles.is_protected_from(), or _applies() for each action.
 _PROTECTED = "you may not act on your own Care Identity or on staff your role does not manage"

@@ -9,6 +9,7 @@ from __future__ import annotations
 from allauth.account.models import EmailAddress
 from allauth.usersessions.models import UserSession
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
@@ -31,7 +32,15 @@ from signin.decorators import sign_in_again, sign_in_again_url
 from signin.session import is_recent
 
 from . import flows, outbox, roles
-from .admin_forms import SIGN_IN_AGAIN, ChangeUserForm, CreateUserForm, IssueLinkForm, ReasonForm
+from .admin_forms import (
+    SIGN_IN_AGAIN,
+    AllowedEmailDomainForm,
+    ChangeUserForm,
+    CreateUserForm,
+    IssueLinkForm,
+    ReasonForm,
+    RemoveAllowedEmailDomainForm,
+)
 from .models import AllowedEmailDomain, User
 
 # E-mail addresses change only through careid's flows (verification, audit, notification):
@@ -46,24 +55,57 @@ admin.site.unregister(UserSession)
 
 @admin.register(AllowedEmailDomain)
 class AllowedEmailDomainAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
+    """Who may be given a Care Identity: every addition, change and removal is audited with its reason
+    (SECURITY.md), so a domain leaves one at a time through the delete page, which asks it; there is no
+    "Delete selected" action, which could not."""
+
+    form = AllowedEmailDomainForm
     list_display = ["domain", "include_subdomains"]
     list_filter = ["include_subdomains"]
     search_fields = ["domain"]
+    actions = None
 
     def save_model(self, request, obj, form, change) -> None:
+        if not form.changed_fields:
+            return  # saved unchanged: nothing done, nothing to record
         with transaction.atomic():
             super().save_model(request, obj, form, change)
-            record(Event.ALLOW_LIST_CHANGED, request=request, domain=obj.domain,
-                   include_subdomains=obj.include_subdomains, change="changed" if change else "added")
+            details = {"before": {name: form.initial.get(name) for name in form.changed_fields}} if change else {}
+            record(Event.ALLOW_LIST_CHANGED, request=request, domain=obj.domain, include_subdomains=obj.include_subdomains,
+                   change="changed" if change else "added", reason=form.cleaned_data["reason"], **details)
+
+    def delete_view(self, request, object_id, extra_context=None):
+        """Django's "Are you sure?" page with a Reason box. Django's own view deletes on any POST, so this one
+        checks the reason first; then Django's log entry, message and redirect, as its view gives them."""
+        domain = self.get_object(request, unquote(object_id))
+        if not self.has_delete_permission(request, domain):
+            raise PermissionDenied
+        if domain is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        form = RemoveAllowedEmailDomainForm(request.POST if request.method == "POST" else None)
+        if request.method == "POST" and form.is_valid():
+            shown, pk = str(domain), domain.pk
+            with transaction.atomic():
+                self.log_deletions(request, [domain])
+                record(Event.ALLOW_LIST_CHANGED, request=request, domain=domain.domain, change="removed",
+                       reason=form.cleaned_data["reason"])
+                domain.delete()
+            return self.response_delete(request, shown, pk)
+        deleted_objects, model_count, _perms_needed, _protected = self.get_deleted_objects([domain], request)
+        response = self.render_delete_form(request, {
+            **self.admin_site.each_context(request), "title": "Delete", "subtitle": None,
+            "object_name": str(self.opts.verbose_name), "object": domain, "deleted_objects": deleted_objects,
+            "model_count": dict(model_count).items(), "opts": self.opts, "app_label": self.opts.app_label,
+            "preserved_filters": self.get_preserved_filters(request), "form": form, **(extra_context or {}),
+        })
+        response.status_code = 400 if form.errors else 200
+        return response
 
     def delete_model(self, request, obj) -> None:
-        with transaction.atomic():
-            record(Event.ALLOW_LIST_CHANGED, request=request, domain=obj.domain, change="removed")
-            super().delete_model(request, obj)
+        raise PermissionDenied  # only through delete_view, with a reason
 
     def delete_queryset(self, request, queryset) -> None:
-        for domain in queryset:
-            self.delete_model(request, domain)
+        raise PermissionDenied
 
 
 class AuthenticatorTypeFilter(admin.SimpleListFilter):

@@ -111,6 +111,39 @@ class ReasonForm(forms.Form):
     reason = REASON
 
 
+class AllowedEmailDomainForm(forms.ModelForm):
+    """A domain on the Care Identity allow list decides who can be given a Care Identity: adding or changing
+    one needs a reason, kept in the audit trail; saving it unchanged needs none, as nothing is done."""
+
+    reason = ReasonField(
+        label="Reason", required=False, widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Kept in the audit trail, e.g. the request you are acting on.",
+    )
+
+    class Meta:
+        model = AllowedEmailDomain
+        fields = ["domain", "include_subdomains"]
+
+    @property
+    def changed_fields(self) -> list[str]:
+        return [name for name in self.changed_data if name != "reason"]
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if self.changed_fields and not cleaned.get("reason") and "reason" not in self.errors:
+            self.add_error("reason", "Give a reason for the change" if self.instance.pk
+                           else "Give a reason for adding the domain")
+        return cleaned
+
+
+class RemoveAllowedEmailDomainForm(forms.Form):
+    reason = ReasonField(
+        label="Reason", widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Kept in the audit trail, e.g. the request you are acting on.",
+        error_messages={"required": "Give a reason for removing the domain"},
+    )
+
+
 class IssueLinkForm(forms.Form):
     kind = forms.ChoiceField(label="Authenticator type")
     purpose = forms.ChoiceField(

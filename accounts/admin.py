@@ -9,6 +9,7 @@ from __future__ import annotations
 from allauth.account.models import EmailAddress
 from allauth.usersessions.models import UserSession
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
@@ -27,9 +28,19 @@ from authenticators.models import RegistrationLink
 from careid.admin import DeclaredFiltersOnly
 from oidc.models import Grant
 from signin import flows as signin_flows
+from signin.decorators import sign_in_again, sign_in_again_url
+from signin.session import is_recent
 
 from . import flows, outbox, roles
-from .admin_forms import ChangeUserForm, CreateUserForm, IssueLinkForm, ReasonForm
+from .admin_forms import (
+    SIGN_IN_AGAIN,
+    AllowedEmailDomainForm,
+    ChangeUserForm,
+    CreateUserForm,
+    IssueLinkForm,
+    ReasonForm,
+    RemoveAllowedEmailDomainForm,
+)
 from .models import AllowedEmailDomain, User
 
 # E-mail addresses change only through careid's flows (verification, audit, notification):
@@ -44,24 +55,57 @@ admin.site.unregister(UserSession)
 
 @admin.register(AllowedEmailDomain)
 class AllowedEmailDomainAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
+    """Who may be given a Care Identity: every addition, change and removal is audited with its reason
+    (SECURITY.md), so a domain leaves one at a time through the delete page, which asks it; there is no
+    "Delete selected" action, which could not."""
+
+    form = AllowedEmailDomainForm
     list_display = ["domain", "include_subdomains"]
     list_filter = ["include_subdomains"]
     search_fields = ["domain"]
+    actions = None
 
     def save_model(self, request, obj, form, change) -> None:
+        if not form.changed_fields:
+            return  # saved unchanged: nothing done, nothing to record
         with transaction.atomic():
             super().save_model(request, obj, form, change)
-            record(Event.ALLOW_LIST_CHANGED, request=request, domain=obj.domain,
-                   include_subdomains=obj.include_subdomains, change="changed" if change else "added")
+            details = {"before": {name: form.initial.get(name) for name in form.changed_fields}} if change else {}
+            record(Event.ALLOW_LIST_CHANGED, request=request, domain=obj.domain, include_subdomains=obj.include_subdomains,
+                   change="changed" if change else "added", reason=form.cleaned_data["reason"], **details)
+
+    def delete_view(self, request, object_id, extra_context=None):
+        """Django's "Are you sure?" page with a Reason box. Django's own view deletes on any POST, so this one
+        checks the reason first; then Django's log entry, message and redirect, as its view gives them."""
+        domain = self.get_object(request, unquote(object_id))
+        if not self.has_delete_permission(request, domain):
+            raise PermissionDenied
+        if domain is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        form = RemoveAllowedEmailDomainForm(request.POST if request.method == "POST" else None)
+        if request.method == "POST" and form.is_valid():
+            shown, pk = str(domain), domain.pk
+            with transaction.atomic():
+                self.log_deletions(request, [domain])
+                record(Event.ALLOW_LIST_CHANGED, request=request, domain=domain.domain, change="removed",
+                       reason=form.cleaned_data["reason"])
+                domain.delete()
+            return self.response_delete(request, shown, pk)
+        deleted_objects, model_count, _perms_needed, _protected = self.get_deleted_objects([domain], request)
+        response = self.render_delete_form(request, {
+            **self.admin_site.each_context(request), "title": "Delete", "subtitle": None,
+            "object_name": str(self.opts.verbose_name), "object": domain, "deleted_objects": deleted_objects,
+            "model_count": dict(model_count).items(), "opts": self.opts, "app_label": self.opts.app_label,
+            "preserved_filters": self.get_preserved_filters(request), "form": form, **(extra_context or {}),
+        })
+        response.status_code = 400 if form.errors else 200
+        return response
 
     def delete_model(self, request, obj) -> None:
-        with transaction.atomic():
-            record(Event.ALLOW_LIST_CHANGED, request=request, domain=obj.domain, change="removed")
-            super().delete_model(request, obj)
+        raise PermissionDenied  # only through delete_view, with a reason
 
     def delete_queryset(self, request, queryset) -> None:
-        for domain in queryset:
-            self.delete_model(request, domain)
+        raise PermissionDenied
 
 
 class AuthenticatorTypeFilter(admin.SimpleListFilter):
@@ -195,6 +239,18 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
         record(Event.RA_REFUSED, request=request, subject=subject, outcome=Outcome.FAILURE, attempted=what, **details)
         raise PermissionDenied
 
+    def _sign_in_again(self, request: HttpRequest, subject: User, what: str) -> HttpResponse | None:
+        """Issuing a link and removing an authenticator (as a new e-mail, see ChangeUserForm) can hand the
+        profile to someone else: they need the RA's sign-in at most 5 minutes old, as the person's own
+        journeys do, or whoever finds an RA's desk left signed in takes over anyone the RA may act on. The
+        RA signs in again and comes back to the page (its address answers GET too); a POST is audited."""
+        if is_recent(request):
+            return None
+        if request.method == "POST":
+            record(Event.RA_REFUSED, request=request, subject=subject, outcome=Outcome.FAILURE, attempted=what,
+                   reason=REAUTHENTICATION_NEEDED)
+        return sign_in_again(request)
+
     # --- add and change -------------------------------------------------------------------------
     def get_fields(self, request, obj=None):
         if obj is None:
@@ -212,16 +268,17 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
         if obj is None:
             return CreateUserForm
         actor = request.user
+        stale = None if is_recent(request) else sign_in_again_url(request)
 
         class Form(ChangeUserForm):
             def __init__(self, *args, **kw):
-                super().__init__(*args, actor=actor, **kw)
+                super().__init__(*args, actor=actor, sign_in_again_url=stale, **kw)
 
         return Form
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        target = self.get_object(request, object_id) if object_id and request.method == "POST" else None
         if request.method == "POST":
-            target = self.get_object(request, object_id) if object_id else None
             crafted = sorted(name for name in roles.PRIVILEGE_FIELDS if name in request.POST)
             allowed_roles = set(roles.assignable_roles(request.user))
             asked_roles = set(request.POST.getlist("roles"))
@@ -229,7 +286,12 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
                 self._refuse(request, target, "change privileges", fields=crafted, roles=sorted(asked_roles))
             if target is not None and roles.is_protected_from(target, request.user):
                 self._refuse(request, target, "change a protected account")
-        return super().changeform_view(request, object_id, form_url, extra_context)
+        response = super().changeform_view(request, object_id, form_url, extra_context)
+        form = getattr((getattr(response, "context_data", None) or {}).get("adminform"), "form", None)
+        if target is not None and form is not None and form.has_error("email", SIGN_IN_AGAIN):
+            record(Event.RA_REFUSED, request=request, subject=target, outcome=Outcome.FAILURE,
+                   attempted="change the email address", email=form.data.get("email", ""), reason=REAUTHENTICATION_NEEDED)
+        return response
 
     def save_model(self, request, obj, form, change) -> None:
         data = form.cleaned_data
@@ -330,6 +392,8 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
 
     def issue_link_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         user = self._target(request, pk, "accounts.issue_registration_link", "issue a registration link")
+        if stale := self._sign_in_again(request, user, "issue a registration link"):
+            return stale
         form = IssueLinkForm(request.POST if request.method == "POST" else None, user=user)
         if request.method == "POST" and not user.is_active:
             self._refuse(request, user, "issue a registration link", reason=f"profile {user.status}")
@@ -350,6 +414,8 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
         authenticator_type = registry.get(kind)
         if authenticator_type is None or not authenticator_type.model.objects.filter(user=user).exists():
             raise PermissionDenied
+        if stale := self._sign_in_again(request, user, "remove an authenticator"):
+            return stale
         form = ReasonForm(request.POST if request.method == "POST" else None)
         if request.method == "POST" and form.is_valid():
             authenticator_flows.remove_authenticator(user=user, kind=kind, actor=request.user,
@@ -407,6 +473,9 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
     def has_unlock_permission(self, request) -> bool:
         return request.user.has_perm("accounts.unlock_user")
 
+
+# Why an action needing a recent sign-in was refused (as signing in again is in the person's own journeys).
+REAUTHENTICATION_NEEDED = "re-authentication needed"
 
 # Why a bulk action left someone as they were: roles.is_protected_from(), or _applies() for each action.
 _PROTECTED = "you may not act on your own Care Identity or on staff your role does not manage"

@@ -6,6 +6,8 @@ Names and titles are checked by the User fields' own validators (accounts.valida
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
+from django.utils.html import format_html
 
 from authenticators import registry
 
@@ -51,9 +53,17 @@ class CreateUserForm(forms.ModelForm):
         return email
 
 
+# The code of the e-mail field's error when the RA's sign-in is too old to change it (the admin audits it).
+SIGN_IN_AGAIN = "sign_in_again"
+
+
 class ChangeUserForm(forms.ModelForm):
     """Names, title and Care Identity e-mail; roles only for those who may assign them. A reason for any
-    change (SECURITY.md: every RA action is audited with one); none when nothing changes, as nothing is done."""
+    change (SECURITY.md: every RA action is audited with one); none when nothing changes, as nothing is done.
+
+    A new e-mail (and then a registration link) hands the profile to whoever holds the new address, so it
+    needs the RA's sign-in at most 5 minutes old, as the person's own e-mail changes do: `sign_in_again_url`,
+    given when it is older, is where the refusal's link sends the RA."""
 
     roles = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple)
     reason = ReasonField(
@@ -66,9 +76,10 @@ class ChangeUserForm(forms.ModelForm):
         model = User
         fields = ["title", "first_name", "last_name", "email"]
 
-    def __init__(self, *args, actor, **kwargs) -> None:
+    def __init__(self, *args, actor, sign_in_again_url: str | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.actor = actor
+        self.sign_in_again_url = sign_in_again_url
         choices = assignable_roles(actor)
         if choices and self.instance.pk != actor.pk:
             self.fields["roles"].choices = [(role, role) for role in choices]
@@ -87,11 +98,50 @@ class ChangeUserForm(forms.ModelForm):
         if changed and not cleaned.get("reason") and "reason" not in self.errors:
             self.add_error("reason", "Give a reason for changing the email address" if "email" in changed
                            else "Give a reason for the change")
+        if self.sign_in_again_url and cleaned.get("email", self.instance.email) != self.instance.email:
+            minutes = int(settings.CAREID_REAUTHENTICATION_MAX_AGE.total_seconds() // 60)
+            self.add_error("email", forms.ValidationError(format_html(
+                "Sign in again to change the email address: your last sign-in was more than {} minutes ago. Nothing "
+                "has been saved. <a href=\"{}\">Sign in again</a> and come back to this page.",
+                minutes, self.sign_in_again_url), code=SIGN_IN_AGAIN))
         return cleaned
 
 
 class ReasonForm(forms.Form):
     reason = REASON
+
+
+class AllowedEmailDomainForm(forms.ModelForm):
+    """A domain on the Care Identity allow list decides who can be given a Care Identity: adding or changing
+    one needs a reason, kept in the audit trail; saving it unchanged needs none, as nothing is done."""
+
+    reason = ReasonField(
+        label="Reason", required=False, widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Kept in the audit trail, e.g. the request you are acting on.",
+    )
+
+    class Meta:
+        model = AllowedEmailDomain
+        fields = ["domain", "include_subdomains"]
+
+    @property
+    def changed_fields(self) -> list[str]:
+        return [name for name in self.changed_data if name != "reason"]
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if self.changed_fields and not cleaned.get("reason") and "reason" not in self.errors:
+            self.add_error("reason", "Give a reason for the change" if self.instance.pk
+                           else "Give a reason for adding the domain")
+        return cleaned
+
+
+class RemoveAllowedEmailDomainForm(forms.Form):
+    reason = ReasonField(
+        label="Reason", widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Kept in the audit trail, e.g. the request you are acting on.",
+        error_messages={"required": "Give a reason for removing the domain"},
+    )
 
 
 class IssueLinkForm(forms.Form):

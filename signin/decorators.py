@@ -11,11 +11,15 @@ from django.urls import reverse
 from .session import is_recent
 
 
+def sign_in_again_url(request: HttpRequest, goto: str | None = None) -> str:
+    """The sign-in page's address, saying the person must sign in again, then back to this page (or `goto`,
+    for a POST whose address answers no GET)."""
+    return f"{reverse('login')}?{urlencode({'goto': goto or request.get_full_path(), 'reauth': '1'})}"
+
+
 def sign_in_again(request: HttpRequest, goto: str | None = None) -> HttpResponse:
-    """The sign-in page, saying the person must sign in again, then back to this page (or `goto`, for a POST
-    whose address answers no GET)."""
-    query = urlencode({"goto": goto or request.get_full_path(), "reauth": "1"})
-    return redirect(f"{reverse('login')}?{query}")
+    """To the sign-in page, saying the person must sign in again, then back to this page (or `goto`)."""
+    return redirect(sign_in_again_url(request, goto))
 
 
 def recent_authentication_required(view):

@@ -65,7 +65,8 @@ def test_the_admin_shows_events_read_only(staff_client):
 
 
 def test_the_allow_list_is_editable_in_the_admin(staff_client):
-    response = staff_client.post("/admin/accounts/allowedemaildomain/add/", {"domain": "Example.ORG.", "include_subdomains": "on"})
+    response = staff_client.post("/admin/accounts/allowedemaildomain/add/",
+                                 {"domain": "Example.ORG.", "include_subdomains": "on", "reason": "new trust"})
     assert response.status_code == 302
     from accounts.models import AllowedEmailDomain
 

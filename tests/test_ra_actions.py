@@ -6,6 +6,8 @@ import csv
 import html
 import io
 import re
+import time
+from urllib.parse import urlencode
 
 import pytest
 from django.contrib import messages
@@ -301,6 +303,116 @@ def test_changing_the_email_tells_both_addresses(agent, make_person, mailbox):
     assert event_of(Event.USER_CHANGED, person.user).details["reason"] == "new job at the trust"
     mailbox.wait_for("edith.cavell@nhs.net", "The email address of your Care Identity has changed")
     mailbox.wait_for("edith.new@nhs.net", "The email address of your Care Identity has changed")
+
+
+# --- what can hand a profile to someone else needs the RA's sign-in at most 5 minutes old ------------------
+
+
+def _sign_in_minutes_ago(client, minutes: int) -> None:
+    session = client.session
+    session["careid_auth"] = {**session["careid_auth"], "at": time.time() - minutes * 60}
+    session["careid_last_seen"] = time.time()
+    session.save()
+
+
+@pytest.fixture
+def stale_agent(db, seeded_allow_list, ra_staff):
+    """An RA Agent who signed in 20 minutes ago and is still signed in (the idle timeout is 30 minutes)."""
+    agent_person, client = ra_staff(RA_AGENT)
+    _sign_in_minutes_ago(client, 20)
+    assert client.get(USERS).status_code == 200
+    return agent_person, client
+
+
+def sign_in_again_url(path: str) -> str:
+    return f"/login/?{urlencode({'goto': path, 'reauth': '1'})}"
+
+
+def sign_in_again(client, agent_person, path: str) -> None:
+    """Through the real pages, as the RA does from the page that sent them; back to that page."""
+    assert "For your security, sign in again to continue." in client.get(f"{sign_in_again_url(path)}&choose=1").content.decode()
+    assert sign_in(client, agent_person, goto=path).url == path
+
+
+def refusal_of(agent_person, subject) -> AuditEvent:
+    return AuditEvent.objects.get(event=Event.RA_REFUSED, actor=agent_person.user, subject=subject)
+
+
+def test_an_ra_changes_a_persons_email_only_after_a_recent_sign_in(stale_agent, make_person):
+    agent_person, client = stale_agent
+    person = make_person(email="nurse@nhs.net")
+    page = f"{USERS}{person.user.pk}/change/"
+    details = {"title": "", "first_name": "Edith", "last_name": "Smith", "email": "someone.else@nhs.net",
+               "reason": "new job"}
+    response = client.post(page, details)
+    assert response.status_code == 200
+    error = re.search(r'<ul class="errorlist" id="id_email_error">(.*?)</ul>', response.content.decode(), re.S).group(1)
+    assert "Sign in again to change the email address: your last sign-in was more than 5 minutes ago." in error
+    assert f'<a href="{html.escape(sign_in_again_url(page))}">Sign in again</a>' in error
+    # What the RA typed is still there; nothing is saved, and the refusal is in the trail.
+    assert re.search(r'<input type="email" name="email" value="someone.else@nhs.net"[^>]* aria-describedby="id_email_error"',
+                     response.content.decode())
+    assert ">\nnew job</textarea>" in response.content.decode()
+    person.user.refresh_from_db()
+    assert (person.user.email, person.user.last_name) == ("nurse@nhs.net", "Cavell")
+    assert not AuditEvent.objects.filter(event=Event.USER_CHANGED, subject=person.user).exists()
+    refused = refusal_of(agent_person, person.user)
+    assert refused.outcome == Outcome.FAILURE and refused.details["attempted"] == "change the email address"
+    assert refused.details["email"] == "someone.else@nhs.net"
+
+    sign_in_again(client, agent_person, page)
+    assert client.post(page, details).status_code == 302
+    person.user.refresh_from_db()
+    assert (person.user.email, person.user.last_name) == ("someone.else@nhs.net", "Smith")
+    assert event_of(Event.USER_CHANGED, person.user).details["reason"] == "new job"
+
+
+def test_an_ra_removes_a_persons_authenticator_only_after_a_recent_sign_in(stale_agent, make_person):
+    agent_person, client = stale_agent
+    person = make_person(email="nurse@nhs.net")
+    page = f"{USERS}{person.user.pk}/authenticators/authenticator-app/remove/"
+    assert client.get(page).url == sign_in_again_url(page)  # before anything is typed
+    response = client.post(page, {"reason": "Lost phone"})
+    assert response.status_code == 302 and response.url == sign_in_again_url(page)
+    assert AuthenticatorApp.objects.filter(user=person.user).exists()
+    assert refusal_of(agent_person, person.user).details["attempted"] == "remove an authenticator"
+
+    sign_in_again(client, agent_person, page)
+    assert client.get(page).status_code == 200
+    assert client.post(page, {"reason": "Lost phone"}).status_code == 302
+    assert not AuthenticatorApp.objects.filter(user=person.user).exists()
+
+
+def test_an_ra_issues_a_registration_link_only_after_a_recent_sign_in(stale_agent, make_person):
+    agent_person, client = stale_agent
+    person = make_person(email="nurse@nhs.net")
+    AuthenticatorApp.objects.filter(user=person.user).delete()
+    page = f"{USERS}{person.user.pk}/link/"
+    details = {"kind": "authenticator-app", "purpose": "emailed", "reason": "new phone"}
+    assert client.get(page).url == sign_in_again_url(page)
+    response = client.post(page, details)
+    assert response.status_code == 302 and response.url == sign_in_again_url(page)
+    assert not RegistrationLink.objects.filter(user=person.user).exists()
+    assert refusal_of(agent_person, person.user).details["attempted"] == "issue a registration link"
+
+    sign_in_again(client, agent_person, page)
+    assert client.get(page).status_code == 200
+    assert "It has been sent to" in client.post(page, details).content.decode()
+    assert RegistrationLink.objects.filter(user=person.user).exists()
+
+
+def test_what_hands_no_profile_over_needs_no_recent_sign_in(stale_agent, make_person):
+    """RA staff handle hundreds of requests: names, suspension and unlocking go on as before."""
+    agent_person, client = stale_agent
+    person = make_person(email="nurse@nhs.net")
+    response = client.post(f"{USERS}{person.user.pk}/change/", {
+        "title": "", "first_name": "Edith", "last_name": "Smith", "email": "nurse@nhs.net", "reason": "married"})
+    assert response.status_code == 302
+    assert client.post(f"{USERS}{person.user.pk}/suspend/", {"reason": "Left the trust"}).status_code == 302
+    assert client.post(f"{USERS}{person.user.pk}/reinstate/", {"reason": "Back"}).status_code == 302
+    person.user.refresh_from_db()
+    assert (person.user.last_name, person.user.status) == ("Smith", User.Status.ACTIVE)
+    assert not AuditEvent.objects.filter(event=Event.RA_REFUSED).exists()
 
 
 def test_the_export_is_filtered_streamed_and_formula_safe(transactional_db, seeded_allow_list, ra_staff, make_person):

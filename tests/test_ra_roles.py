@@ -354,9 +354,10 @@ def test_suspension_revokes_unused_links(agent, make_person):
 
 def test_allow_list_changes_are_audited(manager):
     manager_person, client = manager
-    client.post("/admin/accounts/allowedemaildomain/add/", {"domain": "example.org"})
+    client.post("/admin/accounts/allowedemaildomain/add/", {"domain": "example.org", "reason": "new trust"})
     event = AuditEvent.objects.get(event=Event.ALLOW_LIST_CHANGED)
     assert event.actor == manager_person.user and event.details["domain"] == "example.org"
+    assert event.details["reason"] == "new trust"
 
 
 def test_there_is_no_session_admin_not_even_for_a_superuser(make_person, seeded_roles):

@@ -2,8 +2,9 @@
 
 An RA Agent signs in through CIS2 Authentication (/login/?goto=/admin/, "Authenticator app", e-mail
 and password, 6-digit code), creates a Care Identity with "Add user" (the invitation goes out through
-the real SMTP server), issues a registration link to use in the person's presence, and suspends the
-person with a reason. axe-core checks every admin page on the way.
+the real SMTP server), signs in again (the sign-in is more than 5 minutes old by then) to issue a
+registration link to use in the person's presence, and suspends the person with a reason. axe-core
+checks every admin page on the way.
 
 Unlike the journey tests, this page's context keeps the site's Content-Security-Policy in force (no
 bypass_csp), so the admin is exercised under the real policy: a CSP report in the browser console on
@@ -16,6 +17,7 @@ refuses: those reports come from axe, not from the admin, and are set aside whil
 from __future__ import annotations
 
 import re
+import time
 from urllib.parse import urlsplit
 
 import pytest
@@ -28,6 +30,18 @@ USERS = "/admin/accounts/user/"
 NEW_EMAIL = "florence.nightingale@nhs.net"
 REASON = "Left the trust"
 LINK_REASON = "Identity checked in person"
+
+
+def age_the_sign_in(page: Page, minutes: int) -> None:
+    """As if this browser had signed in `minutes` ago (and been in use since)."""
+    from importlib import import_module
+
+    from django.conf import settings
+
+    key = next(cookie["value"] for cookie in page.context.cookies() if cookie["name"] == settings.SESSION_COOKIE_NAME)
+    session = import_module(settings.SESSION_ENGINE).SessionStore(key)
+    session["careid_auth"] = {**session["careid_auth"], "at": time.time() - minutes * 60}
+    session.save()
 
 
 @pytest.fixture
@@ -86,7 +100,16 @@ def test_ra_agent_creates_a_user_issues_a_link_and_suspends(enforcing_page: Page
     heading(page, "Change user")
     expect(page).to_have_url(base_url + f"{USERS}{user.pk}/change/")
     console.check(a11y, "change user page")
+
+    # A link hands the profile to whoever opens it: the RA signed in 20 minutes ago signs in again first, and
+    # comes back to the page.
+    age_the_sign_in(page, 20)
     page.get_by_role("link", name="Issue a registration link").click()
+    heading(page, "CIS2 Authentication")
+    expect(page.get_by_text("For your security, sign in again to continue.")).to_be_visible()
+    choose_the_app(page)
+    sign_in_with_the_app(page, agent)
+    expect(page).to_have_url(base_url + f"{USERS}{user.pk}/link/")
 
     # A link for the Authenticator app, to open now, in front of the RA: shown on the page.
     heading(page, "Issue a registration link")

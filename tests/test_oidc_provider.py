@@ -126,6 +126,35 @@ def test_scopes_careid_does_not_have_are_ignored_and_the_others_granted(client, 
     assert AuditEvent.objects.get(event=Event.OIDC_TOKEN_ISSUED).details["scopes"] == ["openid", "profile", "nhsperson"]
 
 
+def test_a_refresh_sending_the_sign_ins_scope_again_is_not_refused(client, person, service, rp_key):
+    """Authlib's and requests-oauthlib's refresh_token() send the scope the sign-in asked for with every refresh:
+    the scopes careid ignored at sign-in are ignored there too, not answered invalid_scope."""
+    scope = "openid profile nhsperson nationalrbacaccess selectedrole"
+    code, authorization = signed_in_code(client, person, service, scope=scope)
+    tokens = rp.exchange(client, service.pk, rp_key, code, authorization).json()
+    refreshed = client.post("/oidc/token", {
+        "grant_type": "refresh_token", "refresh_token": tokens["refresh_token"], "scope": scope,
+        "client_assertion_type": rp.JWT_BEARER, "client_assertion": rp.assertion(service.pk, rp_key)})
+    assert refreshed.status_code == 200, refreshed.content
+    assert refreshed.json()["scope"] == "openid profile nhsperson"
+    assert not AuditEvent.objects.filter(event=Event.OIDC_REFUSED).exists()
+    # A scope careid has that the sign-in did not get is still refused.
+    refused_refresh = client.post("/oidc/token", {
+        "grant_type": "refresh_token", "refresh_token": refreshed.json()["refresh_token"], "scope": "openid email",
+        "client_assertion_type": rp.JWT_BEARER, "client_assertion": rp.assertion(service.pk, rp_key)})
+    assert refused_refresh.status_code == 400 and refused_refresh.json()["error"] == "invalid_scope"
+
+
+def test_a_request_without_any_scope_is_refused_as_one_without_openid(client, person, service):
+    """oauthlib takes a request with no scope for plain OAuth 2.0 and gives it the service's default scopes, so it
+    got a code without OpenID Connect's checks: prompt=login did not make a signed-in person sign in again."""
+    sign_in(client, person)
+    response, authorization = rp.authorize(client, service.pk, scope=None, prompt="login")
+    query = rp.query_of(response["Location"])
+    assert response["Location"].startswith(rp.REDIRECT_URI + "?") and query["state"] == authorization.state
+    assert query["error"] == "invalid_scope" and "code" not in query
+
+
 @pytest.mark.parametrize(("scope", "reason"), [
     ("profile nhsperson", "the openid scope is required"),
     ("nationalrbacaccess selectedrole", "the openid scope is required"),  # nothing careid knows is left

@@ -39,6 +39,12 @@ def send_email_code(code: EmailOneTimePassword) -> None:
     outbox.queue("email_code", object_id=code.pk, to=code.email, user=code.user)
 
 
+def send_decoy_email_code(code: EmailOneTimePassword) -> None:
+    """For a password reset code that nobody is sent: the work of send_email_code, with an outbox row that is
+    never sent (outbox.queue_decoy)."""
+    outbox.queue_decoy("email_code", object_id=code.pk)
+
+
 def send_email_confirmation(address: EmailAddress) -> None:
     outbox.queue("email_confirmation", object_id=address.pk, to=address.email, user=address.user)
 

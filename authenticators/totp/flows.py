@@ -18,7 +18,7 @@ from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
 from accounts.models import EmailOneTimePassword, User
-from accounts.notifications import notify_person
+from accounts.notifications import notify_person, send_decoy_email_code, send_email_code
 from audit.models import Event, Outcome
 from audit.record import record
 from authenticators import flows as link_flows
@@ -233,13 +233,23 @@ class PasswordReset:
         return User.objects.filter(pk=self.user).first() if self.user else None
 
 
-def _reset_refusal(user: User) -> str | None:
-    """Why this Care Identity cannot reset its password, if it cannot (told only to its own address)."""
+# No Care Identity has this id: what is looked for when an address is nobody's, so that its reset makes the
+# statements a Care Identity's makes (and finds nothing).
+NOBODY = 0
+
+
+def _reset_refusal(user: User | None) -> str | None:
+    """Why this Care Identity cannot reset its password, if it cannot (told only to its own address);
+    "unknown email" for an address that is nobody's."""
+    # Looked for whatever the address, as the WebAuthn sign-in page looks for an unknown address's credential.
+    has_app = AuthenticatorApp.objects.registered(user.pk if user else NOBODY).exists()
+    if user is None:
+        return "unknown email"
     if not user.is_active:
         return f"profile {user.status}"
     if user.is_locked and not user.lock_is_lifted_by_password_reset:
         return "locked"
-    if not AuthenticatorApp.objects.registered(user).exists():
+    if not has_app:
         return "no authenticator app"
     return None
 
@@ -259,51 +269,58 @@ def _start_password_reset(request: HttpRequest, email: str) -> bool:
         record(Event.PASSWORD_RESET_STARTED, request=request, subject=user, outcome=Outcome.FAILURE,
                email=email[:254], reason="ip_throttled")
         return False
+    # A code of this reset's own, e-mailed unless the address cannot reset (the notice why goes instead, to a Care
+    # Identity), a reset e-mail went to it less than a minute ago (from any journey, browser or client address:
+    # starting again does not skip the wait; the new journey's "Send a new code" sends one once the wait is
+    # over) or the day's e-mails are used up: then it is one that nobody has.
+    # The same statements and Celery hand-over whatever the address, in the same order (no enumeration by
+    # timing): the app looked for, the wait claimed and the day's e-mails counted as if an unknown address were
+    # a Care Identity's, the code row written, one audit event, and where an e-mail is due one outbox row
+    # handed to Celery: the code, the notice, or for an unknown address one that no worker sends.
+    whom = PasswordResetWait.key_for(user.pk if user else None, email)
     with transaction.atomic():
-        if user is None:
-            code = EmailOneTimePassword.issue(user=None, email="", purpose=RESET_PURPOSE, emailed=False)
-            record(Event.PASSWORD_RESET_STARTED, request=request, outcome=Outcome.FAILURE, email=email[:254],
-                   reason="unknown email", emailed=False)
-        else:
-            # A code of this reset's own, e-mailed unless the profile cannot reset (then the notice why goes
-            # instead), a reset e-mail went to it less than a minute ago (from any journey, browser or client
-            # address: starting again does not skip the wait; the new journey's "Send a new code" sends one
-            # once the wait is over) or the day's e-mails are used up: then it is one that nobody has.
-            why = _reset_refusal(user)
-            held_back = _reset_email_held_back(request, user)
-            emailed = why is None and held_back is None
-            code = EmailOneTimePassword.issue(user=user, email=user.email, purpose=RESET_PURPOSE, emailed=emailed)
-            if held_back is None:
-                _count_reset_email(request, user)
-            if why:
-                started = record(Event.PASSWORD_RESET_STARTED, request=request, subject=user, outcome=Outcome.FAILURE,
-                                 reason=why, emailed=False, notified=held_back is None,
-                                 **({"held_back": held_back} if held_back else {}))
-                if held_back is None:
-                    notify_person(started)
-            else:
-                record(Event.PASSWORD_RESET_STARTED, request=request, subject=user, emailed=emailed,
-                       **({"reason": held_back} if held_back else {}))
-                if emailed:
-                    send_code(request, code)
+        why = _reset_refusal(user)
+        held_back = _reset_email_held_back(request, whom)
+        emailed = why is None and held_back is None
+        code = EmailOneTimePassword.issue(user=user, email=user.email if user else "", purpose=RESET_PURPOSE,
+                                          emailed=emailed)
+        if held_back is None:
+            _count_reset_email(request, whom)
+        # One audit event: whether a code was e-mailed, and why not (the profile's refusal, "cooldown", "daily limit").
+        details: dict = {"emailed": emailed} if user else {"emailed": False, "email": email[:254]}
+        if why:
+            details["reason"] = why
+            if user is not None:
+                details["notified"] = held_back is None
+            if held_back:
+                details["held_back"] = held_back
+        elif held_back:
+            details["reason"] = held_back
+        started = record(Event.PASSWORD_RESET_STARTED, request=request, subject=user,
+                         outcome=Outcome.FAILURE if why else Outcome.SUCCESS, **details)
+        if emailed:
+            send_email_code(code)
+        elif held_back is None and user is not None:
+            notify_person(started)
+        elif held_back is None:
+            send_decoy_email_code(code)
         PasswordReset(email=email, step="otp", at=time.time(), user=user.pk if user else None,
                       code=code.pk).save(request)
     return True
 
 
-def _reset_email_keys(request: HttpRequest, user: User) -> tuple[str, str, str]:
-    """The Care Identity's wait (PasswordResetWait), and its day's e-mails counted from this client and in all."""
-    whom = PasswordResetWait.key_for(user.pk, user.email)
-    return whom, f"password-reset-emails:{whom}:{throttle.client_key(request)}", f"password-reset-emails:{whom}"
+def _reset_email_keys(request: HttpRequest, whom: str) -> tuple[str, str]:
+    """The day's reset e-mails to `whom` (PasswordResetWait.key_for) counted from this client and in all."""
+    return f"password-reset-emails:{whom}:{throttle.client_key(request)}", f"password-reset-emails:{whom}"
 
 
-def _reset_email_held_back(request: HttpRequest, user: User) -> str | None:
-    """Why no reset e-mail may go to this Care Identity now ("daily limit", "cooldown"); None when one may,
-    and then the wait before the next has started (in the caller's transaction: held by it, given back if
-    it fails). Nothing is counted against the day's limits here (_count_reset_email does, once it goes): a
-    reset held back costs no e-mail, so the person's own restarts within a stranger's minute do not use
-    up their day."""
-    whom, from_client, in_all = _reset_email_keys(request, user)
+def _reset_email_held_back(request: HttpRequest, whom: str) -> str | None:
+    """Why no reset e-mail may go to `whom` (PasswordResetWait.key_for) now ("daily limit", "cooldown"); None
+    when one may, and then the wait before the next has started (in the caller's transaction: held by it, given
+    back if it fails). Nothing is counted against the day's limits here (_count_reset_email does, once it
+    goes): a reset held back costs no e-mail, so the person's own restarts within a stranger's minute do not
+    use up their day. An unknown address is counted and waits the same way, though nothing is ever sent."""
+    from_client, in_all = _reset_email_keys(request, whom)
     if throttle.peek(from_client) >= RESET_EMAILS_PER_DAY or throttle.peek(in_all) >= RESET_EMAILS_PER_DAY_IN_ALL:
         return "daily limit"
     if not PasswordResetWait.objects.claim(whom):
@@ -311,8 +328,8 @@ def _reset_email_held_back(request: HttpRequest, user: User) -> str | None:
     return None
 
 
-def _count_reset_email(request: HttpRequest, user: User) -> None:
-    _whom, from_client, in_all = _reset_email_keys(request, user)
+def _count_reset_email(request: HttpRequest, whom: str) -> None:
+    from_client, in_all = _reset_email_keys(request, whom)
     day = timedelta(days=1)
     throttle.count(from_client, day)
     throttle.count(in_all, day)
@@ -322,25 +339,28 @@ def resend_reset_code(request: HttpRequest, reset: PasswordReset) -> bool:
     """A new code for this journey; False while its code (or its start, if none was sent) is less than a minute
     old. Otherwise answered as sent, and e-mailed to a Care Identity that can reset its password, a minute
     after any reset e-mail to it and within the day's limits; else it is one that nobody has (a code whose
-    expiry stayed would tell), its wait and expiry those of a sent one."""
+    expiry stayed would tell), its wait and expiry those of a sent one. The same statements and Celery
+    hand-over whatever the address (_start_password_reset says which)."""
     code = EmailOneTimePassword.objects.filter(pk=reset.code).select_related("user").first()
     if code is None or code.resend_wait():
         return False
+    user = code.user
+    whom = PasswordResetWait.key_for(user.pk if user else None, reset.email)
     with signin_flows.failing_closed(request, Event.OTP_SENT, purpose=RESET_PURPOSE), transaction.atomic():
-        user = code.user
-        if user is None:
-            held_back = "unknown email"
-        else:
-            held_back = _reset_refusal(user) or _reset_email_held_back(request, user)
-        if not code.replace(emailed=held_back is None):
+        why = _reset_refusal(user)
+        held_back = _reset_email_held_back(request, whom)
+        if not code.replace(emailed=why is None and held_back is None):
             transaction.set_rollback(True)  # resent meanwhile from another tab of this journey: the wait is given back
             return False
         if held_back is None:
-            _count_reset_email(request, user)
+            _count_reset_email(request, whom)
+        if why is None and held_back is None:
             send_code(request, code)
-        elif user is not None:
-            record(Event.OTP_SENT, request=request, subject=user, outcome=Outcome.FAILURE, email=code.email,
-                   purpose=RESET_PURPOSE, reason=held_back)
+        else:
+            record(Event.OTP_SENT, request=request, subject=user, outcome=Outcome.FAILURE, purpose=RESET_PURPOSE,
+                   email=code.email if user else reset.email[:254], reason=why or held_back)
+            if held_back is None:  # the work of a send, for the timing: the notice went with the start
+                send_decoy_email_code(code)
     return True
 
 

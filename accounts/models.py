@@ -254,6 +254,10 @@ class EmailOneTimePassword(models.Model):
     The code is derived from `nonce` (careid.tokens), so the row never holds it. Sending a
     new code replaces the nonce but keeps `failures`: after CAREID_EMAIL_CODE_MAX_FAILURES
     wrong codes the challenge is dead, however many codes are sent.
+
+    Every password reset journey has one, e-mailed or not: one that nobody was sent (`emailed` false: an
+    address that is no Care Identity's, which has no `user`, a Care Identity that cannot reset its password,
+    or sending held back) is never right, and counts its wrong tries, waits and expires as a sent one does.
     """
 
     class Result(models.TextChoices):
@@ -265,20 +269,22 @@ class EmailOneTimePassword(models.Model):
 
     DIGITS = 8
 
-    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="email_codes")
+    user = models.ForeignKey(User, null=True, blank=True, on_delete=models.CASCADE, related_name="email_codes")
     email = models.EmailField(max_length=254)
     purpose = models.CharField(max_length=32)
     nonce = models.CharField(max_length=32)
-    sent_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(default=timezone.now)  # or said to be sent, when not `emailed`
     expires_at = models.DateTimeField()
     failures = models.PositiveSmallIntegerField(default=0)
     used_at = models.DateTimeField(null=True, blank=True)
+    # Whether the current code went out by e-mail; a database default too, for the INSERTs of the release before.
+    emailed = models.BooleanField(default=True, db_default=True)
 
     def __str__(self) -> str:
-        return f"{self.purpose} code for {self.user_id}"
+        return f"{self.purpose} code for {self.user_id or 'an address that is no Care Identity'}"
 
     @classmethod
-    def issue(cls, *, user: User, email: str, purpose: str) -> EmailOneTimePassword:
+    def issue(cls, *, user: User | None, email: str, purpose: str, emailed: bool = True) -> EmailOneTimePassword:
         from careid import tokens
 
         now = timezone.now()
@@ -289,6 +295,7 @@ class EmailOneTimePassword(models.Model):
             nonce=tokens.new_nonce(),
             sent_at=now,
             expires_at=now + settings.CAREID_EMAIL_CODE_TTL,
+            emailed=emailed,
         )
 
     @property
@@ -304,20 +311,22 @@ class EmailOneTimePassword(models.Model):
     def resend_wait(self) -> timedelta:
         return max(timedelta(0), self.sent_at + settings.CAREID_EMAIL_CODE_COOLDOWN - timezone.now())
 
-    def replace(self) -> bool:
-        """A new code (the old one stops working); False while cooling down or once dead."""
+    def replace(self, *, emailed: bool = True) -> bool:
+        """A new code (the old one stops working), e-mailed or not; False while cooling down or once dead."""
         from careid import tokens
 
         now = timezone.now()
-        nonce = tokens.new_nonce()
+        fields = {"nonce": tokens.new_nonce(), "sent_at": now, "expires_at": now + settings.CAREID_EMAIL_CODE_TTL,
+                  "emailed": emailed}
         replaced = EmailOneTimePassword.objects.filter(
             pk=self.pk,
             used_at__isnull=True,
             failures__lt=settings.CAREID_EMAIL_CODE_MAX_FAILURES,
             sent_at__lte=now - settings.CAREID_EMAIL_CODE_COOLDOWN,
-        ).update(nonce=nonce, sent_at=now, expires_at=now + settings.CAREID_EMAIL_CODE_TTL)
+        ).update(**fields)
         if replaced:
-            self.nonce, self.sent_at, self.expires_at = nonce, now, now + settings.CAREID_EMAIL_CODE_TTL
+            for name, value in fields.items():
+                setattr(self, name, value)
         return bool(replaced)
 
     def verify(self, code: str) -> Result:
@@ -333,7 +342,8 @@ class EmailOneTimePassword(models.Model):
         live = EmailOneTimePassword.objects.filter(
             pk=self.pk, used_at__isnull=True, failures__lt=settings.CAREID_EMAIL_CODE_MAX_FAILURES
         )
-        if constant_time_compare(code.strip(), self.code) and live.filter(nonce=self.nonce).update(used_at=timezone.now()):
+        right = constant_time_compare(code.strip(), self.code) and self.emailed  # a code nobody was sent never is
+        if right and live.filter(nonce=self.nonce).update(used_at=timezone.now()):
             return self.Result.ACCEPTED
         live.update(failures=F("failures") + 1)
         self.refresh_from_db(fields=["failures"])

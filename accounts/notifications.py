@@ -39,6 +39,12 @@ def send_email_code(code: EmailOneTimePassword) -> None:
     outbox.queue("email_code", object_id=code.pk, to=code.email, user=code.user)
 
 
+def send_decoy_email_code(code: EmailOneTimePassword) -> None:
+    """For a password reset code that nobody is sent: the work of send_email_code, with an outbox row that is
+    never sent (outbox.queue_decoy)."""
+    outbox.queue_decoy("email_code", object_id=code.pk)
+
+
 def send_email_confirmation(address: EmailAddress) -> None:
     outbox.queue("email_confirmation", object_id=address.pk, to=address.email, user=address.user)
 
@@ -49,7 +55,9 @@ def send_email_confirmation(address: EmailAddress) -> None:
 @outbox.kind("email_code", "One Time Password")
 def _email_code(email: OutgoingEmail) -> outbox.Message | None:
     code = EmailOneTimePassword.objects.select_related("user").filter(pk=email.object_id).first()
-    if code is None or code.used_at is not None or code.is_exhausted or code.expires_at <= timezone.now():
+    if code is None or not code.emailed:
+        return None  # gone, or replaced since by a code that nobody is sent (a password reset held back)
+    if code.used_at is not None or code.is_exhausted or code.expires_at <= timezone.now():
         return None  # used, dead or expired (the outbox tries for a day): a late copy would only confuse
     return outbox.Message("email_code", {"user": code.user, "code": code.code, "minutes": code_ttl_minutes(),
                                          "purpose": code.purpose})

@@ -66,10 +66,23 @@ def label(name: str) -> str:
 
 def queue(name: str, *, object_id: int, to: str, user: User | None = None, **extra: Any) -> OutgoingEmail:
     """Owe an e-mail, in the current transaction; it is sent once that transaction has committed."""
+    return _queue(name, object_id=object_id, to=to, user=user, extra=extra, state=OutgoingEmail.State.QUEUED)
+
+
+def queue_decoy(name: str, *, object_id: int) -> OutgoingEmail:
+    """What queue() does, for an e-mail nobody is owed: the row is written and handed to Celery as one is,
+    but born "not needed any more" and addressed to nobody, so no worker ever sends it (deliver claims only
+    queued rows, the sweep hands over only those). For a step that must do the work of one that e-mails
+    (a password reset for an address that gets no code)."""
+    return _queue(name, object_id=object_id, to="", user=None, extra={}, state=OutgoingEmail.State.CANCELLED)
+
+
+def _queue(name: str, *, object_id: int, to: str, user: User | None, extra: dict[str, Any],
+           state: OutgoingEmail.State) -> OutgoingEmail:
     if name not in _KINDS:
         raise LookupError(f"No e-mail kind {name!r}")
     now = timezone.now()  # one instant for both: handed over before it was due would count as due again since
-    email = OutgoingEmail.objects.create(kind=name, object_id=object_id, to=to, user=user, extra=extra,
+    email = OutgoingEmail.objects.create(kind=name, object_id=object_id, to=to, user=user, extra=extra, state=state,
                                          next_attempt_at=now, handed_over_at=now)
     transaction.on_commit(lambda: publish(OutgoingEmail, email.pk, deliver_email_task, "e-mail"), robust=True)
     return email

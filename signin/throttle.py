@@ -115,6 +115,13 @@ def count(key: str, window: timedelta, by: int = 1) -> int:
             return by
 
 
+def peek(key: str) -> int:
+    """A counter's value (0 when it has none), without counting. Raises StoreUnavailable when the cache
+    cannot be reached."""
+    with _reaching_store():
+        return int(caches["throttle"].get(key, 0))
+
+
 def uncount(key: str) -> None:
     """Give back one count (never below zero, never recreating an expired counter). One that cannot be
     given back, the cache being unreachable, stays counted: stricter, never looser."""

@@ -298,3 +298,21 @@ def test_a_lock_for_codes_that_lands_while_a_reset_finishes_stays(transactional_
     in_parallel(2, work)
     person.user.refresh_from_db()
     assert person.user.is_locked and person.user.lock_reason == "codes"
+
+
+def test_resets_started_at_once_send_one_code(transactional_db, make_person, mailbox):
+    """One reset e-mail a minute per Care Identity: resets of one address started at the same moment, from
+    different browsers and client addresses, claim the wait in the database, and one of them sends a code."""
+    require(connection.vendor == "postgresql", "PostgreSQL (real concurrent transactions)")
+    from accounts.models import EmailOneTimePassword, OutgoingEmail
+
+    person = make_person()
+
+    def start(index: int) -> int:
+        browser = Client(REMOTE_ADDR=f"10.0.1.{index}")
+        return browser.post("/login/authenticator-app/forgotten-password/", {"email": person.user.email}).status_code
+
+    assert in_parallel(6, start) == [302] * 6
+    assert OutgoingEmail.objects.filter(user=person.user, kind="email_code").count() == 1
+    assert EmailOneTimePassword.objects.filter(user=person.user, emailed=True).count() == 1
+    assert EmailOneTimePassword.objects.filter(user=person.user).count() == 6  # a journey each

@@ -322,3 +322,19 @@ def test_a_send_cut_off_at_the_tasks_time_limit_is_a_failed_attempt(user, settin
     email = notification_for(user)  # sent at the commit (in-process here)
     assert (email.state, email.attempts, email.claimed_until) == (OutgoingEmail.State.QUEUED, 1, None)
     assert email.last_error == "SoftTimeLimitExceeded: not sent within the task's time limit"
+
+
+def test_a_decoy_is_handed_over_like_an_email_and_never_sent(user, mailbox):
+    """outbox.queue_decoy: the work of queue() for a step that e-mails nobody (a password reset for an unknown
+    address). Its task finds nothing to send, and no sweep hands it over again, however long it waits."""
+    from accounts.models import EmailOneTimePassword
+
+    code = EmailOneTimePassword.issue(user=None, email="", purpose="password-reset", emailed=False)
+    with transaction.atomic():
+        decoy = outbox.queue_decoy("email_code", object_id=code.pk)
+    decoy.refresh_from_db()
+    assert (decoy.state, decoy.to, decoy.user, decoy.attempts) == (OutgoingEmail.State.CANCELLED, "", None, 0)
+    assert outbox.deliver(decoy.pk) is None
+    with time_machine.travel(timezone.now() + timedelta(days=2)):
+        assert outbox.sweep() == 0
+    assert mailbox.messages == []

@@ -7,12 +7,10 @@ changes nothing.
 
 from __future__ import annotations
 
-import secrets
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from datetime import timedelta
 
-from django.conf import settings
 from django.contrib.auth.hashers import make_password
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest
@@ -20,7 +18,7 @@ from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
 from accounts.models import EmailOneTimePassword, User
-from accounts.notifications import notify_person
+from accounts.notifications import notify_person, send_decoy_email_code, send_email_code
 from audit.models import Event, Outcome
 from audit.record import record
 from authenticators import flows as link_flows
@@ -33,7 +31,7 @@ from signin.models import Factor
 
 from . import codes
 from .kind import KIND
-from .models import AppRegistration, AuthenticatorApp
+from .models import AppRegistration, AuthenticatorApp, PasswordResetWait
 
 
 class AppAlreadyRegistered(AlreadyRegistered):
@@ -191,10 +189,12 @@ def finish_signin(request: HttpRequest, user: User, token: str) -> str | None:
 SESSION_RESET = "careid_password_reset"
 RESET_TTL_SECONDS = 900
 RESET_PURPOSE = "password-reset"
-# Reset e-mails (new codes and resends) per Care Identity per day: from one client address (a stranger who
-# starts reset after reset uses up theirs, not those of the person's own address), and from all together
-# (the inbox is not flooded, and with 5 wrong tries a code there are at most 100 guesses a day at 8 digits).
-# A stranger with four addresses, or behind the person's own NAT, can still use up a day's e-mails.
+# Reset e-mails (codes, resends, and the notice why a password cannot be reset) per Care Identity: one a minute
+# (CAREID_EMAIL_CODE_COOLDOWN), whichever journey, browser or client address asks (PasswordResetWait); and
+# per day from one client address (a stranger who starts reset after reset uses up theirs, not those of the
+# person's own address) and from all together (the inbox is not flooded, and with 5 wrong tries a code there
+# are at most 100 guesses a day at 8 digits). A stranger with four addresses, or behind the person's own NAT,
+# can still use up a day's e-mails.
 RESET_EMAILS_PER_DAY = 5
 RESET_EMAILS_PER_DAY_IN_ALL = 20
 RESET_STARTS_PER_HOUR = 20  # per client address
@@ -208,13 +208,10 @@ class PasswordReset:
     step: str  # "otp" -> "app" -> "password"
     at: float
     user: int | None = None
+    # This journey's own code (an EmailOneTimePassword), e-mailed or not: a stranger's journey for the same
+    # address has another, so their wrong tries never spend this one's. Its row keeps the wait before a resend,
+    # the expiry and the wrong tries, for every address alike.
     code: int | None = None
-    # When a code was last sent, or said to be sent: the one-minute wait before a resend counts from it, and
-    # for an address that gets no code (unknown, refused, over the day's e-mails) the expiry too, so that
-    # neither tells the addresses apart.
-    sent_at: float = 0.0
-    # Names this journey's count of code checks in the throttle store (check_reset_code says why).
-    journey: str = field(default_factory=lambda: secrets.token_urlsafe(16))
 
     @classmethod
     def of(cls, request: HttpRequest, step: str) -> PasswordReset | None:
@@ -225,6 +222,8 @@ class PasswordReset:
         reset = cls(**{name: value for name, value in data.items() if name in known})  # as an older release kept it
         if reset.step != step or time.time() - reset.at > RESET_TTL_SECONDS:
             return None
+        if step == "otp" and reset.code is None:  # started by an older release without a code: start again
+            return None
         return reset
 
     def save(self, request: HttpRequest) -> None:
@@ -234,13 +233,23 @@ class PasswordReset:
         return User.objects.filter(pk=self.user).first() if self.user else None
 
 
-def _reset_refusal(user: User) -> str | None:
-    """Why this Care Identity cannot reset its password, if it cannot (told only to its own address)."""
+# No Care Identity has this id: what is looked for when an address is nobody's, so that its reset makes the
+# statements a Care Identity's makes (and finds nothing).
+NOBODY = 0
+
+
+def _reset_refusal(user: User | None) -> str | None:
+    """Why this Care Identity cannot reset its password, if it cannot (told only to its own address);
+    "unknown email" for an address that is nobody's."""
+    # Looked for whatever the address, as the WebAuthn sign-in page looks for an unknown address's credential.
+    has_app = AuthenticatorApp.objects.registered(user.pk if user else NOBODY).exists()
+    if user is None:
+        return "unknown email"
     if not user.is_active:
         return f"profile {user.status}"
     if user.is_locked and not user.lock_is_lifted_by_password_reset:
         return "locked"
-    if not AuthenticatorApp.objects.registered(user).exists():
+    if not has_app:
         return "no authenticator app"
     return None
 
@@ -260,72 +269,108 @@ def _start_password_reset(request: HttpRequest, email: str) -> bool:
         record(Event.PASSWORD_RESET_STARTED, request=request, subject=user, outcome=Outcome.FAILURE,
                email=email[:254], reason="ip_throttled")
         return False
-    now = time.time()
-    reset = PasswordReset(email=email, step="otp", at=now, user=user.pk if user else None, sent_at=now)
+    # A code of this reset's own, e-mailed unless the address cannot reset (the notice why goes instead, to a Care
+    # Identity), a reset e-mail went to it less than a minute ago (from any journey, browser or client address:
+    # starting again does not skip the wait; the new journey's "Send a new code" sends one once the wait is
+    # over) or the day's e-mails are used up: then it is one that nobody has.
+    # The same statements and Celery hand-over whatever the address, in the same order (no enumeration by
+    # timing): the app looked for, the wait claimed and the day's e-mails counted as if an unknown address were
+    # a Care Identity's, the code row written, one audit event, and where an e-mail is due one outbox row
+    # handed to Celery: the code, the notice, or for an unknown address one that no worker sends.
+    whom = PasswordResetWait.key_for(user.pk if user else None, email)
     with transaction.atomic():
-        if user is None:
-            record(Event.PASSWORD_RESET_STARTED, request=request, outcome=Outcome.FAILURE, email=email[:254],
-                   reason="unknown email")
-        elif why := _reset_refusal(user):
-            notify_person(record(Event.PASSWORD_RESET_STARTED, request=request, subject=user, outcome=Outcome.FAILURE,
-                                 reason=why))
-        else:
-            # A code of its own for this reset: one that someone else started for the address (knowing it is
-            # enough) cannot spend this one's tries. Over the day's limits, the pages an unknown address gets.
-            sending = _may_send_reset_email(request, user)
-            record(Event.PASSWORD_RESET_STARTED, request=request, subject=user, emailed=sending)
-            if sending:
-                code = EmailOneTimePassword.issue(user=user, email=user.email, purpose=RESET_PURPOSE)
-                send_code(request, code)
-                reset.code = code.pk
-        reset.save(request)
+        why = _reset_refusal(user)
+        held_back = _reset_email_held_back(request, whom)
+        emailed = why is None and held_back is None
+        code = EmailOneTimePassword.issue(user=user, email=user.email if user else "", purpose=RESET_PURPOSE,
+                                          emailed=emailed)
+        if held_back is None:
+            _count_reset_email(request, whom)
+        # One audit event: whether a code was e-mailed, and why not (the profile's refusal, "cooldown", "daily limit").
+        details: dict = {"emailed": emailed} if user else {"emailed": False, "email": email[:254]}
+        if why:
+            details["reason"] = why
+            if user is not None:
+                details["notified"] = held_back is None
+            if held_back:
+                details["held_back"] = held_back
+        elif held_back:
+            details["reason"] = held_back
+        started = record(Event.PASSWORD_RESET_STARTED, request=request, subject=user,
+                         outcome=Outcome.FAILURE if why else Outcome.SUCCESS, **details)
+        if emailed:
+            send_email_code(code)
+        elif held_back is None and user is not None:
+            notify_person(started)
+        elif held_back is None:
+            send_decoy_email_code(code)
+        PasswordReset(email=email, step="otp", at=time.time(), user=user.pk if user else None,
+                      code=code.pk).save(request)
     return True
 
 
-def _may_send_reset_email(request: HttpRequest, user: User) -> bool:
+def _reset_email_keys(request: HttpRequest, whom: str) -> tuple[str, str]:
+    """The day's reset e-mails to `whom` (PasswordResetWait.key_for) counted from this client and in all."""
+    return f"password-reset-emails:{whom}:{throttle.client_key(request)}", f"password-reset-emails:{whom}"
+
+
+def _reset_email_held_back(request: HttpRequest, whom: str) -> str | None:
+    """Why no reset e-mail may go to `whom` (PasswordResetWait.key_for) now ("daily limit", "cooldown"); None
+    when one may, and then the wait before the next has started (in the caller's transaction: held by it, given
+    back if it fails). Nothing is counted against the day's limits here (_count_reset_email does, once it
+    goes): a reset held back costs no e-mail, so the person's own restarts within a stranger's minute do not
+    use up their day. An unknown address is counted and waits the same way, though nothing is ever sent."""
+    from_client, in_all = _reset_email_keys(request, whom)
+    if throttle.peek(from_client) >= RESET_EMAILS_PER_DAY or throttle.peek(in_all) >= RESET_EMAILS_PER_DAY_IN_ALL:
+        return "daily limit"
+    if not PasswordResetWait.objects.claim(whom):
+        return "cooldown"
+    return None
+
+
+def _count_reset_email(request: HttpRequest, whom: str) -> None:
+    from_client, in_all = _reset_email_keys(request, whom)
     day = timedelta(days=1)
-    return (throttle.within_limit(f"password-reset-emails:{user.pk}:{throttle.client_key(request)}",
-                                  RESET_EMAILS_PER_DAY, day)
-            and throttle.within_limit(f"password-reset-emails:{user.pk}", RESET_EMAILS_PER_DAY_IN_ALL, day))
+    throttle.count(from_client, day)
+    throttle.count(in_all, day)
 
 
 def resend_reset_code(request: HttpRequest, reset: PasswordReset) -> bool:
-    """A new code; False while the last one is less than a minute old. A resend is an e-mail like a new
-    code and counts against the day's limits; over them, and for an address that gets no code, the answers
-    a sent code gets (its wait included) while nothing is sent."""
-    if time.time() - reset.sent_at < settings.CAREID_EMAIL_CODE_COOLDOWN.total_seconds():
+    """A new code for this journey; False while its code (or its start, if none was sent) is less than a minute
+    old. Otherwise answered as sent, and e-mailed to a Care Identity that can reset its password, a minute
+    after any reset e-mail to it and within the day's limits; else it is one that nobody has (a code whose
+    expiry stayed would tell), its wait and expiry those of a sent one. The same statements and Celery
+    hand-over whatever the address (_start_password_reset says which)."""
+    code = EmailOneTimePassword.objects.filter(pk=reset.code).select_related("user").first()
+    if code is None or code.resend_wait():
         return False
-    code = EmailOneTimePassword.objects.filter(pk=reset.code).select_related("user").first() if reset.code else None
-    if code is not None:
-        if _may_send_reset_email(request, code.user):
-            with transaction.atomic():
-                if not code.replace():  # resent meanwhile from another tab of this journey
-                    return False
-                send_code(request, code)
-        else:  # from here on, what an address that gets no code gets (a code whose expiry stayed would tell)
-            reset.code = None
-    reset.sent_at = time.time()
-    reset.save(request)
+    user = code.user
+    whom = PasswordResetWait.key_for(user.pk if user else None, reset.email)
+    with signin_flows.failing_closed(request, Event.OTP_SENT, purpose=RESET_PURPOSE), transaction.atomic():
+        why = _reset_refusal(user)
+        held_back = _reset_email_held_back(request, whom)
+        if not code.replace(emailed=why is None and held_back is None):
+            transaction.set_rollback(True)  # resent meanwhile from another tab of this journey: the wait is given back
+            return False
+        if held_back is None:
+            _count_reset_email(request, whom)
+        if why is None and held_back is None:
+            send_code(request, code)
+        else:
+            record(Event.OTP_SENT, request=request, subject=user, outcome=Outcome.FAILURE, purpose=RESET_PURPOSE,
+                   email=code.email if user else reset.email[:254], reason=why or held_back)
+            if held_back is None:  # the work of a send, for the timing: the notice went with the start
+                send_decoy_email_code(code)
     return True
 
 
 def check_reset_code(request: HttpRequest, reset: PasswordReset, entered: str) -> EmailOneTimePassword.Result:
     Result = EmailOneTimePassword.Result
-    # A real code's wrong tries are counted on its row, atomically. A journey whose address gets no code
-    # counts its checks in the throttle store, as atomically: counted in the session, overlapping requests
-    # each read 0 and wrote 1, and only a real address ran out of tries. Every journey counts there, so that
-    # without the store all are refused alike (the 503 page).
-    with signin_flows.failing_closed(request, Event.OTP_FAILED, purpose=RESET_PURPOSE):
-        checks = throttle.count(f"password-reset-checks:{reset.journey}", timedelta(seconds=RESET_TTL_SECONDS))
-    code = EmailOneTimePassword.objects.filter(pk=reset.code).select_related("user").first() if reset.code else None
+    # Every journey has its code, e-mailed or not, so its wrong tries are counted on the code's row, atomically,
+    # whatever the address: overlapping requests run out alike. A code nobody was sent is never right.
+    code = EmailOneTimePassword.objects.filter(pk=reset.code).select_related("user").first()
     with transaction.atomic():
-        if code is None:  # as EmailOneTimePassword.verify answers: expired first, then counted
-            if time.time() - reset.sent_at >= settings.CAREID_EMAIL_CODE_TTL.total_seconds():
-                result = Result.EXPIRED
-            else:
-                result = Result.EXHAUSTED if checks >= settings.CAREID_EMAIL_CODE_MAX_FAILURES else Result.WRONG
-        else:
-            result = code.verify(entered)
+        result = code.verify(entered) if code is not None else Result.EXHAUSTED
         if result == Result.ACCEPTED:
             reset.step = "app"
         else:

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 
 from authenticators.base.models import Authenticator
 
@@ -40,8 +43,9 @@ class AppRegistrationQuerySet(models.QuerySet["AppRegistration"]):
 
 
 def forget_abandoned_registrations() -> int:
-    """The type's clean-up hook (registry): journeys past their deadline keep no pending secret."""
-    return AppRegistration.objects.forget_abandoned()
+    """The type's clean-up hook (registry): journeys past their deadline keep no pending secret; password
+    reset waits that are over are forgotten."""
+    return AppRegistration.objects.forget_abandoned() + PasswordResetWait.objects.forget_over()
 
 
 class AppRegistration(models.Model):
@@ -58,3 +62,38 @@ class AppRegistration(models.Model):
     def forget_secrets(self) -> None:
         AppRegistration.objects.filter(pk=self.pk).update(pending_secret="", pending_password="")
         self.pending_secret = self.pending_password = ""
+
+
+class PasswordResetWaitQuerySet(models.QuerySet["PasswordResetWait"]):
+    def claim(self, key: str) -> bool:
+        """Start the wait before the next reset e-mail to `key`, unless one is running: True when the caller
+        may e-mail now. One conditional UPDATE decides, and its row stays locked until the caller's
+        transaction ends (which also gives the wait back, should that transaction fail): of resets started
+        at the same moment, in any number of processes, one e-mails. The same two statements every time."""
+        now = timezone.now()
+        self.bulk_create([PasswordResetWait(key=key)], ignore_conflicts=True)
+        over = Q(emailed_at__isnull=True) | Q(emailed_at__lte=now - settings.CAREID_EMAIL_CODE_COOLDOWN)
+        return bool(self.filter(over, key=key).update(emailed_at=now))
+
+    def forget_over(self) -> int:
+        return self.filter(emailed_at__lte=timezone.now() - settings.CAREID_EMAIL_CODE_COOLDOWN).delete()[0]
+
+
+class PasswordResetWait(models.Model):
+    """When a password reset last e-mailed a Care Identity (its code, or why it cannot be reset), or, for an
+    address that is no Care Identity's, would have: no reset e-mails it again before CAREID_EMAIL_CODE_COOLDOWN
+    has passed, whichever journey, browser or client address asks. Keyed by a keyed hash of either (an address
+    is not kept), so that both make the same statements."""
+
+    key = models.CharField(max_length=64, unique=True)
+    emailed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = PasswordResetWaitQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return f"password reset wait {self.key[:12]}…"
+
+    @staticmethod
+    def key_for(user_id: int | None, email: str) -> str:
+        whom = f"care-identity:{user_id}" if user_id else f"address:{email.strip().lower()}"
+        return salted_hmac("careid.totp.password-reset-wait", whom, algorithm="sha256").hexdigest()

@@ -7,6 +7,7 @@ caused is not; every other session ends; the person is e-mailed.
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import pytest
 from django.contrib.auth.hashers import check_password
@@ -264,6 +265,26 @@ def test_a_reset_started_elsewhere_within_the_minute_sends_nothing_and_spoils_no
         assert _codes_sent(person.user) == 2 and other_code != own_code
         assert own.post(CODE, {"code": own_code}).url == APP
         assert other.post(CODE, {"code": other_code}).url == APP
+
+
+def test_a_resend_within_the_minute_of_another_journeys_e_mail_keeps_the_code_it_has(person, mailbox, settings):
+    """The person's "Send a new code" a minute after their code but within the minute of a code another browser
+    was sent: it is refused as within the minute, and the person's code goes on working (it was replaced by
+    one that could not be sent, with the page saying a new code was sent)."""
+    import time_machine
+
+    email = person.user.email
+    own, other = Client(REMOTE_ADDR="198.51.100.7"), Client(REMOTE_ADDR="203.0.113.9")
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        own.post(START, {"email": email})
+        own_code = code_from(mailbox, email)
+        clock.shift(settings.CAREID_EMAIL_CODE_COOLDOWN + timedelta(seconds=10))
+        other.post(START, {"email": email})
+        assert _codes_sent(person.user) == 2
+        clock.shift(timedelta(seconds=30))
+        assert own.post(CODE + "resend/").url == CODE + "?resend=refused"
+        assert _codes_sent(person.user) == 2
+        assert own.post(CODE, {"code": own_code}).url == APP
 
 
 def test_a_start_from_elsewhere_within_the_minute_answers_as_for_an_unknown_address(person, mailbox, settings):

@@ -337,7 +337,8 @@ def _count_reset_email(request: HttpRequest, whom: str) -> None:
 
 def resend_reset_code(request: HttpRequest, reset: PasswordReset) -> bool:
     """A new code for this journey; False while its code (or its start, if none was sent) is less than a minute
-    old. Otherwise answered as sent, and e-mailed to a Care Identity that can reset its password, a minute
+    old, or while a reset e-mail from another journey is (the code this journey has goes on working, rather
+    than being replaced by one that cannot be sent). Otherwise answered as sent, and e-mailed to a Care Identity that can reset its password, a minute
     after any reset e-mail to it and within the day's limits; else it is one that nobody has (a code whose
     expiry stayed would tell), its wait and expiry those of a sent one. The same statements and Celery
     hand-over whatever the address (_start_password_reset says which)."""
@@ -349,6 +350,8 @@ def resend_reset_code(request: HttpRequest, reset: PasswordReset) -> bool:
     with signin_flows.failing_closed(request, Event.OTP_SENT, purpose=RESET_PURPOSE), transaction.atomic():
         why = _reset_refusal(user)
         held_back = _reset_email_held_back(request, whom)
+        if held_back == "cooldown":  # another journey's e-mail went less than a minute ago: this code still works
+            return False
         if not code.replace(emailed=why is None and held_back is None):
             transaction.set_rollback(True)  # resent meanwhile from another tab of this journey: the wait is given back
             return False

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from importlib import import_module
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.hashers import check_password
-from django.test import Client
+from django.test import Client, RequestFactory
 from django.utils import timezone
 
 from accounts.models import User
@@ -233,14 +235,18 @@ def _codes_sent(user: User) -> int:
 
 def test_starting_again_within_the_minute_sends_no_new_code(client, person, mailbox):
     """Three posts of the address within a second sent three codes: starting again skipped the minute's wait
-    that "Send a new code" keeps. The reset started again gets no code; the wait is the Care Identity's."""
+    that "Send a new code" keeps. From other browsers, a reset started again gets no code (the wait is the Care
+    Identity's); from the same browser (a double click), its journey goes on with the code that was e-mailed."""
     email = person.user.email
     for _attempt in range(3):
         assert client.post(START, {"email": email}).url == CODE
+    for _other_browser in range(2):
+        assert Client(REMOTE_ADDR="203.0.113.9").post(START, {"email": email}).url == CODE
     assert _codes_sent(person.user) == 1 and len(mailbox.to(email)) == 1
     started = AuditEvent.objects.filter(event=Event.PASSWORD_RESET_STARTED, subject=person.user).order_by("id")
     assert [(event.details["emailed"], event.details.get("reason")) for event in started] == [
         (True, None), (False, "cooldown"), (False, "cooldown")]
+    assert client.post(CODE, {"code": code_from(mailbox, email)}).url == APP
 
 
 def test_a_reset_started_elsewhere_within_the_minute_sends_nothing_and_spoils_nothing(person, mailbox, settings):
@@ -439,8 +445,8 @@ def test_a_care_identity_that_cannot_reset_is_told_why_once_a_minute(client, per
     from accounts.models import OutgoingEmail
 
     User.objects.filter(pk=person.user.pk).update(status=User.Status.SUSPENDED)
-    for _attempt in range(3):
-        assert client.post(START, {"email": person.user.email}).url == CODE
+    for _browser in range(3):
+        assert Client(REMOTE_ADDR="203.0.113.9").post(START, {"email": person.user.email}).url == CODE
     assert OutgoingEmail.objects.filter(user=person.user, kind="notification").count() == 1
     started = AuditEvent.objects.filter(event=Event.PASSWORD_RESET_STARTED, subject=person.user).order_by("id")
     assert [(event.details["notified"], event.details.get("held_back")) for event in started] == [
@@ -489,8 +495,141 @@ def test_every_step_does_the_same_database_work_and_celery_hand_over_for_every_a
     assert work[can.user.email] == work["nobody.here@nhs.net"]
     assert work[cannot.user.email] == work["nobody.here@nhs.net"]
     assert [(name, len(statements), handed) for name, statements, handed in work["nobody.here@nhs.net"]] == [
-        ("start", 8, 1), ("start again within the minute", 7, 0), ("wrong code", 6, 0),
-        ("resend within the minute", 2, 0), ("resend", 8, 1), ("wrong code after the resend", 6, 0)]
+        ("start", 7, 1), ("start again within the minute", 6, 0), ("wrong code", 5, 0),
+        ("resend within the minute", 2, 0), ("resend", 7, 1), ("wrong code after the resend", 5, 0)]
     # What was handed over for an unknown address (and the resend of a profile that cannot reset) goes to nobody.
     assert set(OutgoingEmail.objects.filter(user=None).values_list("state", "to")) == {(OutgoingEmail.State.CANCELLED, "")}
     assert OutgoingEmail.objects.filter(user=None).count() == 3
+
+
+# --- double submissions, a clean-up, a release before ------------------------------------------------
+
+
+def test_a_double_submitted_right_code_does_not_send_the_journey_back_to_the_code_step(person, mailbox):
+    """The person double-clicks Continue on the code page with the right code: two requests read the session,
+    the first accepts the code and moves the journey to the app step, the second (the code now used) saves
+    the journey as it read it, at the code step. The browser is left at a step whose code is used: every
+    code it types is "already used", "Send a new code" is refused for ever, and the app step sends it back
+    to the start."""
+    from authenticators.totp import flows
+
+    email = person.user.email
+    browser = Client(REMOTE_ADDR="198.51.100.7")
+    browser.post(START, {"email": email})
+    code = code_from(mailbox, email)
+    requests = _requests_that_read_the_session_first(browser, CODE)
+    journeys = [flows.PasswordReset.of(request, "otp") for request in requests]  # both read first
+    answers = []
+    for request, journey in zip(requests, journeys, strict=True):
+        answers.append(flows.check_reset_code(request, journey, code).value)
+        if request.session.modified:  # as SessionMiddleware saves it
+            request.session.save()
+    assert answers[0] == "accepted"
+    assert browser.post(APP, {"token": person.fresh_code()}).url == NEW
+
+
+def _requests_that_read_the_session_first(browser: Client, path: str, count: int = 2) -> list:
+    store = import_module(settings.SESSION_ENGINE).SessionStore
+    requests = [RequestFactory().post(path, REMOTE_ADDR="198.51.100.7") for _ in range(count)]
+    for request in requests:
+        request.session = store(browser.session.session_key)
+    return requests
+
+
+def test_a_finished_journey_sets_the_password_once(person, mailbox):
+    """The last step double-submitted (two tabs, a double click): both requests read the journey at the
+    password step before either ended it, and both set a password, end the person's sessions and e-mail
+    them, with two successful password.reset events. A journey that has set the password is finished."""
+    from audit.models import AuditEvent, Event
+    from authenticators.totp import flows
+
+    email = person.user.email
+    browser = Client(REMOTE_ADDR="198.51.100.7")
+    browser.post(START, {"email": email})
+    assert browser.post(CODE, {"code": code_from(mailbox, email)}).url == APP
+    assert browser.post(APP, {"token": person.fresh_code()}).url == NEW
+    requests = _requests_that_read_the_session_first(browser, NEW)
+    journeys = [flows.PasswordReset.of(request, "password") for request in requests]
+    done = []
+    for request, journey, password in zip(requests, journeys, ("first new passphrase", "second new passphrase"),
+                                          strict=True):
+        done.append(flows.finish_password_reset(request, journey, password) is not None)
+        if request.session.modified:  # as SessionMiddleware saves it
+            request.session.save()
+    assert AuditEvent.objects.filter(event=Event.PASSWORD_RESET, subject=person.user, outcome="success").count() == 1
+    assert done == [True, False]
+
+
+def test_a_wait_that_is_over_or_cleaned_up_never_holds_back_a_reset_e_mail(db):
+    """The wait is claimed in one statement: as an INSERT then an UPDATE, the hourly clean-up deleting a wait
+    that was over between the two made the UPDATE find nothing, and a reset e-mail due was held back."""
+    import time_machine
+
+    from authenticators.totp.models import PasswordResetWait
+
+    key = PasswordResetWait.key_for(None, "nobody.here@nhs.net")
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        assert PasswordResetWait.objects.claim(key) is True
+        assert PasswordResetWait.objects.claim(key) is False  # within the minute
+        clock.shift(settings.CAREID_EMAIL_CODE_COOLDOWN)
+        assert PasswordResetWait.objects.claim(key) is True  # the minute is over
+        clock.shift(settings.CAREID_EMAIL_CODE_COOLDOWN)
+        assert PasswordResetWait.objects.forget_over() == 1
+        assert PasswordResetWait.objects.claim(key) is True  # cleaned up: a new wait
+        assert PasswordResetWait.objects.claim(key) is False
+
+
+def test_a_double_click_on_the_start_page_keeps_the_code_that_was_e_mailed(person, mailbox):
+    """A double click on Continue (or Back and Continue while the e-mail is on its way) starts a second journey
+    in the same browser within the minute: it e-mails nothing (README), but it also replaces the browser's
+    journey, so the one code that was e-mailed, in answer to this browser, is refused in it, and typing it
+    spends the new journey's tries (five kill it). Nobody else's journey is involved: the browser's own
+    journey for the same address could be kept, for every address alike."""
+    email = person.user.email
+    browser = Client(REMOTE_ADDR="198.51.100.7")
+    assert browser.post(START, {"email": email}).url == CODE
+    assert browser.post(START, {"email": email}).url == CODE
+    code = code_from(mailbox, email)
+    assert len(mailbox.to(email)) == 1
+    response = browser.post(CODE, {"code": code})
+    assert (response.status_code, response.get("Location")) == (302, APP)
+
+
+def _page_and_location(response) -> tuple[int, str, str | None]:
+    page = re.sub(r'name="csrfmiddlewaretoken" value="[^"]+"', "", response.content.decode())
+    return response.status_code, page, response.get("Location")
+
+
+def test_journeys_of_the_release_before_go_on_alike_for_every_address(transactional_db, make_person, mailbox):
+    """The release before (284ce74^) gave a journey a code row only when it e-mailed a code: to a Care Identity
+    that can reset. An unknown address, a profile that cannot reset and one over the day's e-mails kept
+    code None. This release sends a journey at the code step without a code back to the start ("started by
+    an older release: start again"), and lets one with a code go on: at the deploy, every journey started
+    in the 15 minutes before tells whether its address is a Care Identity with the app. A client that keeps
+    a journey open for each of many addresses (restarting them every 15 minutes) learns that at each deploy
+    from one GET of the code page per address."""
+    import secrets
+    import time
+
+    from accounts.models import EmailOneTimePassword, User
+    from authenticators.totp.flows import SESSION_RESET
+
+    can, cannot = make_person(), make_person(email="mary.seacole@nhs.net")
+    User.objects.filter(pk=cannot.user.pk).update(status=User.Status.SUSPENDED)
+
+    def journey_of_the_release_before(email: str, user: User | None, code: int | None, address: str) -> Client:
+        browser = Client(REMOTE_ADDR=address)
+        session = browser.session
+        now = time.time()
+        session[SESSION_RESET] = {"email": email, "step": "otp", "at": now, "user": user.pk if user else None,
+                                  "code": code, "sent_at": now, "journey": secrets.token_urlsafe(16)}
+        session.save()
+        return browser
+
+    sent = EmailOneTimePassword.issue(user=can.user, email=can.user.email, purpose="password-reset")
+    known = journey_of_the_release_before(can.user.email, can.user, sent.pk, "198.51.100.7")
+    refused = journey_of_the_release_before(cannot.user.email, cannot.user, None, "198.51.100.8")
+    unknown = journey_of_the_release_before("nobody.here@nhs.net", None, None, "198.51.100.9")
+    pages = [_page_and_location(browser.get(CODE)) for browser in (known, refused, unknown)]
+    assert pages[0] == pages[2], (pages[0][0], pages[0][2], pages[2][0], pages[2][2])
+    assert pages[1] == pages[2]

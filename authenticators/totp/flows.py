@@ -15,7 +15,7 @@ from django.contrib.auth.hashers import make_password
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest
 from django.utils import timezone
-from django.utils.crypto import constant_time_compare
+from django.utils.crypto import constant_time_compare, salted_hmac
 
 from accounts.models import EmailOneTimePassword, User
 from accounts.notifications import notify_person, send_decoy_email_code, send_email_code
@@ -212,22 +212,27 @@ class PasswordReset:
     # address has another, so their wrong tries never spend this one's. Its row keeps the wait before a resend,
     # the expiry and the wrong tries, for every address alike.
     code: int | None = None
+    # Set when the app's code is right: the password hash then (its keyed digest). The new password is set only
+    # while it is still the one: a journey finishes once, even submitted twice or from two tabs.
+    password_was: str = ""
+
+    # Journeys kept by an older release start again, whatever the address: that release gave a code only to an
+    # address that could reset, so going on with those alone would tell which addresses are Care Identities.
+    VERSION = 2
 
     @classmethod
     def of(cls, request: HttpRequest, step: str) -> PasswordReset | None:
         data = request.session.get(SESSION_RESET)
-        if not isinstance(data, dict):
+        if not isinstance(data, dict) or data.get("v") != cls.VERSION:
             return None
         known = {item.name for item in fields(cls)}
-        reset = cls(**{name: value for name, value in data.items() if name in known})  # as an older release kept it
+        reset = cls(**{name: value for name, value in data.items() if name in known})
         if reset.step != step or time.time() - reset.at > RESET_TTL_SECONDS:
-            return None
-        if step == "otp" and reset.code is None:  # started by an older release without a code: start again
             return None
         return reset
 
     def save(self, request: HttpRequest) -> None:
-        request.session[SESSION_RESET] = asdict(self)
+        request.session[SESSION_RESET] = {**asdict(self), "v": self.VERSION}
 
     def load_user(self) -> User | None:
         return User.objects.filter(pk=self.user).first() if self.user else None
@@ -277,6 +282,13 @@ def _start_password_reset(request: HttpRequest, email: str) -> bool:
     # timing): the app looked for, the wait claimed and the day's e-mails counted as if an unknown address were
     # a Care Identity's, the code row written, one audit event, and where an e-mail is due one outbox row
     # handed to Celery: the code, the notice, or for an unknown address one that no worker sends.
+    # Posted again from this browser for the same address within the minute (a double click, an impatient
+    # second try): its journey goes on with the code it has, e-mailed or not, for every address alike; a new one
+    # could not be e-mailed yet, and the code that arrives would not be its code.
+    if (kept := PasswordReset.of(request, "otp")) is not None and kept.email.lower() == email.lower():
+        code = EmailOneTimePassword.objects.filter(pk=kept.code).first()
+        if code is not None and code.resend_wait():
+            return True
     whom = PasswordResetWait.key_for(user.pk if user else None, email)
     with transaction.atomic():
         why = _reset_refusal(user)
@@ -379,10 +391,10 @@ def check_reset_code(request: HttpRequest, reset: PasswordReset, entered: str) -
         else:
             record(Event.OTP_FAILED, request=request, subject=code.user if code else None, outcome=Outcome.FAILURE,
                    purpose=RESET_PURPOSE, reason=result.value)
-        if result == Result.EXHAUSTED:
+        if result == Result.ACCEPTED:
+            reset.save(request)  # only then: a double submission's loser must not save the journey back a step
+        elif result == Result.EXHAUSTED:
             request.session.pop(SESSION_RESET, None)
-        else:
-            reset.save(request)
     return result
 
 
@@ -414,8 +426,13 @@ def check_reset_app_code(request: HttpRequest, reset: PasswordReset, token: str)
         return message
     throttle.release(request, user, Factor.CODE)
     reset.step = "password"
+    reset.password_was = _password_digest(user)
     reset.save(request)
     return None
+
+
+def _password_digest(user: User) -> str:
+    return salted_hmac("careid.password-reset", user.password).hexdigest()
 
 
 def finish_password_reset(request: HttpRequest, reset: PasswordReset, password: str) -> User | None:
@@ -428,6 +445,9 @@ def finish_password_reset(request: HttpRequest, reset: PasswordReset, password: 
         user = User.objects.select_for_update().filter(pk=reset.user).first() if reset.user else None
         if user is None or (why := _reset_refusal(user)):
             _refuse_reset(request, user, why if user else "no Care Identity")
+            return None
+        if not constant_time_compare(reset.password_was, _password_digest(user)):  # finished already, or changed
+            _refuse_reset(request, user, "password changed since the app's code")
             return None
         user.set_password(password)
         user.save(update_fields=["password"])

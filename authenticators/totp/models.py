@@ -1,8 +1,7 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.db import models
-from django.db.models import Q
+from django.db import connection, models
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
@@ -67,13 +66,19 @@ class AppRegistration(models.Model):
 class PasswordResetWaitQuerySet(models.QuerySet["PasswordResetWait"]):
     def claim(self, key: str) -> bool:
         """Start the wait before the next reset e-mail to `key`, unless one is running: True when the caller
-        may e-mail now. One conditional UPDATE decides, and its row stays locked until the caller's
+        may e-mail now. One insert-or-conditional-update decides, and its row stays locked until the caller's
         transaction ends (which also gives the wait back, should that transaction fail): of resets started
-        at the same moment, in any number of processes, one e-mails. The same two statements every time."""
+        at the same moment, in any number of processes, one e-mails. The same statement every time."""
         now = timezone.now()
-        self.bulk_create([PasswordResetWait(key=key)], ignore_conflicts=True)
-        over = Q(emailed_at__isnull=True) | Q(emailed_at__lte=now - settings.CAREID_EMAIL_CODE_COOLDOWN)
-        return bool(self.filter(over, key=key).update(emailed_at=now))
+        table, column = (connection.ops.quote_name(name) for name in (PasswordResetWait._meta.db_table, "emailed_at"))
+        # One statement (PostgreSQL and SQLite): with an INSERT then an UPDATE, the hourly clean-up deleting the
+        # row between them made the UPDATE find nothing, and a reset e-mail due was held back.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f'INSERT INTO {table} ("key", {column}) VALUES (%s, %s) ON CONFLICT ("key") DO UPDATE '
+                f"SET {column} = excluded.{column} WHERE {table}.{column} IS NULL OR {table}.{column} <= %s "
+                f"RETURNING 1", [key, now, now - settings.CAREID_EMAIL_CODE_COOLDOWN])
+            return cursor.fetchone() is not None
 
     def forget_over(self) -> int:
         return self.filter(emailed_at__lte=timezone.now() - settings.CAREID_EMAIL_CODE_COOLDOWN).delete()[0]

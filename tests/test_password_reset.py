@@ -633,3 +633,24 @@ def test_journeys_of_the_release_before_go_on_alike_for_every_address(transactio
     pages = [_page_and_location(browser.get(CODE)) for browser in (known, refused, unknown)]
     assert pages[0] == pages[2], (pages[0][0], pages[0][2], pages[2][0], pages[2][2])
     assert pages[1] == pages[2]
+
+
+def test_a_reset_started_for_an_address_an_ra_has_since_replaced_cannot_go_on(person, mailbox, settings):
+    """The RA changed the Care Identity e-mail (the old mailbox lost or compromised): "Send a new code" went on
+    e-mailing codes to the old address, and its code still led to a new password."""
+    import time_machine
+
+    from accounts.models import OutgoingEmail
+
+    old = person.user.email
+    browser = Client(REMOTE_ADDR="198.51.100.7")
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        browser.post(START, {"email": old})
+        code = code_from(mailbox, old)
+        User.objects.filter(pk=person.user.pk).update(email="a.new.address@nhs.net")
+        clock.shift(settings.CAREID_EMAIL_CODE_COOLDOWN)
+        assert browser.post(CODE + "resend/").url == CODE + "?sent=1"  # as for any address that gets no code
+        assert OutgoingEmail.objects.filter(to=old, kind="email_code").count() == 1  # the first code only
+        assert browser.post(CODE, {"code": code}).status_code == 400  # replaced by the resend, which went nowhere
+    sent = AuditEvent.objects.filter(event=Event.OTP_SENT, subject=person.user, outcome="failure").get()
+    assert sent.details["reason"] == "email changed"

@@ -243,13 +243,15 @@ class PasswordReset:
 NOBODY = 0
 
 
-def _reset_refusal(user: User | None) -> str | None:
-    """Why this Care Identity cannot reset its password, if it cannot (told only to its own address);
-    "unknown email" for an address that is nobody's."""
+def _reset_refusal(user: User | None, email: str) -> str | None:
+    """Why this Care Identity cannot reset its password from `email` (the address the reset was started for),
+    if it cannot (told only to its own address); "unknown email" for an address that is nobody's."""
     # Looked for whatever the address, as the WebAuthn sign-in page looks for an unknown address's credential.
     has_app = AuthenticatorApp.objects.registered(user.pk if user else NOBODY).exists()
     if user is None:
         return "unknown email"
+    if user.email.lower() != email.strip().lower():  # an RA changed it since: the old address no longer proves anything
+        return "email changed"
     if not user.is_active:
         return f"profile {user.status}"
     if user.is_locked and not user.lock_is_lifted_by_password_reset:
@@ -291,7 +293,7 @@ def _start_password_reset(request: HttpRequest, email: str) -> bool:
             return True
     whom = PasswordResetWait.key_for(user.pk if user else None, email)
     with transaction.atomic():
-        why = _reset_refusal(user)
+        why = _reset_refusal(user, email)
         held_back = _reset_email_held_back(request, whom)
         emailed = why is None and held_back is None
         code = EmailOneTimePassword.issue(user=user, email=user.email if user else "", purpose=RESET_PURPOSE,
@@ -360,7 +362,7 @@ def resend_reset_code(request: HttpRequest, reset: PasswordReset) -> bool:
     user = code.user
     whom = PasswordResetWait.key_for(user.pk if user else None, reset.email)
     with signin_flows.failing_closed(request, Event.OTP_SENT, purpose=RESET_PURPOSE), transaction.atomic():
-        why = _reset_refusal(user)
+        why = _reset_refusal(user, reset.email)
         held_back = _reset_email_held_back(request, whom)
         if held_back == "cooldown":  # another journey's e-mail went less than a minute ago: this code still works
             return False
@@ -407,7 +409,7 @@ def _refuse_reset(request: HttpRequest, user: User | None, why: str) -> None:
 def check_reset_app_code(request: HttpRequest, reset: PasswordReset, token: str) -> str | None:
     """The authenticator app's code proves the second factor; None when right, else the message."""
     user = reset.load_user()
-    if user is None or (why := _reset_refusal(user)):
+    if user is None or (why := _reset_refusal(user, reset.email)):
         request.session.pop(SESSION_RESET, None)
         _refuse_reset(request, user, why if user else "no Care Identity")
         return "This password reset cannot go on. Contact your registration authority."
@@ -443,7 +445,7 @@ def finish_password_reset(request: HttpRequest, reset: PasswordReset, password: 
         # Read and held until the new password is in: what the reset decides from (the lock it may lift) is
         # what it writes over, not a lock for wrong codes counted meanwhile, which only an RA lifts.
         user = User.objects.select_for_update().filter(pk=reset.user).first() if reset.user else None
-        if user is None or (why := _reset_refusal(user)):
+        if user is None or (why := _reset_refusal(user, reset.email)):
             _refuse_reset(request, user, why if user else "no Care Identity")
             return None
         if not constant_time_compare(reset.password_was, _password_digest(user)):  # finished already, or changed

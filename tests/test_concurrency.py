@@ -274,8 +274,8 @@ def test_a_lock_for_codes_that_lands_while_a_reset_finishes_stays(transactional_
     decided, landed = threading.Event(), threading.Event()
     refusal = totp_flows._reset_refusal
 
-    def checked_then_waits(user):
-        why = refusal(user)
+    def checked_then_waits(user, email):
+        why = refusal(user, email)
         decided.set()
         landed.wait(timeout=1)  # the 30th wrong code lands now, unless the reset holds the row
         return why
@@ -286,7 +286,8 @@ def test_a_lock_for_codes_that_lands_while_a_reset_finishes_stays(transactional_
         if index == 0:
             request = RequestFactory().post("/login/authenticator-app/forgotten-password/password/")
             request.session = SessionStore()
-            reset = totp_flows.PasswordReset(email=person.user.email, step="password", at=time.time(), user=person.user.pk)
+            reset = totp_flows.PasswordReset(email=person.user.email, step="password", at=time.time(), user=person.user.pk,
+                                             password_was=totp_flows._password_digest(User.objects.get(pk=person.user.pk)))
             return totp_flows.finish_password_reset(request, reset, "a brand new passphrase for the ward")
         decided.wait(timeout=5)
         # What the 30th wrong code writes (SigninThrottle.end_signin_attempt): the lock, now one for codes.
@@ -295,7 +296,8 @@ def test_a_lock_for_codes_that_lands_while_a_reset_finishes_stays(transactional_
         landed.set()
         return None
 
-    in_parallel(2, work)
+    finished, _ = in_parallel(2, work)
+    assert finished is not None  # the reset went through (it lifted the lock for passwords it had read)
     person.user.refresh_from_db()
     assert person.user.is_locked and person.user.lock_reason == "codes"
 

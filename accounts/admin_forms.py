@@ -57,9 +57,26 @@ class CreateUserForm(forms.ModelForm):
 SIGN_IN_AGAIN = "sign_in_again"
 
 
-class ChangeUserForm(forms.ModelForm):
-    """Names, title and Care Identity e-mail; roles only for those who may assign them. A reason for any
-    change (SECURITY.md: every RA action is audited with one); none when nothing changes, as nothing is done.
+class ReasonForChanges:
+    """For an RA's form of a model: a reason for any change (SECURITY.md: every RA action is audited with
+    one), none when nothing changes, as nothing is done. `reason_needed` says what to give it for."""
+
+    @property
+    def changed_fields(self) -> list[str]:
+        return [name for name in self.changed_data if name != "reason"]
+
+    def reason_needed(self) -> str:
+        return "Give a reason for the change"
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if self.changed_fields and not cleaned.get("reason") and "reason" not in self.errors:
+            self.add_error("reason", self.reason_needed())
+        return cleaned
+
+
+class ChangeUserForm(ReasonForChanges, forms.ModelForm):
+    """Names, title and Care Identity e-mail; roles only for those who may assign them; a reason for a change.
 
     A new e-mail (and then a registration link) hands the profile to whoever holds the new address, so it
     needs the RA's sign-in at most 5 minutes old, as the person's own e-mail changes do: `sign_in_again_url`,
@@ -92,12 +109,13 @@ class ChangeUserForm(forms.ModelForm):
         User.objects.check_email_free(email, other_than=self.instance)
         return email
 
+    def reason_needed(self) -> str:
+        if "email" in self.changed_fields:
+            return "Give a reason for changing the email address"
+        return super().reason_needed()
+
     def clean(self) -> dict:
         cleaned = super().clean()
-        changed = [name for name in self.changed_data if name != "reason"]
-        if changed and not cleaned.get("reason") and "reason" not in self.errors:
-            self.add_error("reason", "Give a reason for changing the email address" if "email" in changed
-                           else "Give a reason for the change")
         if self.sign_in_again_url and cleaned.get("email", self.instance.email) != self.instance.email:
             minutes = int(settings.CAREID_REAUTHENTICATION_MAX_AGE.total_seconds() // 60)
             self.add_error("email", forms.ValidationError(format_html(
@@ -111,7 +129,7 @@ class ReasonForm(forms.Form):
     reason = REASON
 
 
-class AllowedEmailDomainForm(forms.ModelForm):
+class AllowedEmailDomainForm(ReasonForChanges, forms.ModelForm):
     """A domain on the Care Identity allow list decides who can be given a Care Identity: adding or changing
     one needs a reason, kept in the audit trail; saving it unchanged needs none, as nothing is done."""
 
@@ -124,16 +142,8 @@ class AllowedEmailDomainForm(forms.ModelForm):
         model = AllowedEmailDomain
         fields = ["domain", "include_subdomains"]
 
-    @property
-    def changed_fields(self) -> list[str]:
-        return [name for name in self.changed_data if name != "reason"]
-
-    def clean(self) -> dict:
-        cleaned = super().clean()
-        if self.changed_fields and not cleaned.get("reason") and "reason" not in self.errors:
-            self.add_error("reason", "Give a reason for the change" if self.instance.pk
-                           else "Give a reason for adding the domain")
-        return cleaned
+    def reason_needed(self) -> str:
+        return "Give a reason for the change" if self.instance.pk else "Give a reason for adding the domain"
 
 
 class RemoveAllowedEmailDomainForm(forms.Form):

@@ -250,7 +250,7 @@ def _reset_refusal(user: User | None, email: str) -> str | None:
     has_app = AuthenticatorApp.objects.registered(user.pk if user else NOBODY).exists()
     if user is None:
         return "unknown email"
-    if user.email.lower() != email.strip().lower():  # an RA changed it since: the old address no longer proves anything
+    if user.email.lower() != email:  # (normalised by EmailForm) an RA changed it since: the old address proves nothing
         return "email changed"
     if not user.is_active:
         return f"profile {user.status}"
@@ -262,7 +262,7 @@ def _reset_refusal(user: User | None, email: str) -> str | None:
 
 
 def start_password_reset(request: HttpRequest, email: str) -> bool:
-    """Send a One Time Password to `email` if it can reset a password; False when this client has
+    """Send a One Time Password to `email` (normalised: EmailForm) if it can reset a password; False when this client has
     started too many resets (the answer is otherwise the same for every address). Without the throttle
     store, refused (the 503 page) and audited."""
     with signin_flows.failing_closed(request, Event.PASSWORD_RESET_STARTED, email=email[:254]):
@@ -276,6 +276,13 @@ def _start_password_reset(request: HttpRequest, email: str) -> bool:
         record(Event.PASSWORD_RESET_STARTED, request=request, subject=user, outcome=Outcome.FAILURE,
                email=email[:254], reason="ip_throttled")
         return False
+    # Posted again from this browser for the same address within the minute (a double click, an impatient
+    # second try): its journey goes on with the code it has, e-mailed or not, for every address alike; a new one
+    # could not be e-mailed yet, and the code that arrives would not be its code.
+    if (kept := PasswordReset.of(request, "otp")) is not None and kept.email == email:
+        code = EmailOneTimePassword.objects.filter(pk=kept.code).first()
+        if code is not None and code.resend_wait():
+            return True
     # A code of this reset's own, e-mailed unless the address cannot reset (the notice why goes instead, to a Care
     # Identity), a reset e-mail went to it less than a minute ago (from any journey, browser or client address:
     # starting again does not skip the wait; the new journey's "Send a new code" sends one once the wait is
@@ -284,13 +291,6 @@ def _start_password_reset(request: HttpRequest, email: str) -> bool:
     # timing): the app looked for, the wait claimed and the day's e-mails counted as if an unknown address were
     # a Care Identity's, the code row written, one audit event, and where an e-mail is due one outbox row
     # handed to Celery: the code, the notice, or for an unknown address one that no worker sends.
-    # Posted again from this browser for the same address within the minute (a double click, an impatient
-    # second try): its journey goes on with the code it has, e-mailed or not, for every address alike; a new one
-    # could not be e-mailed yet, and the code that arrives would not be its code.
-    if (kept := PasswordReset.of(request, "otp")) is not None and kept.email.lower() == email.lower():
-        code = EmailOneTimePassword.objects.filter(pk=kept.code).first()
-        if code is not None and code.resend_wait():
-            return True
     whom = PasswordResetWait.key_for(user.pk if user else None, email)
     with transaction.atomic():
         why = _reset_refusal(user, email)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from functools import lru_cache
 from typing import Any
 
 from allauth.account.adapter import get_adapter
@@ -40,19 +41,22 @@ def _is_proxy(peer: str | None) -> bool:
     """Whether the connection comes from the proxy in front of careid (CAREID_PROXY_IPS)."""
     if peer is None:
         return False
+    networks = _proxy_networks(tuple(settings.CAREID_PROXY_IPS))
+    if networks is None:  # "*"
+        return True
     try:
         address = ipaddress.ip_address(peer)
     except ValueError:
         return False
-    for proxy in settings.CAREID_PROXY_IPS:
-        if proxy == "*":
-            return True
-        try:
-            if address in ipaddress.ip_network(proxy, strict=False):
-                return True
-        except ValueError:
-            continue
-    return False
+    return any(address in network for network in networks)
+
+
+@lru_cache(maxsize=8)
+def _proxy_networks(proxies: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None:
+    """CAREID_PROXY_IPS parsed once (settings checked each entry at start); None for "*", any peer."""
+    if "*" in proxies:
+        return None
+    return tuple(ipaddress.ip_network(proxy, strict=False) for proxy in proxies)
 
 
 def user_agent(request: HttpRequest | None) -> str:

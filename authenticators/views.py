@@ -37,8 +37,9 @@ def select_type(request: HttpRequest) -> HttpResponse:
     """Select authenticator type: one of each type. A type already registered is listed as such, apart
     from the choices (a disabled radio could still be posted, and its faded hint was hard to read)."""
     registered_keys = {registered.kind.key for registered in registry.authenticators_of(request.user)}
-    kinds = [kind for kind in registry.types_for_registration() if kind.key not in registered_keys]
-    registered = [kind for kind in registry.types_for_registration() if kind.key in registered_keys]
+    types = registry.types_for_registration()
+    kinds = [kind for kind in types if kind.key not in registered_keys]
+    registered = [kind for kind in types if kind.key in registered_keys]
     form = SelectTypeForm(posted(request))
     form.fields["kind"].choices = [(kind.key, kind.name) for kind in kinds]
     if request.method == "POST" and form.is_valid():

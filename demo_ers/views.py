@@ -57,7 +57,7 @@ def home(request: HttpRequest) -> HttpResponse:
         return redirect("home")
     person = session.person(request)
     context: dict[str, Any] = {"notice": session.pop_notice(request), "levels": LEVELS, "issuer": settings.DEMO_ERS_ISSUER,
-                               "logouts": _logouts()}
+                               "logouts": _logouts(request)}
     if person is not None:
         claims, userinfo = person["claims"], person["userinfo"]
         context.update(
@@ -69,8 +69,10 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(request, "demo_ers/home.html", context)
 
 
-def _logouts() -> list[dict[str, str]]:
-    newest_first = list(reversed(store.received()))[:SHOWN_LOGOUTS]
+def _logouts(request: HttpRequest) -> list[dict[str, str]]:
+    """This browser's, not every visitor's: whose sessions ended is none of a passer-by's business."""
+    mine = set(session.sids(request))
+    newest_first = [logout for logout in reversed(store.received()) if logout.sid in mine][:SHOWN_LOGOUTS]
     return [{"when": _when(logout.received_at), "sub": logout.sub, "sid": logout.sid} for logout in newest_first]
 
 

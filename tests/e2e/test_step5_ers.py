@@ -219,6 +219,12 @@ def test_step5_logging_into_ers_then_logging_out_every_way(enforcing_page: Page,
     expect(logouts.locator("tbody tr").first).to_contain_text(person.user.uid)
     expect(logouts.locator("tbody tr").first).to_contain_text(first_sid)
     console.check(a11y, "demo eRS: logged out by the back channel")
+    # Another browser is not shown whose session ended.
+    stranger = page.context.browser.new_context().new_page()
+    stranger.goto(demo.url)
+    expect(stranger.get_by_text("None yet in this browser.")).to_be_visible()
+    expect(stranger.get_by_text(person.user.uid)).to_have_count(0)
+    stranger.context.close()
 
     # 3. In again; the demo's own "Log out" ends the careid session too (RP-initiated logout).
     second_sid = log_in_through_the_demo(page, demo, person)

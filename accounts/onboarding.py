@@ -30,6 +30,7 @@ from django.db import DatabaseError, IntegrityError, connection, models, transac
 from django.db.backends.utils import CursorWrapper
 from django.db.models.fields import AutoFieldMixin
 
+from audit.chain import written_mac
 from audit.models import AuditEvent, Event, Outcome
 from audit.record import record
 
@@ -344,7 +345,8 @@ CREATE TEMPORARY TABLE {rows} (
     uid text NOT NULL,
     uid_given boolean NOT NULL,
     external_id text NOT NULL,
-    user_id bigint
+    user_id bigint,
+    event_mac text NOT NULL DEFAULT ''
 )"""
 
 # Later lines repeating an e-mail, a given UID or an external ID of an earlier valid line.
@@ -502,12 +504,31 @@ class _Staging(ABC):
         with_user = "FROM {rows} s JOIN {users} u ON u.uid = s.uid WHERE s.status = 'new'"
         self._insert_select(EmailAddress, with_user, expressions={"user_id": "u.id", "email": "s.email"},
                             values={"verified": False, "primary": True})
+        self._write_event_macs(with_user, run_id=run_id, now=now)
         # In the file's order: the events' ids (and so their place in the audit chain) follow its lines.
         self._insert_select(AuditEvent, with_user + " ORDER BY s.line", expressions={
             "subject_id": "u.id",
             "details": f"{self.json_object}('run', {int(run_id)}, 'line', s.line, 'email', s.email)",
+            "written_mac": "s.event_mac",
         }, values={"at": now, "event": Event.USER_ONBOARDED, "outcome": Outcome.SUCCESS, "seq": None})  # sealed later
         return created
+
+    def _write_event_macs(self, with_user: str, *, run_id: int, now: datetime) -> None:
+        """The MAC of each row's user.onboarded event (audit/chain.written_mac), computed here, where the key
+        is, a page at a time, into the staging table the events are then inserted from."""
+        after = 0
+        while page := self.fetch(f"SELECT s.line, u.id, s.email {with_user} AND s.line > %s ORDER BY s.line LIMIT %s",
+                                 [after, self.page_size]):
+            self.set_event_macs([(line, written_mac({
+                "at": now, "event": Event.USER_ONBOARDED, "outcome": Outcome.SUCCESS, "actor_id": None,
+                "subject_id": user_id, "ip": None, "user_agent": "", "method": "", "aal": None,
+                "details": {"run": run_id, "line": line, "email": email},
+            })) for line, user_id, email in page])
+            after = page[-1][0]
+
+    def set_event_macs(self, macs: list[tuple[int, str]]) -> None:
+        self.cursor.executemany(self.sql("UPDATE {rows} SET event_mac = %s WHERE line = %s"),
+                                [(mac, line) for line, mac in macs])
 
     def _insert_select(self, model: type[models.Model], source: str, *, expressions: dict[str, str],
                        values: dict[str, Any]) -> int:
@@ -549,6 +570,10 @@ class _PostgresStaging(_Staging):
         if not self.fetch("SELECT pg_try_advisory_xact_lock(%s)", [self.advisory_lock])[0][0]:
             progress.phase("Waiting for another onboarding run to finish")
             self.execute("SELECT pg_advisory_xact_lock(%s)", [self.advisory_lock])
+
+    def set_event_macs(self, macs: list[tuple[int, str]]) -> None:
+        self.execute("UPDATE {rows} SET event_mac = m.mac FROM unnest(%s::integer[], %s::text[]) AS m(line, mac) "
+                     "WHERE {rows}.line = m.line", [[line for line, _ in macs], [mac for _, mac in macs]])
 
     def load(self, rows: Iterable[tuple]) -> None:
         with connection.wrap_database_errors, self.cursor.copy(

@@ -1,31 +1,43 @@
 """The audit trail's hash chain: tamper evidence against anyone with access to the database.
 
 Events are written without waiting for one another (each in its own change's transaction, so no
-lock is shared by every request). One sealer at a time then gives each committed event the next
-place in the chain (`seq`) and `chain_hash` = HMAC(key, previous chain_hash + the event's whole
-content + its place), keyed by CAREID_AUDIT_CHAIN_KEY, which the database does not hold: rewriting a
-row, removing one, or inserting one afterwards cannot be covered up by recomputing the hashes.
-PostgreSQL itself refuses UPDATE and DELETE on the table except the single sealing update, and an
-INSERT of an event already sealed (audit/models.py's triggers); `verify()` finds what someone with the
-power to lift those did.
+lock is shared by every request). careid writes each with `written_mac` = HMAC(key, its content but
+the id), and one sealer at a time then gives each committed event the next place in the chain (`seq`)
+and `chain_hash` = HMAC(key, previous chain_hash + the event's whole content + its place), both keyed
+by CAREID_AUDIT_CHAIN_KEY, which the database does not hold. PostgreSQL itself refuses UPDATE and
+DELETE on the table except the single sealing update, and an INSERT of an event already sealed
+(audit/models.py's triggers); `verify()` finds what someone with the power to lift those did, without
+the key:
+- an event altered, chained or not, even with its seal cleared so that the sealer (which holds the
+  key and chains whatever it finds unsealed) chains it again: its MAC no longer matches;
+- an event inserted, chained or not: it has no MAC careid wrote (a MAC copied from another event does
+  not match its content);
+- events removed from the chain (a gap in seq, or a broken link), events moved or re-dated, an event
+  dated well before one chained ahead of it or after it was sealed, events never sealed.
+Not found by the chain alone: the newest events removed, or the whole trail emptied (the sealer logs
+each head: `verify_audit --expect-head`); an event removed in the seconds before it was sealed; an
+exact copy of an event careid wrote inserted again (its MAC does not cover the id), unless its date
+puts it well before an event chained ahead of it, as it does once the tolerance has passed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Min
 from django.utils import timezone
 
-from .models import CHAINED_FIELDS, AuditEvent, Event
+from .models import CHAINED_FIELDS, WRITTEN_FIELDS, AuditEvent, Event
 from .record import record
 
 head_log = logging.getLogger("careid.audit.head")  # settings.LOGGING gives it its own level
@@ -42,6 +54,29 @@ def _text(value) -> object:
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat()
     return value
+
+
+@lru_cache(maxsize=4096)  # verify() meets the same few addresses over and over
+def _ip(value) -> str | None:
+    """An address as both sides can write it: PostgreSQL's inet output and Python's string differ (IPv6
+    zeros, IPv4-mapped and IPv4-compatible forms), the fully written-out form does not."""
+    if not value:
+        return None  # careid stores a blank address as NULL
+    try:
+        return ipaddress.ip_address(str(value)).exploded
+    except ValueError:
+        return str(value)
+
+
+def written_mac(content: Mapping) -> str:
+    """The MAC careid gives an event as it inserts it: keyed, over every column of its content but `id`
+    (not known before the INSERT), written as verify() reads them back from the database. The sealer holds
+    the key too, but only chains what it finds; without this, an event altered and unsealed by someone
+    able to lift the triggers would be chained again as if careid had written it."""
+    values = [_ip(content["ip"]) if name == "ip" else _text(content[name]) for name in WRITTEN_FIELDS]
+    message = json.dumps(["careid.audit-written.v1", values], sort_keys=True, separators=(",", ":"),
+                         ensure_ascii=False, default=str)
+    return hmac.new(_key(), message.encode(), hashlib.sha256).hexdigest()
 
 
 def link(previous: str, seq: int, sealed_at: datetime, content: dict) -> str:
@@ -144,7 +179,7 @@ def verify(*, since: datetime | None = None, first_problem_only: bool = True,
                 previous, latest = before
     tolerance = settings.CAREID_AUDIT_SEAL_TOLERANCE
     expected = start_seq
-    for content, seq, chain_hash, sealed_at in _chained(start_seq) if start_seq is not None else ():
+    for content, seq, chain_hash, sealed_at, mac in _chained(start_seq) if start_seq is not None else ():
         if seq != expected:
             result.problems.append(f"Events seq {expected}–{seq - 1} are missing before event {content['id']}: "
                                    f"they were removed")
@@ -171,6 +206,10 @@ def verify(*, since: datetime | None = None, first_problem_only: bool = True,
                                    f"event chained ahead of it ({_text(latest)}): it was inserted out of order")
             if first_problem_only:
                 return result
+        elif problem := _not_written_by_careid(content, mac, f"seq {seq}"):
+            result.problems.append(problem)
+            if first_problem_only:
+                return result
         previous, expected = chain_hash, seq + 1
         if not dated_ahead:  # its date would make the genuine events after it look inserted out of order
             latest = content["at"] if latest is None else max(latest, content["at"])
@@ -181,19 +220,40 @@ def verify(*, since: datetime | None = None, first_problem_only: bool = True,
         if found != chain_hash:
             result.problems.append(f"The chain no longer holds the head logged earlier (seq {seq}): "
                                    + ("its event was removed, with any after it" if found is None else "it was replaced"))
-    stale = timezone.now() - tolerance
-    unsealed = AuditEvent.objects.filter(seq__isnull=True)
-    result.unsealed = unsealed.count()
-    if old := unsealed.filter(at__lt=stale).order_by("id").values_list("id", "at").first():
-        result.problems.append(f"Event {old[0]} ({_text(old[1])}) and {unsealed.filter(at__lt=stale).count() - 1} "
-                               f"other(s) older than {tolerance} were never sealed: is the sealer running?")
+    # Chained or not, an event must be what careid wrote: the sealer chains whatever it finds unsealed. One
+    # read of the unsealed events (a few seconds' worth, but for a sealer outage).
+    stale, old, old_count, forged = timezone.now() - tolerance, None, 0, []
+    rows = AuditEvent.objects.filter(seq__isnull=True).order_by("id").values_list(*CONTENT, "written_mac")
+    for *values, mac in rows.iterator(chunk_size=5000):
+        content = dict(zip(CONTENT, values, strict=True))
+        result.unsealed += 1
+        if content["at"] < stale:
+            old, old_count = old or content, old_count + 1
+        if problem := _not_written_by_careid(content, mac, "not sealed"):
+            forged.append(problem)
+    if old is not None:
+        result.problems.append(f"Event {old['id']} ({_text(old['at'])}) and {old_count - 1} other(s) older than "
+                               f"{tolerance} were never sealed: is the sealer running?")
+    if not (first_problem_only and result.problems):
+        result.problems.extend(forged[:1] if first_problem_only else forged)
     return result
 
 
-def _chained(start_seq: int) -> Iterator[tuple[dict, int, str, datetime]]:
+def _not_written_by_careid(content: dict, mac: str, place: str) -> str:
+    """What is wrong with an event whose MAC is not the one careid wrote with it ("" if nothing)."""
+    if not mac:
+        return (f"Event {content['id']} ({place}, {_text(content['at'])}) has no MAC: it was written outside careid "
+                f"(or by a release before it, while this release's migration ran: README)")
+    if not hmac.compare_digest(written_mac(content), mac):
+        return (f"Event {content['id']} ({place}, {_text(content['at'])}) does not match what careid wrote: "
+                f"altered, or written outside careid")
+    return ""
+
+
+def _chained(start_seq: int) -> Iterator[tuple[dict, int, str, datetime, str]]:
     rows = (AuditEvent.objects.filter(seq__gte=start_seq).order_by("seq")
-            .values_list(*CONTENT, "seq", "chain_hash", "sealed_at"))
+            .values_list(*CONTENT, "seq", "chain_hash", "sealed_at", "written_mac"))
     with transaction.atomic():  # a server-side cursor that streams (why: audit/export.export_lines)
-        for *content, seq, chain_hash, sealed_at in rows.iterator(chunk_size=5000):
-            yield dict(zip(CONTENT, content, strict=True)), seq, chain_hash, sealed_at
+        for *content, seq, chain_hash, sealed_at, mac in rows.iterator(chunk_size=5000):
+            yield dict(zip(CONTENT, content, strict=True)), seq, chain_hash, sealed_at, mac
 

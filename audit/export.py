@@ -16,9 +16,9 @@ from .record import record
 logger = logging.getLogger(__name__)
 
 COLUMNS = ["time", "event", "outcome", "actor_uid", "subject_uid", "subject_email", "ip", "user_agent", "method",
-           "aal", "details", "id", "seq", "chain_hash"]
+           "aal", "details", "id", "seq", "chain_hash", "written_mac"]
 _FIELDS = ("at", "event", "outcome", "actor__uid", "subject__uid", "subject__email", "ip", "user_agent", "method",
-           "aal", "details", "id", "seq", "chain_hash")
+           "aal", "details", "id", "seq", "chain_hash", "written_mac")
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 STOPPED = "the download stopped before the end"
 

@@ -69,10 +69,22 @@ class Outcome(models.TextChoices):
 # (the trigger below). Every column but the three the sealer writes (seq, chain_hash, sealed_at).
 CHAINED_FIELDS = ("id", "at", "event", "outcome", "actor_id", "subject_id", "ip", "user_agent", "method", "aal",
                   "details")
+# What the MAC careid writes with each event covers (audit/chain.written_mac): its content but the id, which
+# the database gives it. The MAC itself is not chained (the chain's links predate it), but no UPDATE changes it.
+WRITTEN_FIELDS = CHAINED_FIELDS[1:]
+_UNCHANGEABLE = (*CHAINED_FIELDS, "written_mac")
 
 
 def _chained(row: str) -> str:
-    return "(" + ", ".join(f"{row}.{column}" for column in CHAINED_FIELDS) + ")"
+    return "(" + ", ".join(f"{row}.{column}" for column in _UNCHANGEABLE) + ")"
+
+
+class AuditEventQuerySet(models.QuerySet):
+    def bulk_create(self, objs, *args, **kwargs):
+        objs = list(objs)
+        for event in objs:
+            event.written_mac = event.content_mac()
+        return super().bulk_create(objs, *args, **kwargs)
 
 
 class AuditEvent(models.Model):
@@ -99,6 +111,11 @@ class AuditEvent(models.Model):
     seq = models.BigIntegerField(null=True, blank=True, unique=True, editable=False)
     chain_hash = models.CharField(max_length=64, blank=True, editable=False, default="", db_default="")
     sealed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # HMAC of the content as careid inserted it (audit/chain.written_mac): what tells an event careid wrote
+    # from one altered or slipped in by someone able to lift the triggers, chained or not.
+    written_mac = models.CharField(max_length=64, blank=True, editable=False, default="", db_default="")
+
+    objects = AuditEventQuerySet.as_manager()
 
     class Meta:
         ordering = ["-at", "-id"]
@@ -131,7 +148,13 @@ class AuditEvent(models.Model):
     def save(self, *args, **kwargs) -> None:
         if self.pk is not None and not self._state.adding:
             raise PermissionError("Audit events are append-only.")
+        self.written_mac = self.content_mac()
         super().save(*args, **kwargs)
+
+    def content_mac(self) -> str:
+        from .chain import written_mac  # chain.py reads this module
+
+        return written_mac({name: getattr(self, name) for name in WRITTEN_FIELDS})
 
     def delete(self, *args, **kwargs):
         raise PermissionError("Audit events are append-only.")

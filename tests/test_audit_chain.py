@@ -45,11 +45,95 @@ def problems() -> list[str]:
     return chain.verify().problems
 
 
+UNSEAL = "seq = NULL, chain_hash = '', sealed_at = NULL"
+
+
+def _verify_audit(*args: str) -> str:
+    out, err = StringIO(), StringIO()
+    try:
+        call_command("verify_audit", *args, stdout=out, stderr=err)
+    except CommandError as error:  # the trail is broken
+        return f"BROKEN: {error} {err.getvalue()}"
+    return out.getvalue()
+
+
+def test_the_newest_event_altered_and_unsealed_is_found(trail, caplog):
+    """(Review of issue 9, item 6.) A database superuser who alters events and clears their seal gets them
+    chained again by the sealer, which holds the key: the MAC careid wrote with the event no longer matches."""
+    newest = trail[-1]
+    as_superuser(f"UPDATE audit_auditevent SET details = %s, {UNSEAL} WHERE id = %s",
+                 ['{"reason": "nothing to see"}', newest.pk])
+    assert chain.seal() == 1  # the sealer (Celery beat, every 10 s) chains it again, with the key
+    assert AuditEvent.objects.get(pk=newest.pk).details == {"reason": "nothing to see"}
+    head = caplog.records[-1].getMessage().rsplit(" ", 1)[1]  # the newest head the sealer logged
+    assert "BROKEN" in _verify_audit(), "verify_audit says the altered trail is intact"
+    assert "BROKEN" in _verify_audit("--expect-head", head)
+    assert f"Event {newest.pk} (seq 6, " in _verify_audit() and "does not match what careid wrote" in _verify_audit()
+
+
+def test_the_first_event_altered_and_the_trail_unsealed_is_found(trail):
+    first = trail[0]
+    as_superuser("UPDATE audit_auditevent SET outcome = 'success', details = %s WHERE id = %s",
+                 ['{"reason": "right password"}', first.pk])
+    as_superuser(f"UPDATE audit_auditevent SET {UNSEAL}")
+    assert chain.seal() == 6
+    assert "BROKEN" in _verify_audit(), "verify_audit says the altered trail is intact"
+    [problem] = problems()
+    assert f"Event {first.pk} (seq 1, " in problem and "does not match what careid wrote" in problem
+
+
+def test_an_event_altered_with_its_mac_cleared_or_copied_from_another_is_found(trail):
+    as_superuser(f"UPDATE audit_auditevent SET details = '{{}}', written_mac = '', {UNSEAL} WHERE id = %s",
+                 [trail[3].pk])
+    as_superuser(f"UPDATE audit_auditevent SET details = '{{}}', written_mac = (SELECT written_mac FROM "
+                 f"audit_auditevent WHERE id = %s), {UNSEAL} WHERE id = %s", [trail[1].pk, trail[4].pk])
+    as_superuser(f"UPDATE audit_auditevent SET {UNSEAL} WHERE id > %s", [trail[3].pk])
+    problems_before_sealing = chain.verify(first_problem_only=False).problems
+    assert any(f"Event {trail[3].pk} (not sealed, " in problem and "has no MAC" in problem
+               for problem in problems_before_sealing), problems_before_sealing
+    chain.seal()
+    found = chain.verify(first_problem_only=False).problems
+    assert f"Event {trail[3].pk} (seq 4, " in found[0] and "has no MAC: it was written outside careid" in found[0]
+    assert f"Event {trail[4].pk} (seq 5, " in found[1] and "does not match what careid wrote" in found[1]
+    assert len(found) == 2
+
+
+def test_an_event_slipped_in_unsealed_is_named_before_it_is_sealed(trail):
+    as_superuser("INSERT INTO audit_auditevent (at, event, outcome, user_agent, method, details) "
+                 "VALUES (now(), 'account.unlocked', 'success', '', '', '{}')")
+    forged = AuditEvent.objects.get(event=Event.ACCOUNT_UNLOCKED)
+    [problem] = problems()
+    assert problem.startswith(f"Event {forged.pk} (not sealed, ") and "has no MAC" in problem
+    chain.seal()
+    [problem] = problems()
+    assert problem.startswith(f"Event {forged.pk} (seq 7, ") and "has no MAC" in problem
+
+
+@pytest.mark.parametrize("ip", ["10.1.2.3", "2001:DB8::1", "2001:db8:0:0:1:0:0:1", "::ffff:10.1.2.3", "::10.1.2.3",
+                                "fe80::1:0:0:0", "::", "::1"])
+def test_what_careid_writes_verifies_as_postgresql_gives_it_back(db, rf, ip):
+    """The MAC is computed from what careid hands the database, and checked against what the database gives
+    back: an address in another form, a time in another zone, keys in another order must not matter."""
+    from zoneinfo import ZoneInfo
+
+    request = rf.get("/", REMOTE_ADDR=ip, HTTP_USER_AGENT="Mozilla/5.0 (X11; Linux) é")
+    record(Event.SIGNIN_FAILED, request=request, method="authenticator-app", aal=2,
+           zeta=1, alpha={"b": [1, 2.5, None, True], "a": "x"}, reason="naïve ☃")
+    with time_machine.travel(timezone.now().replace(microsecond=0)):  # no fraction of a second
+        AuditEvent.objects.create(event=Event.SIGNED_OUT, at=timezone.now().astimezone(ZoneInfo("Europe/London")))
+    AuditEvent.objects.bulk_create([AuditEvent(event=Event.SIGNED_OUT, ip=ip)])
+    assert chain.verify().ok, chain.verify(first_problem_only=False).problems
+    chain.seal()
+    result = chain.verify()
+    assert result.ok and result.checked == 3, result.problems
+
+
 def test_postgresql_refuses_update_and_delete(trail):
     event = trail[0]
     for sql in ["UPDATE audit_auditevent SET details = '{}' WHERE id = %s",
                 "DELETE FROM audit_auditevent WHERE id = %s",
-                "UPDATE audit_auditevent SET seq = NULL, chain_hash = '' WHERE id = %s"]:
+                "UPDATE audit_auditevent SET seq = NULL, chain_hash = '' WHERE id = %s",
+                "UPDATE audit_auditevent SET written_mac = '' WHERE id = %s"]:
         with pytest.raises(DatabaseError, match="pgtrigger"), transaction.atomic():
             with connection.cursor() as cursor:
                 cursor.execute(sql, [event.pk])
@@ -77,6 +161,8 @@ def test_the_sealing_update_happens_once_and_only_to_the_chain_fields(db):
     event = record(Event.SIGNIN_FAILED, reason="x")
     with pytest.raises(DatabaseError, match="pgtrigger"), transaction.atomic():
         AuditEvent.objects.filter(pk=event.pk).update(seq=1, chain_hash="a" * 64, method="forged")
+    with pytest.raises(DatabaseError, match="pgtrigger"), transaction.atomic():
+        AuditEvent.objects.filter(pk=event.pk).update(seq=1, chain_hash="a" * 64, written_mac="b" * 64)
     assert chain.seal() == 1 and chain.seal() == 0
 
 
@@ -295,9 +381,10 @@ def test_the_export_carries_the_chain(trail, ra_staff):
     _person, client = ra_staff("Auditor")
     chain.seal()
     lines = b"".join(client.get("/admin/audit/auditevent/export/").streaming_content).decode().splitlines()
-    assert lines[0].endswith(",id,seq,chain_hash")
+    assert lines[0].endswith(",id,seq,chain_hash,written_mac")
     sealed = AuditEvent.objects.get(pk=trail[0].pk)
-    assert any(line.endswith(f",{sealed.pk},{sealed.seq},{sealed.chain_hash}") for line in lines[1:])
+    assert any(line.endswith(f",{sealed.pk},{sealed.seq},{sealed.chain_hash},{sealed.written_mac}")
+               for line in lines[1:])
 
 
 def test_heartbeats_are_chained_and_exported_but_not_listed_among_the_events(trail, ra_staff):
@@ -315,7 +402,7 @@ def test_heartbeats_are_chained_and_exported_but_not_listed_among_the_events(tra
     asked = client.get(f"/admin/audit/auditevent/?event__exact={Event.AUDIT_HEARTBEAT.value}").context["cl"].result_list
     assert [event.pk for event in asked] == [beat.pk]
     lines = b"".join(client.get("/admin/audit/auditevent/export/").streaming_content).decode().splitlines()
-    assert any(line.endswith(f",{beat.pk},{beat.seq},{beat.chain_hash}") for line in lines[1:])
+    assert any(line.endswith(f",{beat.pk},{beat.seq},{beat.chain_hash},{beat.written_mac}") for line in lines[1:])
 
 
 def test_events_written_in_parallel_while_sealing_all_end_up_chained(transactional_db):
@@ -412,10 +499,12 @@ def test_a_sealer_finds_another_at_work_and_leaves_it_to_it(transactional_db, se
 
 
 def test_the_chain_and_the_trigger_cover_every_column_but_the_sealers_own():
-    from audit.models import CHAINED_FIELDS
+    from audit.models import CHAINED_FIELDS, WRITTEN_FIELDS, _chained
 
     columns = {field.column for field in AuditEvent._meta.concrete_fields}
-    assert set(CHAINED_FIELDS) == columns - {"seq", "chain_hash", "sealed_at"}
+    assert set(CHAINED_FIELDS) == columns - {"seq", "chain_hash", "sealed_at", "written_mac"}
+    assert set(WRITTEN_FIELDS) == set(CHAINED_FIELDS) - {"id"}  # the id is the database's, after the MAC
+    assert "OLD.written_mac" in _chained("OLD")  # the trigger refuses changing the MAC too
 
 
 def test_a_person_s_events_are_found_through_the_indexes_that_lead_with_them(db):

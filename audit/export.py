@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import logging
 from collections.abc import Iterator
 
@@ -34,8 +35,15 @@ class _Echo:
         return value
 
 
+_TIME, _DETAILS = _FIELDS.index("at"), _FIELDS.index("details")
+
+
 def _cells(values: tuple) -> list[str]:
-    return [neutralise(value.isoformat() if index == 0 else value) for index, value in enumerate(values)]
+    cells = list(values)
+    cells[_TIME] = cells[_TIME].isoformat()
+    # JSON an Auditor's tools can read, not Python's repr of the dict.
+    cells[_DETAILS] = json.dumps(cells[_DETAILS], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return [neutralise(value) for value in cells]
 
 
 def export_lines(events: QuerySet[AuditEvent], *, request: HttpRequest, filters: str) -> Iterator[str]:

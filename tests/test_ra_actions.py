@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import html
 import io
+import json
 import re
 import time
 from urllib.parse import urlencode
@@ -429,6 +430,19 @@ def test_the_export_is_filtered_streamed_and_formula_safe(transactional_db, seed
     details = [line[lines[0].index("details")] for line in lines[1:]]
     assert all(not cell.startswith(("=", "+", "-", "@")) for line in lines for cell in line)
     assert any("HYPERLINK" in cell for cell in details)
+
+
+def test_the_export_details_column_is_json(transactional_db, seeded_allow_list, ra_staff, make_person):
+    from audit.record import record
+
+    _, client = ra_staff(RA_MANAGER)
+    person = make_person()
+    record(Event.USER_CHANGED, subject=person.user, reason="REQ-1 new surname", notified=True, previous=None)
+    response = client.get(f"/admin/audit/auditevent/export/?event__exact=user.changed&q={person.user.uid}")
+    lines = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    cell = lines[1][lines[0].index("details")]
+    assert json.loads(cell)["reason"] == "REQ-1 new surname", cell
+    assert cell == '{"notified":true,"previous":null,"reason":"REQ-1 new surname"}'
 
 
 EXPORT = "/admin/audit/auditevent/export/"

@@ -10,8 +10,6 @@ from django.contrib.admin.views.main import ORDER_VAR, PAGE_VAR, ChangeList
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connection
-from django.db.models import Value
-from django.db.models.functions import Lower
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.urls import path
 from django.utils import timezone
@@ -148,7 +146,8 @@ class AuditEventAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
     list_filter = ["event", "outcome", PeriodFilter, FromDateFilter, ToDateFilter, MethodFilter, ActorFilter, SubjectFilter]
     list_select_related = ["subject", "actor"]
     search_fields = ["=subject__uid"]  # see get_search_results
-    search_help_text = "A 12-digit user ID or an email address (of the person the event is about)"
+    search_help_text = ("A 12-digit user ID or an email address (of the person the event is about, "
+                        "now or before it was changed)")
     show_full_result_count = False
     paginator = EstimatedCountPaginator
     list_per_page = 50
@@ -178,9 +177,7 @@ class AuditEventAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
         if not term:
             return queryset, False
         if "@" in term:
-            # lower() on both sides, as the user_email_unique_ci index holds it (iexact's UPPER() cannot use it)
-            return (queryset.alias(subject_email_lower=Lower("subject__email"))
-                    .filter(subject_email_lower=Lower(Value(term)))), False
+            return queryset.about_address(term), False
         return queryset.filter(subject__uid=term), False
 
     def get_readonly_fields(self, request, obj=None):

@@ -2,7 +2,11 @@ from __future__ import annotations
 
 import pgtrigger
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import models
+from django.db.models import Q
+from django.db.models.fields.json import KT
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 
@@ -85,6 +89,20 @@ class AuditEventQuerySet(models.QuerySet):
         for event in objs:
             event.written_mac = event.content_mac()
         return super().bulk_create(objs, *args, **kwargs)
+
+    def about_address(self, address: str) -> AuditEventQuerySet:
+        """Events about the person whose Care Identity e-mail the address is, or was until it was changed (an
+        RA's request quotes the address the person used then; the change's event keeps it as `before`)."""
+        address = address.strip().lower()
+        # lower() on both sides, as the user_email_unique_ci index holds it (iexact's UPPER() cannot use it)
+        holders = set(get_user_model().objects.alias(email_lower=Lower("email")).filter(email_lower=address)
+                      .values_list("pk", flat=True))
+        holders.update(AuditEvent.objects.alias(by_ra=Lower(KT("details__before__email")),
+                                                by_person=Lower(KT("details__before")))
+                       .filter(Q(event=Event.USER_CHANGED, by_ra=address)
+                               | Q(event=Event.EMAIL_PRIMARY_CHANGED, by_person=address))
+                       .values_list("subject_id", flat=True))
+        return self.filter(subject_id__in=holders)
 
 
 class AuditEvent(models.Model):

@@ -306,6 +306,33 @@ def test_changing_the_email_tells_both_addresses(agent, make_person, mailbox):
     mailbox.wait_for("edith.new@nhs.net", "The email address of your Care Identity has changed")
 
 
+def test_the_audit_trail_is_found_by_an_address_the_person_had_before(agent, ra_staff, make_person):
+    """A request quotes the address the person used then: the trail finds their events by it after the RA
+    changed it, and after the person changed it themselves, and no one else's."""
+    from audit.record import record
+
+    _, client = agent
+    person, other = make_person(), make_person(email="mary.seacole@nhs.net")
+    asked = record(Event.PASSWORD_RESET_STARTED, subject=person.user)  # at edith.cavell@nhs.net
+    record(Event.PASSWORD_RESET_STARTED, subject=other.user)
+    assert client.post(f"{USERS}{person.user.pk}/change/", {
+        "first_name": "Edith", "last_name": "Cavell", "email": "e.cavell@nhs.net", "reason": "REQ-2 new address"},
+    ).status_code == 302
+    record(Event.EMAIL_PRIMARY_CHANGED, subject=other.user, before="mary.seacole@nhs.net", after="m.seacole@nhs.net")
+    other.user.email = "m.seacole@nhs.net"
+    other.user.save(update_fields=["email"])
+    _, manager = ra_staff(RA_MANAGER, email="ra.manager@nhs.net")
+
+    def found(address: str) -> set[int]:
+        return {event.pk for event in manager.get("/admin/audit/auditevent/", {"q": address}).context["cl"].result_list}
+
+    edith = set(AuditEvent.objects.filter(subject=person.user).values_list("pk", flat=True))
+    mary = set(AuditEvent.objects.filter(subject=other.user).values_list("pk", flat=True))
+    assert asked.pk in edith and found("Edith.Cavell@nhs.net") == edith == found("e.cavell@nhs.net")
+    assert found("mary.seacole@nhs.net") == mary == found("m.seacole@nhs.net")
+    assert found("nobody@nhs.net") == set()
+
+
 # --- what can hand a profile to someone else needs the RA's sign-in at most 5 minutes old ------------------
 
 

@@ -97,6 +97,28 @@ def add_email_address(request: HttpRequest, email: str) -> bool:
     return True
 
 
+def send_verification_link(request: HttpRequest, *, address: EmailAddress) -> bool:
+    """Another link to verify an address on the person's own profile (the first expired or went astray, or
+    an RA set the address). Counted with the addresses added, since each sends an e-mail: False when over the
+    hourly limit. An address that has become another Care Identity's gets no link, as when it is added."""
+    user = request.user
+    if address.user_id != user.pk:
+        raise PermissionError("Not this person's address")
+    if address.verified:
+        raise ValueError("This email address is already verified")
+    with failing_closed(request, Event.EMAIL_REFUSED, subject=user, email=address.email):
+        if not throttle.within_limit(f"email-add:{user.pk}", settings.CAREID_EMAIL_ADD_LIMIT, timedelta(hours=1)):
+            return False
+    with transaction.atomic():
+        record(Event.EMAIL_LINK_SENT, request=request, subject=user, email=address.email)
+        if held_by := _held_by(address.email, other_than=user):
+            tell_address_in_use(refuse_taken_email(request, user=user, email=address.email, via=ADDED_UNVERIFIED,
+                                                   held_by=held_by))
+        else:
+            send_email_confirmation(address)
+    return True
+
+
 def confirm_email_address(request: HttpRequest, confirmation: EmailConfirmationHMAC) -> EmailAddress | None:
     """Verify the address of a confirmation link; the Care Identity address becomes primary once verified.
 
@@ -249,12 +271,14 @@ def change_user_details(*, user: User, actor: User, changes: dict[str, str], rea
         user.save(update_fields=list(changes))
         if "email" in changes:
             EmailAddress.objects.filter(user=user, primary=True).update(primary=False)
-            EmailAddress.objects.update_or_create(user=user, email=user.email, defaults={"primary": True, "verified": False})
+            address, _ = EmailAddress.objects.update_or_create(user=user, email=user.email,
+                                                               defaults={"primary": True, "verified": False})
         event = record(Event.USER_CHANGED, request=request, actor=actor, subject=user, reason=reason,
                        fields=sorted(changes), before=before, after=changes)
         if "email" in changes:
             notify_person(event)
             tell_old_address(event, old_email)
+            send_email_confirmation(address)  # the person proves the new address with the link
 
 
 def sign_out_everywhere(*, user: User, actor: User, reason: str, request: HttpRequest | None = None) -> int:

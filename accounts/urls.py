@@ -8,6 +8,7 @@ urlpatterns = [
     path("profile/email/add/", views.add_email, name="add_email"),
     path("profile/email/confirm/<str:key>/", views.confirm_email, name="confirm_email"),
     path("profile/email/<int:pk>/remove/", views.email_address, {"action": "remove"}, name="remove_email"),
+    path("profile/email/<int:pk>/verify/", views.email_address, {"action": "verify"}, name="verify_email"),
     path("profile/email/<int:pk>/make-care-identity-email/", views.email_address, {"action": "primary"},
          name="make_primary_email"),
     path("profile/sessions/", views.sessions, name="sessions"),

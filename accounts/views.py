@@ -138,7 +138,8 @@ def activity(request: HttpRequest) -> HttpResponse:
 
 @recent_authentication_required
 def email_address(request: HttpRequest, pk: int, action: str) -> HttpResponse:
-    """Remove an address, or make a verified one your Care Identity email address (a page to confirm)."""
+    """Remove an address, send a new link to verify it, or make a verified one your Care Identity email address
+    (a page to confirm)."""
     address = get_object_or_404(EmailAddress, pk=pk, user=request.user)
     problem = None
     if request.method == "POST":
@@ -146,6 +147,11 @@ def email_address(request: HttpRequest, pk: int, action: str) -> HttpResponse:
             if action == "remove":
                 flows.remove_email_address(request, address=address)
                 messages.success(request, f"{address.email} has been removed from your profile.")
+            elif action == "verify":
+                if not flows.send_verification_link(request, address=address):
+                    raise ValueError("You have asked for too many emails in the last hour. Try again later.")
+                messages.success(request, f"We have sent an email to {address.email}. Open the link in it to verify "
+                                          f"the address.")
             else:
                 flows.make_care_identity_email(request, address=address)
                 messages.success(request, f"{address.email} is now your Care Identity email address. Use it to sign in.")

@@ -20,6 +20,7 @@ class Event(models.TextChoices):
     OTP_FAILED = "otp.failed", "Wrong one-time password"
     EMAIL_ADDED = "email.added", "Email address added"
     EMAIL_VERIFIED = "email.verified", "Email address verified"
+    EMAIL_LINK_SENT = "email.link_sent", "Email address verification link sent"
     EMAIL_REFUSED = "email.refused", "Email address refused"
     EMAIL_REMOVED = "email.removed", "Email address removed"
     EMAIL_PRIMARY_CHANGED = "email.primary_changed", "Care Identity email address changed"

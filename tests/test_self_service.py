@@ -3,6 +3,7 @@ never another person's data, whatever id a request names."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -148,6 +149,43 @@ def test_addresses_can_be_removed_and_promoted_not_the_care_identity_one(transac
     assert "is now the email address" in body(mailbox.wait_for("edith@nhs.net", "email address has changed"))
     assert "stays on your profile" in body(mailbox.wait_for("edith.cavell@nhs.net", "The email address of your Care Identity has changed"))
     assert AuditEvent.objects.filter(event=Event.EMAIL_PRIMARY_CHANGED, details__before="edith.cavell@nhs.net").exists()
+
+
+def test_an_address_an_ra_set_is_verified_with_the_link_sent_to_it_or_a_new_one(transactional_db, seeded_allow_list,
+                                                                                  client, make_person,
+                                                                                  ra_staff, mailbox, settings):
+    """An RA's new Care Identity e-mail is not verified until the person opens a link sent to it; the
+    profile can send another (counted with the addresses added), never for a verified address."""
+    person = make_person()
+    _, agent = ra_staff("RA Agent")
+    assert agent.post(f"/admin/accounts/user/{person.user.pk}/change/", {
+        "first_name": "Edith", "last_name": "Cavell", "email": "edith.new@nhs.net", "reason": "REQ-7 new trust",
+    }).status_code == 302
+    first = mailbox.wait_for("edith.new@nhs.net", "Verify your email address")
+    address = EmailAddress.objects.get(user=person.user, email="edith.new@nhs.net")
+    assert address.primary and not address.verified
+    person.user.refresh_from_db()
+    sign_in(client, person)
+    profile = client.get("/profile/").content.decode()
+    assert f'href="/profile/email/{address.pk}/verify/"' in profile and "Not verified" in profile
+    assert "Verify edith.new@nhs.net" in client.get(f"/profile/email/{address.pk}/verify/").content.decode()
+    response = client.post(f"/profile/email/{address.pk}/verify/")
+    assert response.status_code == 302
+    assert "We have sent an email to edith.new@nhs.net" in client.get("/profile/").content.decode()
+    mailbox.wait_for("edith.new@nhs.net", "Verify your email address", count=2)
+    assert AuditEvent.objects.filter(event=Event.EMAIL_LINK_SENT, subject=person.user,
+                                     details__email="edith.new@nhs.net").count() == 1
+    assert client.post(re.search(r"https?://[^/\s]+(/profile/email/confirm/\S+/)", body(first)).group(1)).status_code == 200
+    address.refresh_from_db()
+    assert address.verified and address.primary
+    assert client.post(f"/profile/email/{address.pk}/verify/").status_code == 400  # nothing left to verify
+    # Over the hour's limit of e-mails for addresses: refused with a message, nothing sent.
+    settings.CAREID_EMAIL_ADD_LIMIT = 1
+    spare = EmailAddress.objects.create(user=person.user, email="edith@nhs.net", verified=False, primary=False)
+    refused = client.post(f"/profile/email/{spare.pk}/verify/")
+    assert refused.status_code == 400
+    assert "You have asked for too many emails in the last hour" in refused.content.decode()
+    assert mailbox.to("edith@nhs.net") == []
 
 
 def test_another_persons_address_cannot_be_named(signed_in, make_person):

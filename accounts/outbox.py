@@ -5,7 +5,7 @@ the change that causes it does, and asks Celery to deliver it once that transact
 claims the row (one worker, one send), renders the message from `kind` and `object_id` at that moment
 (accounts/mail.py), sends it with EMAIL_TIMEOUT for each exchange and CAREID_EMAIL_TIME_LIMIT for the
 whole task (ended before the claim, so no second worker sends it meanwhile), and records the outcome:
-sent; or queued again with a growing wait (1 minute doubling to an hour) until CAREID_EMAIL_GIVE_UP_AFTER,
+sent (on a new database connection if a restart ended this one: record_delivery); or queued again with a growing wait (1 minute doubling to an hour) until CAREID_EMAIL_GIVE_UP_AFTER,
 then failed. The sweep,
 every minute, re-queues what a lost task, a broker outage or a killed worker left behind.
 
@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import logging
 import smtplib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -32,6 +33,7 @@ from . import mail
 from .models import OutgoingEmail, User
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,29 @@ def deliver(email_id: int) -> OutgoingEmail.State | None:
     except Exception as error:  # it could not be written (a template, a kind this version no longer has)
         logger.exception("Could not write e-mail %s (%s)", email.pk, email.kind)
         return _failed_attempt(email, f"{type(error).__name__}: {error}")
-    return _finish(email, OutgoingEmail.State.SENT, sent_at=timezone.now(), last_error="")
+    return record_delivery(lambda: _finish(email, OutgoingEmail.State.SENT, sent_at=timezone.now(), last_error=""),
+                           what=f"e-mail {email.pk}", within=20)
+
+
+def record_delivery(write: Callable[[], T], *, what: str, within: float) -> T:
+    """Write the outcome of a delivery the other side has accepted (the outboxes share this). A row left
+    claimed is sent a second time once its claim runs out, so a connection a PostgreSQL restart or failover
+    ended since the claim is closed and the write tried again on a new one, a little longer apart each time,
+    for up to `within` seconds (well inside the task's time limit). Only a database down for longer leaves
+    the row claimed: then it is delivered at least once, not exactly once."""
+    deadline, pause = time.monotonic() + within, 0.1
+    while True:
+        try:
+            return write()
+        except (OperationalError, InterfaceError):
+            if time.monotonic() + pause > deadline:
+                logger.error("Could not record %s as delivered: it will be sent again once its claim runs out",
+                             what, exc_info=True)
+                raise
+            logger.warning("Could not record %s as delivered; trying again on a new connection", what, exc_info=True)
+            connection.close()
+            time.sleep(pause)
+            pause = min(pause * 2, 2)
 
 
 def _finish(email: OutgoingEmail, state: OutgoingEmail.State, **fields) -> OutgoingEmail.State:

@@ -3,11 +3,12 @@
 `queue()` writes an OutgoingEmail row inside the caller's transaction, so the e-mail exists exactly when
 the change that causes it does, and asks Celery to deliver it once that transaction commits. Delivery
 claims the row (one worker, one send), renders the message from `kind` and `object_id` at that moment
-(accounts/mail.py), sends it with EMAIL_TIMEOUT for each exchange and CAREID_EMAIL_TIME_LIMIT for the
-whole task (ended before the claim, so no second worker sends it meanwhile), and records the outcome:
-sent (on a new database connection if a restart ended this one: record_delivery); or queued again with a growing wait (1 minute doubling to an hour) until CAREID_EMAIL_GIVE_UP_AFTER,
-then failed. The sweep,
-every minute, re-queues what a lost task, a broker outage or a killed worker left behind.
+(accounts/mail.py), sends it with EMAIL_TIMEOUT for each exchange (CAREID_EMAIL_DATA_TIMEOUT for the reply
+to the message itself) and CAREID_EMAIL_TIME_LIMIT for the whole task (ended before the claim, so no second
+worker sends it meanwhile), and records the outcome: sent (on a new database connection if a restart ended
+this one: record_delivery); or queued again with a growing wait (1 minute doubling to an hour) until
+CAREID_EMAIL_GIVE_UP_AFTER, then failed. The sweep, every minute, re-queues what a lost task, a broker
+outage or a killed worker left behind.
 
 Each kind of e-mail registers how it renders (and, if it matters, what giving up means) with `@kind`.
 """

@@ -251,30 +251,78 @@ def test_two_deliveries_of_one_email_at_once_send_it_once(user, mailbox, dead_sm
 
 
 class StallingHandler(Mailbox):
-    """An SMTP server that accepts the connection, then stalls before answering DATA."""
+    """An SMTP server that accepts the connection, then stalls before answering RCPT (before it has the
+    message), or after it has the message, before answering its end (`at`)."""
 
-    def __init__(self, stall: float) -> None:
+    def __init__(self, stall: float, at: str) -> None:
         super().__init__()
-        self.stall = stall
+        self.stall, self.at = stall, at
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if self.at == "RCPT":
+            await asyncio.sleep(self.stall)
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
-        await asyncio.sleep(self.stall)
+        if self.at == "DATA":
+            await asyncio.sleep(self.stall)
         return await super().handle_DATA(server, session, envelope)
 
 
-def test_a_stalled_smtp_server_costs_a_send_its_timeout_not_a_hang(user, settings):
-    handler = StallingHandler(stall=5)
+@pytest.mark.parametrize("at", ["RCPT", "DATA"])
+def test_a_stalled_smtp_server_costs_a_send_its_timeout_not_a_hang(user, settings, at):
+    """EMAIL_TIMEOUT for each exchange; CAREID_EMAIL_DATA_TIMEOUT (longer: test below) for the message's end."""
+    handler = StallingHandler(stall=5, at=at)
     controller = Controller(handler, hostname="127.0.0.1", port=_free_port())
     controller.start()
     try:
-        settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = controller.port, 1
+        settings.EMAIL_PORT, settings.EMAIL_TIMEOUT, settings.CAREID_EMAIL_DATA_TIMEOUT = controller.port, 1, 2
         started = time.monotonic()
         email = notification_for(user)
-        assert time.monotonic() - started < 4
+        assert time.monotonic() - started < {"RCPT": 2, "DATA": 4}[at]
         email.refresh_from_db()
         assert email.state == OutgoingEmail.State.QUEUED and "timed out" in email.last_error
     finally:
         controller.stop()
+
+
+class SlowToConfirm(Mailbox):
+    """An SMTP server that takes (queues) every message at once, then, while `slow`, waits `stall` seconds
+    before saying so (250): a busy disk, a virus scan."""
+
+    def __init__(self, stall: float) -> None:
+        super().__init__()
+        self.stall, self.slow = stall, True
+
+    async def handle_DATA(self, server, session, envelope):
+        answer = await super().handle_DATA(server, session, envelope)
+        if self.slow:
+            await asyncio.sleep(self.stall)
+        return answer
+
+
+@pytest.fixture
+def slow_to_confirm(settings):
+    handler = SlowToConfirm(stall=3)
+    controller = Controller(handler, hostname="127.0.0.1", port=_free_port())
+    controller.start()
+    settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = controller.port, 1
+    yield handler
+    controller.stop()
+
+
+def test_a_server_slow_to_confirm_a_message_it_took_gets_it_once(user, slow_to_confirm):
+    """careid waited EMAIL_TIMEOUT for the reply to the end of the message, as for every other, took the send
+    for failed and sent it again: RFC 5321 (4.5.3.2.6) asks a client to wait up to 10 minutes there."""
+    email = notification_for(user)
+    slow_to_confirm.slow = False  # the server is quick again
+    time.sleep(3.5)
+    OutgoingEmail.objects.filter(pk=email.pk).update(next_attempt_at=timezone.now())  # a retry would be due
+    outbox.sweep()
+    email.refresh_from_db()
+    assert (email.state, email.attempts) == (OutgoingEmail.State.SENT, 1)
+    assert len(slow_to_confirm.to(user.email)) == 1
 
 
 def test_the_ra_sees_each_email_and_its_state(ra_staff, make_person, dead_smtp, transactional_db):

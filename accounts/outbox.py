@@ -53,6 +53,11 @@ class Kind:
 _KINDS: dict[str, Kind] = {}
 
 
+class Undeliverable(Exception):
+    """Raised by a kind's render when what the e-mail carries stopped working before it could be delivered (a
+    link that expired while the SMTP server was down): the e-mail is failed at once, with this as its error."""
+
+
 def kind(name: str, label: str, *, gave_up: Callable[[OutgoingEmail], None] | None = None):
     """Register how e-mails of kind `name` render (the decorated function) and what giving up means."""
 
@@ -122,6 +127,8 @@ def deliver(email_id: int) -> OutgoingEmail.State | None:
         if message is None:
             return _finish(email, OutgoingEmail.State.CANCELLED)
         mail.send(message.template, email.to, message.context)
+    except Undeliverable as error:
+        return _give_up(email, str(error))
     except (OSError, smtplib.SMTPException) as error:
         return _failed_attempt(email, f"{type(error).__name__}: {error}")
     except SoftTimeLimitExceeded:  # the SMTP server kept the send going past the task's soft limit
@@ -165,16 +172,21 @@ def _finish(email: OutgoingEmail, state: OutgoingEmail.State, **fields) -> Outgo
 def _failed_attempt(email: OutgoingEmail, error: str) -> OutgoingEmail.State:
     attempts = email.attempts + 1
     if timezone.now() - email.created_at >= settings.CAREID_EMAIL_GIVE_UP_AFTER:
-        with transaction.atomic():
-            _finish(email, OutgoingEmail.State.FAILED, last_error=error[:300])
-            if (registered := _KINDS.get(email.kind)) and (gave_up := registered.gave_up):
-                gave_up(email)
-        logger.error("Gave up e-mail %s (%s to %s) after %s attempts: %s", email.pk, email.kind, email.to, attempts, error)
-        return OutgoingEmail.State.FAILED
+        return _give_up(email, error)
     OutgoingEmail.objects.filter(pk=email.pk).update(
         state=OutgoingEmail.State.QUEUED, attempts=attempts, claimed_until=None, last_error=error[:300],
         next_attempt_at=timezone.now() + backoff(attempts))
     return OutgoingEmail.State.QUEUED
+
+
+def _give_up(email: OutgoingEmail, error: str) -> OutgoingEmail.State:
+    with transaction.atomic():
+        _finish(email, OutgoingEmail.State.FAILED, last_error=error[:300])
+        if (registered := _KINDS.get(email.kind)) and (gave_up := registered.gave_up):
+            gave_up(email)
+    logger.error("Gave up e-mail %s (%s to %s) after %s attempts: %s", email.pk, email.kind, email.to,
+                 email.attempts + 1, error)
+    return OutgoingEmail.State.FAILED
 
 
 def sweep() -> int:

@@ -97,6 +97,31 @@ def test_an_invitation_given_up_counts_as_not_sent(transactional_db, seeded_allo
     assert email.state == OutgoingEmail.State.FAILED and user.invited_at is None  # `--invite` sends it again
 
 
+def test_an_invitation_whose_link_expired_in_an_smtp_outage_is_shown_as_failed(transactional_db, seeded_allow_list,
+                                                                               ra_staff, dead_smtp, settings):
+    """With the defaults the link (24 hours) expires before the outbox gives up (26 hours): the invitation
+    ended "Not needed any more", never "Failed", and still counted as sent."""
+    from accounts.flows import invite_user
+
+    assert settings.CAREID_INVITATION_LINK_TTL < settings.CAREID_EMAIL_GIVE_UP_AFTER
+    user, _link = invite_user(email="florence.nightingale@nhs.net", first_name="Florence", last_name="Nightingale")
+    email = OutgoingEmail.objects.get(user=user, kind="invitation")
+    started = timezone.now()
+    with time_machine.travel(started, tick=False) as clock:  # the sweep every half hour, SMTP down throughout
+        while email.state == OutgoingEmail.State.QUEUED and timezone.now() - started < settings.CAREID_EMAIL_GIVE_UP_AFTER:
+            clock.shift(timedelta(minutes=30))
+            outbox.sweep()
+            email.refresh_from_db()
+    assert email.state == OutgoingEmail.State.FAILED
+    assert email.last_error == "The link expired before the e-mail could be delivered"
+    user.refresh_from_db()
+    assert user.invited_at is None  # `onboard_users --invite` sends it again
+    _ra, client = ra_staff("RA Agent")
+    page = client.get(f"/admin/accounts/user/{user.pk}/change/").content.decode()
+    emails = page[page.index("E-mails to this person"):][:1500]
+    assert "Failed" in emails and "The link expired before the e-mail could be delivered" in emails
+
+
 def test_a_worker_killed_while_sending_leaves_nothing_behind(user, mailbox):
     email = notification_for(user)
     email.refresh_from_db()
@@ -217,7 +242,8 @@ def test_a_code_used_before_its_email_went_is_not_sent(transactional_db, make_pe
 def test_codes_and_links_that_expired_while_smtp_was_down_are_not_sent(transactional_db, make_person, mailbox,
                                                                       dead_smtp, settings, smtp_server):
     """A One Time Password lives 10 minutes and a link 3 minutes to a day; the outbox tries for 26 hours. What
-    arrives after it stopped working would only confuse: it is cancelled instead."""
+    arrives after it stopped working would only confuse: it is not sent. A code is asked for again by the person
+    waiting for it (not needed any more); a link the person never got is failed, for the RA to see."""
     from accounts.models import EmailOneTimePassword
     from accounts.notifications import send_email_code
     from authenticators.flows import issue_registration_link
@@ -232,8 +258,22 @@ def test_codes_and_links_that_expired_while_smtp_was_down_are_not_sent(transacti
     with time_machine.travel(timezone.now() + settings.CAREID_INVITATION_LINK_TTL + timedelta(minutes=1)):
         OutgoingEmail.objects.update(next_attempt_at=timezone.now())
         outbox.sweep()
-    assert set(OutgoingEmail.objects.values_list("state", flat=True)) == {OutgoingEmail.State.CANCELLED}
+    assert dict(OutgoingEmail.objects.values_list("kind", "state")) == {
+        "email_code": OutgoingEmail.State.CANCELLED, "registration_link": OutgoingEmail.State.FAILED}
     assert mailbox.messages == []
+
+
+def test_an_invitation_revoked_before_it_went_is_not_needed_any_more(transactional_db, seeded_allow_list, dead_smtp,
+                                                                     ra_staff):
+    from accounts.flows import invite_user, suspend_user
+
+    user, _link = invite_user(email="florence.nightingale@nhs.net", first_name="Florence", last_name="Nightingale")
+    ra, _client = ra_staff("RA Manager")
+    suspend_user(user=user, actor=ra.user, reason="Left the trust")  # her links are revoked
+    OutgoingEmail.objects.update(next_attempt_at=timezone.now())
+    outbox.sweep()
+    email = OutgoingEmail.objects.get(user=user, kind="invitation")
+    assert (email.state, email.attempts) == (OutgoingEmail.State.CANCELLED, 2)
 
 
 def test_two_deliveries_of_one_email_at_once_send_it_once(user, mailbox, dead_smtp, settings, smtp_server):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import smtplib
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -96,13 +97,31 @@ def _queue(name: str, *, object_id: int, to: str, user: User | None, extra: dict
     return email
 
 
+# Once the broker has not taken a task, this process leaves hand-overs to the sweep for BROKER_PAUSE seconds:
+# a request that commits many rows (an RA's bulk action, a logout owed to several services) would otherwise
+# wait the broker's timeout (CAREID_REDIS_TIMEOUT) once for each.
+BROKER_PAUSE = 5.0
+_broker_down_until = 0.0
+_broker_lock = threading.Lock()
+
+
 def publish(model, pk: int, task, what: str) -> None:
     """Give Celery the task for a new outbox row once its transaction has committed (the outboxes share
-    this). With the broker down the row is marked as never handed over, so the next sweep sends it."""
+    this). With the broker down (or found down in the last BROKER_PAUSE seconds) the row is marked as never
+    handed over, so the next sweep sends it."""
+    global _broker_down_until
     try:
+        if time.monotonic() < _broker_down_until:
+            raise ConnectionError("the broker did not take a task a moment ago")
         task.delay(pk)
     except Exception:
-        logger.warning("Could not queue %s %s now; the outbox sweep will send it", what, pk, exc_info=True)
+        with _broker_lock:
+            found_down = time.monotonic() >= _broker_down_until
+            if found_down:
+                _broker_down_until = time.monotonic() + BROKER_PAUSE
+        if found_down:  # logged once for the pause, not once for each row
+            logger.warning("Could not queue %s %s now; the outbox sweep will send it (and what this process owes "
+                           "in the next %s s)", what, pk, BROKER_PAUSE, exc_info=True)
         try:
             model.objects.filter(pk=pk).update(handed_over_at=None)
         except DatabaseError:  # then the sweep takes it once a task would have been lost

@@ -197,6 +197,7 @@ def test_a_web_server_clock_a_little_ahead_of_the_workers_does_not_hold_an_email
 
 
 def test_the_broker_down_at_commit_loses_nothing(user, mailbox, monkeypatch, caplog):
+    monkeypatch.setattr(outbox, "_broker_down_until", 0.0)  # and no pause after the test (undone below)
     conf = celery_app.conf
     previous = conf.task_always_eager, conf.broker_transport_options
     conf.task_always_eager = False
@@ -214,13 +215,36 @@ def test_the_broker_down_at_commit_loses_nothing(user, mailbox, monkeypatch, cap
         conf.task_always_eager, conf.broker_transport_options = previous
         monkeypatch.undo()
         celery_app._pool = celery_app.amqp._producer_pool = None  # the next test publishes to the real broker
-    assert f"Could not queue e-mail {email.pk} now; the outbox sweep will send it" in caplog.messages
+    assert f"Could not queue e-mail {email.pk} now; the outbox sweep will send it (and what this process owes in " \
+           f"the next {outbox.BROKER_PAUSE} s)" in caplog.messages
     email.refresh_from_db()
     assert email.state == OutgoingEmail.State.QUEUED and email.attempts == 0 and mailbox.messages == []
     assert outbox.sweep() == 1  # the broker is back: the sweep hands it over
     mailbox.wait_for(user.email, "unlocked")
     email.refresh_from_db()
     assert email.state == OutgoingEmail.State.SENT and email.attempts == 1
+
+
+def test_once_the_broker_failed_a_hand_over_the_next_few_seconds_are_left_to_the_sweep(user, mailbox, monkeypatch,
+                                                                                       caplog):
+    """An RA's bulk action commits a transaction (and hands over an e-mail) for each person: with Redis frozen
+    each hand-over waited CAREID_REDIS_TIMEOUT, the request half a second for each person selected."""
+    handed: list[int] = []
+
+    def frozen(pk: int) -> None:
+        handed.append(pk)
+        raise ConnectionError("Timeout reading from socket")
+
+    monkeypatch.setattr(outbox, "_broker_down_until", 0.0)
+    monkeypatch.setattr(outbox.deliver_email_task, "delay", frozen)
+    with caplog.at_level(logging.WARNING, logger="accounts.outbox"):
+        emails = [notification_for(user) for _ in range(3)]
+    assert len(handed) == 1 and len(caplog.records) == 1  # tried once, logged once
+    assert not OutgoingEmail.objects.filter(handed_over_at__isnull=False).exists()  # all left to the sweep
+    monkeypatch.undo()  # the broker is back
+    monkeypatch.setattr(outbox, "_broker_down_until", 0.0)  # BROKER_PAUSE later
+    assert outbox.sweep() == 3
+    assert {email.pk for email in emails} == set(OutgoingEmail.objects.filter(state="sent").values_list("pk", flat=True))
 
 
 def test_a_code_used_before_its_email_went_is_not_sent(transactional_db, make_person, mailbox, dead_smtp, settings,

@@ -3,11 +3,12 @@
 `queue()` writes an OutgoingEmail row inside the caller's transaction, so the e-mail exists exactly when
 the change that causes it does, and asks Celery to deliver it once that transaction commits. Delivery
 claims the row (one worker, one send), renders the message from `kind` and `object_id` at that moment
-(accounts/mail.py), sends it with EMAIL_TIMEOUT for each exchange and CAREID_EMAIL_TIME_LIMIT for the
-whole task (ended before the claim, so no second worker sends it meanwhile), and records the outcome:
-sent; or queued again with a growing wait (1 minute doubling to an hour) until CAREID_EMAIL_GIVE_UP_AFTER,
-then failed. The sweep,
-every minute, re-queues what a lost task, a broker outage or a killed worker left behind.
+(accounts/mail.py), sends it with EMAIL_TIMEOUT for each exchange (CAREID_EMAIL_DATA_TIMEOUT for the reply
+to the message itself) and CAREID_EMAIL_TIME_LIMIT for the whole task (ended before the claim, so no second
+worker sends it meanwhile), and records the outcome: sent (on a new database connection if a restart ended
+this one: record_delivery); or queued again with a growing wait (1 minute doubling to an hour) until
+CAREID_EMAIL_GIVE_UP_AFTER, then failed. The sweep, every minute, re-queues what a lost task, a broker
+outage or a killed worker left behind.
 
 Each kind of e-mail registers how it renders (and, if it matters, what giving up means) with `@kind`.
 """
@@ -16,15 +17,17 @@ from __future__ import annotations
 
 import logging
 import smtplib
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -32,6 +35,7 @@ from . import mail
 from .models import OutgoingEmail, User
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,11 @@ class Kind:
 
 
 _KINDS: dict[str, Kind] = {}
+
+
+class Undeliverable(Exception):
+    """Raised by a kind's render when what the e-mail carries stopped working before it could be delivered (a
+    link that expired while the SMTP server was down): the e-mail is failed at once, with this as its error."""
 
 
 def kind(name: str, label: str, *, gave_up: Callable[[OutgoingEmail], None] | None = None):
@@ -88,13 +97,31 @@ def _queue(name: str, *, object_id: int, to: str, user: User | None, extra: dict
     return email
 
 
+# Once the broker has not taken a task, this process leaves hand-overs to the sweep for BROKER_PAUSE seconds:
+# a request that commits many rows (an RA's bulk action, a logout owed to several services) would otherwise
+# wait the broker's timeout (CAREID_REDIS_TIMEOUT) once for each.
+BROKER_PAUSE = 5.0
+_broker_down_until = 0.0
+_broker_lock = threading.Lock()
+
+
 def publish(model, pk: int, task, what: str) -> None:
     """Give Celery the task for a new outbox row once its transaction has committed (the outboxes share
-    this). With the broker down the row is marked as never handed over, so the next sweep sends it."""
+    this). With the broker down (or found down in the last BROKER_PAUSE seconds) the row is marked as never
+    handed over, so the next sweep sends it."""
+    global _broker_down_until
     try:
+        if time.monotonic() < _broker_down_until:
+            raise ConnectionError("the broker did not take a task a moment ago")
         task.delay(pk)
     except Exception:
-        logger.warning("Could not queue %s %s now; the outbox sweep will send it", what, pk, exc_info=True)
+        with _broker_lock:
+            found_down = time.monotonic() >= _broker_down_until
+            if found_down:
+                _broker_down_until = time.monotonic() + BROKER_PAUSE
+        if found_down:  # logged once for the pause, not once for each row
+            logger.warning("Could not queue %s %s now; the outbox sweep will send it (and what this process owes "
+                           "in the next %s s)", what, pk, BROKER_PAUSE, exc_info=True)
         try:
             model.objects.filter(pk=pk).update(handed_over_at=None)
         except DatabaseError:  # then the sweep takes it once a task would have been lost
@@ -119,6 +146,8 @@ def deliver(email_id: int) -> OutgoingEmail.State | None:
         if message is None:
             return _finish(email, OutgoingEmail.State.CANCELLED)
         mail.send(message.template, email.to, message.context)
+    except Undeliverable as error:
+        return _give_up(email, str(error))
     except (OSError, smtplib.SMTPException) as error:
         return _failed_attempt(email, f"{type(error).__name__}: {error}")
     except SoftTimeLimitExceeded:  # the SMTP server kept the send going past the task's soft limit
@@ -128,7 +157,29 @@ def deliver(email_id: int) -> OutgoingEmail.State | None:
     except Exception as error:  # it could not be written (a template, a kind this version no longer has)
         logger.exception("Could not write e-mail %s (%s)", email.pk, email.kind)
         return _failed_attempt(email, f"{type(error).__name__}: {error}")
-    return _finish(email, OutgoingEmail.State.SENT, sent_at=timezone.now(), last_error="")
+    return record_delivery(lambda: _finish(email, OutgoingEmail.State.SENT, sent_at=timezone.now(), last_error=""),
+                           what=f"e-mail {email.pk}", within=20)
+
+
+def record_delivery(write: Callable[[], T], *, what: str, within: float) -> T:
+    """Write the outcome of a delivery the other side has accepted (the outboxes share this). A row left
+    claimed is sent a second time once its claim runs out, so a connection a PostgreSQL restart or failover
+    ended since the claim is closed and the write tried again on a new one, a little longer apart each time,
+    for up to `within` seconds (well inside the task's time limit). Only a database down for longer leaves
+    the row claimed: then it is delivered at least once, not exactly once."""
+    deadline, pause = time.monotonic() + within, 0.1
+    while True:
+        try:
+            return write()
+        except (OperationalError, InterfaceError):
+            if time.monotonic() + pause > deadline:
+                logger.error("Could not record %s as delivered: it will be sent again once its claim runs out",
+                             what, exc_info=True)
+                raise
+            logger.warning("Could not record %s as delivered; trying again on a new connection", what, exc_info=True)
+            connection.close()
+            time.sleep(pause)
+            pause = min(pause * 2, 2)
 
 
 def _finish(email: OutgoingEmail, state: OutgoingEmail.State, **fields) -> OutgoingEmail.State:
@@ -140,16 +191,21 @@ def _finish(email: OutgoingEmail, state: OutgoingEmail.State, **fields) -> Outgo
 def _failed_attempt(email: OutgoingEmail, error: str) -> OutgoingEmail.State:
     attempts = email.attempts + 1
     if timezone.now() - email.created_at >= settings.CAREID_EMAIL_GIVE_UP_AFTER:
-        with transaction.atomic():
-            _finish(email, OutgoingEmail.State.FAILED, last_error=error[:300])
-            if (registered := _KINDS.get(email.kind)) and (gave_up := registered.gave_up):
-                gave_up(email)
-        logger.error("Gave up e-mail %s (%s to %s) after %s attempts: %s", email.pk, email.kind, email.to, attempts, error)
-        return OutgoingEmail.State.FAILED
+        return _give_up(email, error)
     OutgoingEmail.objects.filter(pk=email.pk).update(
         state=OutgoingEmail.State.QUEUED, attempts=attempts, claimed_until=None, last_error=error[:300],
         next_attempt_at=timezone.now() + backoff(attempts))
     return OutgoingEmail.State.QUEUED
+
+
+def _give_up(email: OutgoingEmail, error: str) -> OutgoingEmail.State:
+    with transaction.atomic():
+        _finish(email, OutgoingEmail.State.FAILED, last_error=error[:300])
+        if (registered := _KINDS.get(email.kind)) and (gave_up := registered.gave_up):
+            gave_up(email)
+    logger.error("Gave up e-mail %s (%s to %s) after %s attempts: %s", email.pk, email.kind, email.to,
+                 email.attempts + 1, error)
+    return OutgoingEmail.State.FAILED
 
 
 def sweep() -> int:

@@ -17,8 +17,13 @@ def send_registration_link(link: RegistrationLink) -> None:
 
 def _link_message(template: str, email: OutgoingEmail) -> outbox.Message | None:
     link = RegistrationLink.objects.select_related("user").filter(pk=email.object_id).first()
-    if link is None or link.is_used or link.is_expired:
-        return None  # used or expired (the outbox tries for a day): nothing that would still work to send
+    if link is None or link.is_used:
+        return None  # not needed any more
+    if link.is_expired:
+        if link.expires_at - link.created_at < RegistrationLink.ttl_for(link.purpose):
+            return None  # revoked (the person suspended or closed): not needed any more
+        # It lasted its whole time (a day) and this e-mail never got through: the outbox tries for longer.
+        raise outbox.Undeliverable("The link expired before the e-mail could be delivered")
     return outbox.Message(template, {"user": link.user, "link": link, "kind": registry.get(link.kind)})
 
 
@@ -31,7 +36,7 @@ def _invitation_never_delivered(email: OutgoingEmail) -> None:
 def _invitation(email: OutgoingEmail) -> outbox.Message | None:
     message = _link_message("invitation", email)
     if message is None and not RegistrationLink.objects.filter(pk=email.object_id, used_at__isnull=False).exists():
-        _invitation_never_delivered(email)  # it expired before it could be delivered: not invited after all
+        _invitation_never_delivered(email)  # revoked before it could be delivered: not invited after all
     return message
 
 

@@ -63,12 +63,18 @@ def deliver_backchannel_logout(logout_id: int) -> BackchannelLogout.State | None
     except Exception as error:  # a token that could not be signed, ...: an attempt all the same, never left claimed
         logger.exception("Could not deliver back-channel logout %s", logout.pk)
         return _failed_attempt(logout, attempts, f"{type(error).__name__}: {error}")
+    return outbox.record_delivery(lambda: _delivered(logout, attempts), what=f"back-channel logout {logout.pk}",
+                                  within=10)
+
+
+def _delivered(logout: BackchannelLogout, attempts: int) -> BackchannelLogout.State:
     with transaction.atomic():
-        BackchannelLogout.objects.filter(pk=logout.pk).update(
-            state=BackchannelLogout.State.DELIVERED, delivered_at=timezone.now(), attempts=attempts, claimed_until=None,
-            last_error="")
-        record(Event.OIDC_BACKCHANNEL_LOGOUT, subject=logout.user, client=logout.client_id,
-               service=logout.client.name, reason=logout.reason, attempts=attempts)
+        # Not when a try whose answer the connection lost had committed it (record_delivery), audited already.
+        if BackchannelLogout.objects.filter(pk=logout.pk, state=BackchannelLogout.State.QUEUED).update(
+                state=BackchannelLogout.State.DELIVERED, delivered_at=timezone.now(), attempts=attempts,
+                claimed_until=None, last_error=""):
+            record(Event.OIDC_BACKCHANNEL_LOGOUT, subject=logout.user, client=logout.client_id,
+                   service=logout.client.name, reason=logout.reason, attempts=attempts)
     return BackchannelLogout.State.DELIVERED
 
 

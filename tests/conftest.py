@@ -94,7 +94,7 @@ def smtp_server():
 @pytest.fixture(autouse=True)
 def mailbox(smtp_server, settings) -> Mailbox:
     """Every test sends its e-mail through the real SMTP server and reads it back."""
-    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_BACKEND = "accounts.mail.SMTPBackend"  # what EMAIL_URL smtp:// gives
     settings.EMAIL_HOST = smtp_server.hostname
     settings.EMAIL_PORT = smtp_server.port
     settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False

@@ -20,7 +20,7 @@ from oidc.models import BackchannelLogout
 from signin.session import SESSION_AUTH, SESSION_LAST_SEEN
 
 from . import oidc_rp as rp
-from .conftest import sign_in
+from .conftest import require, sign_in
 
 
 class Receiver(ThreadingHTTPServer):
@@ -311,6 +311,36 @@ def test_an_attempt_cut_off_at_the_tasks_time_limit_counts_and_is_given_up_in_th
     assert (logout.state, logout.attempts, logout.claimed_until) == (BackchannelLogout.State.FAILED, 2, None)
     failure = AuditEvent.objects.get(event=Event.OIDC_BACKCHANNEL_LOGOUT, outcome="failure")
     assert "time limit" in failure.details["error"] and failure.details["attempts"] == 2
+
+
+def test_a_logout_the_service_took_is_recorded_though_a_database_restart_ended_the_connection(
+        transactional_db, person, service, receiver, monkeypatch):
+    """PostgreSQL restarted (or failed over) while the service was answering: "delivered" could not be written
+    on the ended connection, the row stayed claimed, and the sweep sent the logout token again once the claim
+    ran out. It is written on a new connection instead."""
+    import psycopg
+    from django.db import connection
+
+    from oidc import backchannel
+
+    require(connection.vendor == "postgresql", "PostgreSQL (a connection the server ends)")
+    post = backchannel.requests.post
+
+    def answered_then_connection_ended(*args, **kwargs):
+        response = post(*args, **kwargs)
+        db = connection.settings_dict
+        with psycopg.connect(host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=db["NAME"],
+                             autocommit=True) as other:
+            other.execute("SELECT pg_terminate_backend(%s)", [connection.connection.info.backend_pid])
+        return response
+
+    monkeypatch.setattr(backchannel.requests, "post", answered_then_connection_ended)
+    logout = BackchannelLogout.objects.create(client=service, user=person.user, sid="s" * 32, reason="signed out")
+    assert backchannel.deliver_backchannel_logout(logout.pk) == BackchannelLogout.State.DELIVERED
+    logout.refresh_from_db()
+    assert (logout.state, logout.attempts, logout.claimed_until) == (BackchannelLogout.State.DELIVERED, 1, None)
+    assert AuditEvent.objects.filter(event=Event.OIDC_BACKCHANNEL_LOGOUT, outcome="success").count() == 1
+    assert len(receiver.tokens) == 1
 
 
 # --- RP-initiated logout -------------------------------------------------------------------------

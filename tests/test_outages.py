@@ -644,3 +644,54 @@ def test_with_postgresql_stopped_or_hanging_every_page_is_branded_and_fast_and_a
                 _sign_in(careid, user, secret, fresh_code)
     finally:
         link.close()
+
+
+def _ra_manager():
+    """An RA Manager who can sign in with the Authenticator app; their TOTP secret."""
+    from importlib import import_module
+
+    from allauth.account.models import EmailAddress
+    from django.apps import apps
+    from django.contrib.auth.models import Group
+
+    from accounts.models import User
+    from authenticators.models import AuthenticatorApp
+    from authenticators.totp import codes
+
+    import_module("accounts.migrations.0004_ra_roles").create_roles(apps, None)
+    user = User.objects.create_user("ra.manager@nhs.net", first_name="Ra", last_name="Manager", password=PASSWORD,
+                                    is_staff=True)
+    user.groups.add(Group.objects.get(name="RA Manager"))
+    EmailAddress.objects.create(user=user, email=user.email, primary=True, verified=True)
+    secret = codes.new_secret()
+    AuthenticatorApp.objects.create(user=user, name="Microsoft Authenticator", key=secret, confirmed=True)
+    return user, secret
+
+
+@pytest.mark.services
+@pytest.mark.xdist_group("outages")
+def test_with_redis_frozen_an_ras_bulk_action_waits_for_the_broker_once_not_once_a_person(postgres, own_redis,
+                                                                                           seeded_allow_list):
+    """Each person is suspended in a transaction of their own, whose e-mail was handed to the frozen broker
+    after it: half a second (CAREID_REDIS_TIMEOUT) for each person selected, 6.5 s for twelve."""
+    from accounts.models import OutgoingEmail, User
+
+    ra_user, ra_secret = _ra_manager()
+    people = [User.objects.create_user(f"nurse{n}@nhs.net", first_name="Ward", last_name=f"Nurse{n}")
+              for n in range(12)]
+    with careid_under_gunicorn(database=postgres, redis=own_redis) as careid:
+        ra = _sign_in(careid, ra_user, ra_secret)
+        response, _ = careid.get(ra, "/admin/accounts/user/")
+        assert response.status_code == 200
+        own_redis.freeze()
+        try:
+            response, elapsed = careid.post(ra, "/admin/accounts/user/", {
+                "action": "suspend_selected", "apply": "1", "reason": "Agency contract ended",
+                "_selected_action": [str(person.pk) for person in people]})
+        finally:
+            own_redis.thaw()
+    assert response.status_code == 302
+    assert User.objects.filter(status=User.Status.SUSPENDED).count() == len(people)
+    emails = OutgoingEmail.objects.filter(user__in=people)
+    assert emails.count() == len(people) and not emails.filter(handed_over_at__isnull=False).exists()  # for the sweep
+    assert elapsed < 2.5, f"the RA waited {elapsed:.1f} s"

@@ -97,6 +97,31 @@ def test_an_invitation_given_up_counts_as_not_sent(transactional_db, seeded_allo
     assert email.state == OutgoingEmail.State.FAILED and user.invited_at is None  # `--invite` sends it again
 
 
+def test_an_invitation_whose_link_expired_in_an_smtp_outage_is_shown_as_failed(transactional_db, seeded_allow_list,
+                                                                               ra_staff, dead_smtp, settings):
+    """With the defaults the link (24 hours) expires before the outbox gives up (26 hours): the invitation
+    ended "Not needed any more", never "Failed", and still counted as sent."""
+    from accounts.flows import invite_user
+
+    assert settings.CAREID_INVITATION_LINK_TTL < settings.CAREID_EMAIL_GIVE_UP_AFTER
+    user, _link = invite_user(email="florence.nightingale@nhs.net", first_name="Florence", last_name="Nightingale")
+    email = OutgoingEmail.objects.get(user=user, kind="invitation")
+    started = timezone.now()
+    with time_machine.travel(started, tick=False) as clock:  # the sweep every half hour, SMTP down throughout
+        while email.state == OutgoingEmail.State.QUEUED and timezone.now() - started < settings.CAREID_EMAIL_GIVE_UP_AFTER:
+            clock.shift(timedelta(minutes=30))
+            outbox.sweep()
+            email.refresh_from_db()
+    assert email.state == OutgoingEmail.State.FAILED
+    assert email.last_error == "The link expired before the e-mail could be delivered"
+    user.refresh_from_db()
+    assert user.invited_at is None  # `onboard_users --invite` sends it again
+    _ra, client = ra_staff("RA Agent")
+    page = client.get(f"/admin/accounts/user/{user.pk}/change/").content.decode()
+    emails = page[page.index("E-mails to this person"):][:1500]
+    assert "Failed" in emails and "The link expired before the e-mail could be delivered" in emails
+
+
 def test_a_worker_killed_while_sending_leaves_nothing_behind(user, mailbox):
     email = notification_for(user)
     email.refresh_from_db()
@@ -172,6 +197,7 @@ def test_a_web_server_clock_a_little_ahead_of_the_workers_does_not_hold_an_email
 
 
 def test_the_broker_down_at_commit_loses_nothing(user, mailbox, monkeypatch, caplog):
+    monkeypatch.setattr(outbox, "_broker_down_until", 0.0)  # and no pause after the test (undone below)
     conf = celery_app.conf
     previous = conf.task_always_eager, conf.broker_transport_options
     conf.task_always_eager = False
@@ -189,13 +215,36 @@ def test_the_broker_down_at_commit_loses_nothing(user, mailbox, monkeypatch, cap
         conf.task_always_eager, conf.broker_transport_options = previous
         monkeypatch.undo()
         celery_app._pool = celery_app.amqp._producer_pool = None  # the next test publishes to the real broker
-    assert f"Could not queue e-mail {email.pk} now; the outbox sweep will send it" in caplog.messages
+    assert f"Could not queue e-mail {email.pk} now; the outbox sweep will send it (and what this process owes in " \
+           f"the next {outbox.BROKER_PAUSE} s)" in caplog.messages
     email.refresh_from_db()
     assert email.state == OutgoingEmail.State.QUEUED and email.attempts == 0 and mailbox.messages == []
     assert outbox.sweep() == 1  # the broker is back: the sweep hands it over
     mailbox.wait_for(user.email, "unlocked")
     email.refresh_from_db()
     assert email.state == OutgoingEmail.State.SENT and email.attempts == 1
+
+
+def test_once_the_broker_failed_a_hand_over_the_next_few_seconds_are_left_to_the_sweep(user, mailbox, monkeypatch,
+                                                                                       caplog):
+    """An RA's bulk action commits a transaction (and hands over an e-mail) for each person: with Redis frozen
+    each hand-over waited CAREID_REDIS_TIMEOUT, the request half a second for each person selected."""
+    handed: list[int] = []
+
+    def frozen(pk: int) -> None:
+        handed.append(pk)
+        raise ConnectionError("Timeout reading from socket")
+
+    monkeypatch.setattr(outbox, "_broker_down_until", 0.0)
+    monkeypatch.setattr(outbox.deliver_email_task, "delay", frozen)
+    with caplog.at_level(logging.WARNING, logger="accounts.outbox"):
+        emails = [notification_for(user) for _ in range(3)]
+    assert len(handed) == 1 and len(caplog.records) == 1  # tried once, logged once
+    assert not OutgoingEmail.objects.filter(handed_over_at__isnull=False).exists()  # all left to the sweep
+    monkeypatch.undo()  # the broker is back
+    monkeypatch.setattr(outbox, "_broker_down_until", 0.0)  # BROKER_PAUSE later
+    assert outbox.sweep() == 3
+    assert {email.pk for email in emails} == set(OutgoingEmail.objects.filter(state="sent").values_list("pk", flat=True))
 
 
 def test_a_code_used_before_its_email_went_is_not_sent(transactional_db, make_person, mailbox, dead_smtp, settings,
@@ -217,7 +266,8 @@ def test_a_code_used_before_its_email_went_is_not_sent(transactional_db, make_pe
 def test_codes_and_links_that_expired_while_smtp_was_down_are_not_sent(transactional_db, make_person, mailbox,
                                                                       dead_smtp, settings, smtp_server):
     """A One Time Password lives 10 minutes and a link 3 minutes to a day; the outbox tries for 26 hours. What
-    arrives after it stopped working would only confuse: it is cancelled instead."""
+    arrives after it stopped working would only confuse: it is not sent. A code is asked for again by the person
+    waiting for it (not needed any more); a link the person never got is failed, for the RA to see."""
     from accounts.models import EmailOneTimePassword
     from accounts.notifications import send_email_code
     from authenticators.flows import issue_registration_link
@@ -232,8 +282,22 @@ def test_codes_and_links_that_expired_while_smtp_was_down_are_not_sent(transacti
     with time_machine.travel(timezone.now() + settings.CAREID_INVITATION_LINK_TTL + timedelta(minutes=1)):
         OutgoingEmail.objects.update(next_attempt_at=timezone.now())
         outbox.sweep()
-    assert set(OutgoingEmail.objects.values_list("state", flat=True)) == {OutgoingEmail.State.CANCELLED}
+    assert dict(OutgoingEmail.objects.values_list("kind", "state")) == {
+        "email_code": OutgoingEmail.State.CANCELLED, "registration_link": OutgoingEmail.State.FAILED}
     assert mailbox.messages == []
+
+
+def test_an_invitation_revoked_before_it_went_is_not_needed_any_more(transactional_db, seeded_allow_list, dead_smtp,
+                                                                     ra_staff):
+    from accounts.flows import invite_user, suspend_user
+
+    user, _link = invite_user(email="florence.nightingale@nhs.net", first_name="Florence", last_name="Nightingale")
+    ra, _client = ra_staff("RA Manager")
+    suspend_user(user=user, actor=ra.user, reason="Left the trust")  # her links are revoked
+    OutgoingEmail.objects.update(next_attempt_at=timezone.now())
+    outbox.sweep()
+    email = OutgoingEmail.objects.get(user=user, kind="invitation")
+    assert (email.state, email.attempts) == (OutgoingEmail.State.CANCELLED, 2)
 
 
 def test_two_deliveries_of_one_email_at_once_send_it_once(user, mailbox, dead_smtp, settings, smtp_server):
@@ -251,30 +315,78 @@ def test_two_deliveries_of_one_email_at_once_send_it_once(user, mailbox, dead_sm
 
 
 class StallingHandler(Mailbox):
-    """An SMTP server that accepts the connection, then stalls before answering DATA."""
+    """An SMTP server that accepts the connection, then stalls before answering RCPT (before it has the
+    message), or after it has the message, before answering its end (`at`)."""
 
-    def __init__(self, stall: float) -> None:
+    def __init__(self, stall: float, at: str) -> None:
         super().__init__()
-        self.stall = stall
+        self.stall, self.at = stall, at
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if self.at == "RCPT":
+            await asyncio.sleep(self.stall)
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
-        await asyncio.sleep(self.stall)
+        if self.at == "DATA":
+            await asyncio.sleep(self.stall)
         return await super().handle_DATA(server, session, envelope)
 
 
-def test_a_stalled_smtp_server_costs_a_send_its_timeout_not_a_hang(user, settings):
-    handler = StallingHandler(stall=5)
+@pytest.mark.parametrize("at", ["RCPT", "DATA"])
+def test_a_stalled_smtp_server_costs_a_send_its_timeout_not_a_hang(user, settings, at):
+    """EMAIL_TIMEOUT for each exchange; CAREID_EMAIL_DATA_TIMEOUT (longer: test below) for the message's end."""
+    handler = StallingHandler(stall=5, at=at)
     controller = Controller(handler, hostname="127.0.0.1", port=_free_port())
     controller.start()
     try:
-        settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = controller.port, 1
+        settings.EMAIL_PORT, settings.EMAIL_TIMEOUT, settings.CAREID_EMAIL_DATA_TIMEOUT = controller.port, 1, 2
         started = time.monotonic()
         email = notification_for(user)
-        assert time.monotonic() - started < 4
+        assert time.monotonic() - started < {"RCPT": 2, "DATA": 4}[at]
         email.refresh_from_db()
         assert email.state == OutgoingEmail.State.QUEUED and "timed out" in email.last_error
     finally:
         controller.stop()
+
+
+class SlowToConfirm(Mailbox):
+    """An SMTP server that takes (queues) every message at once, then, while `slow`, waits `stall` seconds
+    before saying so (250): a busy disk, a virus scan."""
+
+    def __init__(self, stall: float) -> None:
+        super().__init__()
+        self.stall, self.slow = stall, True
+
+    async def handle_DATA(self, server, session, envelope):
+        answer = await super().handle_DATA(server, session, envelope)
+        if self.slow:
+            await asyncio.sleep(self.stall)
+        return answer
+
+
+@pytest.fixture
+def slow_to_confirm(settings):
+    handler = SlowToConfirm(stall=3)
+    controller = Controller(handler, hostname="127.0.0.1", port=_free_port())
+    controller.start()
+    settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = controller.port, 1
+    yield handler
+    controller.stop()
+
+
+def test_a_server_slow_to_confirm_a_message_it_took_gets_it_once(user, slow_to_confirm):
+    """careid waited EMAIL_TIMEOUT for the reply to the end of the message, as for every other, took the send
+    for failed and sent it again: RFC 5321 (4.5.3.2.6) asks a client to wait up to 10 minutes there."""
+    email = notification_for(user)
+    slow_to_confirm.slow = False  # the server is quick again
+    time.sleep(3.5)
+    OutgoingEmail.objects.filter(pk=email.pk).update(next_attempt_at=timezone.now())  # a retry would be due
+    outbox.sweep()
+    email.refresh_from_db()
+    assert (email.state, email.attempts) == (OutgoingEmail.State.SENT, 1)
+    assert len(slow_to_confirm.to(user.email)) == 1
 
 
 def test_the_ra_sees_each_email_and_its_state(ra_staff, make_person, dead_smtp, transactional_db):

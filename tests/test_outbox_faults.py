@@ -1,6 +1,6 @@
 """E-mail through a real Celery worker while things go wrong: the worker is killed in the middle of a
-send, the SMTP server stalls, Redis loses the task. After recovery every e-mail that was due is delivered
-exactly once."""
+send, the SMTP server stalls, Redis loses the task, PostgreSQL restarts. After recovery every e-mail that
+was due is delivered exactly once."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import signal
 import time
 from datetime import timedelta
 
+import psycopg
 import pytest
 from aiosmtpd.controller import Controller
 from django.conf import settings
@@ -22,6 +23,7 @@ from audit.record import record
 from careid.celery import app as celery_app
 
 from .conftest import Mailbox, _free_port, celery_worker
+from .test_outages import own_postgres, postgres  # noqa: F401
 
 pytestmark = pytest.mark.services
 
@@ -109,3 +111,44 @@ def test_emails_queued_while_the_worker_is_down_are_sent_when_it_is_back(transac
                    what="every e-mail marked sent")
     assert [len(mailbox.to(user.email)) for user in users] == [1, 1, 1]
     assert OutgoingEmail.objects.filter(sent_at__lte=timezone.now()).count() == 3
+
+
+def test_postgresql_restarted_while_an_email_is_sent_still_sends_it_once(postgres, own_postgres, make_person,  # noqa: F811
+                                                                         gated_smtp, settings):
+    """The SMTP server took the message, but the restart had ended the worker's connection: "sent" could not
+    be written, the row stayed "sending", and the sweep sent it again once the claim ran out."""
+    from django.db import connection
+
+    from accounts.notifications import notify_person
+    from accounts.tasks import sweep_outbox_task
+
+    handler, smtp_port = gated_smtp
+    user = make_person().user
+    settings.EMAIL_PORT = _free_port()  # the first attempt fails at once: the e-mail waits, queued
+    notify_person(record(Event.ACCOUNT_UNLOCKED, subject=user, reason="Called the service desk"))
+    email = OutgoingEmail.objects.get(user=user)
+    assert email.state == OutgoingEmail.State.QUEUED
+    own_postgres.copy_database(connection.settings_dict)
+    dsn = f"postgresql://postgres@127.0.0.1:{own_postgres.port}/{connection.settings_dict['NAME']}"
+
+    def row() -> tuple[str, int]:
+        with psycopg.connect(dsn, autocommit=True) as db:
+            return db.execute("SELECT state, attempts FROM accounts_outgoingemail WHERE id = %s", [email.pk]).fetchone()
+
+    with psycopg.connect(dsn, autocommit=True) as db:
+        db.execute("UPDATE accounts_outgoingemail SET next_attempt_at = now() WHERE id = %s", [email.pk])
+    with celery_worker(smtp_port, DATABASE_URL=dsn.replace("postgresql://", "postgres://"), CAREID_EMAIL_CLAIM="7",
+                       CAREID_EMAIL_TIME_LIMIT="1"):
+        outbox.deliver_email_task.delay(email.pk)
+        wait_until(lambda: handler.waiting, what="the worker to reach the SMTP server")
+        assert row()[0] == "sending"
+        own_postgres.stop()  # a fast shutdown ends every connection, as a restart or failover does ...
+        own_postgres.start()
+        handler.held = False  # ... while the SMTP server was taking the message
+        handler.wait_for(user.email, "unlocked")
+        wait_until(lambda: row()[0] != "sending", timeout=5, what="the worker to record the send")
+        assert row() == ("sent", 2)
+        time.sleep(7.1)  # CAREID_EMAIL_CLAIM in the worker has run out: a sweep would take a "sending" row
+        sweep_outbox_task.delay()
+        time.sleep(3)
+    assert len(handler.to(user.email)) == 1

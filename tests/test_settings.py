@@ -61,7 +61,7 @@ def test_real_components_come_from_the_environment():
     })
     assert s["engine"] == "django.db.backends.postgresql"
     assert s["eager"] is False and "Redis" in s["cache"]
-    assert s["email"] == "django.core.mail.backends.smtp.EmailBackend"
+    assert s["email"] == "accounts.mail.SMTPBackend"  # Django's, waiting longer for the reply to a message
     assert s["hosts"] == ["careid.example.nhs.uk"]
 
 
@@ -212,6 +212,17 @@ def test_an_email_time_limit_that_outlasts_its_claim_refuses_to_start():
     error = settings_with({**base, "CAREID_EMAIL_TIME_LIMIT": "295"})["error"]
     assert "ImproperlyConfigured: CAREID_EMAIL_TIME_LIMIT=295: give at least 1 and at most 294" in error
     assert "error" not in settings_with({**base, "CAREID_EMAIL_CLAIM": "600", "CAREID_EMAIL_TIME_LIMIT": "590"})
+
+
+def test_an_email_data_timeout_the_time_limit_would_cut_off_refuses_to_start():
+    base = {"SECRET_KEY": "k", "CAREID_AUDIT_CHAIN_KEY": "c"}
+    assert "error" not in settings_with({**base, "CAREID_EMAIL_DATA_TIMEOUT": "120"})
+    for seconds in ("121", "0"):
+        error = settings_with({**base, "CAREID_EMAIL_DATA_TIMEOUT": seconds})["error"]
+        assert f"ImproperlyConfigured: CAREID_EMAIL_DATA_TIMEOUT={seconds}: give at least 1 and at most " \
+               "CAREID_EMAIL_TIME_LIMIT (120 s)" in error
+    assert "error" not in settings_with({**base, "CAREID_EMAIL_CLAIM": "900", "CAREID_EMAIL_TIME_LIMIT": "720",
+                                         "CAREID_EMAIL_DATA_TIMEOUT": "600"})  # RFC 5321's 10 minutes
 
 
 def test_the_deploy_checks_refuse_a_provider_without_signing_keys_or_a_public_address(settings):

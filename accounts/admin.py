@@ -17,6 +17,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.db.models.functions import Lower
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
+from django.template.defaultfilters import pluralize
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
@@ -418,9 +419,10 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
             return stale
         form = ReasonForm(request.POST if request.method == "POST" else None)
         if request.method == "POST" and form.is_valid():
-            authenticator_flows.remove_authenticator(user=user, kind=kind, actor=request.user,
-                                                     reason=form.cleaned_data["reason"], request=request)
-            messages.success(request, f"{authenticator_type.name} removed from {user}.")
+            ended = authenticator_flows.remove_authenticator(user=user, kind=kind, actor=request.user,
+                                                             reason=form.cleaned_data["reason"], request=request) or 0
+            messages.success(request, f"{authenticator_type.name} removed from {user}. {ended or 'No'} session"
+                                      f"{pluralize(ended)} signed in with it {pluralize(ended, 'was,were')} ended.")
             return HttpResponseRedirect(reverse("admin:accounts_user_change", args=[user.pk]))
         return self._page(request, user, f"Remove {authenticator_type.name}", form, "Remove")
 

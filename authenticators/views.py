@@ -7,6 +7,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render, resolve_url
+from django.template.defaultfilters import pluralize
 from django.utils.module_loading import import_string
 
 from accounts.models import EmailOneTimePassword
@@ -61,17 +62,25 @@ def remove_own(request: HttpRequest, kind: str) -> HttpResponse:
     problem = None
     if request.method == "POST":
         try:
-            if not flows.remove_own_authenticator(request, kind=kind):
-                raise Http404
+            ended = flows.remove_own_authenticator(request, kind=kind)
         except flows.LastAuthenticator as error:
             problem = str(error)
         else:
-            messages.success(request, f"{authenticator_type.name} has been removed from your profile.")
+            if ended is None:
+                raise Http404
+            messages.success(request, f"{authenticator_type.name} has been removed from your profile."
+                                      f"{_signed_out_elsewhere(ended)}")
             return redirect("profile")
     elif not authenticator_type.model.objects.registered(request.user).exists():
         raise Http404
     return render(request, "authenticators/remove.html", {"kind": authenticator_type, "problem": problem},
                   status=400 if problem else 200)
+
+
+def _signed_out_elsewhere(ended: int) -> str:
+    if not ended:
+        return ""
+    return f" It had signed you in elsewhere: {ended} other session{pluralize(ended)} signed out."
 
 
 def journey_error(request: HttpRequest, error: JourneyError) -> HttpResponse:

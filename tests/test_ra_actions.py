@@ -191,6 +191,38 @@ def test_removing_a_lost_phone_lets_the_person_register_a_new_one(agent, signed_
     assert len(mailbox.to(person.user.email)) == 1  # shown, not e-mailed
 
 
+def test_removing_a_lost_authenticator_signs_out_the_sessions_it_signed_in(agent, make_person, webauthn_site):
+    """The person reports their phone stolen; the RA removes the Authenticator app. A session signed in with
+    that phone (the thief's, or one left open on a shared PC) must not go on; one signed in with their key does."""
+    from authenticators.models import SecurityKey
+
+    from .webauthn_steps import authenticator_for, register
+    from .webauthn_steps import sign_in as sign_in_with_key
+
+    _, ra = agent
+    person = make_person()
+    thief, own = Client(), Client()
+    sign_in(thief, person)
+    sign_in(own, person)
+    key = authenticator_for("security-key", webauthn_site)
+    assert register(own, "security-key", key).status_code == 302
+    with_key = Client()
+    assert sign_in_with_key(with_key, "security-key", key, person.user.email).status_code == 302
+    response = ra.post(f"{USERS}{person.user.pk}/authenticators/authenticator-app/remove/", {"reason": "Phone stolen"},
+                       follow=True)
+    assert not AuthenticatorApp.objects.filter(user=person.user).exists()
+    assert SecurityKey.objects.filter(user=person.user).exists()
+    assert (f"Microsoft Authenticator removed from {person.user}. 2 sessions signed in with it were ended."
+            in [str(message) for message in response.context["messages"]])
+    for browser in (thief, own):
+        after = browser.get("/profile/")
+        assert after.status_code == 302 and after.url.startswith("/login/")
+    assert with_key.get("/profile/").status_code == 200
+    event = event_of(Event.AUTHENTICATOR_REMOVED, person.user)
+    assert event.details["sessions_ended"] == 2 and event.details["reason"] == "Phone stolen"
+    assert not AuditEvent.objects.filter(event=Event.SESSIONS_ENDED).exists()  # the removal's own event says it
+
+
 def test_an_emailed_link_lasts_24_hours_and_arrives(agent, make_person, mailbox):
     _, client = agent
     person = make_person()

@@ -333,6 +333,29 @@ def test_an_authenticator_is_removed_when_another_remains(transactional_db, clie
     assert response.status_code == 400 and SecurityKey.objects.filter(user=person.user).exists()
 
 
+def test_removing_your_own_authenticator_signs_out_the_other_sessions_it_signed_in(
+        transactional_db, client, make_person, mailbox, webauthn_site):
+    """A phone left signed in elsewhere: removing its app ends that session, not this one (the person has just
+    proved who they are) nor one signed in with their key."""
+    from .webauthn_steps import authenticator_for, register
+    from .webauthn_steps import sign_in as sign_in_with_key
+
+    person = make_person()
+    sign_in(client, person)
+    elsewhere = Client()
+    sign_in(elsewhere, person)
+    key = authenticator_for("security-key", webauthn_site)
+    assert register(client, "security-key", key).status_code == 302
+    with_key = Client()
+    assert sign_in_with_key(with_key, "security-key", key, person.user.email).status_code == 302
+    response = client.post("/profile/authenticators/authenticator-app/remove/", follow=True)
+    assert ("Microsoft Authenticator has been removed from your profile. It had signed you in elsewhere: 1 other "
+            "session signed out.") in response.content.decode()
+    assert client.get("/profile/").status_code == 200 and with_key.get("/profile/").status_code == 200
+    assert elsewhere.get("/profile/").status_code == 302
+    assert AuditEvent.objects.get(event=Event.AUTHENTICATOR_REMOVED, subject=person.user).details["sessions_ended"] == 1
+
+
 @pytest.fixture
 def app_switched_off(settings):
     from .conftest import reload_urls

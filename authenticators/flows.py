@@ -168,10 +168,21 @@ def count_journey_failure(link: RegistrationLink) -> bool:
 class LastAuthenticator(ValueError):
     """Removing it would leave the person no way to sign in."""
 
+    def __init__(self) -> None:
+        super().__init__("You cannot remove your only authenticator you can sign in with: you would not be able to "
+                         "sign in. Add another one first, or ask your registration authority for help.")
+
+
+def removable_by_the_person(registered: list[registry.RegisteredAuthenticator]) -> set[str]:
+    """The types of `registered` (the person's authenticators) they may remove themselves: every one but the
+    last they can sign in with (a type switched off, a passkey out of its beta, does not count as one)."""
+    return {item.kind.key for item in registered
+            if any(other.kind.enabled for other in registered if other.kind.key != item.kind.key)}
+
 
 def remove_own_authenticator(request: HttpRequest, *, kind: str) -> int | None:
     """The person removes one of their own authenticators (a lost phone, an old key), never the last
-    one they can sign in with: a type switched off (a passkey out of its beta) does not count. Their other
+    one they can sign in with (removable_by_the_person). Their other
     sessions signed in with it end; this one stays (they have just proved who they are). Returns how many
     ended; None when they have none of `kind`. The person's row is locked first, so two removals at once
     cannot each leave the other's authenticator as the last one."""
@@ -180,10 +191,8 @@ def remove_own_authenticator(request: HttpRequest, *, kind: str) -> int | None:
         registered = registry.authenticators_of(request.user)
         if kind not in {item.kind.key for item in registered}:
             return None
-        if not any(item.kind.enabled for item in registered if item.kind.key != kind):
-            raise LastAuthenticator("You cannot remove your only authenticator you can sign in with: you would "
-                                    "not be able to sign in. Add another one first, or ask your registration "
-                                    "authority for help.")
+        if kind not in removable_by_the_person(registered):
+            raise LastAuthenticator()
         return remove_authenticator(user=request.user, kind=kind, actor=request.user, reason="removed by the person",
                                     request=request, keep_session=request.session.session_key)
 

@@ -55,26 +55,31 @@ def select_type(request: HttpRequest) -> HttpResponse:
 
 @recent_authentication_required
 def remove_own(request: HttpRequest, kind: str) -> HttpResponse:
-    """Remove one of your authenticators (a page to confirm; never the last one)."""
+    """Remove one of your authenticators (a page to confirm); the last one you can sign in with, the page
+    says why not, and offers no button."""
     authenticator_type = registry.get(kind)
     if authenticator_type is None:
         raise Http404
-    problem = None
+    problem = cannot = None
     if request.method == "POST":
         try:
             ended = flows.remove_own_authenticator(request, kind=kind)
         except flows.LastAuthenticator as error:
-            problem = str(error)
+            problem = cannot = str(error)
         else:
             if ended is None:
                 raise Http404
             messages.success(request, f"{authenticator_type.name} has been removed from your profile."
                                       f"{_signed_out_elsewhere(ended)}")
             return redirect("profile")
-    elif not authenticator_type.model.objects.registered(request.user).exists():
-        raise Http404
-    return render(request, "authenticators/remove.html", {"kind": authenticator_type, "problem": problem},
-                  status=400 if problem else 200)
+    else:
+        registered = registry.authenticators_of(request.user)
+        if kind not in {item.kind.key for item in registered}:
+            raise Http404
+        if kind not in flows.removable_by_the_person(registered):
+            cannot = str(flows.LastAuthenticator())
+    return render(request, "authenticators/remove.html", {"kind": authenticator_type, "problem": problem,
+                                                           "cannot": cannot}, status=400 if problem else 200)
 
 
 def _signed_out_elsewhere(ended: int) -> str:

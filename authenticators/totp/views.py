@@ -19,6 +19,7 @@ from authenticators.views import (
     email_step,
     journey_error,
     journey_step,
+    link_expiry,
     resend_step,
     the_code_page,
 )
@@ -49,7 +50,7 @@ def register(request: HttpRequest) -> HttpResponse:
             request=request, confirmed=True,
         )
         return redirect("registration_link", link.token)
-    return _page(request, "register.html", {}, form)
+    return _page(request, "register.html", {"expires": link_expiry(None)}, form)
 
 
 def registration_link(request: HttpRequest, link: RegistrationLink) -> HttpResponse:
@@ -61,7 +62,7 @@ def registration_link(request: HttpRequest, link: RegistrationLink) -> HttpRespo
             if request.method == "POST" and form.is_valid():
                 link = link_flows.confirm_sole_access(request, link)
                 return redirect("registration_link", link.token)
-            return _page(request, "register.html", {}, form)
+            return _page(request, "register.html", {"expires": link_expiry(link)}, form)
         return email_step(request, link, code_url="totp:code", on_start=flows.start_journey_state)
     except JourneyError as error:
         return journey_error(request, error)

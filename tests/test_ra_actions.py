@@ -259,6 +259,22 @@ def test_issuing_a_link_needs_a_reason_kept_in_the_trail(agent, make_person):
     assert issued.actor == agent_person.user and issued.details["reason"] == "lost phone, called the service desk"
 
 
+def test_the_link_type_is_not_silently_preselected(agent, make_person):
+    """An RA working through requests picks "Later", types a reason and sends an iPad link to someone with no
+    iPad: the select had no empty choice, so its first type was always sent."""
+    _, client = agent
+    person = make_person()
+    AuthenticatorApp.objects.filter(user=person.user).delete()
+    page = client.get(f"{USERS}{person.user.pk}/link/").content.decode()
+    select = re.search(r'<select name="kind".*?</select>', page, re.S).group(0)
+    assert re.search(r'<option value="" selected>Select an authenticator type</option>', select), select
+    response = client.post(f"{USERS}{person.user.pk}/link/", {"kind": "", "purpose": "emailed",
+                                                              "reason": "request 42, identity checked"})
+    assert response.status_code == 400 and title_of(response).startswith("Error: ")
+    assert re.search(r'<ul class="errorlist"[^>]*><li>Select an authenticator type</li></ul>', response.content.decode())
+    assert not RegistrationLink.objects.exists() and not AuditEvent.objects.filter(event=Event.LINK_ISSUED).exists()
+
+
 def test_changing_a_persons_email_or_name_needs_a_reason_kept_in_the_trail(agent, make_person, mailbox):
     """A new Care Identity e-mail and then a link hand the profile to whoever holds the new address."""
     agent_person, client = agent

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from functools import wraps
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
@@ -134,7 +135,8 @@ def signin(request: HttpRequest) -> HttpResponse:
             return redirect(reverse("totp:signin_code") + (f"?{query}" if query else ""))
         form.add_error(None, message)
     return render(request, "authenticators/totp/signin.html",
-                  {"form": form, "choose_another": choose_another_url(request)},
+                  {"form": form, "choose_another": choose_another_url(request),
+                   "forgotten_password": _with_goto(reverse("totp:forgotten_password"), requested_goto(request))},
                   status=400 if form.errors else 200)
 
 
@@ -181,7 +183,7 @@ def forgotten_password(request: HttpRequest) -> HttpResponse:
     """Forgotten your password? The e-mail address registered to the Care Identity."""
     form = EmailForm(posted(request))
     if request.method == "POST" and form.is_valid():
-        if flows.start_password_reset(request, form.cleaned_data["email"]):
+        if flows.start_password_reset(request, form.cleaned_data["email"], goto=requested_goto(request) or ""):
             return redirect("totp:reset_code")
         form.add_error(None, "You have asked to reset a password too many times. Try again in an hour.")
     return _page(request, "forgotten_password.html", {"expired": request.GET.get("expired") == "1"}, form)
@@ -233,12 +235,18 @@ def reset_password(request: HttpRequest, reset: flows.PasswordReset) -> HttpResp
     if request.method == "POST" and form.is_valid():
         if flows.finish_password_reset(request, reset, form.cleaned_data["password1"]) is None:
             return _page(request, "reset_stopped.html", {"cannot_go_on": True})
-        return redirect("totp:reset_done")
+        return redirect(_with_goto(reverse("totp:reset_done"), reset.goto))
     return _page(request, "password.html", {"purpose": "reset"}, form)
 
 
 def reset_done(request: HttpRequest) -> HttpResponse:
-    return render(request, "authenticators/totp/reset_done.html")
+    """"Sign in" leads back to the service the person came from, if any (checked again: it is the query's)."""
+    return render(request, "authenticators/totp/reset_done.html",
+                  {"sign_in": _with_goto(reverse("login"), requested_goto(request))})
+
+
+def _with_goto(url: str, goto: str | None) -> str:
+    return f"{url}?{urlencode({'goto': goto})}" if goto else url
 
 
 @sensitive_post_parameters("password1", "password2")

@@ -14,7 +14,6 @@ from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
-from django.db.models.functions import Lower
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.defaultfilters import pluralize
@@ -187,7 +186,8 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
     list_display = ["uid", "full_name", "email", "status", "authenticator_types", "last_login", "is_locked"]
     list_filter = ["status", AuthenticatorTypeFilter, LockedFilter, SignedInFilter]
     search_fields = ["=uid"]  # see get_search_results
-    search_help_text = "A 12-digit user ID, an email address, an HR/ESR number, or the start of a first or last name"
+    search_help_text = ("A 12-digit user ID, an email address (the Care Identity one or one verified on the profile), "
+                        "an HR/ESR number, or the start of a first or last name")
     ordering = ["-id"]
     list_per_page = 50
     show_full_result_count = False
@@ -206,8 +206,9 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
         if term.isdigit() and len(term) == 12:
             return queryset.filter(uid=term), False
         if "@" in term:
-            # lower() on both sides, as the user_email_unique_ci index holds it (iexact's UPPER() cannot use it)
-            return queryset.alias(email_lower=Lower("email")).filter(email_lower=term.lower()), False
+            # Whoever holds the address: as their Care Identity e-mail or verified on their profile (each half an
+            # exact match on its own index, as holding_email says).
+            return queryset.filter(pk__in=User.objects.holding_email(term).values("pk")), False
         words = term.split()
         if len(words) >= 2:
             return queryset.filter(first_name__istartswith=words[0], last_name__istartswith=words[-1]), False

@@ -14,9 +14,9 @@ from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
-from django.db.models.functions import Lower
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
+from django.template.defaultfilters import pluralize
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
@@ -186,7 +186,8 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
     list_display = ["uid", "full_name", "email", "status", "authenticator_types", "last_login", "is_locked"]
     list_filter = ["status", AuthenticatorTypeFilter, LockedFilter, SignedInFilter]
     search_fields = ["=uid"]  # see get_search_results
-    search_help_text = "A 12-digit user ID, an email address, an HR/ESR number, or the start of a first or last name"
+    search_help_text = ("A 12-digit user ID, an email address (the Care Identity one or one verified on the profile), "
+                        "an HR/ESR number, or the start of a first or last name")
     ordering = ["-id"]
     list_per_page = 50
     show_full_result_count = False
@@ -205,8 +206,9 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
         if term.isdigit() and len(term) == 12:
             return queryset.filter(uid=term), False
         if "@" in term:
-            # lower() on both sides, as the user_email_unique_ci index holds it (iexact's UPPER() cannot use it)
-            return queryset.alias(email_lower=Lower("email")).filter(email_lower=term.lower()), False
+            # Whoever holds the address: as their Care Identity e-mail or verified on their profile (each half an
+            # exact match on its own index, as holding_email says).
+            return queryset.filter(pk__in=User.objects.holding_email(term).values("pk")), False
         words = term.split()
         if len(words) >= 2:
             return queryset.filter(first_name__istartswith=words[0], last_name__istartswith=words[-1]), False
@@ -418,9 +420,10 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
             return stale
         form = ReasonForm(request.POST if request.method == "POST" else None)
         if request.method == "POST" and form.is_valid():
-            authenticator_flows.remove_authenticator(user=user, kind=kind, actor=request.user,
-                                                     reason=form.cleaned_data["reason"], request=request)
-            messages.success(request, f"{authenticator_type.name} removed from {user}.")
+            ended = authenticator_flows.remove_authenticator(user=user, kind=kind, actor=request.user,
+                                                             reason=form.cleaned_data["reason"], request=request) or 0
+            messages.success(request, f"{authenticator_type.name} removed from {user}. {ended or 'No'} session"
+                                      f"{pluralize(ended)} signed in with it {pluralize(ended, 'was,were')} ended.")
             return HttpResponseRedirect(reverse("admin:accounts_user_change", args=[user.pk]))
         return self._page(request, user, f"Remove {authenticator_type.name}", form, "Remove")
 

@@ -155,7 +155,10 @@ class RemoveAllowedEmailDomainForm(forms.Form):
 
 
 class IssueLinkForm(forms.Form):
-    kind = forms.ChoiceField(label="Authenticator type")
+    kind = forms.ChoiceField(
+        label="Authenticator type",
+        error_messages={"required": "Select an authenticator type", "invalid_choice": "Select an authenticator type"},
+    )
     purpose = forms.ChoiceField(
         label="How the person will use it",
         widget=forms.RadioSelect,
@@ -175,6 +178,7 @@ class IssueLinkForm(forms.Form):
     def __init__(self, *args, user, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         registered = {registered.kind.key for registered in registry.authenticators_of(user)}
-        self.fields["kind"].choices = [
+        # An empty first choice: with none, the first type (iPad) went out to whoever the RA forgot to pick one for.
+        self.fields["kind"].choices = [("", "Select an authenticator type")] + [
             (kind.key, kind.name) for kind in registry.types_for_registration() if kind.key not in registered
         ]

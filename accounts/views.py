@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from audit.models import AuditEvent, Event
 from authenticators import registry
+from authenticators.flows import removable_by_the_person
 from careid.http import posted
 from oidc.models import Grant
 from signin import flows as signin_flows
@@ -32,11 +33,13 @@ def home(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def profile(request: HttpRequest) -> HttpResponse:
+    authenticators = registry.authenticators_of(request.user)
     return render(
         request,
         "accounts/profile.html",
         {
-            "authenticators": registry.authenticators_of(request.user),
+            "authenticators": authenticators,
+            "removable": removable_by_the_person(authenticators),
             "email_addresses": EmailAddress.objects.filter(user=request.user).order_by("-primary", "email"),
         },
     )

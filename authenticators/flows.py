@@ -11,6 +11,7 @@ from accounts.models import User
 from accounts.notifications import notify_person
 from audit.models import Event, Outcome
 from audit.record import record
+from signin.flows import end_sessions
 from signin.session import is_recent
 
 from . import registry
@@ -167,34 +168,49 @@ def count_journey_failure(link: RegistrationLink) -> bool:
 class LastAuthenticator(ValueError):
     """Removing it would leave the person no way to sign in."""
 
+    def __init__(self) -> None:
+        super().__init__("You cannot remove your only authenticator you can sign in with: you would not be able to "
+                         "sign in. Add another one first, or ask your registration authority for help.")
 
-def remove_own_authenticator(request: HttpRequest, *, kind: str) -> bool:
+
+def removable_by_the_person(registered: list[registry.RegisteredAuthenticator]) -> set[str]:
+    """The types of `registered` (the person's authenticators) they may remove themselves: every one but the
+    last they can sign in with (a type switched off, a passkey out of its beta, does not count as one)."""
+    return {item.kind.key for item in registered
+            if any(other.kind.enabled for other in registered if other.kind.key != item.kind.key)}
+
+
+def remove_own_authenticator(request: HttpRequest, *, kind: str) -> int | None:
     """The person removes one of their own authenticators (a lost phone, an old key), never the last
-    one they can sign in with: a type switched off (a passkey out of its beta) does not count. False
-    when they have none of `kind`. The person's row is locked first, so two removals at once cannot
-    each leave the other's authenticator as the last one."""
+    one they can sign in with (removable_by_the_person). Their other
+    sessions signed in with it end; this one stays (they have just proved who they are). Returns how many
+    ended; None when they have none of `kind`. The person's row is locked first, so two removals at once
+    cannot each leave the other's authenticator as the last one."""
     with transaction.atomic():
         User.objects.select_for_update().get(pk=request.user.pk)
         registered = registry.authenticators_of(request.user)
         if kind not in {item.kind.key for item in registered}:
-            return False
-        if not any(item.kind.enabled for item in registered if item.kind.key != kind):
-            raise LastAuthenticator("You cannot remove your only authenticator you can sign in with: you would "
-                                    "not be able to sign in. Add another one first, or ask your registration "
-                                    "authority for help.")
-        return remove_authenticator(user=request.user, kind=kind, actor=request.user,
-                                    reason="removed by the person", request=request)
+            return None
+        if kind not in removable_by_the_person(registered):
+            raise LastAuthenticator()
+        return remove_authenticator(user=request.user, kind=kind, actor=request.user, reason="removed by the person",
+                                    request=request, keep_session=request.session.session_key)
 
 
-def remove_authenticator(*, user, kind: str, actor, reason: str, request: HttpRequest | None = None) -> bool:
-    """An RA removes one authenticator (e.g. a lost phone); the person can then register a new one."""
+def remove_authenticator(*, user, kind: str, actor, reason: str, request: HttpRequest | None = None,
+                         keep_session: str | None = None) -> int | None:
+    """An RA removes one authenticator (e.g. a lost phone); the person can then register a new one. Every
+    session signed in with it ends but the one keyed `keep_session`: whoever holds a lost phone is signed out
+    too. Returns how many ended; None when the person had none of `kind`."""
     authenticator_type = registry.get(kind)
     if authenticator_type is None:
         raise LookupError(kind)
     with transaction.atomic():
         removed, _ = authenticator_type.model.objects.filter(user=user).delete()
         if not removed:
-            return False
+            return None
+        ended = end_sessions(user, reason=f"{authenticator_type.name} removed", keep=keep_session,
+                             signed_in_with=kind)
         notify_person(record(Event.AUTHENTICATOR_REMOVED, request=request, actor=actor, subject=user, kind=kind,
-                             name=authenticator_type.name, reason=reason))
-    return True
+                             name=authenticator_type.name, reason=reason, sessions_ended=ended))
+    return ended

@@ -3,11 +3,15 @@ from __future__ import annotations
 from functools import wraps
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render, resolve_url
+from django.template.defaultfilters import pluralize
+from django.utils.dateformat import format as date_format
 from django.utils.module_loading import import_string
+from django.utils.timezone import localtime
 
 from accounts.models import EmailOneTimePassword
 from careid.http import posted
@@ -54,24 +58,49 @@ def select_type(request: HttpRequest) -> HttpResponse:
 
 @recent_authentication_required
 def remove_own(request: HttpRequest, kind: str) -> HttpResponse:
-    """Remove one of your authenticators (a page to confirm; never the last one)."""
+    """Remove one of your authenticators (a page to confirm); the last one you can sign in with, the page
+    says why not, and offers no button."""
     authenticator_type = registry.get(kind)
     if authenticator_type is None:
         raise Http404
-    problem = None
+    problem = cannot = None
     if request.method == "POST":
         try:
-            if not flows.remove_own_authenticator(request, kind=kind):
-                raise Http404
+            ended = flows.remove_own_authenticator(request, kind=kind)
         except flows.LastAuthenticator as error:
-            problem = str(error)
+            problem = cannot = str(error)
         else:
-            messages.success(request, f"{authenticator_type.name} has been removed from your profile.")
+            if ended is None:
+                raise Http404
+            messages.success(request, f"{authenticator_type.name} has been removed from your profile."
+                                      f"{_signed_out_elsewhere(ended)}")
             return redirect("profile")
-    elif not authenticator_type.model.objects.registered(request.user).exists():
-        raise Http404
-    return render(request, "authenticators/remove.html", {"kind": authenticator_type, "problem": problem},
-                  status=400 if problem else 200)
+    else:
+        registered = registry.authenticators_of(request.user)
+        if kind not in {item.kind.key for item in registered}:
+            raise Http404
+        if kind not in flows.removable_by_the_person(registered):
+            cannot = str(flows.LastAuthenticator())
+    return render(request, "authenticators/remove.html", {"kind": authenticator_type, "problem": problem,
+                                                           "cannot": cannot}, status=400 if problem else 200)
+
+
+def _signed_out_elsewhere(ended: int) -> str:
+    if not ended:
+        return ""
+    return f" It had signed you in elsewhere: {ended} other session{pluralize(ended)} signed out."
+
+
+def link_expiry(link: RegistrationLink | None) -> str:
+    """When the register link expires, as its registration page says: the guide's "after 3 minutes" for a link
+    issued for immediate use (or the one the page's button issues), the date and time for one sent ahead of
+    time (an invitation lasts 24 hours)."""
+    lifetime = settings.CAREID_REGISTRATION_LINK_TTL if link is None else link.expires_at - link.created_at
+    if lifetime <= settings.CAREID_REGISTRATION_LINK_TTL:
+        minutes = max(1, round(lifetime.total_seconds() / 60))
+        return f"after {minutes} minute{pluralize(minutes)}"
+    expires = localtime(link.expires_at)
+    return f"at {date_format(expires, 'g:i')}{date_format(expires, 'A').lower()} on {date_format(expires, 'j F Y')}"
 
 
 def journey_error(request: HttpRequest, error: JourneyError) -> HttpResponse:

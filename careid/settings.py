@@ -199,7 +199,10 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # split) would serve again. One primary-key SELECT per signed-in request is the price. careid.sessions
 # is Django's database store without the look-up before a new key's INSERT and the read before a DELETE.
 SESSION_ENGINE = "careid.sessions"
-SESSION_COOKIE_AGE = int(timedelta(hours=12).total_seconds())  # AAL2 absolute timeout
+SESSION_COOKIE_AGE = int(timedelta(hours=12).total_seconds())  # AAL2 absolute timeout: the stored session's expiry
+# Closing the browser on a shared practice computer ends the sign-in: a browser-session cookie, never one
+# kept on disk for the 12 hours. The idle and absolute timeouts (signin/session.py) hold on the server.
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"

@@ -272,14 +272,19 @@ def end_timed_out_session(request: HttpRequest) -> None:
     _end_this_session(request, Event.SESSION_EXPIRED, reason="timed out")
 
 
-def end_sessions(user: User, *, reason: str, keep: str | None = None) -> int:
+def end_sessions(user: User, *, reason: str, keep: str | None = None, signed_in_with: str | None = None) -> int:
     """End the person's sessions at once (allauth's list of them, and each from the store): every one, or
-    every one but the session keyed `keep`; returns how many ended. Called inside the transaction of the
-    change that ends them, whose own audit event says how many."""
+    every one but the session keyed `keep`, or only those signed in with the login method `signed_in_with`
+    (an authenticator removed); returns how many ended. Called inside the transaction of the change that
+    ends them, whose own audit event says how many."""
     sessions = list(UserSession.objects.filter(user=user).exclude(session_key=keep or ""))
     sids = None
-    if keep is not None:  # the services hear of exactly the sessions that end
-        sids = [auth.sid for auth in map(_stored_authentication, sessions) if auth is not None and auth.sid]
+    if keep is not None or signed_in_with is not None:  # the services hear of exactly the sessions that end
+        stored = [(session, _stored_authentication(session)) for session in sessions]
+        if signed_in_with is not None:
+            stored = [(session, auth) for session, auth in stored if auth is not None and auth.method == signed_in_with]
+        sessions = [session for session, _ in stored]
+        sids = [auth.sid for _, auth in stored if auth is not None and auth.sid]
     for session in sessions:
         session.end()
     sessions_ended.send(sender=User, user=user, sids=sids, reason=reason)

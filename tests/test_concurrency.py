@@ -174,6 +174,8 @@ def test_a_verification_link_that_loses_the_race_gets_a_clear_page(transactional
 
 def test_two_removals_at_once_leave_the_person_one_authenticator(transactional_db, make_person):
     require(connection.vendor == "postgresql", "PostgreSQL (real concurrent transactions)")
+    from django.contrib.sessions.backends.db import SessionStore
+
     from authenticators import flows as authenticator_flows
     from authenticators.models import AuthenticatorApp, SecurityKey
 
@@ -185,6 +187,7 @@ def test_two_removals_at_once_leave_the_person_one_authenticator(transactional_d
     def removal(kind: str):
         request = factory.post(f"/profile/authenticators/{kind}/remove/")
         request.user = User.objects.get(pk=person.user.pk)
+        request.session = SessionStore()  # the person's own session stays
         return lambda: authenticator_flows.remove_own_authenticator(request, kind=kind)
 
     # The key goes in a transaction that is still open while the app's removal runs.

@@ -77,6 +77,33 @@ def test_a_person_locked_by_wrong_passwords_resets_and_signs_in_again(client, pe
     assert sign_in(client, person).status_code == 302 and client.session.get("_auth_user_id")
 
 
+AUTHORIZE = ("/oidc/authorize?response_type=code&client_id=demo-ers&redirect_uri=https%3A%2F%2Fers.example%2Fcallback"
+             "&scope=openid&state=s&nonce=n")
+
+
+def test_forgotten_password_brings_the_person_back_to_the_service(client, person, mailbox):
+    """From eRS's sign-in page, "Forgotten your password?" then the reset: "Sign in" at the end led to careid's
+    own sign-in page, the service forgotten."""
+    from html import unescape
+    from urllib.parse import urlencode
+
+    page = client.get(f"/login/authenticator-app/?{urlencode({'goto': AUTHORIZE})}").content.decode()
+    forgotten = unescape(re.search(r'href="([^"]*)">Forgotten your password\?<', page).group(1))
+    assert forgotten == f"{START}?{urlencode({'goto': AUTHORIZE})}"
+    assert client.post(forgotten, {"email": person.user.email}).url == CODE
+    client.post(CODE, {"code": code_from(mailbox, person.user.email)})
+    client.post(APP, {"token": person.fresh_code()})
+    done = client.post(NEW, {"password1": NEW_PASSWORD, "password2": NEW_PASSWORD}, follow=True).content.decode()
+    sign_in_link = unescape(re.search(r'href="([^"]*)"[^>]*>Sign in<', done).group(1))
+    assert sign_in_link == f"/login/?{urlencode({'goto': AUTHORIZE})}"
+    # Only where the sign-in itself would go: another site's address is dropped, at the start and at the end.
+    page = client.get(f"/login/authenticator-app/?{urlencode({'goto': 'https://evil.example/'})}").content.decode()
+    assert f'href="{START}">Forgotten your password?<' in page
+    done = client.get(f"/login/authenticator-app/forgotten-password/done/?{urlencode({'goto': '//evil.example/'})}")
+    assert re.search(r'href="([^"]*)"[^>]*>Sign in<', done.content.decode()).group(1) == "/login/"
+    assert "evil" not in done.content.decode()
+
+
 def test_an_unknown_address_gets_the_same_pages(client, person, mailbox):
     known, unknown = Client(), Client()
     assert same_page(known.post(START, {"email": person.user.email})) == same_page(

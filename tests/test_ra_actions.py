@@ -192,6 +192,38 @@ def test_removing_a_lost_phone_lets_the_person_register_a_new_one(agent, signed_
     assert len(mailbox.to(person.user.email)) == 1  # shown, not e-mailed
 
 
+def test_removing_a_lost_authenticator_signs_out_the_sessions_it_signed_in(agent, make_person, webauthn_site):
+    """The person reports their phone stolen; the RA removes the Authenticator app. A session signed in with
+    that phone (the thief's, or one left open on a shared PC) must not go on; one signed in with their key does."""
+    from authenticators.models import SecurityKey
+
+    from .webauthn_steps import authenticator_for, register
+    from .webauthn_steps import sign_in as sign_in_with_key
+
+    _, ra = agent
+    person = make_person()
+    thief, own = Client(), Client()
+    sign_in(thief, person)
+    sign_in(own, person)
+    key = authenticator_for("security-key", webauthn_site)
+    assert register(own, "security-key", key).status_code == 302
+    with_key = Client()
+    assert sign_in_with_key(with_key, "security-key", key, person.user.email).status_code == 302
+    response = ra.post(f"{USERS}{person.user.pk}/authenticators/authenticator-app/remove/", {"reason": "Phone stolen"},
+                       follow=True)
+    assert not AuthenticatorApp.objects.filter(user=person.user).exists()
+    assert SecurityKey.objects.filter(user=person.user).exists()
+    assert (f"Microsoft Authenticator removed from {person.user}. 2 sessions signed in with it were ended."
+            in [str(message) for message in response.context["messages"]])
+    for browser in (thief, own):
+        after = browser.get("/profile/")
+        assert after.status_code == 302 and after.url.startswith("/login/")
+    assert with_key.get("/profile/").status_code == 200
+    event = event_of(Event.AUTHENTICATOR_REMOVED, person.user)
+    assert event.details["sessions_ended"] == 2 and event.details["reason"] == "Phone stolen"
+    assert not AuditEvent.objects.filter(event=Event.SESSIONS_ENDED).exists()  # the removal's own event says it
+
+
 def test_an_emailed_link_lasts_24_hours_and_arrives(agent, make_person, mailbox):
     _, client = agent
     person = make_person()
@@ -226,6 +258,22 @@ def test_issuing_a_link_needs_a_reason_kept_in_the_trail(agent, make_person):
                                                    "reason": "lost phone, called the service desk"})
     issued = event_of(Event.LINK_ISSUED, person.user)
     assert issued.actor == agent_person.user and issued.details["reason"] == "lost phone, called the service desk"
+
+
+def test_the_link_type_is_not_silently_preselected(agent, make_person):
+    """An RA working through requests picks "Later", types a reason and sends an iPad link to someone with no
+    iPad: the select had no empty choice, so its first type was always sent."""
+    _, client = agent
+    person = make_person()
+    AuthenticatorApp.objects.filter(user=person.user).delete()
+    page = client.get(f"{USERS}{person.user.pk}/link/").content.decode()
+    select = re.search(r'<select name="kind".*?</select>', page, re.S).group(0)
+    assert re.search(r'<option value="" selected>Select an authenticator type</option>', select), select
+    response = client.post(f"{USERS}{person.user.pk}/link/", {"kind": "", "purpose": "emailed",
+                                                              "reason": "request 42, identity checked"})
+    assert response.status_code == 400 and title_of(response).startswith("Error: ")
+    assert re.search(r'<ul class="errorlist"[^>]*><li>Select an authenticator type</li></ul>', response.content.decode())
+    assert not RegistrationLink.objects.exists() and not AuditEvent.objects.filter(event=Event.LINK_ISSUED).exists()
 
 
 def test_changing_a_persons_email_or_name_needs_a_reason_kept_in_the_trail(agent, make_person, mailbox):

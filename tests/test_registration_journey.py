@@ -65,7 +65,7 @@ def test_the_whole_journey_registers_the_app_and_sets_the_password(client, invit
     page = client.get(link_path(link)).content.decode()
     assert "Register Microsoft Authenticator with your Care Identity" in page
     assert "I confirm only I will have access to the device with Microsoft Authenticator installed" in page
-    assert "The register link will expire after 3 minutes" in page
+    assert "The register link will expire at " in page and "after 3 minutes" not in page  # a 24-hour invitation
     live = confirm(client, link)
     assert live.purpose == "presence" and abs((live.expires_at - live.created_at).total_seconds() - 180) < 1
     page = client.get(link_path(live)).content.decode()
@@ -118,6 +118,28 @@ def test_the_whole_journey_registers_the_app_and_sets_the_password(client, invit
     # No secret, code or password anywhere in the trail.
     trail = str(list(AuditEvent.objects.values()))
     assert secret not in trail and NEW_PASSWORD not in trail and link.token not in trail and live.token not in trail
+
+
+def test_an_invitation_says_when_its_link_really_expires(client, make_person, settings):
+    """A 24-hour invitation's page said: The register link will expire after 3 minutes (the guide's wording
+    for the link its Register button issues, which the signed-in page still says)."""
+    import datetime as dt
+
+    import time_machine
+
+    from authenticators.flows import issue_registration_link
+
+    person = make_person()
+    AuthenticatorApp.objects.filter(user=person.user).delete()
+    with time_machine.travel(dt.datetime(2026, 7, 10, 16, 45, tzinfo=dt.UTC), tick=False):  # 5:45pm in London
+        link = issue_registration_link(user=person.user, kind="authenticator-app",
+                                       purpose=RegistrationLink.Purpose.INVITATION)
+        page = client.get(link_path(link)).content.decode()
+        assert "The register link will expire at 5:45pm on 11 July 2026" in page and "after 3 minutes" not in page
+        settings.CAREID_REGISTRATION_LINK_TTL = dt.timedelta(minutes=5)
+        presence = issue_registration_link(user=person.user, kind="authenticator-app",
+                                           purpose=RegistrationLink.Purpose.PRESENCE)
+        assert "The register link will expire after 5 minutes" in client.get(link_path(presence)).content.decode()
 
 
 def test_the_registration_link_is_not_stored_and_the_code_is_not_stored(invited, mailbox):

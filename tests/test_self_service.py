@@ -273,13 +273,28 @@ def test_registering_the_app_while_signed_in_keeps_this_session_and_ends_the_oth
 def test_the_last_authenticator_cannot_be_removed(signed_in, person):
     response = signed_in.post("/profile/authenticators/authenticator-app/remove/")
     assert response.status_code == 400 and "You cannot remove your only authenticator" in response.content.decode()
-    assert "<title>Error: Remove Microsoft Authenticator" in response.content.decode()  # as with a form's errors
+    assert "<title>Error: You cannot remove Microsoft Authenticator" in response.content.decode()  # as with a form's errors
+    assert ">Remove Microsoft Authenticator</button>" not in response.content.decode()
     from authenticators.models import AuthenticatorApp
 
     assert AuthenticatorApp.objects.filter(user=person.user).exists()
     assert signed_in.post("/profile/authenticators/no-such-type/remove/").status_code == 404
     assert signed_in.get("/profile/authenticators/security-key/remove/").status_code == 404  # not one of theirs
     assert signed_in.post("/profile/authenticators/security-key/remove/").status_code == 404
+
+
+def test_the_remove_page_of_the_only_authenticator_says_why_instead_of_offering_removal(signed_in, person):
+    """It offered a red 'Remove Microsoft Authenticator' button and 'remove it now; you can register a new one
+    afterwards', then refused the POST; the profile offered 'Remove' for it."""
+    response = signed_in.get("/profile/authenticators/authenticator-app/remove/")
+    page = response.content.decode()
+    assert response.status_code == 200 and "<title>You cannot remove Microsoft Authenticator" in page
+    assert ("You cannot remove your only authenticator you can sign in with: you would not be able to sign in. Add "
+            "another one first, or ask your registration authority for help.") in page
+    assert "<button" not in page.split('<main')[1] and "remove it now" not in page
+    profile = signed_in.get("/profile/").content.decode()
+    assert 'href="/profile/authenticators/authenticator-app/remove/"' not in profile
+    assert "Your only authenticator you can sign in with" in profile
 
 
 def test_a_removal_looks_up_the_persons_authenticators_once(signed_in, person):
@@ -307,7 +322,11 @@ def test_an_authenticator_of_a_type_switched_off_does_not_count_as_a_way_to_sign
     assert AuthenticatorApp.objects.filter(user=person.user).exists()
 
 
-def test_the_profile_offers_every_self_service_page(signed_in):
+def test_the_profile_offers_every_self_service_page(signed_in, person):
+    from authenticators.models import SecurityKey
+
+    SecurityKey.objects.create(user=person.user, name="Security key", confirmed=True, credential_id=b"key",
+                               public_key=b"public key", user_handle=b"handle")  # so the app can be removed
     page = signed_in.get("/profile/").content.decode()
     for href in ["/profile/sessions/", "/profile/activity/", "/profile/password/",
                  "/profile/authenticators/authenticator-app/remove/"]:
@@ -369,6 +388,29 @@ def test_an_authenticator_is_removed_when_another_remains(transactional_db, clie
     # Now the key is the last one.
     response = client.post("/profile/authenticators/security-key/remove/")
     assert response.status_code == 400 and SecurityKey.objects.filter(user=person.user).exists()
+
+
+def test_removing_your_own_authenticator_signs_out_the_other_sessions_it_signed_in(
+        transactional_db, client, make_person, mailbox, webauthn_site):
+    """A phone left signed in elsewhere: removing its app ends that session, not this one (the person has just
+    proved who they are) nor one signed in with their key."""
+    from .webauthn_steps import authenticator_for, register
+    from .webauthn_steps import sign_in as sign_in_with_key
+
+    person = make_person()
+    sign_in(client, person)
+    elsewhere = Client()
+    sign_in(elsewhere, person)
+    key = authenticator_for("security-key", webauthn_site)
+    assert register(client, "security-key", key).status_code == 302
+    with_key = Client()
+    assert sign_in_with_key(with_key, "security-key", key, person.user.email).status_code == 302
+    response = client.post("/profile/authenticators/authenticator-app/remove/", follow=True)
+    assert ("Microsoft Authenticator has been removed from your profile. It had signed you in elsewhere: 1 other "
+            "session signed out.") in response.content.decode()
+    assert client.get("/profile/").status_code == 200 and with_key.get("/profile/").status_code == 200
+    assert elsewhere.get("/profile/").status_code == 302
+    assert AuditEvent.objects.get(event=Event.AUTHENTICATOR_REMOVED, subject=person.user).details["sessions_ended"] == 1
 
 
 @pytest.fixture

@@ -343,6 +343,18 @@ def test_the_session_ends_after_12_hours_whatever_the_activity(client, signed_in
     assert client.get("/profile/").status_code == 302
 
 
+def test_the_session_cookie_ends_when_the_browser_closes(client, person, settings):
+    """On a shared practice computer closing the browser ends the sign-in: a browser-session cookie (no
+    Expires or Max-Age), not one kept for 12 hours. The stored session still goes after 12 hours at most."""
+    from datetime import timedelta
+
+    from django.contrib.sessions.models import Session
+
+    cookie = sign_in(client, person).cookies[settings.SESSION_COOKIE_NAME]
+    assert not cookie["expires"] and not cookie["max-age"]
+    assert Session.objects.get(session_key=cookie.value).expire_date <= timezone.now() + timedelta(hours=12)
+
+
 def test_failures_are_audited_without_the_password(client, person):
     client.post(APP, {"email": person.user.email, "password": "hunter2-not-it"})
     event = AuditEvent.objects.get(event=Event.SIGNIN_FAILED)

@@ -453,7 +453,7 @@ def test_a_person_whose_first_authenticator_is_a_key_registers_it_from_an_ra_lin
     assert link.url in body(message)
 
     page = client.get(link_path(link)).content.decode()
-    assert "Register Security key with your Care Identity" in page and "The register link will expire after 3 minutes" in page
+    assert "Register Security key with your Care Identity" in page and "The register link will expire at " in page
     response = client.post(link_path(link), {"confirm": "on"})
     live = RegistrationLink.objects.by_token(response.url.split("/")[2])
     response = client.post(link_path(live), {"email": "Mary.Seacole@nhs.net"})

@@ -215,6 +215,9 @@ class PasswordReset:
     # Set when the app's code is right: the password hash then (its keyed digest). The new password is set only
     # while it is still the one: a journey finishes once, even submitted twice or from two tabs.
     password_was: str = ""
+    # Where the person was going when they forgot it (a relying service's sign-in, checked by safe_goto): "Sign in"
+    # at the end leads back there.
+    goto: str = ""
 
     # Journeys kept by an older release start again, whatever the address: that release gave a code only to an
     # address that could reset, so going on with those alone would tell which addresses are Care Identities.
@@ -261,15 +264,15 @@ def _reset_refusal(user: User | None, email: str) -> str | None:
     return None
 
 
-def start_password_reset(request: HttpRequest, email: str) -> bool:
+def start_password_reset(request: HttpRequest, email: str, *, goto: str = "") -> bool:
     """Send a One Time Password to `email` (normalised: EmailForm) if it can reset a password; False when this client has
     started too many resets (the answer is otherwise the same for every address). Without the throttle
-    store, refused (the 503 page) and audited."""
+    store, refused (the 503 page) and audited. `goto` (already checked) is kept for the journey's end."""
     with signin_flows.failing_closed(request, Event.PASSWORD_RESET_STARTED, email=email[:254]):
-        return _start_password_reset(request, email)
+        return _start_password_reset(request, email, goto)
 
 
-def _start_password_reset(request: HttpRequest, email: str) -> bool:
+def _start_password_reset(request: HttpRequest, email: str, goto: str) -> bool:
     user = signin_flows.find_user_for_signin(email)
     if not throttle.within_limit(f"password-reset:{throttle.client_key(request)}", RESET_STARTS_PER_HOUR,
                                  timedelta(hours=1)):
@@ -319,7 +322,7 @@ def _start_password_reset(request: HttpRequest, email: str) -> bool:
         elif held_back is None:
             send_decoy_email_code(code)
         PasswordReset(email=email, step="otp", at=time.time(), user=user.pk if user else None,
-                      code=code.pk).save(request)
+                      code=code.pk, goto=goto).save(request)
     return True
 
 

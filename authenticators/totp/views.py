@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from functools import wraps
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
@@ -19,6 +20,7 @@ from authenticators.views import (
     email_step,
     journey_error,
     journey_step,
+    link_expiry,
     resend_step,
     the_code_page,
 )
@@ -49,7 +51,7 @@ def register(request: HttpRequest) -> HttpResponse:
             request=request, confirmed=True,
         )
         return redirect("registration_link", link.token)
-    return _page(request, "register.html", {}, form)
+    return _page(request, "register.html", {"expires": link_expiry(None)}, form)
 
 
 def registration_link(request: HttpRequest, link: RegistrationLink) -> HttpResponse:
@@ -61,7 +63,7 @@ def registration_link(request: HttpRequest, link: RegistrationLink) -> HttpRespo
             if request.method == "POST" and form.is_valid():
                 link = link_flows.confirm_sole_access(request, link)
                 return redirect("registration_link", link.token)
-            return _page(request, "register.html", {}, form)
+            return _page(request, "register.html", {"expires": link_expiry(link)}, form)
         return email_step(request, link, code_url="totp:code", on_start=flows.start_journey_state)
     except JourneyError as error:
         return journey_error(request, error)
@@ -133,7 +135,8 @@ def signin(request: HttpRequest) -> HttpResponse:
             return redirect(reverse("totp:signin_code") + (f"?{query}" if query else ""))
         form.add_error(None, message)
     return render(request, "authenticators/totp/signin.html",
-                  {"form": form, "choose_another": choose_another_url(request)},
+                  {"form": form, "choose_another": choose_another_url(request),
+                   "forgotten_password": _with_goto(reverse("totp:forgotten_password"), requested_goto(request))},
                   status=400 if form.errors else 200)
 
 
@@ -180,7 +183,7 @@ def forgotten_password(request: HttpRequest) -> HttpResponse:
     """Forgotten your password? The e-mail address registered to the Care Identity."""
     form = EmailForm(posted(request))
     if request.method == "POST" and form.is_valid():
-        if flows.start_password_reset(request, form.cleaned_data["email"]):
+        if flows.start_password_reset(request, form.cleaned_data["email"], goto=requested_goto(request) or ""):
             return redirect("totp:reset_code")
         form.add_error(None, "You have asked to reset a password too many times. Try again in an hour.")
     return _page(request, "forgotten_password.html", {"expired": request.GET.get("expired") == "1"}, form)
@@ -232,12 +235,18 @@ def reset_password(request: HttpRequest, reset: flows.PasswordReset) -> HttpResp
     if request.method == "POST" and form.is_valid():
         if flows.finish_password_reset(request, reset, form.cleaned_data["password1"]) is None:
             return _page(request, "reset_stopped.html", {"cannot_go_on": True})
-        return redirect("totp:reset_done")
+        return redirect(_with_goto(reverse("totp:reset_done"), reset.goto))
     return _page(request, "password.html", {"purpose": "reset"}, form)
 
 
 def reset_done(request: HttpRequest) -> HttpResponse:
-    return render(request, "authenticators/totp/reset_done.html")
+    """"Sign in" leads back to the service the person came from, if any (checked again: it is the query's)."""
+    return render(request, "authenticators/totp/reset_done.html",
+                  {"sign_in": _with_goto(reverse("login"), requested_goto(request))})
+
+
+def _with_goto(url: str, goto: str | None) -> str:
+    return f"{url}?{urlencode({'goto': goto})}" if goto else url
 
 
 @sensitive_post_parameters("password1", "password2")

@@ -22,7 +22,15 @@ from authenticators.forms import EmailForm, SoleAccessForm
 from authenticators.journeys import JourneyError
 from authenticators.models import RegistrationLink
 from authenticators.registry import AuthenticatorType
-from authenticators.views import code_step, email_step, journey_error, journey_step, resend_step, the_code_page
+from authenticators.views import (
+    code_step,
+    email_step,
+    journey_error,
+    journey_step,
+    link_expiry,
+    resend_step,
+    the_code_page,
+)
 from careid.http import posted
 from signin.decorators import recent_authentication_required
 from signin.views import after_signin_url, choose_another_url, requested_goto, signin_method, signin_url
@@ -71,7 +79,7 @@ def registration_link(request: HttpRequest, link: RegistrationLink) -> HttpRespo
             if request.method == "POST" and form.is_valid():
                 link = link_flows.confirm_sole_access(request, link)
                 return redirect("registration_link", link.token)
-            return _page(request, kind, "register.html", form, signed_in=False)
+            return _page(request, kind, "register.html", form, signed_in=False, expires=link_expiry(link))
         return email_step(request, link, code_url=_url(kind, "code"))
     except JourneyError as error:
         return journey_error(request, error)

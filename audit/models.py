@@ -121,18 +121,19 @@ class AuditEvent(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="audit_events",
         db_index=False,
     )
-    ip = models.GenericIPAddressField(null=True, blank=True)
+    ip = models.GenericIPAddressField("IP address", null=True, blank=True)
     user_agent = models.CharField(max_length=512, blank=True)
     method = models.CharField(max_length=32, blank=True)
-    aal = models.PositiveSmallIntegerField(null=True, blank=True)
+    aal = models.PositiveSmallIntegerField("authentication assurance level (AAL)", null=True, blank=True)
     details = models.JSONField(default=dict, blank=True)
     # The hash chain (audit/chain.py), set once by the sealer and never again.
-    seq = models.BigIntegerField(null=True, blank=True, unique=True, editable=False)
+    seq = models.BigIntegerField("place in the chain (seq)", null=True, blank=True, unique=True, editable=False)
     chain_hash = models.CharField(max_length=64, blank=True, editable=False, default="", db_default="")
     sealed_at = models.DateTimeField(null=True, blank=True, editable=False)
     # HMAC of the content as careid inserted it (audit/chain.written_mac): what tells an event careid wrote
     # from one altered or slipped in by someone able to lift the triggers, chained or not.
-    written_mac = models.CharField(max_length=64, blank=True, editable=False, default="", db_default="")
+    written_mac = models.CharField("written MAC", max_length=64, blank=True, editable=False, default="",
+                                   db_default="")
 
     objects = AuditEventQuerySet.as_manager()
 

@@ -58,6 +58,9 @@ def test_the_admin_shows_events_read_only(staff_client):
     assert staff_client.get("/admin/audit/auditevent/").status_code == 200
     page = staff_client.get(f"/admin/audit/auditevent/{event.pk}/change/")
     assert page.status_code == 200 and 'name="_save"' not in page.content.decode()
+    # Labels a person reads, and no "History" of changes for an event that never changes.
+    assert "IP address:" in page.content.decode() and "Authentication assurance level (AAL):" in page.content.decode()
+    assert ">History<" not in page.content.decode() and "Ip:" not in page.content.decode()
     assert staff_client.get("/admin/audit/auditevent/add/").status_code == 403
     assert staff_client.post(f"/admin/audit/auditevent/{event.pk}/change/", {"event": "signout"}).status_code == 403
     assert staff_client.post(f"/admin/audit/auditevent/{event.pk}/delete/", {"post": "yes"}).status_code == 403

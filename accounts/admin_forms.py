@@ -10,6 +10,7 @@ from django.conf import settings
 from django.utils.html import format_html
 
 from authenticators import registry
+from authenticators.models import RegistrationLink
 
 from .models import AllowedEmailDomain, User
 from .roles import assignable_roles, roles_of
@@ -162,10 +163,6 @@ class IssueLinkForm(forms.Form):
     purpose = forms.ChoiceField(
         label="How the person will use it",
         widget=forms.RadioSelect,
-        choices=[
-            ("presence", "Now, in front of me (the link lasts 3 minutes and is shown here)"),
-            ("emailed", "Later, from their email (the link lasts 24 hours)"),
-        ],
         initial="presence",
     )
     # Whoever holds the link registers an authenticator on the profile: the trail says why it was issued.
@@ -178,6 +175,12 @@ class IssueLinkForm(forms.Form):
     def __init__(self, *args, user, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         registered = {registered.kind.key for registered in registry.authenticators_of(user)}
+        # How long each lasts, from the settings that decide it.
+        self.fields["purpose"].choices = [
+            ("presence", f"Now, in front of me (the link lasts {RegistrationLink.lifetime_in_words('presence')} "
+                         f"and is shown here)"),
+            ("emailed", f"Later, from their email (the link lasts {RegistrationLink.lifetime_in_words('emailed')})"),
+        ]
         # An empty first choice: with none, the first type (iPad) went out to whoever the RA forgot to pick one for.
         self.fields["kind"].choices = [("", "Select an authenticator type")] + [
             (kind.key, kind.name) for kind in registry.types_for_registration() if kind.key not in registered

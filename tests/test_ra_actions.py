@@ -276,6 +276,16 @@ def test_the_link_type_is_not_silently_preselected(agent, make_person):
     assert not RegistrationLink.objects.exists() and not AuditEvent.objects.filter(event=Event.LINK_ISSUED).exists()
 
 
+def test_the_link_page_says_how_long_each_link_lasts_as_configured(agent, make_person, settings):
+    from datetime import timedelta
+
+    _, client = agent
+    person = make_person()
+    settings.CAREID_REGISTRATION_LINK_TTL, settings.CAREID_INVITATION_LINK_TTL = timedelta(minutes=5), timedelta(hours=48)
+    page = client.get(f"{USERS}{person.user.pk}/link/").content.decode()
+    assert "the link lasts 5 minutes and is shown here" in page and "the link lasts 48 hours" in page
+
+
 def test_changing_a_persons_email_or_name_needs_a_reason_kept_in_the_trail(agent, make_person, mailbox):
     """A new Care Identity e-mail and then a link hand the profile to whoever holds the new address."""
     agent_person, client = agent

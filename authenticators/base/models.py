@@ -181,3 +181,11 @@ class RegistrationLink(models.Model):
         if purpose == cls.Purpose.PRESENCE:
             return settings.CAREID_REGISTRATION_LINK_TTL
         return settings.CAREID_INVITATION_LINK_TTL
+
+    @classmethod
+    def lifetime_in_words(cls, purpose: str) -> str:
+        """"3 minutes", "24 hours": how long a link issued for `purpose` lasts, as the RA is told."""
+        seconds = int(cls.ttl_for(purpose).total_seconds())
+        number, unit = next((seconds // size, name) for size, name in ((3600, "hour"), (60, "minute"), (1, "second"))
+                            if seconds % size == 0)
+        return f"{number} {unit}{'' if number == 1 else 's'}"

@@ -345,9 +345,10 @@ CREATE TEMPORARY TABLE {rows} (
     uid text NOT NULL,
     uid_given boolean NOT NULL,
     external_id text NOT NULL,
-    user_id bigint,
-    event_mac text NOT NULL DEFAULT ''
+    user_id bigint
 )"""
+# The MAC of each new row's user.onboarded event (audit/chain.written_mac), computed in Python where the key is.
+_CREATE_MACS = "CREATE TEMPORARY TABLE {macs} (line integer NOT NULL, mac text NOT NULL)"
 
 # Later lines repeating an e-mail, a given UID or an external ID of an earlier valid line.
 _REJECT_DUPLICATES = """
@@ -421,14 +422,16 @@ class _Staging(ABC):
     """The run's rows in a temporary table of the run's own database connection."""
 
     table = "onboarding_rows"
+    macs_table = "onboarding_event_macs"
     json_object = "json_object"
     random_unusable_password = "'!' || lower(hex(randomblob(20)))"
     page_size = 2000
+    mac_page_size = 10_000
 
     def __init__(self, cursor: CursorWrapper) -> None:
         self.cursor = cursor
         quote = connection.ops.quote_name
-        self._names = {"rows": self.table, "users": quote(User._meta.db_table),
+        self._names = {"rows": self.table, "macs": self.macs_table, "users": quote(User._meta.db_table),
                        "addresses": quote(EmailAddress._meta.db_table)}
 
     def sql(self, template: str) -> str:
@@ -448,9 +451,11 @@ class _Staging(ABC):
     def create(self) -> None:
         self.drop()
         self.execute(_CREATE)
+        self.execute(_CREATE_MACS)
 
     def drop(self) -> None:
         self.execute("DROP TABLE IF EXISTS {rows}")
+        self.execute("DROP TABLE IF EXISTS {macs}")
 
     @abstractmethod
     def load(self, rows: Iterable[tuple]) -> None:
@@ -506,29 +511,39 @@ class _Staging(ABC):
                             values={"verified": False, "primary": True})
         self._write_event_macs(with_user, run_id=run_id, now=now)
         # In the file's order: the events' ids (and so their place in the audit chain) follow its lines.
-        self._insert_select(AuditEvent, with_user + " ORDER BY s.line", expressions={
+        with_mac = ("FROM {rows} s JOIN {users} u ON u.uid = s.uid JOIN {macs} m ON m.line = s.line "
+                    "WHERE s.status = 'new' ORDER BY s.line")
+        self._insert_select(AuditEvent, with_mac, expressions={
             "subject_id": "u.id",
             "details": f"{self.json_object}('run', {int(run_id)}, 'line', s.line, 'email', s.email)",
-            "written_mac": "s.event_mac",
+            "written_mac": "m.mac",
         }, values={"at": now, "event": Event.USER_ONBOARDED, "outcome": Outcome.SUCCESS, "seq": None})  # sealed later
         return created
 
     def _write_event_macs(self, with_user: str, *, run_id: int, now: datetime) -> None:
         """The MAC of each row's user.onboarded event (audit/chain.written_mac), computed here, where the key
-        is, a page at a time, into the staging table the events are then inserted from."""
-        after = 0
-        while page := self.fetch(f"SELECT s.line, u.id, s.email {with_user} AND s.line > %s ORDER BY s.line LIMIT %s",
-                                 [after, self.page_size]):
-            self.set_event_macs([(line, written_mac({
+        is, a page at a time, into a table of their own the events are then inserted from (appended, not
+        updated in place: an UPDATE of every staged row cost more than the rest of the write)."""
+        for page in self.pages(f"SELECT s.line, u.id, s.email {with_user}"):
+            self.add_event_macs([(line, written_mac({
                 "at": now, "event": Event.USER_ONBOARDED, "outcome": Outcome.SUCCESS, "actor_id": None,
                 "subject_id": user_id, "ip": None, "user_agent": "", "method": "", "aal": None,
                 "details": {"run": run_id, "line": line, "email": email},
             })) for line, user_id, email in page])
-            after = page[-1][0]
 
-    def set_event_macs(self, macs: list[tuple[int, str]]) -> None:
-        self.cursor.executemany(self.sql("UPDATE {rows} SET event_mac = %s WHERE line = %s"),
-                                [(mac, line) for line, mac in macs])
+    def pages(self, template: str) -> Iterator[list[tuple]]:
+        """The rows of one query, mac_page_size at a time, read once (pages by key would each join the whole
+        staging table again)."""
+        cursor = connection.connection.cursor()  # its own: the pages are written meanwhile
+        try:
+            cursor.execute(self.sql(template))
+            while page := cursor.fetchmany(self.mac_page_size):
+                yield page
+        finally:
+            cursor.close()
+
+    def add_event_macs(self, macs: list[tuple[int, str]]) -> None:
+        self.cursor.executemany(self.sql("INSERT INTO {macs} (line, mac) VALUES (%s, %s)"), macs)
 
     def _insert_select(self, model: type[models.Model], source: str, *, expressions: dict[str, str],
                        values: dict[str, Any]) -> int:
@@ -571,9 +586,16 @@ class _PostgresStaging(_Staging):
             progress.phase("Waiting for another onboarding run to finish")
             self.execute("SELECT pg_advisory_xact_lock(%s)", [self.advisory_lock])
 
-    def set_event_macs(self, macs: list[tuple[int, str]]) -> None:
-        self.execute("UPDATE {rows} SET event_mac = m.mac FROM unnest(%s::integer[], %s::text[]) AS m(line, mac) "
-                     "WHERE {rows}.line = m.line", [[line for line, _ in macs], [mac for _, mac in macs]])
+    def pages(self, template: str) -> Iterator[list[tuple]]:
+        with connection.wrap_database_errors, connection.connection.cursor(name="onboarding_pages") as cursor:
+            cursor.execute(self.sql(template))  # a server-side cursor: the rows stay in PostgreSQL
+            while page := cursor.fetchmany(self.mac_page_size):
+                yield page
+
+    def add_event_macs(self, macs: list[tuple[int, str]]) -> None:
+        with connection.wrap_database_errors, self.cursor.copy(f"COPY {self.macs_table} (line, mac) FROM STDIN") as copy:
+            for row in macs:
+                copy.write_row(row)
 
     def load(self, rows: Iterable[tuple]) -> None:
         with connection.wrap_database_errors, self.cursor.copy(

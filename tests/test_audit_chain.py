@@ -513,7 +513,8 @@ def test_a_person_s_events_are_found_through_the_indexes_that_lead_with_them(db)
     with connection.cursor() as cursor:
         constraints = connection.introspection.get_constraints(cursor, "audit_auditevent").values()
     by_first_column = {}
-    for columns in (info["columns"] for info in constraints if info["index"]):
+    # (The former-address indexes are on expressions, for e-mail change events only: no columns to list.)
+    for columns in (info["columns"] for info in constraints if info["index"] and info["columns"]):
         by_first_column.setdefault(columns[0], []).append(columns)
     assert by_first_column["actor_id"] == [["actor_id", "at"]]
     assert by_first_column["subject_id"] == [["subject_id", "at"]]

@@ -30,7 +30,7 @@ from django.db import DatabaseError, IntegrityError, connection, models, transac
 from django.db.backends.utils import CursorWrapper
 from django.db.models.fields import AutoFieldMixin
 
-from audit.chain import written_mac
+from audit.mac import written_mac
 from audit.models import AuditEvent, Event, Outcome
 from audit.record import record
 
@@ -347,7 +347,7 @@ CREATE TEMPORARY TABLE {rows} (
     external_id text NOT NULL,
     user_id bigint
 )"""
-# The MAC of each new row's user.onboarded event (audit/chain.written_mac), computed in Python where the key is.
+# The MAC of each new row's user.onboarded event (audit/mac.written_mac), computed in Python where the key is.
 _CREATE_MACS = "CREATE TEMPORARY TABLE {macs} (line integer NOT NULL, mac text NOT NULL)"
 
 # Later lines repeating an e-mail, a given UID or an external ID of an earlier valid line.
@@ -521,7 +521,7 @@ class _Staging(ABC):
         return created
 
     def _write_event_macs(self, with_user: str, *, run_id: int, now: datetime) -> None:
-        """The MAC of each row's user.onboarded event (audit/chain.written_mac), computed here, where the key
+        """The MAC of each row's user.onboarded event (audit/mac.written_mac), computed here, where the key
         is, a page at a time, into a table of their own the events are then inserted from (appended, not
         updated in place: an UPDATE of every staged row cost more than the rest of the write)."""
         for page in self.pages(f"SELECT s.line, u.id, s.email {with_user}"):

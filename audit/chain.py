@@ -22,22 +22,20 @@ puts it well before an event chained ahead of it, as it does once the tolerance 
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import ipaddress
-import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from functools import lru_cache
+from datetime import datetime
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Min
 from django.utils import timezone
 
-from .models import CHAINED_FIELDS, WRITTEN_FIELDS, AuditEvent, Event
+from .mac import CHAINED_FIELDS, keyed_hash, written_mac
+from .mac import text as _text
+from .models import AuditEvent, Event
 from .record import record
 
 head_log = logging.getLogger("careid.audit.head")  # settings.LOGGING gives it its own level
@@ -46,44 +44,9 @@ _SEAL_LOCK = 0x61756469  # pg_try_advisory_xact_lock key: one sealer at a time, 
 CONTENT = CHAINED_FIELDS
 
 
-def _key() -> bytes:
-    return settings.CAREID_AUDIT_CHAIN_KEY.encode()
-
-
-def _text(value) -> object:
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat()
-    return value
-
-
-@lru_cache(maxsize=4096)  # verify() meets the same few addresses over and over
-def _ip(value) -> str | None:
-    """An address as both sides can write it: PostgreSQL's inet output and Python's string differ (IPv6
-    zeros, IPv4-mapped and IPv4-compatible forms), the fully written-out form does not."""
-    if not value:
-        return None  # careid stores a blank address as NULL
-    try:
-        return ipaddress.ip_address(str(value)).exploded
-    except ValueError:
-        return str(value)
-
-
-def written_mac(content: Mapping) -> str:
-    """The MAC careid gives an event as it inserts it: keyed, over every column of its content but `id`
-    (not known before the INSERT), written as verify() reads them back from the database. The sealer holds
-    the key too, but only chains what it finds; without this, an event altered and unsealed by someone
-    able to lift the triggers would be chained again as if careid had written it."""
-    values = [_ip(content["ip"]) if name == "ip" else _text(content[name]) for name in WRITTEN_FIELDS]
-    message = json.dumps(["careid.audit-written.v1", values], sort_keys=True, separators=(",", ":"),
-                         ensure_ascii=False, default=str)
-    return hmac.new(_key(), message.encode(), hashlib.sha256).hexdigest()
-
-
 def link(previous: str, seq: int, sealed_at: datetime, content: dict) -> str:
     """The chain hash of one event: keyed, over its place, its sealing time, its content and the link before."""
-    message = json.dumps([previous, seq, _text(sealed_at), [_text(content[name]) for name in CONTENT]],
-                         sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hmac.new(_key(), message.encode(), hashlib.sha256).hexdigest()
+    return keyed_hash([previous, seq, _text(sealed_at), [_text(content[name]) for name in CONTENT]])
 
 
 def _head() -> tuple[int, str, datetime | None]:

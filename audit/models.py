@@ -9,6 +9,8 @@ from django.db.models.fields.json import KT
 from django.db.models.functions import Lower
 from django.utils import timezone
 
+from .mac import CHAINED_FIELDS, WRITTEN_FIELDS, written_mac
+
 
 class Event(models.TextChoices):
     USER_INVITED = "user.invited", "Invitation sent"
@@ -70,13 +72,7 @@ class Outcome(models.TextChoices):
     FAILURE = "failure", "Failure"
 
 
-# An event's content: what its chain hash covers (audit/chain.py) and what PostgreSQL lets no UPDATE change
-# (the trigger below). Every column but the three the sealer writes (seq, chain_hash, sealed_at).
-CHAINED_FIELDS = ("id", "at", "event", "outcome", "actor_id", "subject_id", "ip", "user_agent", "method", "aal",
-                  "details")
-# What the MAC careid writes with each event covers (audit/chain.written_mac): its content but the id, which
-# the database gives it. The MAC itself is not chained (the chain's links predate it), but no UPDATE changes it.
-WRITTEN_FIELDS = CHAINED_FIELDS[1:]
+# What PostgreSQL lets no UPDATE change (the trigger below): the content and the MAC careid wrote with it.
 _UNCHANGEABLE = (*CHAINED_FIELDS, "written_mac")
 
 
@@ -135,7 +131,7 @@ class AuditEvent(models.Model):
     seq = models.BigIntegerField("place in the chain (seq)", null=True, blank=True, unique=True, editable=False)
     chain_hash = models.CharField(max_length=64, blank=True, editable=False, default="", db_default="")
     sealed_at = models.DateTimeField(null=True, blank=True, editable=False)
-    # HMAC of the content as careid inserted it (audit/chain.written_mac): what tells an event careid wrote
+    # HMAC of the content as careid inserted it (audit/mac.written_mac): what tells an event careid wrote
     # from one altered or slipped in by someone able to lift the triggers, chained or not.
     written_mac = models.CharField("written MAC", max_length=64, blank=True, editable=False, default="",
                                    db_default="")
@@ -179,8 +175,6 @@ class AuditEvent(models.Model):
         super().save(*args, **kwargs)
 
     def content_mac(self) -> str:
-        from .chain import written_mac  # chain.py reads this module
-
         return written_mac({name: getattr(self, name) for name in WRITTEN_FIELDS})
 
     def delete(self, *args, **kwargs):

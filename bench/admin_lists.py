@@ -250,7 +250,7 @@ def user_rows(rng: random.Random, count: int, now: datetime, generated: list[Gen
 
 def event_rows(rng: random.Random, count: int, now: datetime, user_ids: Sequence[int]) -> Iterator[tuple[object, ...]]:
     """Audit events in time order (as an append-only table fills) over AUDIT_DAYS, over all users and types."""
-    from audit.chain import written_mac
+    from audit.mac import written_mac
     from audit.models import Event
 
     kinds = [str(kind) for kind in Event.values]

@@ -255,7 +255,8 @@ def create_user(*, actor: User, email: str, first_name: str, last_name: str, tit
 def change_user_details(*, user: User, actor: User, changes: dict[str, str], reason: str,
                         request: HttpRequest | None = None) -> None:
     """Names, title or Care Identity e-mail, with the RA's reason. A new e-mail replaces the primary address,
-    unverified until the person proves it, and both the old and the new address are told."""
+    unverified until the person proves it with the link sent to it, and both the old and the new address are
+    told."""
     allowed = {"title", "first_name", "last_name", "email"}
     changes = {name: value for name, value in changes.items() if name in allowed and getattr(user, name) != value}
     if not changes:
@@ -270,15 +271,29 @@ def change_user_details(*, user: User, actor: User, changes: dict[str, str], rea
             setattr(user, name, value)
         user.save(update_fields=list(changes))
         if "email" in changes:
-            EmailAddress.objects.filter(user=user, primary=True).update(primary=False)
-            address, _ = EmailAddress.objects.update_or_create(user=user, email=user.email,
-                                                               defaults={"primary": True, "verified": False})
+            address = _replace_care_identity_address(user)
         event = record(Event.USER_CHANGED, request=request, actor=actor, subject=user, reason=reason,
                        fields=sorted(changes), before=before, after=changes)
         if "email" in changes:
             notify_person(event)
             tell_old_address(event, old_email)
-            send_email_confirmation(address)  # the person proves the new address with the link
+            if not address.verified:
+                send_email_confirmation(address)  # the person proves the new address with the link
+
+
+def _replace_care_identity_address(user: User) -> EmailAddress:
+    """The RA's new Care Identity e-mail becomes the primary address on the profile: not verified until the
+    person proves it, unless they already had (verified on their own profile). The one it replaces stays if
+    it was proven; one never proven goes (an RA's typo corrected at once: the link sent to it verifies
+    nothing any more, and the stranger's address never becomes this person's)."""
+    EmailAddress.objects.filter(user=user, primary=True, verified=False).exclude(email__iexact=user.email).delete()
+    EmailAddress.objects.filter(user=user, primary=True).update(primary=False)
+    address = EmailAddress.objects.filter(user=user, email__iexact=user.email).first()
+    if address is None:
+        return EmailAddress.objects.create(user=user, email=user.email, primary=True, verified=False)
+    EmailAddress.objects.filter(pk=address.pk).update(primary=True)
+    address.primary = True
+    return address
 
 
 def sign_out_everywhere(*, user: User, actor: User, reason: str, request: HttpRequest | None = None) -> int:

@@ -281,6 +281,40 @@ def test_the_ra_may_still_give_a_person_an_address_verified_on_their_own_profile
     assert holder.user.email == "second.address@nhs.net"
 
 
+def test_the_ra_giving_an_address_verified_on_the_profile_keeps_it_verified_and_sends_no_link(agent, holder,
+                                                                                           mailbox):
+    _, client = agent
+    assert client.post(f"{USERS}{holder.user.pk}/change/", {
+        "first_name": "Edith", "last_name": "Cavell", "email": "second.address@nhs.net", "reason": "asked by HR",
+    }).status_code == 302
+    address = EmailAddress.objects.get(user=holder.user, email="second.address@nhs.net")
+    assert address.primary and address.verified
+    mailbox.wait_for("second.address@nhs.net", "The email address of your Care Identity has changed")
+    assert not [m for m in mailbox.to("second.address@nhs.net") if "Verify" in m["Subject"]]
+
+
+def test_a_link_sent_to_an_address_the_ra_then_corrected_no_longer_verifies_it(transactional_db, seeded_allow_list,
+                                                                                 client, make_person, ra_staff,
+                                                                                 mailbox):
+    """An RA mistypes the new address (a stranger's mailbox) and corrects it at once: the stranger's link
+    verifies nothing, and the typo leaves the profile, so it never counts as held by this person."""
+    from accounts.flows import change_user_details
+
+    person = make_person()
+    agent, _ = ra_staff("RA Agent")
+    change_user_details(user=person.user, actor=agent.user, changes={"email": "edith.cavel@nhs.net"},
+                        reason="REQ-7 new trust")
+    typo_mail = mailbox.wait_for("edith.cavel@nhs.net", "Verify your email address")
+    person.user.refresh_from_db()
+    change_user_details(user=person.user, actor=agent.user, changes={"email": "edith.new@nhs.net"},
+                        reason="REQ-7 corrected")
+    path = re.search(r"https?://[^/\s]+(/profile/email/confirm/\S+/)", body(typo_mail)).group(1)
+    client.post(path)
+    assert not EmailAddress.objects.filter(email="edith.cavel@nhs.net").exists()
+    assert set(EmailAddress.objects.filter(user=person.user).values_list("email", "primary", "verified")) == {
+        ("edith.cavell@nhs.net", False, True), ("edith.new@nhs.net", True, False)}
+
+
 def test_the_invite_command_refuses_an_address_verified_on_another(db, holder):
     with pytest.raises(CommandError, match=f"verified on another Care Identity \\(UID {holder.user.uid}\\)"):
         call_command("invite_user", email="second.address@nhs.net", first_name="A", last_name="B")

@@ -13,9 +13,13 @@ the key:
 - an event inserted, chained or not: it has no MAC careid wrote (a MAC copied from another event does
   not match its content);
 - events removed from the chain (a gap in seq, or a broken link), events moved or re-dated, an event
-  dated well before one chained ahead of it or after it was sealed, events never sealed.
-Not found by the chain alone: the newest events removed, or the whole trail emptied (the sealer logs
-each head: `verify_audit --expect-head`); an event removed in the seconds before it was sealed; an
+  dated well before one chained ahead of it or after it was sealed, events never sealed;
+- the seals of a run of events cleared and the run chained again (hiding an event removed before it),
+  when the run holds a heartbeat, which the sealer writes and chains in one go; without one, verify()
+  counts the events chained long after they were written (as a sealer outage leaves them) for a warning.
+Not found by the chain alone: the newest events removed, or the whole trail emptied, or an event removed
+from within with every seal after it cleared and no heartbeat among them (the sealer logs each head:
+`verify_audit --expect-head`); an event removed in the seconds before it was sealed; an
 exact copy of an event careid wrote inserted again (its MAC does not cover the id), unless its date
 puts it well before an event chained ahead of it, as it does once the tolerance has passed.
 """
@@ -110,6 +114,19 @@ class Verification:
     checked: int = 0
     unsealed: int = 0
     problems: list[str] = field(default_factory=list)
+    late: int = 0  # events chained well after they were written, from seq late_from
+    late_from: int | None = None
+
+    @property
+    def warning(self) -> str:
+        """Events chained late are a sealer outage, or events whose seals were cleared and which the sealer
+        chained again: that hides an event removed before them, which only a head logged before then finds."""
+        if not self.late:
+            return ""
+        return (f"{self.late:,} event(s) from seq {self.late_from} were chained more than "
+                f"{settings.CAREID_AUDIT_SEAL_TOLERANCE} after they were written: a sealer outage, or seals cleared "
+                f"and chained again (which would hide an event removed before them). Check against a head the "
+                f"sealer logged before then: --expect-head SEQ:HASH")
 
     @property
     def ok(self) -> bool:
@@ -173,6 +190,17 @@ def verify(*, since: datetime | None = None, first_problem_only: bool = True,
             result.problems.append(problem)
             if first_problem_only:
                 return result
+        elif content["event"] == Event.AUDIT_HEARTBEAT and sealed_at - content["at"] > tolerance:
+            # The sealer writes a heartbeat and chains it in one transaction: chained later, it was chained again
+            # after its seal was cleared, with everything after it (which hides an event removed before them).
+            result.problems.append(f"Event {content['id']} (seq {seq}), the sealer's heartbeat of "
+                                   f"{_text(content['at'])}, was chained again at {_text(sealed_at)}: the seals from "
+                                   f"there on were cleared and events before it may have been removed")
+            if first_problem_only:
+                return result
+        if sealed_at - content["at"] > tolerance and seq >= counted_from:  # an outage, or seals cleared
+            result.late += 1
+            result.late_from = result.late_from or seq
         previous, expected = chain_hash, seq + 1
         if not dated_ahead:  # its date would make the genuine events after it look inserted out of order
             latest = content["at"] if latest is None else max(latest, content["at"])

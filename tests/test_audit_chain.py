@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import UTC, timedelta
 from io import StringIO
 
 import pytest
@@ -518,3 +518,55 @@ def test_a_person_s_events_are_found_through_the_indexes_that_lead_with_them(db)
         by_first_column.setdefault(columns[0], []).append(columns)
     assert by_first_column["actor_id"] == [["actor_id", "at"]]
     assert by_first_column["subject_id"] == [["subject_id", "at"]]
+
+
+def test_an_event_removed_from_within_and_the_rest_chained_again_is_found_against_a_logged_head(db, caplog):
+    """The superuser removes an event from the middle and clears the seals of every event after it; the
+    sealer, which holds the key, chains them again with no gap. verify_audit warns that they were chained
+    long after they were written (an outage looks the same), and a head logged before finds the removal."""
+    require(connection.vendor == "postgresql", "PostgreSQL (the triggers are PostgreSQL's)")
+    events = [record(Event.SIGNIN_FAILED, email=f"n{n}@nhs.net", reason="wrong password") for n in range(3)]
+    events.append(record(Event.USER_SUSPENDED, reason="fraud investigation"))
+    events += [record(Event.SIGNIN_FAILED, email=f"m{n}@nhs.net", reason="wrong password") for n in range(5)]
+    assert chain.seal() == 9
+    logged_head = caplog.records[-1].getMessage().rsplit(" ", 1)[1]
+    with time_machine.travel(timezone.now() + timedelta(hours=2)):
+        as_superuser("DELETE FROM audit_auditevent WHERE id = %s", [events[3].pk])
+        as_superuser(f"UPDATE audit_auditevent SET {UNSEAL} WHERE id > %s", [events[3].pk])
+        assert chain.seal() == 5
+        result = chain.verify(first_problem_only=False)
+        assert result.problems == [] and result.late == 5 and result.late_from == 4
+        assert "--expect-head" in result.warning and "chained again" in result.warning
+        err = StringIO()
+        with pytest.raises(CommandError):
+            call_command("verify_audit", "--expect-head", logged_head, stderr=err)
+        assert "The chain no longer holds the head logged earlier (seq 9): its event was removed" in err.getvalue()
+        assert "Warning: 5 event(s) from seq 4 were chained more than" in err.getvalue()
+
+
+def test_a_heartbeat_chained_again_gives_the_removal_away_without_a_logged_head(db):
+    """The sealer writes and chains its heartbeat in one go: one chained later had its seal cleared."""
+    require(connection.vendor == "postgresql", "PostgreSQL (the triggers are PostgreSQL's)")
+    start = timezone.now()
+    removed = record(Event.USER_SUSPENDED, reason="fraud investigation")
+    assert chain.seal() == 1
+    with time_machine.travel(start + timedelta(minutes=6)):
+        assert chain.seal() == 1  # a quiet time: the heartbeat
+    heartbeat = AuditEvent.objects.get(event=Event.AUDIT_HEARTBEAT)
+    with time_machine.travel(start + timedelta(hours=2)):
+        as_superuser("DELETE FROM audit_auditevent WHERE id = %s", [removed.pk])
+        as_superuser(f"UPDATE audit_auditevent SET {UNSEAL} WHERE id > %s", [removed.pk])
+        assert chain.seal() == 1
+        assert problems() == [f"Event {heartbeat.pk} (seq 1), the sealer's heartbeat of "
+                              f"{heartbeat.at.astimezone(UTC).isoformat()}, was chained again at "
+                              f"{AuditEvent.objects.get(pk=heartbeat.pk).sealed_at.astimezone(UTC).isoformat()}"
+                              f": the seals from there on were cleared and events before it may have been removed"]
+
+
+def test_a_sealer_outage_verifies_with_a_warning_only(db):
+    require(connection.vendor == "postgresql", "PostgreSQL (the triggers are PostgreSQL's)")
+    record(Event.SIGNIN_FAILED, email="n@nhs.net", reason="wrong password")
+    with time_machine.travel(timezone.now() + timedelta(hours=1)):
+        assert chain.seal() == 1
+        result = chain.verify()
+    assert result.ok and result.late == 1 and "a sealer outage" in result.warning

@@ -43,6 +43,8 @@ class Command(BaseCommand):
         took = time.monotonic() - started
         for problem in result.problems:
             self.stderr.write(problem)
+        if result.warning:
+            self.stderr.write(f"Warning: {result.warning}")
         summary = (f"{result.checked:,} chained events checked in {took:.1f} s"
                    + (f"; {result.unsealed:,} not sealed yet" if result.unsealed else ""))
         if not result.ok:

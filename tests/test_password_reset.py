@@ -104,6 +104,20 @@ def test_forgotten_password_brings_the_person_back_to_the_service(client, person
     assert "evil" not in done.content.decode()
 
 
+def test_start_again_after_too_many_wrong_codes_keeps_the_service(client, person, mailbox):
+    from html import unescape
+    from urllib.parse import urlencode
+
+    assert client.post(f"{START}?{urlencode({'goto': AUTHORIZE})}", {"email": person.user.email}).url == CODE
+    code = code_from(mailbox, person.user.email)
+    for _attempt in range(4):
+        client.post(CODE, {"code": wrong(code)})
+    stopped = client.post(CODE, {"code": wrong(code)}).content.decode()
+    assert "You have entered a wrong code too many times" in stopped
+    start_again = unescape(re.search(r'href="([^"]*)">Start again<', stopped).group(1))
+    assert start_again == f"{START}?{urlencode({'goto': AUTHORIZE})}"
+
+
 def test_an_unknown_address_gets_the_same_pages(client, person, mailbox):
     known, unknown = Client(), Client()
     assert same_page(known.post(START, {"email": person.user.email})) == same_page(

@@ -199,7 +199,7 @@ def reset_code(request: HttpRequest, reset: flows.PasswordReset) -> HttpResponse
         if result == Result.ACCEPTED:
             return redirect("totp:reset_app")
         if result == Result.EXHAUSTED:
-            return _page(request, "reset_stopped.html", {})
+            return _reset_stopped(request, reset)
         form.add_error("code", CODE_ERRORS[result])
     return render(request, "authenticators/code.html", {
         "form": form, "sent": request.GET.get("sent") == "1", "resend_url": reverse("totp:reset_resend"), "purpose": "reset",
@@ -234,9 +234,15 @@ def reset_password(request: HttpRequest, reset: flows.PasswordReset) -> HttpResp
     form = PasswordForm(posted(request), user=user)
     if request.method == "POST" and form.is_valid():
         if flows.finish_password_reset(request, reset, form.cleaned_data["password1"]) is None:
-            return _page(request, "reset_stopped.html", {"cannot_go_on": True})
+            return _reset_stopped(request, reset, cannot_go_on=True)
         return redirect(_with_goto(reverse("totp:reset_done"), reset.goto))
     return _page(request, "password.html", {"purpose": "reset"}, form)
+
+
+def _reset_stopped(request: HttpRequest, reset: flows.PasswordReset, *, cannot_go_on: bool = False) -> HttpResponse:
+    """The reset has stopped; "Start again" keeps where the person was going."""
+    return _page(request, "reset_stopped.html", {
+        "cannot_go_on": cannot_go_on, "start_again": _with_goto(reverse("totp:forgotten_password"), reset.goto)})
 
 
 def reset_done(request: HttpRequest) -> HttpResponse:

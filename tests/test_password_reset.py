@@ -118,6 +118,23 @@ def test_start_again_after_too_many_wrong_codes_keeps_the_service(client, person
     assert start_again == f"{START}?{urlencode({'goto': AUTHORIZE})}"
 
 
+def test_a_reset_that_timed_out_starts_again_on_the_way_to_the_service(client, person, mailbox):
+    from urllib.parse import urlencode
+
+    import time_machine
+    from django.utils import timezone
+
+    assert client.post(f"{START}?{urlencode({'goto': AUTHORIZE})}", {"email": person.user.email}).url == CODE
+    with time_machine.travel(timezone.now() + timedelta(minutes=16)):
+        assert client.get(CODE).url == f"{START}?{urlencode({'expired': '1', 'goto': AUTHORIZE})}"
+    # A goto that is not one the sign-in would follow is dropped here too.
+    session = client.session
+    session["careid_password_reset"] = {**session["careid_password_reset"], "goto": "https://evil.example/"}
+    session.save()
+    with time_machine.travel(timezone.now() + timedelta(minutes=16)):
+        assert client.get(CODE).url == f"{START}?expired=1"
+
+
 def test_an_unknown_address_gets_the_same_pages(client, person, mailbox):
     known, unknown = Client(), Client()
     assert same_page(known.post(START, {"email": person.user.email})) == same_page(

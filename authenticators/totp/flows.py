@@ -234,6 +234,13 @@ class PasswordReset:
             return None
         return reset
 
+    @staticmethod
+    def goto_of(request: HttpRequest) -> str:
+        """Where the person was going, from this browser's reset even once it has expired or moved on (for the
+        page that starts it again; the caller checks it again)."""
+        data = request.session.get(SESSION_RESET)
+        return str(data.get("goto") or "") if isinstance(data, dict) else ""
+
     def save(self, request: HttpRequest) -> None:
         request.session[SESSION_RESET] = {**asdict(self), "v": self.VERSION}
 

@@ -26,6 +26,7 @@ from authenticators.views import (
 )
 from careid.http import posted
 from signin.decorators import recent_authentication_required
+from signin.redirects import safe_goto
 from signin.views import after_signin_url, choose_another_url, requested_goto, signin_method, signin_url
 
 from . import codes, flows
@@ -170,8 +171,10 @@ def reset_step(step: str):
         @wraps(view)
         def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
             reset = flows.PasswordReset.of(request, step)
-            if reset is None:
-                return redirect(reverse("totp:forgotten_password") + "?expired=1")
+            if reset is None:  # back to the start, still on the way to where the person was going
+                goto = safe_goto(flows.PasswordReset.goto_of(request))
+                return redirect(reverse("totp:forgotten_password") + "?" + urlencode(
+                    {"expired": "1", **({"goto": goto} if goto else {})}))
             return view(request, reset, *args, **kwargs)
 
         return wrapper

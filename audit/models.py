@@ -72,6 +72,14 @@ class Outcome(models.TextChoices):
     FAILURE = "failure", "Failure"
 
 
+# Events whose name already says that something failed or was refused: a "Failed" tag beside them says it twice.
+NAMED_FAILURES = frozenset({
+    Event.LINK_EXPIRED, Event.LINK_REFUSED, Event.OTP_FAILED, Event.EMAIL_REFUSED, Event.PASSWORD_REFUSED,
+    Event.AUTHENTICATOR_REGISTRATION_FAILED, Event.SIGNIN_FAILED, Event.SIGNIN_THROTTLED,
+    Event.AUTHENTICATOR_CLONE_SUSPECTED, Event.RA_REFUSED, Event.OIDC_REFUSED,
+})
+
+
 # What PostgreSQL lets no UPDATE change (the trigger below): the content and the MAC careid wrote with it.
 _UNCHANGEABLE = (*CHAINED_FIELDS, "written_mac")
 
@@ -167,6 +175,11 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{timezone.localtime(self.at):%Y-%m-%d %H:%M:%S} {self.get_event_display()}"
+
+    @property
+    def failed_unsaid(self) -> bool:
+        """A failure its name does not already tell ("Password reset", failed), for a "Failed" tag beside it."""
+        return self.outcome == Outcome.FAILURE and self.event not in NAMED_FAILURES
 
     def save(self, *args, **kwargs) -> None:
         if self.pk is not None and not self._state.adding:

@@ -72,6 +72,19 @@ def test_the_activity_page_shows_your_own_events_only(signed_in, person, make_pe
     assert signed_in.get("/profile/activity/?page=x").status_code == 200
 
 
+def test_your_activity_tags_a_failure_only_where_its_name_does_not_say_so(signed_in, person):
+    from audit.models import Outcome
+
+    record(Event.SIGNIN_FAILED, subject=person.user, outcome=Outcome.FAILURE, reason="wrong password")
+    record(Event.PASSWORD_RESET, subject=person.user, outcome=Outcome.FAILURE, reason="the code expired")
+    rows = re.findall(r'<tr class="nhsuk-table__row">(.*?)</tr>', signed_in.get("/profile/activity/").content.decode(),
+                      re.S)
+    failed_signin = next(row for row in rows if "Sign-in failed" in row)
+    failed_reset = next(row for row in rows if ">Password reset" in row)
+    assert "nhsuk-tag--red" not in failed_signin  # not "Sign-in failed Failed"
+    assert '<strong class="nhsuk-tag nhsuk-tag--red">Failed</strong>' in failed_reset
+
+
 def test_a_colleagues_failed_sign_in_as_you_is_not_shown_as_your_registration_authoritys_doing(client, make_person):
     """On a shared ward PC where B is signed in, someone tries A's address with a wrong password: record() takes
     request.user (B) as the actor, and A's activity said "by your registration authority: wrong password"."""

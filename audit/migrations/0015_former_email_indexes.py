@@ -21,8 +21,11 @@ def _concurrently(schema_editor) -> dict:
 
 
 def create_indexes(apps, schema_editor):
+    """Each dropped first if it is there: a run that stopped part-way (not atomic) left the first built, or an
+    INVALID one under the name of the build that failed, and running migrate again must finish the job."""
     model = apps.get_model("audit", "AuditEvent")
     for index in INDEXES:
+        schema_editor.execute(index.remove_sql(model, schema_editor, **_concurrently(schema_editor)))
         schema_editor.execute(index.create_sql(model, schema_editor, **_concurrently(schema_editor)))
 
 

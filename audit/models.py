@@ -72,11 +72,12 @@ class Outcome(models.TextChoices):
     FAILURE = "failure", "Failure"
 
 
-# Events whose name already says that something failed or was refused: a "Failed" tag beside them says it twice.
+# Events whose name already says that something failed, was refused or locked: a "Failed" tag beside them
+# says it twice (or, beside "Account locked", that the lock did not happen).
 NAMED_FAILURES = frozenset({
     Event.LINK_EXPIRED, Event.LINK_REFUSED, Event.OTP_FAILED, Event.EMAIL_REFUSED, Event.PASSWORD_REFUSED,
     Event.AUTHENTICATOR_REGISTRATION_FAILED, Event.SIGNIN_FAILED, Event.SIGNIN_THROTTLED,
-    Event.AUTHENTICATOR_CLONE_SUSPECTED, Event.RA_REFUSED, Event.OIDC_REFUSED,
+    Event.AUTHENTICATOR_CLONE_SUSPECTED, Event.RA_REFUSED, Event.OIDC_REFUSED, Event.ACCOUNT_LOCKED,
 })
 
 

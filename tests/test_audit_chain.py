@@ -570,3 +570,46 @@ def test_a_sealer_outage_verifies_with_a_warning_only(db):
         assert chain.seal() == 1
         result = chain.verify()
     assert result.ok and result.late == 1 and "a sealer outage" in result.warning
+
+
+class SealerStopped(Exception):
+    pass
+
+
+def test_a_heartbeat_is_chained_as_it_is_written_even_when_events_commit_meanwhile(db, monkeypatch):
+    """Events committed between the sealer's empty look and its heartbeat, a whole batch of them, are chained
+    first; the heartbeat must not be left unsealed for a sealer that then stops and comes back after the
+    tolerance, or a genuine trail would read as tampered with."""
+    require(connection.vendor == "postgresql", "PostgreSQL")
+    start = timezone.now()
+    record(Event.SIGNIN_FAILED, email="n@nhs.net", reason="wrong password")
+    assert chain.seal() == 1
+    batch = 50
+    real_record = chain.record
+
+    def heartbeat_while_a_burst_commits(event, **kwargs):
+        for n in range(batch):
+            record(Event.USER_ONBOARDED, email=f"o{n}@nhs.net")
+        return real_record(event, **kwargs)
+
+    def worker_stops(*args, **kwargs):
+        raise SealerStopped
+
+    with time_machine.travel(start + timedelta(minutes=6)):
+        monkeypatch.setattr(chain, "record", heartbeat_while_a_burst_commits)
+        monkeypatch.setattr(chain.head_log, "info", worker_stops)
+        with pytest.raises(SealerStopped):
+            chain.seal(batch=batch)
+        monkeypatch.undo()
+    assert not AuditEvent.objects.filter(event=Event.AUDIT_HEARTBEAT, seq__isnull=True).exists()
+    with time_machine.travel(start + timedelta(minutes=30)):  # the sealer back 24 minutes later
+        chain.seal()
+        result = chain.verify(first_problem_only=False)
+    assert result.problems == []
+
+
+def test_account_locked_gets_no_failed_tag_beside_it():
+    from audit.models import Outcome
+
+    assert not AuditEvent(event=Event.ACCOUNT_LOCKED, outcome=Outcome.FAILURE).failed_unsaid
+    assert AuditEvent(event=Event.PASSWORD_RESET, outcome=Outcome.FAILURE).failed_unsaid

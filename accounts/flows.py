@@ -106,6 +106,8 @@ def send_verification_link(request: HttpRequest, *, address: EmailAddress) -> bo
         raise PermissionError("Not this person's address")
     if address.verified:
         raise ValueError("This email address is already verified")
+    # As when it was added: a domain taken off the allow list since gets no new link (the first lasts a day).
+    AllowedEmailDomain.objects.check_email(address.email)
     with failing_closed(request, Event.EMAIL_REFUSED, subject=user, email=address.email):
         if not throttle.within_limit(f"email-add:{user.pk}", settings.CAREID_EMAIL_ADD_LIMIT, timedelta(hours=1)):
             return False

@@ -199,6 +199,12 @@ def test_an_address_an_ra_set_is_verified_with_the_link_sent_to_it_or_a_new_one(
     assert refused.status_code == 400
     assert "You have asked for too many emails in the last hour" in refused.content.decode()
     assert mailbox.to("edith@nhs.net") == []
+    # A domain taken off the allow list since the address was added: no new link, saying why.
+    settings.CAREID_EMAIL_ADD_LIMIT = 5
+    elsewhere = EmailAddress.objects.create(user=person.user, email="edith@example.org", verified=False, primary=False)
+    refused = client.post(f"/profile/email/{elsewhere.pk}/verify/")
+    assert refused.status_code == 400 and "allow" in refused.content.decode().lower()
+    assert mailbox.to("edith@example.org") == []
 
 
 def test_another_persons_address_cannot_be_named(signed_in, make_person):

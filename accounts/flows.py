@@ -82,19 +82,32 @@ def add_email_address(request: HttpRequest, email: str) -> bool:
     (views.activity leaves it out). False when over the hourly limit.
     """
     user = request.user
-    with failing_closed(request, Event.EMAIL_REFUSED, subject=user, email=email):
-        if not throttle.within_limit(f"email-add:{user.pk}", settings.CAREID_EMAIL_ADD_LIMIT, timedelta(hours=1)):
-            return False
+    if not _within_address_emails(request, email):
+        return False
     with transaction.atomic():
         address = EmailAddress.objects.create(user=user, email=email, primary=False, verified=False)
         record(Event.EMAIL_ADDED, request=request, subject=user, email=email)
-        held_by = _held_by(email, other_than=user)
-        if held_by:
-            tell_address_in_use(refuse_taken_email(request, user=user, email=email, via=ADDED_UNVERIFIED,
-                                                   held_by=held_by))
-        else:
-            send_email_confirmation(address)
+        _link_unless_held(request, address)
     return True
+
+
+def _within_address_emails(request: HttpRequest, email: str) -> bool:
+    """Whether the person may have another e-mail sent to an address on their profile this hour (adding one,
+    or a new link for one): each goes to an address nobody has proven yet."""
+    user = request.user
+    with failing_closed(request, Event.EMAIL_REFUSED, subject=user, email=email):
+        return throttle.within_limit(f"email-add:{user.pk}", settings.CAREID_EMAIL_ADD_LIMIT, timedelta(hours=1))
+
+
+def _link_unless_held(request: HttpRequest, address: EmailAddress) -> None:
+    """The link that verifies an address on the person's profile; for one another Care Identity holds, none:
+    its holder is told instead, and the refusal audited naming them for the registration authority."""
+    user = request.user  # their own profile's address
+    if held_by := _held_by(address.email, other_than=user):
+        tell_address_in_use(refuse_taken_email(request, user=user, email=address.email, via=ADDED_UNVERIFIED,
+                                               held_by=held_by))
+    else:
+        send_email_confirmation(address)
 
 
 def send_verification_link(request: HttpRequest, *, address: EmailAddress) -> bool:
@@ -108,16 +121,11 @@ def send_verification_link(request: HttpRequest, *, address: EmailAddress) -> bo
         raise ValueError("This email address is already verified")
     # As when it was added: a domain taken off the allow list since gets no new link (the first lasts a day).
     AllowedEmailDomain.objects.check_email(address.email)
-    with failing_closed(request, Event.EMAIL_REFUSED, subject=user, email=address.email):
-        if not throttle.within_limit(f"email-add:{user.pk}", settings.CAREID_EMAIL_ADD_LIMIT, timedelta(hours=1)):
-            return False
+    if not _within_address_emails(request, address.email):
+        return False
     with transaction.atomic():
         record(Event.EMAIL_LINK_SENT, request=request, subject=user, email=address.email)
-        if held_by := _held_by(address.email, other_than=user):
-            tell_address_in_use(refuse_taken_email(request, user=user, email=address.email, via=ADDED_UNVERIFIED,
-                                                   held_by=held_by))
-        else:
-            send_email_confirmation(address)
+        _link_unless_held(request, address)
     return True
 
 

@@ -103,12 +103,11 @@ class AuditEventQuerySet(models.QuerySet):
         return super().bulk_create(objs, *args, **kwargs)
 
     def about_address(self, address: str) -> AuditEventQuerySet:
-        """Events about the person whose Care Identity e-mail the address is, or was until it was changed (an
-        RA's request quotes the address the person used then; the change's event keeps it as `before`)."""
+        """Events about whoever holds the address (User.objects.holding_email, as the RA's user search finds
+        them), or held it as their Care Identity e-mail until it was changed (an RA's request quotes the
+        address the person used then; the change's event keeps it as `before`)."""
         address = address.strip().lower()
-        # lower() on both sides, as the user_email_unique_ci index holds it (iexact's UPPER() cannot use it)
-        holders = set(get_user_model().objects.alias(email_lower=Lower("email")).filter(email_lower=address)
-                      .values_list("pk", flat=True))
+        holders = set(get_user_model().objects.holding_email(address).values_list("pk", flat=True))
         holders.update(AuditEvent.objects.alias(by_ra=FORMER_EMAIL_BY_RA, by_person=FORMER_EMAIL_BY_PERSON)
                        .filter(Q(event=Event.USER_CHANGED, by_ra=address)
                                | Q(event=Event.EMAIL_PRIMARY_CHANGED, by_person=address))

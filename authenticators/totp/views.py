@@ -172,9 +172,8 @@ def reset_step(step: str):
         def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
             reset = flows.PasswordReset.of(request, step)
             if reset is None:  # back to the start, still on the way to where the person was going
-                goto = safe_goto(flows.PasswordReset.goto_of(request))
-                return redirect(reverse("totp:forgotten_password") + "?" + urlencode(
-                    {"expired": "1", **({"goto": goto} if goto else {})}))
+                return redirect(_with_goto(reverse("totp:forgotten_password"),
+                                           safe_goto(flows.PasswordReset.goto_of(request)), expired="1"))
             return view(request, reset, *args, **kwargs)
 
         return wrapper
@@ -254,8 +253,9 @@ def reset_done(request: HttpRequest) -> HttpResponse:
                   {"sign_in": _with_goto(reverse("login"), requested_goto(request))})
 
 
-def _with_goto(url: str, goto: str | None) -> str:
-    return f"{url}?{urlencode({'goto': goto})}" if goto else url
+def _with_goto(url: str, goto: str | None, **query: str) -> str:
+    query = {**query, **({"goto": goto} if goto else {})}
+    return f"{url}?{urlencode(query)}" if query else url
 
 
 @sensitive_post_parameters("password1", "password2")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 
+from allauth.account.models import EmailAddress
 from playwright.sync_api import Browser, Page, expect
 
 from accounts.models import User
@@ -52,6 +53,20 @@ def test_sessions_activity_addresses_password_and_authenticators(page: Page, bro
         link = re.search(r"https?://\S+/profile/email/confirm/\S+/", body(mailbox.wait_for(address, "Verify"))).group(0)
         page.goto(link)
         page.get_by_role("button", name=re.compile("Verify|Confirm")).click()
+    # An address whose link went astray: a new one from the profile, and that one verifies it.
+    page.goto("/profile/email/add/")
+    page.get_by_label("Email address").fill("flo@nhs.net")
+    page.get_by_role("button", name="Save").click()
+    mailbox.wait_for("flo@nhs.net", "Verify")
+    page.get_by_role("link", name=re.compile(r"^Send a new verification link\W+flo@nhs\.net$")).click()
+    heading(page, "Verify flo@nhs.net")
+    a11y.check(page, "send a new verification link")
+    page.get_by_role("button", name="Send a new link").click()
+    expect(page.get_by_text("We have sent an email to flo@nhs.net.")).to_be_visible()
+    second = body(mailbox.wait_for("flo@nhs.net", "Verify", count=2))
+    page.goto(re.search(r"https?://\S+/profile/email/confirm/\S+/", second).group(0))
+    page.get_by_role("button", name=re.compile("Verify|Confirm")).click()
+    assert EmailAddress.objects.get(user=person.user, email="flo@nhs.net").verified
     page.goto("/profile/")
     page.get_by_role("link", name=re.compile(r"^Make this your Care Identity email\W+florence@nhs\.net$")).click()
     heading(page, "Make florence@nhs.net your Care Identity email address?")

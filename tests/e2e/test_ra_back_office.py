@@ -194,5 +194,16 @@ def test_ra_agent_creates_a_user_issues_a_link_and_suspends(enforcing_page: Page
     console.check(a11y, "user list, after a bulk action that left everyone as they were")
     assert User.objects.get(pk=agent.user.pk).status == User.Status.ACTIVE
 
+    # The audit trail of the RA's own actions, and one event: read-only, labels a person reads, no "History".
+    page.goto(base_url + "/admin/audit/auditevent/?event__exact=user.suspended")
+    heading(page, "Select audit event to view")
+    console.check(a11y, "audit events")
+    page.locator("#result_list tbody th a").first.click()
+    heading(page, "View audit event")
+    expect(page.get_by_text("IP address:")).to_be_visible()
+    expect(page.get_by_text("Authentication assurance level (AAL):")).to_be_visible()
+    expect(page.get_by_role("link", name="History")).to_have_count(0)
+    console.check(a11y, "audit event")
+
     # The admin worked under the real Content-Security-Policy.
     assert not console.problems, "\n".join(console.problems)

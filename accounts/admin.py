@@ -6,6 +6,8 @@ decides who may do what and shows it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from allauth.account.models import EmailAddress
 from allauth.usersessions.models import UserSession
 from django.contrib import admin, messages
@@ -447,7 +449,7 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
                 done += 1
             self.message_user(request, f"{button}: done for {_care_identities(done)}.")
             # The RA selected these people: say who was left out and why, not only how many were done.
-            for skipped, why in [(protected, _PROTECTED), (not_applying, _NOT_APPLYING[action])]:
+            for skipped, why in [(protected, _PROTECTED), (not_applying, _APPLIES[action][1])]:
                 if skipped:
                     self.message_user(request, f"{button}: {_care_identities(len(skipped))} left as "
                                                f"{'it was' if len(skipped) == 1 else 'they were'} ({why}): "
@@ -480,12 +482,8 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
 # Why an action needing a recent sign-in was refused (as signing in again is in the person's own journeys).
 REAUTHENTICATION_NEEDED = "re-authentication needed"
 
-# Why a bulk action left someone as they were: roles.is_protected_from(), or _applies() for each action.
+# Why a bulk action left someone as they were: roles.is_protected_from(), or _APPLIES's reason for the action.
 _PROTECTED = "you may not act on your own Care Identity or on staff your role does not manage"
-_NOT_APPLYING = {
-    "suspend": "not active", "reinstate": "not suspended", "close": "closed already", "unlock": "not locked",
-    "sign_out": "signed in nowhere",
-}
 
 
 def _care_identities(count: int) -> str:
@@ -498,16 +496,19 @@ def _listed(users: list[User], shown: int = 10) -> str:
     return names + (f" and {len(users) - shown} more" if len(users) > shown else "")
 
 
+# Each action: whether it would change anything for a person (given their sessions, when already loaded),
+# and, when it would not, why they are left as they were.
+_APPLIES: dict[str, tuple[Callable[[User, list | None], bool], str]] = {
+    "suspend": (lambda user, sessions: user.status == User.Status.ACTIVE, "not active"),
+    "reinstate": (lambda user, sessions: user.status == User.Status.SUSPENDED, "not suspended"),
+    "close": (lambda user, sessions: user.status != User.Status.CLOSED, "closed already"),
+    "unlock": (lambda user, sessions: user.locked_at is not None or user.password_failures > 0
+               or user.code_failures > 0, "not locked"),
+    "sign_out": (lambda user, sessions: bool(sessions) if sessions is not None
+                 else UserSession.objects.filter(user=user).exists(), "signed in nowhere"),
+}
+
+
 def _applies(action: str, user: User, *, sessions: list | None = None) -> bool:
     """Whether `action` would change anything for `user` (`sessions`: theirs, when already loaded)."""
-    if action == "suspend":
-        return user.status == User.Status.ACTIVE
-    if action == "reinstate":
-        return user.status == User.Status.SUSPENDED
-    if action == "close":
-        return user.status != User.Status.CLOSED
-    if action == "unlock":
-        return user.locked_at is not None or user.password_failures > 0 or user.code_failures > 0
-    if action == "sign_out":
-        return bool(sessions) if sessions is not None else UserSession.objects.filter(user=user).exists()
-    raise LookupError(action)
+    return _APPLIES[action][0](user, sessions)

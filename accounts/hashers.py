@@ -12,6 +12,9 @@ hash, signin/flows.check_password_step) always follow them.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+
 from django.conf import settings
 from django.contrib.auth.hashers import Argon2PasswordHasher
 from django.core.exceptions import ImproperlyConfigured
@@ -35,6 +38,46 @@ def check_cost(*, time_cost: int, memory_cost: int, parallelism: int) -> None:
         raise ImproperlyConfigured(
             f"CAREID_ARGON2_*: t={time_cost}, m={memory_cost} KiB is weaker than every OWASP minimum "
             "(m=47104 t=1, m=19456 t=2, m=12288 t=3, m=9216 t=4, m=7168 t=5)")
+
+
+# glibc's mallopt() options (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
+
+
+def _argon2_wipes_its_memory() -> bool:
+    """libargon2 overwrites a hash's memory before freeing it (its FLAG_clear_internal_memory, on unless
+    the library was built otherwise)."""
+    from _argon2_cffi_bindings import _ffi
+
+    try:
+        return ctypes.c_int.in_dll(ctypes.CDLL(_ffi.__file__), "FLAG_clear_internal_memory").value == 1
+    except (OSError, ValueError):
+        return False
+
+
+def keep_hash_memory(*, hashes_at_once: int) -> bool:
+    """Let this process keep the memory of a finished password hash for the next one (glibc only).
+
+    libargon2 mallocs the whole cost (64 MiB by default) for every hash and frees it after wiping it.
+    glibc serves an allocation that large with mmap, so the kernel hands over (and zeroes) 16,384 new
+    pages for each hash and takes them back after: a fifth of a check's CPU (README, "Password
+    hashing"), none of it Argon2's own work. Here every thread allocates from the main heap (one arena),
+    nothing is mmapped, and the heap keeps up to `hashes_at_once` hashes' memory when it is freed, so
+    the next hash reuses pages already mapped. The memory a hash leaves is wiped by libargon2 before it
+    is freed, as before. Costs: each web process keeps that memory (threads x the memory cost) for its
+    lifetime, and one arena for all threads (a web worker's threads take turns on the GIL anyway).
+
+    Call it before the process's threads first allocate (careid/wsgi.py). False, and nothing changes,
+    where the C library has no mallopt (musl, macOS) or libargon2 would not wipe the memory it frees."""
+    if not _argon2_wipes_its_memory():
+        return False
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    keep = (hashes_at_once + 1) * settings.CAREID_ARGON2_MEMORY_COST * 1024  # KiB, all lanes
+    options = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, min(keep, 2**31 - 1)))
+    return all(mallopt(option, value) == 1 for option, value in options)
 
 
 class CareIdArgon2PasswordHasher(Argon2PasswordHasher):

@@ -2,7 +2,9 @@
 
 Times Django's check_password with careid's hasher (accounts/hashers.py) at OWASP's equally strong
 minimums, a few stronger settings and Django's defaults (careid's cost before it was configurable),
-one process at a time: CPU and wall time per check (median of --checks). The baseline row is the
+one process at a time, with the memory of a finished hash kept for the next as in careid's web processes
+(careid/wsgi.py; CAREID_ARGON2_KEEP_MEMORY=false for the library's own way): CPU and wall time per check
+(median of --checks). The baseline row is the
 configured cost (CAREID_ARGON2_*, careid's default unless set), measured in the same run: its checks
 take turns with each setting's, so every setting's "x baseline" (its CPU per check over the baseline's
 in the same turns) holds however busy the machine is. Capacity per core is
@@ -54,7 +56,11 @@ def main() -> None:
     from django.conf import settings
     from django.contrib.auth.hashers import check_password, make_password
 
+    from accounts.hashers import keep_hash_memory
+
     settings.PASSWORD_HASHERS = ["accounts.hashers.CareIdArgon2PasswordHasher"]
+    # As a web process hashes (careid/wsgi.py); CAREID_ARGON2_KEEP_MEMORY=false for the library's own way.
+    kept = settings.CAREID_ARGON2_KEEP_MEMORY and keep_hash_memory(hashes_at_once=1)
     baseline = (settings.CAREID_ARGON2_MEMORY_COST, settings.CAREID_ARGON2_TIME_COST, settings.CAREID_ARGON2_PARALLELISM)
 
     def use(memory: int, passes: int, lanes: int) -> None:
@@ -89,6 +95,7 @@ def main() -> None:
               f"{1000 / (hash_ms + arguments.overhead):>19.1f} {hash_ms / (hash_ms + arguments.overhead):>10.2f}   {what}")
     print(f"capacity per core = 1000 / (hash CPU ms + {arguments.overhead:.0f} ms of the rest of a sign-in); "
           f"x baseline against Argon2id m={baseline[0]} KiB t={baseline[1]} p={baseline[2]} in the same run; "
+          f"each hash's memory {'kept for the next' if kept else 'freed'}; "
           f"load average (1 min) before/after: {load_before:.2f} / {os.getloadavg()[0]:.2f}")
 
 if __name__ == "__main__":

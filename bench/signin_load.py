@@ -314,7 +314,7 @@ class Hashing:
 
         connections.close_all()  # the forked processes must not share this process's connections
         self.encoded, self.processes, self.warm = encoded, processes, True
-        self.pool = multiprocessing.get_context("fork").Pool(processes, _hash_process_signals)
+        self.pool = multiprocessing.get_context("fork").Pool(processes, _start_hash_process)
 
     def measure(self, seconds: float) -> HashRate:
         # Every process starts at the same instant; the first time after a check of its own (warm), after which
@@ -334,13 +334,21 @@ class Hashing:
         self.pool.join()
 
 
-def _hash_process_signals() -> None:
+def _start_hash_process() -> None:
     """Ctrl-C stops the bench, not a hash process in the middle of a pause (pool.map would wait for it
     forever with the service frozen); SIGTERM and SIGHUP stop a hash process as they would any other
-    (not with the bench's handler)."""
+    (not with the bench's handler). The process hashes as a web process does: with the memory of a
+    finished hash kept for the next when CAREID_ARGON2_KEEP_MEMORY is on (careid/wsgi.py), so the pure
+    rate is the same hash's."""
+    from django.conf import settings
+
+    from accounts.hashers import keep_hash_memory
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    if settings.CAREID_ARGON2_KEEP_MEMORY:
+        keep_hash_memory(hashes_at_once=1)
 
 
 # --- servers ---------------------------------------------------------------------------------------------
@@ -1044,7 +1052,7 @@ def main() -> None:
         cursor.execute("SHOW autovacuum")
         autovacuum = cursor.fetchone()[0]
     argon2 = (f"Argon2id m={settings.CAREID_ARGON2_MEMORY_COST} KiB t={settings.CAREID_ARGON2_TIME_COST} "
-              f"p={settings.CAREID_ARGON2_PARALLELISM}")
+              f"p={settings.CAREID_ARGON2_PARALLELISM}, its memory {'kept' if settings.CAREID_ARGON2_KEEP_MEMORY else 'freed'}")
     print(f"{INSTANCES} gunicorn instances ({conf['worker_class']}, {conf['workers']} workers"
           + (f" x {conf['threads']} threads, {conf['worker_connections']} connections each"
              if conf["worker_class"] == "gthread" else "")

@@ -9,7 +9,8 @@ over six requests.
   Redis leaves the core to the other thread, Argon2 releases the GIL while it hashes, and a long
   download (a million-row audit export streams for about a minute) keeps its worker alive, since
   the worker's heartbeat runs beside the request instead of behind it. More threads or workers only
-  add database connections, memory (64 MiB per hash in flight by default) and switching.
+  add database connections, memory (64 MiB per thread by default, kept for the next hash:
+  CAREID_ARGON2_KEEP_MEMORY) and switching.
 - A worker takes no more connections than it has threads (worker_connections = threads): requests
   beyond what the workers are running wait in the listen queue, oldest first, for whichever worker
   frees a thread. With gunicorn's default of 1000 a worker accepts every connection it can and queues

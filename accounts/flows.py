@@ -10,6 +10,7 @@ from datetime import timedelta
 
 from allauth.account.models import EmailAddress, EmailConfirmationHMAC
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest
 from django.utils import timezone
@@ -133,9 +134,16 @@ def confirm_email_address(request: HttpRequest, confirmation: EmailConfirmationH
     """Verify the address of a confirmation link; the Care Identity address becomes primary once verified.
 
     None when the link verifies nothing any more. Raises EmailTaken (nothing verified, the refusal
-    audited) when the address has become another Care Identity's since the link was sent.
+    audited) when the address has become another Care Identity's since the link was sent, and
+    ValidationError (the same) when its domain has left the allow list since, as a new link would be refused.
     """
     address = confirmation.email_address
+    try:
+        AllowedEmailDomain.objects.check_email(address.email)
+    except ValidationError:
+        record(Event.EMAIL_REFUSED, request=request, subject=address.user, outcome=Outcome.FAILURE,
+               email=address.email, via="link", reason="not on the allow list")
+        raise
     try:
         with transaction.atomic():
             if User.objects.holding_email(address.email).exclude(pk=address.user_id).exists():

@@ -11,7 +11,8 @@ from allauth.account.models import EmailAddress
 from django.contrib.auth.hashers import check_password
 from django.test import Client
 
-from accounts.models import User
+from accounts.emails import NOT_ON_ALLOW_LIST
+from accounts.models import AllowedEmailDomain, User
 from audit.models import AuditEvent, Event
 from audit.record import record
 
@@ -205,6 +206,31 @@ def test_an_address_an_ra_set_is_verified_with_the_link_sent_to_it_or_a_new_one(
     refused = client.post(f"/profile/email/{elsewhere.pk}/verify/")
     assert refused.status_code == 400 and "allow" in refused.content.decode().lower()
     assert mailbox.to("edith@example.org") == []
+
+
+def test_a_first_link_verifies_nothing_once_the_domain_has_left_the_allow_list(transactional_db, seeded_allow_list,
+                                                                                 client, make_person, mailbox):
+    """As "Send a new link" is refused for such an address, so is following the link sent when it was added:
+    the page says why, the address stays unverified, and the refusal is in the trail."""
+    person = make_person()
+    sign_in(client, person)
+    assert client.post("/profile/email/add/", {"email": "edith@gmail.com"}).status_code == 302
+    link = re.search(r"https?://[^/\s]+(/profile/email/confirm/\S+/)",
+                     body(mailbox.wait_for("edith@gmail.com", "Verify your email address"))).group(1)
+    AllowedEmailDomain.objects.filter(domain="gmail.com").delete()  # an RA Manager takes it off meanwhile
+
+    page = client.get(link).content.decode()
+    assert NOT_ON_ALLOW_LIST in page and "Verify email address</button>" not in page
+    assert 'href="/allowed-email-domains/"' in page
+    response = client.post(link)
+
+    assert response.status_code == 409
+    assert NOT_ON_ALLOW_LIST in response.content.decode()
+    assert not EmailAddress.objects.get(user=person.user, email="edith@gmail.com").verified
+    assert not AuditEvent.objects.filter(event=Event.EMAIL_VERIFIED, subject=person.user).exists()
+    refused = AuditEvent.objects.get(event=Event.EMAIL_REFUSED, subject=person.user)
+    assert refused.details == {"email": "edith@gmail.com", "via": "link", "reason": "not on the allow list"}
+    assert refused.outcome == "failure"
 
 
 def test_another_persons_address_cannot_be_named(signed_in, make_person):

@@ -322,6 +322,11 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
         return None
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None and context["adminform"].form.is_bound:
+            # A refused change: the form has put what the RA typed on `obj` (and keeps it in its fields); the
+            # heading, title, breadcrumbs and the rest of the page are about the person as stored.
+            obj = User.objects.get(pk=obj.pk)
+            context.update(subtitle=str(obj), original=obj)
         if obj is not None:
             protected = roles.is_protected_from(obj, request.user)
             may_remove = request.user.has_perm("accounts.remove_authenticator") and not protected

@@ -305,6 +305,24 @@ def test_changing_a_persons_email_or_name_needs_a_reason_kept_in_the_trail(agent
     assert changed.actor == agent_person.user and changed.details["reason"] == "new job, HR ticket 42"
 
 
+def test_a_change_refused_shows_the_persons_saved_name_above_what_the_ra_typed(agent, make_person):
+    """The heading, the title and the breadcrumbs name the person as stored, not the refused change."""
+    _, client = agent
+    person = make_person(email="nurse@nhs.net")
+    response = client.post(f"{USERS}{person.user.pk}/change/", {
+        "title": "Dr", "first_name": "Florence", "last_name": "Nightingale", "email": "nurse@nhs.net"})
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "Give a reason for the change" in page
+    saved = f"Edith Cavell ({person.user.uid})"
+    assert f"<h2>{saved}</h2>" in page
+    assert re.search(r"<title>[^<]*Edith Cavell", page) and "Nightingale" not in re.search(r"<title>([^<]*)</title>", page).group(1)
+    assert "Dr Florence Nightingale" not in page
+    assert 'name="first_name" value="Florence"' in page and 'name="last_name" value="Nightingale"' in page
+    person.user.refresh_from_db()
+    assert (person.user.title, person.user.first_name, person.user.last_name) == ("", "Edith", "Cavell")
+
+
 def test_saving_a_person_unchanged_needs_no_reason_and_records_nothing(agent, person):
     _, client = agent
     response = client.post(f"{USERS}{person.user.pk}/change/", {

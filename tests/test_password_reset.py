@@ -293,8 +293,8 @@ def _codes_sent(user: User) -> int:
 
 def test_starting_again_within_the_minute_sends_no_new_code(client, person, mailbox):
     """Three posts of the address within a second sent three codes: starting again skipped the minute's wait
-    that "Send a new code" keeps. From other browsers, a reset started again gets no code (the wait is the Care
-    Identity's); from the same browser (a double click), its journey goes on with the code that was e-mailed."""
+    that "Send a new code" keeps. From other browsers, a reset started again gets no code (the wait is the
+    address's); from the same browser (a double click), its journey goes on with the code that was e-mailed."""
     email = person.user.email
     for _attempt in range(3):
         assert client.post(START, {"email": email}).url == CODE
@@ -432,12 +432,12 @@ def _a_strangers_resets(email: str, number: int, start_at, settings) -> list[tup
 
 def test_the_reset_waits_and_limits_answer_alike_for_every_address(transactional_db, make_person, mailbox, settings):
     """The waits and limits of a forgotten-password reset as a stranger meets them: the minute between reset
-    e-mails (a Care Identity's, whichever journey, browser or client address asks), a resend refused within
+    e-mails (the address's, whichever journey, browser or client address asks), a resend refused within
     the minute of another journey's e-mail, a double click, a code's five wrong tries, the day's e-mails from
     one client address and the starts an hour from one. A Care Identity that can reset, one suspended, one
     closed, one without the app and an address that is nobody's get the same redirects, statuses and pages at
     every step, since the wait and the day's counts are kept for an address that is nobody's as for a Care
-    Identity; and nothing is sent to the address that is nobody's."""
+    Identity's; and nothing is sent to the address that is nobody's."""
     from accounts.models import OutgoingEmail
     from authenticators.totp.flows import RESET_EMAILS_PER_DAY
     from authenticators.totp.models import AuthenticatorApp
@@ -714,7 +714,7 @@ def test_a_wait_that_is_over_or_cleaned_up_never_holds_back_a_reset_e_mail(db):
 
     from authenticators.totp.models import PasswordResetWait
 
-    key = PasswordResetWait.key_for(None, "nobody.here@nhs.net")
+    key = PasswordResetWait.key_for("nobody.here@nhs.net")
     with time_machine.travel(timezone.now(), tick=False) as clock:
         assert PasswordResetWait.objects.claim(key) is True
         assert PasswordResetWait.objects.claim(key) is False  # within the minute
@@ -801,3 +801,29 @@ def test_a_reset_started_for_an_address_an_ra_has_since_replaced_cannot_go_on(pe
         assert browser.post(CODE, {"code": code}).status_code == 400  # replaced by the resend, which went nowhere
     sent = AuditEvent.objects.filter(event=Event.OTP_SENT, subject=person.user, outcome="failure").get()
     assert sent.details["reason"] == "email changed"
+
+
+def test_an_address_an_ra_replaced_during_a_reset_waits_as_an_address_that_was_never_anyones(
+        transactional_db, make_person, mailbox, settings):
+    """The minute between reset e-mails was kept per Care Identity, and per address only for an address that is
+    nobody's: once an RA replaced the Care Identity e-mail, a journey started for the old address before (whose
+    resend waited on the Care Identity's minute) no longer waited on the minute of one started for the same
+    address after (which waited on the address's). A stranger with both open saw "We have sent a new code"
+    where for an address that was never anyone's the same steps say "once a minute": the old address had been
+    a Care Identity's. The wait is now the address's, whoever holds it."""
+    import time_machine
+
+    person, minute = make_person(), settings.CAREID_EMAIL_CODE_COOLDOWN
+    seen = {}
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        for email in (person.user.email, "never.anyones@nhs.net"):
+            before, after = Client(REMOTE_ADDR="198.51.100.7"), Client(REMOTE_ADDR="203.0.113.9")
+            before.post(START, {"email": email})
+            User.objects.filter(pk=person.user.pk).update(email="a.new.address@nhs.net")  # (no-op the second time)
+            clock.shift(minute + timedelta(seconds=1))
+            after.post(START, {"email": email})
+            clock.shift(timedelta(seconds=1))
+            seen[email] = same_page(before.post(CODE + "resend/", follow=True), email)
+            clock.shift(-minute - timedelta(seconds=2))
+    assert seen[person.user.email] == seen["never.anyones@nhs.net"]
+    assert "once a minute" in seen["never.anyones@nhs.net"][1]

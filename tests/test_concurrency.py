@@ -306,7 +306,7 @@ def test_a_lock_for_codes_that_lands_while_a_reset_finishes_stays(transactional_
 
 
 def test_resets_started_at_once_send_one_code(transactional_db, make_person, mailbox):
-    """One reset e-mail a minute per Care Identity: resets of one address started at the same moment, from
+    """One reset e-mail a minute per address: resets of one address started at the same moment, from
     different browsers and client addresses, claim the wait in the database, and one of them sends a code."""
     require(connection.vendor == "postgresql", "PostgreSQL (real concurrent transactions)")
     from accounts.models import EmailOneTimePassword, OutgoingEmail

@@ -293,8 +293,8 @@ def _codes_sent(user: User) -> int:
 
 def test_starting_again_within_the_minute_sends_no_new_code(client, person, mailbox):
     """Three posts of the address within a second sent three codes: starting again skipped the minute's wait
-    that "Send a new code" keeps. From other browsers, a reset started again gets no code (the wait is the Care
-    Identity's); from the same browser (a double click), its journey goes on with the code that was e-mailed."""
+    that "Send a new code" keeps. From other browsers, a reset started again gets no code (the wait is the
+    address's); from the same browser (a double click), its journey goes on with the code that was e-mailed."""
     email = person.user.email
     for _attempt in range(3):
         assert client.post(START, {"email": email}).url == CODE
@@ -372,6 +372,95 @@ def test_a_start_from_elsewhere_within_the_minute_answers_as_for_an_unknown_addr
     assert pages[person.user.email] == pages["nobody.here@nhs.net"]
     assert [status for status, _page in pages["nobody.here@nhs.net"]] == [200, 400, 200, 200, 400, 400, 400, 200]
     assert "You have entered a wrong code too many times" in pages["nobody.here@nhs.net"][-1][1]
+
+
+def _a_strangers_resets(email: str, number: int, start_at, settings) -> list[tuple]:
+    """What a stranger is shown, step by step (each redirect, the last status and the page, the address they
+    typed and the form's token aside), asking for resets of `email` from several browsers and two client
+    addresses of their own (`number` tells them apart: the per-client counters are the client's) at the
+    waits and limits of a reset."""
+    import time_machine
+
+    from authenticators.totp.flows import RESET_EMAILS_PER_DAY, RESET_STARTS_PER_HOUR
+
+    minute, first, second = settings.CAREID_EMAIL_CODE_COOLDOWN, f"198.51.100.{number}", f"203.0.113.{number}"
+    one, two = Client(REMOTE_ADDR=first), Client(REMOTE_ADDR=second)
+    seen = []
+
+    def ask(browser: Client, path: str, data: dict | None = None) -> None:
+        response = browser.post(path, data or {}, follow=True)
+        seen.append(([(status, url) for url, status in response.redirect_chain], *same_page(response, email)))
+
+    with time_machine.travel(start_at, tick=False) as clock:
+        ask(one, START, {"email": email})  # a reset e-mail (the code, or the notice why not) is due
+        ask(one, START, {"email": email})  # a double click: the same journey goes on
+        ask(one, CODE + "resend/")  # within its own minute
+        clock.shift(minute / 2)
+        ask(two, START, {"email": email})  # within the minute of the first's e-mail: nothing is sent
+        ask(two, CODE, {"code": "12345678"})
+        ask(two, CODE + "resend/")  # within its own minute
+        clock.shift(minute / 2 + timedelta(seconds=1))
+        ask(one, CODE + "resend/")  # a minute on: sent
+        clock.shift(minute / 2)
+        ask(two, CODE + "resend/")  # its own minute is over, not the minute since the first's resend
+        clock.shift(minute / 2 + timedelta(seconds=1))
+        ask(two, CODE + "resend/")
+        for _try in range(settings.CAREID_EMAIL_CODE_MAX_FAILURES - 1):  # one was tried before
+            ask(two, CODE, {"code": "12345678"})
+        for _reset in range(RESET_EMAILS_PER_DAY + 1):  # the day's e-mails from the first client address
+            clock.shift(minute + timedelta(seconds=1))
+            browser = Client(REMOTE_ADDR=first)
+            ask(browser, START, {"email": email})
+            clock.shift(minute + timedelta(seconds=1))
+            ask(browser, CODE + "resend/")
+        # Over the day's e-mails nothing is sent and no wait starts: the second browser's resend is answered as
+        # sent, where within the day's e-mails it was refused as within the minute of the first's.
+        three, four = Client(REMOTE_ADDR=first), Client(REMOTE_ADDR=first)
+        clock.shift(minute + timedelta(seconds=1))
+        ask(three, START, {"email": email})
+        clock.shift(minute / 2)
+        ask(four, START, {"email": email})
+        clock.shift(minute / 2 + timedelta(seconds=1))
+        ask(three, CODE + "resend/")
+        clock.shift(minute / 2)
+        ask(four, CODE + "resend/")
+        hourly = Client(REMOTE_ADDR=second)
+        for _start in range(RESET_STARTS_PER_HOUR):  # the second client address has started one already
+            ask(hourly, START, {"email": email})
+    return seen
+
+
+def test_the_reset_waits_and_limits_answer_alike_for_every_address(transactional_db, make_person, mailbox, settings):
+    """The waits and limits of a forgotten-password reset as a stranger meets them: the minute between reset
+    e-mails (the address's, whichever journey, browser or client address asks), a resend refused within
+    the minute of another journey's e-mail, a double click, a code's five wrong tries, the day's e-mails from
+    one client address and the starts an hour from one. A Care Identity that can reset, one suspended, one
+    closed, one without the app and an address that is nobody's get the same redirects, statuses and pages at
+    every step, since the wait and the day's counts are kept for an address that is nobody's as for a Care
+    Identity's; and nothing is sent to the address that is nobody's."""
+    from accounts.models import OutgoingEmail
+    from authenticators.totp.flows import RESET_EMAILS_PER_DAY
+    from authenticators.totp.models import AuthenticatorApp
+
+    can = make_person()
+    suspended = make_person(email="mary.seacole@nhs.net", status=User.Status.SUSPENDED)
+    closed = make_person(email="florence.nightingale@nhs.net", status=User.Status.CLOSED)
+    no_app = make_person(email="agnes.hunt@nhs.net")
+    AuthenticatorApp.objects.filter(user=no_app.user).delete()
+    unknown, start_at = "nobody.here@nhs.net", timezone.now()
+    addresses = (can.user.email, suspended.user.email, closed.user.email, no_app.user.email, unknown)
+    answers = {email: _a_strangers_resets(email, number, start_at, settings)
+               for number, email in enumerate(addresses, start=1)}
+    for email in addresses[:-1]:
+        assert answers[email] == answers[unknown], email
+    pages = [page for _redirects, _status, page in answers[unknown]]
+    assert [index for index, page in enumerate(pages) if "once a minute" in page] == [2, 5, 7]
+    assert "You have entered a wrong code too many times" in pages[12]  # the journey's fifth wrong try
+    assert answers[unknown][-1][1] == 400 and "too many times. Try again in an hour" in pages[-1]
+    # Nothing for the address that is nobody's; the Care Identity that can reset was sent a code a minute at
+    # most: the day's 5 from the first client address, 2 from the second (a resend, the first hourly start).
+    assert not OutgoingEmail.objects.filter(to=unknown).exists() and not mailbox.to(unknown)
+    assert _codes_sent(can.user) == RESET_EMAILS_PER_DAY + 2
 
 
 def test_a_stranger_cannot_use_up_the_persons_codes_for_the_day(person, mailbox, settings):
@@ -625,7 +714,7 @@ def test_a_wait_that_is_over_or_cleaned_up_never_holds_back_a_reset_e_mail(db):
 
     from authenticators.totp.models import PasswordResetWait
 
-    key = PasswordResetWait.key_for(None, "nobody.here@nhs.net")
+    key = PasswordResetWait.key_for("nobody.here@nhs.net")
     with time_machine.travel(timezone.now(), tick=False) as clock:
         assert PasswordResetWait.objects.claim(key) is True
         assert PasswordResetWait.objects.claim(key) is False  # within the minute
@@ -712,3 +801,29 @@ def test_a_reset_started_for_an_address_an_ra_has_since_replaced_cannot_go_on(pe
         assert browser.post(CODE, {"code": code}).status_code == 400  # replaced by the resend, which went nowhere
     sent = AuditEvent.objects.filter(event=Event.OTP_SENT, subject=person.user, outcome="failure").get()
     assert sent.details["reason"] == "email changed"
+
+
+def test_an_address_an_ra_replaced_during_a_reset_waits_as_an_address_that_was_never_anyones(
+        transactional_db, make_person, mailbox, settings):
+    """The minute between reset e-mails was kept per Care Identity, and per address only for an address that is
+    nobody's: once an RA replaced the Care Identity e-mail, a journey started for the old address before (whose
+    resend waited on the Care Identity's minute) no longer waited on the minute of one started for the same
+    address after (which waited on the address's). A stranger with both open saw "We have sent a new code"
+    where for an address that was never anyone's the same steps say "once a minute": the old address had been
+    a Care Identity's. The wait is now the address's, whoever holds it."""
+    import time_machine
+
+    person, minute = make_person(), settings.CAREID_EMAIL_CODE_COOLDOWN
+    seen = {}
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        for email in (person.user.email, "never.anyones@nhs.net"):
+            before, after = Client(REMOTE_ADDR="198.51.100.7"), Client(REMOTE_ADDR="203.0.113.9")
+            before.post(START, {"email": email})
+            User.objects.filter(pk=person.user.pk).update(email="a.new.address@nhs.net")  # (no-op the second time)
+            clock.shift(minute + timedelta(seconds=1))
+            after.post(START, {"email": email})
+            clock.shift(timedelta(seconds=1))
+            seen[email] = same_page(before.post(CODE + "resend/", follow=True), email)
+            clock.shift(-minute - timedelta(seconds=2))
+    assert seen[person.user.email] == seen["never.anyones@nhs.net"]
+    assert "once a minute" in seen["never.anyones@nhs.net"][1]

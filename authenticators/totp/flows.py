@@ -189,9 +189,10 @@ def finish_signin(request: HttpRequest, user: User, token: str) -> str | None:
 SESSION_RESET = "careid_password_reset"
 RESET_TTL_SECONDS = 900
 RESET_PURPOSE = "password-reset"
-# Reset e-mails (codes, resends, and the notice why a password cannot be reset) per Care Identity: one a minute
-# (CAREID_EMAIL_CODE_COOLDOWN), whichever journey, browser or client address asks (PasswordResetWait); and
-# per day from one client address (a stranger who starts reset after reset uses up theirs, not those of the
+# Reset e-mails (codes, resends, and the notice why a password cannot be reset) per address asked for, whoever
+# holds it (a Care Identity's one address; an unknown address waits and counts alike): one a minute
+# (CAREID_EMAIL_CODE_COOLDOWN), whichever journey, browser or client address asks (PasswordResetWait); and per
+# day from one client address (a stranger who starts reset after reset uses up theirs, not those of the
 # person's own address) and from all together (the inbox is not flooded, and with 5 wrong tries a code there
 # are at most 100 guesses a day at 8 digits). A stranger with four addresses, or behind the person's own NAT,
 # can still use up a day's e-mails.
@@ -298,10 +299,10 @@ def _start_password_reset(request: HttpRequest, email: str, goto: str) -> bool:
     # starting again does not skip the wait; the new journey's "Send a new code" sends one once the wait is
     # over) or the day's e-mails are used up: then it is one that nobody has.
     # The same statements and Celery hand-over whatever the address, in the same order (no enumeration by
-    # timing): the app looked for, the wait claimed and the day's e-mails counted as if an unknown address were
-    # a Care Identity's, the code row written, one audit event, and where an e-mail is due one outbox row
+    # timing): the app looked for, the wait claimed and the day's e-mails counted for the address asked for
+    # (whoever's it is, or nobody's), the code row written, one audit event, and where an e-mail is due one outbox row
     # handed to Celery: the code, the notice, or for an unknown address one that no worker sends.
-    whom = PasswordResetWait.key_for(user.pk if user else None, email)
+    whom = PasswordResetWait.key_for(email)
     with transaction.atomic():
         why = _reset_refusal(user, email)
         held_back = _reset_email_held_back(request, whom)
@@ -370,7 +371,7 @@ def resend_reset_code(request: HttpRequest, reset: PasswordReset) -> bool:
     if code is None or code.resend_wait():
         return False
     user = code.user
-    whom = PasswordResetWait.key_for(user.pk if user else None, reset.email)
+    whom = PasswordResetWait.key_for(reset.email)
     with signin_flows.failing_closed(request, Event.OTP_SENT, purpose=RESET_PURPOSE), transaction.atomic():
         why = _reset_refusal(user, reset.email)
         held_back = _reset_email_held_back(request, whom)

@@ -85,10 +85,12 @@ class PasswordResetWaitQuerySet(models.QuerySet["PasswordResetWait"]):
 
 
 class PasswordResetWait(models.Model):
-    """When a password reset last e-mailed a Care Identity (its code, or why it cannot be reset), or, for an
-    address that is no Care Identity's, would have: no reset e-mails it again before CAREID_EMAIL_CODE_COOLDOWN
-    has passed, whichever journey, browser or client address asks. Keyed by a keyed hash of either (an address
-    is not kept), so that both make the same statements."""
+    """When a password reset last e-mailed an address (its Care Identity's code, or why it cannot be reset), or,
+    for an address that is no Care Identity's, would have: no reset e-mails it again before
+    CAREID_EMAIL_CODE_COOLDOWN has passed, whichever journey, browser or client address asks. Kept for the
+    address asked for, whoever holds it (a Care Identity's wait that an RA's change of its e-mail carried to
+    another address told that the old one had been a Care Identity's), under a keyed hash of it (the address
+    is not kept)."""
 
     key = models.CharField(max_length=64, unique=True)
     emailed_at = models.DateTimeField(null=True, blank=True)
@@ -99,6 +101,6 @@ class PasswordResetWait(models.Model):
         return f"password reset wait {self.key[:12]}…"
 
     @staticmethod
-    def key_for(user_id: int | None, email: str) -> str:
-        whom = f"care-identity:{user_id}" if user_id else f"address:{email.strip().lower()}"
-        return salted_hmac("careid.totp.password-reset-wait", whom, algorithm="sha256").hexdigest()
+    def key_for(email: str) -> str:
+        return salted_hmac("careid.totp.password-reset-wait", f"address:{email.strip().lower()}",
+                           algorithm="sha256").hexdigest()

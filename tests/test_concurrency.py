@@ -152,7 +152,7 @@ def test_a_registration_that_loses_the_race_for_its_address_gets_the_conflict_pa
     assert event.details["held_by"] == [other.user.uid]
 
 
-def test_a_verification_link_that_loses_the_race_gets_a_clear_page(transactional_db, make_person):
+def test_a_verification_link_that_loses_the_race_gets_a_clear_page(transactional_db, seeded_allow_list, make_person):
     require(connection.vendor == "postgresql", "PostgreSQL (real concurrent transactions)")
     first, second = make_person(), make_person(email="someone.else@nhs.net")
     # Nobody's Care Identity e-mail, waiting for its link on two profiles: the first verified wins.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import smtplib
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.mail import EmailMessage
 from django.core.mail.backends import smtp
@@ -33,11 +34,24 @@ class _WaitsForTheEndOfData:
                 self.sock.settimeout(timeout)
 
 
-class _SMTP(_WaitsForTheEndOfData, smtplib.SMTP):
+class _SaysGoodbyeWithoutUndoingTheSend:
+    """smtplib's QUIT, which Django sends once the server has answered for the message: the sending task's soft
+    time limit (SoftTimeLimitExceeded) coming while it waits for the server's goodbye only closes the
+    connection. Raised from here, it would count a message the server has taken as not sent, and it would go
+    twice."""
+
+    def quit(self):
+        try:
+            return super().quit()
+        except SoftTimeLimitExceeded:
+            self.close()
+
+
+class _SMTP(_WaitsForTheEndOfData, _SaysGoodbyeWithoutUndoingTheSend, smtplib.SMTP):
     pass
 
 
-class _SMTPSSL(_WaitsForTheEndOfData, smtplib.SMTP_SSL):
+class _SMTPSSL(_WaitsForTheEndOfData, _SaysGoodbyeWithoutUndoingTheSend, smtplib.SMTP_SSL):
     pass
 
 

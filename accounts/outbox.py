@@ -6,9 +6,9 @@ claims the row (one worker, one send), renders the message from `kind` and `obje
 (accounts/mail.py), sends it with EMAIL_TIMEOUT for each exchange (CAREID_EMAIL_DATA_TIMEOUT for the reply
 to the message itself) and CAREID_EMAIL_TIME_LIMIT for the whole task (ended before the claim, so no second
 worker sends it meanwhile), and records the outcome: sent (on a new database connection if a restart ended
-this one: record_delivery); or queued again with a growing wait (1 minute doubling to an hour) until
-CAREID_EMAIL_GIVE_UP_AFTER, then failed. The sweep, every minute, re-queues what a lost task, a broker
-outage or a killed worker left behind.
+this one, and though the task's soft time limit came once the server had the message: record_delivery); or
+queued again with a growing wait (1 minute doubling to an hour) until CAREID_EMAIL_GIVE_UP_AFTER, then failed.
+The sweep, every minute, re-queues what a lost task, a broker outage or a killed worker left behind.
 
 Each kind of e-mail registers how it renders (and, if it matters, what giving up means) with `@kind`.
 """
@@ -165,21 +165,30 @@ def record_delivery(write: Callable[[], T], *, what: str, within: float) -> T:
     """Write the outcome of a delivery the other side has accepted (the outboxes share this). A row left
     claimed is sent a second time once its claim runs out, so a connection a PostgreSQL restart or failover
     ended since the claim is closed and the write tried again on a new one, a little longer apart each time,
-    for up to `within` seconds (well inside the task's time limit). Only a database down for longer leaves
-    the row claimed: then it is delivered at least once, not exactly once."""
+    for up to `within` seconds (well inside the task's time limit). The task's soft time limit does not stop
+    it either: Celery raises SoftTimeLimitExceeded once, wherever the task is, and here it is let pass (the
+    write begun again on a new connection, as it may have come in the middle of a query); the hard limit,
+    5 seconds later, still ends a task stuck here. Only a database down for longer (or until the hard limit)
+    leaves the row claimed: then it is delivered at least once, not exactly once."""
     deadline, pause = time.monotonic() + within, 0.1
     while True:
         try:
-            return write()
-        except (OperationalError, InterfaceError):
-            if time.monotonic() + pause > deadline:
-                logger.error("Could not record %s as delivered: it will be sent again once its claim runs out",
-                             what, exc_info=True)
-                raise
-            logger.warning("Could not record %s as delivered; trying again on a new connection", what, exc_info=True)
+            try:
+                return write()
+            except (OperationalError, InterfaceError):
+                if time.monotonic() + pause > deadline:
+                    logger.error("Could not record %s as delivered: it will be sent again once its claim runs out",
+                                 what, exc_info=True)
+                    raise
+                logger.warning("Could not record %s as delivered; trying again on a new connection", what,
+                               exc_info=True)
+                connection.close()
+                time.sleep(pause)
+                pause = min(pause * 2, 2)
+        except SoftTimeLimitExceeded:  # in the write, or in the wait before the next try
+            logger.warning("The task's soft time limit came while %s was recorded as delivered; recording it all "
+                           "the same", what)
             connection.close()
-            time.sleep(pause)
-            pause = min(pause * 2, 2)
 
 
 def _finish(email: OutgoingEmail, state: OutgoingEmail.State, **fields) -> OutgoingEmail.State:

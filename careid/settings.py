@@ -307,7 +307,8 @@ CELERY_TASK_TIME_LIMIT = 360
 
 def _send_time_limits(variable: str, *, default: int, claim: timedelta) -> dict[str, int]:
     """An outbox send task's own time limits: `variable` seconds (soft: SoftTimeLimitExceeded in the task,
-    which counts a failed attempt and releases the row), then 5 more (hard: the process is replaced). A
+    which counts a failed attempt and releases the row, or, once the other side has taken the delivery, is
+    let pass while it is recorded: outbox.record_delivery), then 5 more (hard: the process is replaced). A
     per-read timeout does not bound a send (a server trickling its answer keeps it going), and a send still
     running when its claim runs out is handed to a second worker by the sweep and goes twice: so both limits
     end before the claim. Enforced by the prefork pool (the worker's default), not by --pool=solo or threads."""

@@ -343,6 +343,45 @@ def test_a_logout_the_service_took_is_recorded_though_a_database_restart_ended_t
     assert len(receiver.tokens) == 1
 
 
+def test_a_logout_the_service_took_is_recorded_though_the_tasks_soft_time_limit_came_meanwhile(
+        transactional_db, person, service, receiver):
+    """The service took the logout token, then the task's soft time limit (CAREID_BACKCHANNEL_TIME_LIMIT) came as
+    "delivered" was about to be written: SoftTimeLimitExceeded ended the task with the row still claimed, and
+    the sweep POSTed the logout again once the claim ran out."""
+    import contextlib
+    from datetime import timedelta
+
+    import time_machine
+    from celery.exceptions import SoftTimeLimitExceeded
+    from django.db import connection
+    from django.utils import timezone
+
+    from oidc import backchannel
+
+    cut_off = []
+
+    def soft_limit_at_the_delivered_write(execute, sql, params, many, context):
+        if (not cut_off and sql.startswith('UPDATE "oidc_backchannellogout"')
+                and BackchannelLogout.State.DELIVERED in params):
+            cut_off.append(sql)
+            raise SoftTimeLimitExceeded()
+        return execute(sql, params, many, context)
+
+    logout = BackchannelLogout.objects.create(client=service, user=person.user, sid="s" * 32, reason="signed out")
+    # A task that raised ends there in the worker (logged): nothing else happens to the row.
+    with connection.execute_wrapper(soft_limit_at_the_delivered_write), contextlib.suppress(SoftTimeLimitExceeded):
+        backchannel.deliver_backchannel_logout(logout.pk)
+    assert cut_off
+    receiver.wait_for(1)
+    with time_machine.travel(timezone.now() + settings.CAREID_BACKCHANNEL_CLAIM + timedelta(seconds=1)):
+        backchannel.sweep()  # the claim has run out
+    time.sleep(0.3)
+    assert len(receiver.tokens) == 1
+    logout.refresh_from_db()
+    assert (logout.state, logout.attempts, logout.claimed_until) == (BackchannelLogout.State.DELIVERED, 1, None)
+    assert AuditEvent.objects.filter(event=Event.OIDC_BACKCHANNEL_LOGOUT, outcome="success").count() == 1
+
+
 # --- RP-initiated logout -------------------------------------------------------------------------
 
 

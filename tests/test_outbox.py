@@ -5,7 +5,10 @@ shown as failed only after more than a day — through a real SMTP server the te
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
+import threading
 import time
 from datetime import timedelta
 
@@ -434,6 +437,86 @@ def test_a_send_cut_off_at_the_tasks_time_limit_is_a_failed_attempt(user, settin
     email = notification_for(user)  # sent at the commit (in-process here)
     assert (email.state, email.attempts, email.claimed_until) == (OutgoingEmail.State.QUEUED, 1, None)
     assert email.last_error == "SoftTimeLimitExceeded: not sent within the task's time limit"
+
+
+def test_the_tasks_soft_time_limit_as_sent_is_written_does_not_send_it_twice(user, mailbox, dead_smtp, settings,
+                                                                            smtp_server):
+    """The SMTP server took the message, then the task's soft time limit (CAREID_EMAIL_TIME_LIMIT) came as "sent"
+    was about to be written: SoftTimeLimitExceeded ended the task with the row still "sending", and the sweep
+    took it back once its claim ran out and sent it a second time."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    email = notification_for(user)  # failed once (SMTP down): queued again
+    settings.EMAIL_PORT = smtp_server.port
+    OutgoingEmail.objects.filter(pk=email.pk).update(next_attempt_at=timezone.now())
+    cut_off = []
+
+    def soft_limit_at_the_sent_write(execute, sql, params, many, context):
+        if not cut_off and sql.startswith('UPDATE "accounts_outgoingemail"') and OutgoingEmail.State.SENT in params:
+            cut_off.append(sql)
+            raise SoftTimeLimitExceeded()
+        return execute(sql, params, many, context)
+
+    # A task that raised ends there in the worker (logged): nothing else happens to the row.
+    with connection.execute_wrapper(soft_limit_at_the_sent_write), contextlib.suppress(SoftTimeLimitExceeded):
+        outbox.deliver(email.pk)
+    assert cut_off
+    mailbox.wait_for(user.email, "unlocked")
+    with time_machine.travel(timezone.now() + settings.CAREID_EMAIL_CLAIM + timedelta(seconds=1)):
+        outbox.sweep()  # the claim has run out
+    time.sleep(0.3)
+    assert len(mailbox.to(user.email)) == 1
+    email.refresh_from_db()
+    assert (email.state, email.attempts, email.claimed_until) == (OutgoingEmail.State.SENT, 2, None)
+
+
+@pytest.fixture
+def soft_time_limit_handled_as_a_worker_does():
+    """SIGUSR1, which Celery's prefork pool sends a task's process at its soft time limit, handled as billiard
+    handles it in a worker: SoftTimeLimitExceeded, raised wherever the task is."""
+    from billiard.pool import soft_timeout_sighandler
+
+    previous = signal.signal(signal.SIGUSR1, soft_timeout_sighandler)
+    yield
+    signal.signal(signal.SIGUSR1, previous)
+
+
+class SoftLimitAtGoodbye(Mailbox):
+    """An SMTP server that takes every message; when the client then says goodbye (QUIT), the sending task's soft
+    time limit comes, as Celery's prefork pool brings it (SIGUSR1 to the worker, here the test's thread), before
+    the server answers."""
+
+    def __init__(self, task_thread: int) -> None:
+        super().__init__()
+        self.task_thread = task_thread
+
+    async def handle_QUIT(self, server, session, envelope):
+        signal.pthread_kill(self.task_thread, signal.SIGUSR1)
+        await asyncio.sleep(0.5)
+        return "221 Bye"
+
+
+def test_the_tasks_soft_time_limit_at_the_smtp_goodbye_does_not_send_it_twice(user, dead_smtp, settings,
+                                                                             soft_time_limit_handled_as_a_worker_does):
+    """The SMTP server took the message, then the task's soft time limit came while careid waited for the answer
+    to QUIT: the send counted as failed, and the e-mail went again at the next attempt."""
+    email = notification_for(user)  # failed once (SMTP down): queued again
+    handler = SoftLimitAtGoodbye(threading.get_ident())
+    controller = Controller(handler, hostname="127.0.0.1", port=_free_port())
+    controller.start()
+    try:
+        settings.EMAIL_PORT = controller.port
+        OutgoingEmail.objects.filter(pk=email.pk).update(next_attempt_at=timezone.now())
+        outbox.deliver(email.pk)
+        handler.wait_for(user.email, "unlocked")
+        with time_machine.travel(timezone.now() + timedelta(hours=1)):
+            outbox.sweep()  # a retry, had it been one, would be due
+        time.sleep(0.3)
+        assert len(handler.to(user.email)) == 1
+        email.refresh_from_db()
+        assert (email.state, email.attempts, email.last_error) == (OutgoingEmail.State.SENT, 2, "")
+    finally:
+        controller.stop()
 
 
 def test_a_decoy_is_handed_over_like_an_email_and_never_sent(user, mailbox):

@@ -10,7 +10,7 @@ import re
 from allauth.account.models import EmailAddress
 from playwright.sync_api import Browser, Page, expect
 
-from accounts.models import User
+from accounts.models import AllowedEmailDomain, User
 
 from ..conftest import body
 from .conftest import heading, sign_in
@@ -104,6 +104,20 @@ def test_sessions_activity_addresses_password_and_authenticators(page: Page, bro
     page.get_by_label("Confirm password").fill("Night shift lanterns glow softly")
     page.get_by_role("button", name="Continue").click()
     expect(page.get_by_text("Your password has been changed.")).to_be_visible()
+
+    # A link whose address's domain left the allow list after it was sent: its page says so, with no button.
+    AllowedEmailDomain.objects.create(domain="ward.example")
+    page.goto("/profile/email/add/")
+    page.get_by_label("Email address").fill("florence@ward.example")
+    page.get_by_role("button", name="Save").click()
+    link = re.search(r"https?://\S+/profile/email/confirm/\S+/", body(mailbox.wait_for("florence@ward.example", "Verify"))).group(0)
+    AllowedEmailDomain.objects.filter(domain="ward.example").delete()
+    page.goto(link)
+    heading(page, "This email address cannot be verified")
+    expect(page.get_by_text("This email domain is not on the Care Identity allow list")).to_be_visible()
+    expect(page.get_by_role("button", name=re.compile("Verify|Confirm"))).to_have_count(0)
+    a11y.check(page, "verification link: domain no longer allowed")
+    assert not EmailAddress.objects.get(user=person.user, email="florence@ward.example").verified
 
     # Help, and the public allow list.
     page.get_by_role("link", name="Help and contact").first.click()

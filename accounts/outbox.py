@@ -16,14 +16,17 @@ Each kind of e-mail registers how it renders (and, if it matters, what giving up
 from __future__ import annotations
 
 import logging
+import signal
 import smtplib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from billiard.pool import SIG_SOFT_TIMEOUT
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
@@ -166,15 +169,17 @@ def record_delivery(write: Callable[[], T], *, what: str, within: float) -> T:
     claimed is sent a second time once its claim runs out, so a connection a PostgreSQL restart or failover
     ended since the claim is closed and the write tried again on a new one, a little longer apart each time,
     for up to `within` seconds (well inside the task's time limit). The task's soft time limit does not stop
-    it either: Celery raises SoftTimeLimitExceeded once, wherever the task is, and here it is let pass (the
-    write begun again on a new connection, as it may have come in the middle of a query); the hard limit,
-    5 seconds later, still ends a task stuck here. Only a database down for longer (or until the hard limit)
-    leaves the row claimed: then it is delivered at least once, not exactly once."""
+    it either: while the write runs, its signal is only noted (_soft_time_limit_held), so it can land neither
+    in a query nor in a COMMIT (inside a transaction, Django's clean-up would replace the exception with
+    another and skip the write's retry); the hard limit, 5 seconds later, still ends a task stuck here. Only a
+    database down for longer (or until the hard limit) leaves the row claimed: then it is delivered at least
+    once, not exactly once."""
     deadline, pause = time.monotonic() + within, 0.1
-    while True:
-        try:
+    with _soft_time_limit_held() as soft_limit:
+        while True:
             try:
-                return write()
+                result = write()
+                break
             except (OperationalError, InterfaceError):
                 if time.monotonic() + pause > deadline:
                     logger.error("Could not record %s as delivered: it will be sent again once its claim runs out",
@@ -185,10 +190,27 @@ def record_delivery(write: Callable[[], T], *, what: str, within: float) -> T:
                 connection.close()
                 time.sleep(pause)
                 pause = min(pause * 2, 2)
-        except SoftTimeLimitExceeded:  # in the write, or in the wait before the next try
-            logger.warning("The task's soft time limit came while %s was recorded as delivered; recording it all "
-                           "the same", what)
-            connection.close()
+    if soft_limit:
+        logger.warning("The task's soft time limit came while %s was recorded as delivered; recorded all the same",
+                       what)
+    return result
+
+
+@contextmanager
+def _soft_time_limit_held() -> Iterator[list[int]]:
+    """Celery's prefork pool signals a task's soft time limit (billiard's SIG_SOFT_TIMEOUT), and its handler
+    raises SoftTimeLimitExceeded wherever the task is. Within this block the signal is only noted in the list
+    yielded. Signal handlers belong to the main thread, where prefork runs tasks; elsewhere (eager, a thread
+    pool) no soft limit comes by signal, and nothing changes."""
+    noted: list[int] = []
+    if SIG_SOFT_TIMEOUT is None or threading.current_thread() is not threading.main_thread():
+        yield noted
+        return
+    previous = signal.signal(SIG_SOFT_TIMEOUT, lambda number, _frame: noted.append(number))
+    try:
+        yield noted
+    finally:
+        signal.signal(SIG_SOFT_TIMEOUT, previous)
 
 
 def _finish(email: OutgoingEmail, state: OutgoingEmail.State, **fields) -> OutgoingEmail.State:

@@ -390,3 +390,16 @@ def passkey_beta(settings):
     yield
     settings.CAREID_PASSKEY_BETA = False
     reload_urls()
+
+
+@pytest.fixture
+def soft_time_limit_handled_as_a_worker_does():
+    """SIGUSR1, which Celery's prefork pool sends a task's process at its soft time limit, handled as billiard
+    handles it in a worker: SoftTimeLimitExceeded, raised wherever the task is."""
+    import signal
+
+    from billiard.pool import soft_timeout_sighandler
+
+    previous = signal.signal(signal.SIGUSR1, soft_timeout_sighandler)
+    yield
+    signal.signal(signal.SIGUSR1, previous)

@@ -343,43 +343,70 @@ def test_a_logout_the_service_took_is_recorded_though_a_database_restart_ended_t
     assert len(receiver.tokens) == 1
 
 
-def test_a_logout_the_service_took_is_recorded_though_the_tasks_soft_time_limit_came_meanwhile(
-        transactional_db, person, service, receiver):
-    """The service took the logout token, then the task's soft time limit (CAREID_BACKCHANNEL_TIME_LIMIT) came as
-    "delivered" was about to be written: SoftTimeLimitExceeded ended the task with the row still claimed, and
-    the sweep POSTed the logout again once the claim ran out."""
-    import contextlib
+@pytest.fixture
+def slow_commit_of_delivered(transactional_db):
+    """A COMMIT of "delivered" that takes a second (a deferred trigger, as a busy disk or a synchronous standby
+    makes it)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("""
+            CREATE FUNCTION test_slow_commit() RETURNS trigger AS $$
+            BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$ LANGUAGE plpgsql;
+            CREATE CONSTRAINT TRIGGER test_slow_commit AFTER UPDATE ON oidc_backchannellogout
+            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.state = 'delivered')
+            EXECUTE FUNCTION test_slow_commit();""")
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TRIGGER test_slow_commit ON oidc_backchannellogout; DROP FUNCTION test_slow_commit();")
+
+
+def delivered_once_though_the_soft_time_limit_came(person, service, receiver, signal_after: float) -> None:
+    """The service takes the logout token; the task's soft time limit (CAREID_BACKCHANNEL_TIME_LIMIT) comes
+    `signal_after` seconds after "delivered" begins to be written. Before, SoftTimeLimitExceeded ended the task
+    with the row still claimed (or, in the COMMIT, Django's clean-up replaced it with a ProgrammingError and the
+    write was not tried again), and the sweep POSTed the logout again once the claim ran out."""
+    import signal
     from datetime import timedelta
 
     import time_machine
-    from celery.exceptions import SoftTimeLimitExceeded
     from django.db import connection
     from django.utils import timezone
 
     from oidc import backchannel
 
-    cut_off = []
+    task_thread, signalled = threading.get_ident(), []
 
     def soft_limit_at_the_delivered_write(execute, sql, params, many, context):
-        if (not cut_off and sql.startswith('UPDATE "oidc_backchannellogout"')
+        if (not signalled and sql.startswith('UPDATE "oidc_backchannellogout"')
                 and BackchannelLogout.State.DELIVERED in params):
-            cut_off.append(sql)
-            raise SoftTimeLimitExceeded()
+            signalled.append(sql)  # as the prefork pool signals the task's process
+            threading.Timer(signal_after, signal.pthread_kill, (task_thread, signal.SIGUSR1)).start()
         return execute(sql, params, many, context)
 
     logout = BackchannelLogout.objects.create(client=service, user=person.user, sid="s" * 32, reason="signed out")
-    # A task that raised ends there in the worker (logged): nothing else happens to the row.
-    with connection.execute_wrapper(soft_limit_at_the_delivered_write), contextlib.suppress(SoftTimeLimitExceeded):
-        backchannel.deliver_backchannel_logout(logout.pk)
-    assert cut_off
+    with connection.execute_wrapper(soft_limit_at_the_delivered_write):
+        backchannel.deliver_backchannel_logout(logout.pk)  # the task ends without an error
+    assert signalled
     receiver.wait_for(1)
+    time.sleep(signal_after + 0.2)  # nothing is still to come
     with time_machine.travel(timezone.now() + settings.CAREID_BACKCHANNEL_CLAIM + timedelta(seconds=1)):
-        backchannel.sweep()  # the claim has run out
+        backchannel.sweep()  # a claim left behind would have run out
     time.sleep(0.3)
     assert len(receiver.tokens) == 1
     logout.refresh_from_db()
     assert (logout.state, logout.attempts, logout.claimed_until) == (BackchannelLogout.State.DELIVERED, 1, None)
     assert AuditEvent.objects.filter(event=Event.OIDC_BACKCHANNEL_LOGOUT, outcome="success").count() == 1
+
+
+def test_a_logout_the_service_took_is_recorded_though_the_tasks_soft_time_limit_came_meanwhile(
+        transactional_db, person, service, receiver, soft_time_limit_handled_as_a_worker_does):
+    delivered_once_though_the_soft_time_limit_came(person, service, receiver, signal_after=0)
+
+
+def test_a_logout_the_service_took_is_recorded_though_the_soft_time_limit_came_in_its_commit(
+        transactional_db, person, service, receiver, slow_commit_of_delivered, soft_time_limit_handled_as_a_worker_does):
+    delivered_once_though_the_soft_time_limit_came(person, service, receiver, signal_after=0.4)
 
 
 # --- RP-initiated logout -------------------------------------------------------------------------

@@ -55,7 +55,7 @@ def _argon2_wipes_its_memory() -> bool:
         return False
 
 
-def keep_hash_memory(*, hashes_at_once: int) -> bool:
+def keep_hash_memory(*, hashes_at_once: int, memory_kib: int | None = None) -> bool:
     """Let this process keep the memory of a finished password hash for the next one (glibc only).
 
     libargon2 mallocs the whole cost (64 MiB by default) for every hash and frees it after wiping it.
@@ -67,7 +67,8 @@ def keep_hash_memory(*, hashes_at_once: int) -> bool:
     is freed, as before. Costs: each web process keeps that memory (threads x the memory cost) for its
     lifetime, and one arena for all threads (a web worker's threads take turns on the GIL anyway).
 
-    Call it before the process's threads first allocate (careid/wsgi.py). False, and nothing changes,
+    `memory_kib`: the largest memory cost hashed here (the configured one unless given). Call it before the
+    process's threads first allocate (careid/wsgi.py). False, and nothing changes,
     where the C library has no mallopt (musl, macOS) or libargon2 would not wipe the memory it frees."""
     if not _argon2_wipes_its_memory():
         return False
@@ -75,7 +76,7 @@ def keep_hash_memory(*, hashes_at_once: int) -> bool:
         mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
     except (OSError, AttributeError, TypeError):
         return False
-    keep = (hashes_at_once + 1) * settings.CAREID_ARGON2_MEMORY_COST * 1024  # KiB, all lanes
+    keep = (hashes_at_once + 1) * (memory_kib or settings.CAREID_ARGON2_MEMORY_COST) * 1024  # KiB, all lanes
     options = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, min(keep, 2**31 - 1)))
     return all(mallopt(option, value) == 1 for option, value in options)
 

@@ -20,19 +20,26 @@ def _concurrently(schema_editor) -> dict:
     return {"concurrently": True} if schema_editor.connection.vendor == "postgresql" else {}
 
 
+def _drop_if_there(model, index, schema_editor) -> None:
+    if schema_editor.connection.vendor == "postgresql":  # DROP INDEX CONCURRENTLY IF EXISTS
+        schema_editor.execute(index.remove_sql(model, schema_editor, concurrently=True))
+    else:  # SQLite's (make run's) DROP INDEX has no IF EXISTS of Django's own
+        schema_editor.execute(f"DROP INDEX IF EXISTS {schema_editor.quote_name(index.name)}")
+
+
 def create_indexes(apps, schema_editor):
     """Each dropped first if it is there: a run that stopped part-way (not atomic) left the first built, or an
     INVALID one under the name of the build that failed, and running migrate again must finish the job."""
     model = apps.get_model("audit", "AuditEvent")
     for index in INDEXES:
-        schema_editor.execute(index.remove_sql(model, schema_editor, **_concurrently(schema_editor)))
+        _drop_if_there(model, index, schema_editor)
         schema_editor.execute(index.create_sql(model, schema_editor, **_concurrently(schema_editor)))
 
 
 def drop_indexes(apps, schema_editor):
     model = apps.get_model("audit", "AuditEvent")
     for index in INDEXES:
-        schema_editor.execute(index.remove_sql(model, schema_editor, **_concurrently(schema_editor)))
+        _drop_if_there(model, index, schema_editor)
 
 
 class Migration(migrations.Migration):

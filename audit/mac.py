@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -50,6 +51,23 @@ def _ip(value) -> str | None:
         return ipaddress.ip_address(str(value)).exploded
     except ValueError:
         return str(value)
+
+
+def check_details(value: object) -> None:
+    """Raise TypeError if an event's details hold a float that PostgreSQL's jsonb would give back in another
+    form: one Python writes with an exponent (1e+16, from 10**16 up) comes back as digits alone, an integer,
+    so the MAC computed as the event is written would not match it read back, and verify_audit would report an
+    untouched event as altered (infinities and NaN are not JSON at all). Other floats (2.5, 1e-05) come back
+    as written. Record such numbers as integers or text."""
+    if isinstance(value, float) and (not math.isfinite(value) or "e+" in repr(value)):
+        raise TypeError(f"audit details hold {value!r}, which the database would give back in another form: "
+                        "record an integer or text")
+    if isinstance(value, Mapping):
+        for item in value.values():
+            check_details(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            check_details(item)
 
 
 def written_mac(content: Mapping) -> str:

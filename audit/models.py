@@ -9,7 +9,7 @@ from django.db.models.fields.json import KT
 from django.db.models.functions import Lower
 from django.utils import timezone
 
-from .mac import CHAINED_FIELDS, WRITTEN_FIELDS, written_mac
+from .mac import CHAINED_FIELDS, WRITTEN_FIELDS, check_details, written_mac
 
 
 class Event(models.TextChoices):
@@ -184,6 +184,7 @@ class AuditEvent(models.Model):
     def save(self, *args, **kwargs) -> None:
         if self.pk is not None and not self._state.adding:
             raise PermissionError("Audit events are append-only.")
+        check_details(self.details)
         self.written_mac = self.content_mac()
         super().save(*args, **kwargs)
 

@@ -613,3 +613,14 @@ def test_account_locked_gets_no_failed_tag_beside_it():
 
     assert not AuditEvent(event=Event.ACCOUNT_LOCKED, outcome=Outcome.FAILURE).failed_unsaid
     assert AuditEvent(event=Event.PASSWORD_RESET, outcome=Outcome.FAILURE).failed_unsaid
+
+
+@pytest.mark.parametrize("number", [1e16, 1.5e300, float("inf")])
+def test_a_float_the_database_would_give_back_in_another_form_is_refused(db, rf, number):
+    """jsonb gives 1e+16 back as 10000000000000000, an integer: written, the event's MAC would not match it read
+    back, and verify_audit would call an untouched event altered. Refused as it is recorded, nothing written."""
+    with pytest.raises(TypeError, match="would give back in another form"):
+        record(Event.SIGNIN_FAILED, request=rf.get("/"), reason="test", figures={"seen": [number]})
+    assert not AuditEvent.objects.exists()
+    record(Event.SIGNIN_FAILED, request=rf.get("/"), reason="test", figures={"seen": [2.5, 1e-05, 10**16]})
+    assert chain.verify().ok

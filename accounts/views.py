@@ -136,7 +136,7 @@ def activity(request: HttpRequest) -> HttpResponse:
     since = timezone.now() - timedelta(days=ACTIVITY_DAYS)
     events = (AuditEvent.objects.filter(subject=request.user, at__gte=since).order_by("-at", "-id")
               # An address added while it was another's reads as any added address (flows.add_email_address).
-              .exclude(event=Event.EMAIL_REFUSED, details__contains={"via": flows.ADDED_UNVERIFIED}))
+              .exclude(event=Event.EMAIL_REFUSED, details__via=flows.ADDED_UNVERIFIED))
     page = Paginator(events, 25).get_page(request.GET.get("page"))
     methods = {kind.key: kind.signin_label for kind in registry.all_types()}
     # "By your registration authority" only for those who act as one: an event's actor is whoever was signed

@@ -346,9 +346,10 @@ def test_a_logout_the_service_took_is_recorded_though_a_database_restart_ended_t
 @pytest.fixture
 def slow_commit_of_delivered(transactional_db):
     """A COMMIT of "delivered" that takes a second (a deferred trigger, as a busy disk or a synchronous standby
-    makes it)."""
+    makes it). PostgreSQL's."""
     from django.db import connection
 
+    require(connection.vendor == "postgresql", "PostgreSQL (a deferred trigger)")
     with connection.cursor() as cursor:
         cursor.execute("""
             CREATE FUNCTION test_slow_commit() RETURNS trigger AS $$

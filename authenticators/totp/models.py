@@ -77,7 +77,8 @@ class PasswordResetWaitQuerySet(models.QuerySet["PasswordResetWait"]):
             cursor.execute(
                 f'INSERT INTO {table} ("key", {column}) VALUES (%s, %s) ON CONFLICT ("key") DO UPDATE '
                 f"SET {column} = excluded.{column} WHERE {table}.{column} IS NULL OR {table}.{column} <= %s "
-                f"RETURNING 1", [key, now, now - settings.CAREID_EMAIL_CODE_COOLDOWN])
+                f"RETURNING 1", [key, *(connection.ops.adapt_datetimefield_value(moment)  # as the ORM writes it
+                                        for moment in (now, now - settings.CAREID_EMAIL_CODE_COOLDOWN))])
             return cursor.fetchone() is not None
 
     def forget_over(self) -> int:

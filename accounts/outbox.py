@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from billiard.pool import SIG_SOFT_TIMEOUT
+from billiard.pool import SIG_SOFT_TIMEOUT, soft_timeout_sighandler
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
@@ -200,10 +200,12 @@ def record_delivery(write: Callable[[], T], *, what: str, within: float) -> T:
 def _soft_time_limit_held() -> Iterator[list[int]]:
     """Celery's prefork pool signals a task's soft time limit (billiard's SIG_SOFT_TIMEOUT), and its handler
     raises SoftTimeLimitExceeded wherever the task is. Within this block the signal is only noted in the list
-    yielded. Signal handlers belong to the main thread, where prefork runs tasks; elsewhere (eager, a thread
+    yielded. Only where billiard's handler is the one installed (a prefork pool's process, whose main thread runs
+    the task): elsewhere (eager in a web process, where the signal may be the web server's own, or a thread
     pool) no soft limit comes by signal, and nothing changes."""
     noted: list[int] = []
-    if SIG_SOFT_TIMEOUT is None or threading.current_thread() is not threading.main_thread():
+    if (SIG_SOFT_TIMEOUT is None or threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(SIG_SOFT_TIMEOUT) is not soft_timeout_sighandler):
         yield noted
         return
     previous = signal.signal(SIG_SOFT_TIMEOUT, lambda number, _frame: noted.append(number))

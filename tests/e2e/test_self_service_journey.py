@@ -17,6 +17,18 @@ from .conftest import heading, sign_in
 from .test_authenticator_app_journey import email_code
 
 
+def add_address(page: Page, address: str) -> None:
+    page.goto("/profile/email/add/")
+    page.get_by_label("Email address").fill(address)
+    page.get_by_role("button", name="Save").click()
+
+
+def verification_link(mailbox, address: str, count: int = 1) -> str:
+    """The link of the `count`th verification e-mail to `address`, through the real SMTP server."""
+    message = body(mailbox.wait_for(address, "Verify", count=count))
+    return re.search(r"https?://\S+/profile/email/confirm/\S+/", message).group(0)
+
+
 def test_sessions_activity_addresses_password_and_authenticators(page: Page, browser: Browser, base_url,
                                                                  transactional_db, seeded_allow_list, make_person,
                                                                  mailbox, a11y):
@@ -47,24 +59,18 @@ def test_sessions_activity_addresses_password_and_authenticators(page: Page, bro
     # Add two addresses (each verified by its link through SMTP), make one the Care Identity email and
     # remove the other (the Care Identity email itself cannot be removed).
     for address in ("florence@nhs.net", "f.nightingale@nhs.net"):
-        page.goto("/profile/email/add/")
-        page.get_by_label("Email address").fill(address)
-        page.get_by_role("button", name="Save").click()
-        link = re.search(r"https?://\S+/profile/email/confirm/\S+/", body(mailbox.wait_for(address, "Verify"))).group(0)
-        page.goto(link)
+        add_address(page, address)
+        page.goto(verification_link(mailbox, address))
         page.get_by_role("button", name=re.compile("Verify|Confirm")).click()
     # An address whose link went astray: a new one from the profile, and that one verifies it.
-    page.goto("/profile/email/add/")
-    page.get_by_label("Email address").fill("flo@nhs.net")
-    page.get_by_role("button", name="Save").click()
+    add_address(page, "flo@nhs.net")
     mailbox.wait_for("flo@nhs.net", "Verify")
     page.get_by_role("link", name=re.compile(r"^Send a new verification link\W+flo@nhs\.net$")).click()
     heading(page, "Verify flo@nhs.net")
     a11y.check(page, "send a new verification link")
     page.get_by_role("button", name="Send a new link").click()
     expect(page.get_by_text("We have sent an email to flo@nhs.net.")).to_be_visible()
-    second = body(mailbox.wait_for("flo@nhs.net", "Verify", count=2))
-    page.goto(re.search(r"https?://\S+/profile/email/confirm/\S+/", second).group(0))
+    page.goto(verification_link(mailbox, "flo@nhs.net", count=2))
     page.get_by_role("button", name=re.compile("Verify|Confirm")).click()
     assert EmailAddress.objects.get(user=person.user, email="flo@nhs.net").verified
     page.goto("/profile/")
@@ -107,10 +113,8 @@ def test_sessions_activity_addresses_password_and_authenticators(page: Page, bro
 
     # A link whose address's domain left the allow list after it was sent: its page says so, with no button.
     AllowedEmailDomain.objects.create(domain="ward.example")
-    page.goto("/profile/email/add/")
-    page.get_by_label("Email address").fill("florence@ward.example")
-    page.get_by_role("button", name="Save").click()
-    link = re.search(r"https?://\S+/profile/email/confirm/\S+/", body(mailbox.wait_for("florence@ward.example", "Verify"))).group(0)
+    add_address(page, "florence@ward.example")
+    link = verification_link(mailbox, "florence@ward.example")
     AllowedEmailDomain.objects.filter(domain="ward.example").delete()
     page.goto(link)
     heading(page, "This email address cannot be verified")

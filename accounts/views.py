@@ -68,20 +68,21 @@ def confirm_email(request: HttpRequest, key: str) -> HttpResponse:
             address = flows.confirm_email_address(request, confirmation)
         except EmailTaken:  # another Care Identity's since the link was sent
             return render(request, "accounts/confirm_email_in_use.html", status=409)
-        except ValidationError as error:  # its domain left the allow list since the link was sent
-            return _not_allowed(request, confirmation.email_address, "; ".join(error.messages))
+        except ValidationError:  # its domain left the allow list since the link was sent
+            return _not_allowed(request, confirmation.email_address)
         if address is None:
             return render(request, "accounts/confirm_email_invalid.html", status=409)
         return render(request, "accounts/confirm_email_done.html", {"address": address})
     if not AllowedEmailDomain.objects.allows(confirmation.email_address.email):
-        return _not_allowed(request, confirmation.email_address, NOT_ON_ALLOW_LIST)
+        return _not_allowed(request, confirmation.email_address)
     return render(request, "accounts/confirm_email.html", {"address": confirmation.email_address})
 
 
-def _not_allowed(request: HttpRequest, address: EmailAddress, problem: str) -> HttpResponse:
-    """The page of a verification link whose address's domain is no longer on the allow list (no button)."""
-    return render(request, "accounts/confirm_email_not_allowed.html", {"address": address, "problem": problem},
-                  status=409)
+def _not_allowed(request: HttpRequest, address: EmailAddress) -> HttpResponse:
+    """The page of a verification link whose address's domain is no longer on the allow list (no button): the
+    words "Send a new link" refuses it with."""
+    return render(request, "accounts/confirm_email_not_allowed.html",
+                  {"address": address, "problem": NOT_ON_ALLOW_LIST}, status=409)
 
 
 def allowed_domains(request: HttpRequest) -> HttpResponse:

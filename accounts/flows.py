@@ -120,7 +120,7 @@ def send_verification_link(request: HttpRequest, *, address: EmailAddress) -> bo
         raise PermissionError("Not this person's address")
     if address.verified:
         raise ValueError("This email address is already verified")
-    # As when it was added: a domain taken off the allow list since gets no new link (the first lasts a day).
+    # As when it was added: a domain taken off the allow list since gets no new link (and no link verifies it).
     AllowedEmailDomain.objects.check_email(address.email)
     if not _within_address_emails(request, address.email):
         return False

@@ -99,7 +99,7 @@ class AuditEventQuerySet(models.QuerySet):
     def bulk_create(self, objs, *args, **kwargs):
         objs = list(objs)
         for event in objs:
-            event.written_mac = event.content_mac()
+            event.set_written_mac()
         return super().bulk_create(objs, *args, **kwargs)
 
     def about_address(self, address: str) -> AuditEventQuerySet:
@@ -184,9 +184,13 @@ class AuditEvent(models.Model):
     def save(self, *args, **kwargs) -> None:
         if self.pk is not None and not self._state.adding:
             raise PermissionError("Audit events are append-only.")
+        self.set_written_mac()
+        super().save(*args, **kwargs)
+
+    def set_written_mac(self) -> None:
+        """Before the INSERT, however it is made (save or bulk_create): details the MAC can cover, and the MAC."""
         check_details(self.details)
         self.written_mac = self.content_mac()
-        super().save(*args, **kwargs)
 
     def content_mac(self) -> str:
         return written_mac({name: getattr(self, name) for name in WRITTEN_FIELDS})

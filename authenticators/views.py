@@ -3,15 +3,12 @@ from __future__ import annotations
 from functools import wraps
 
 from django import forms
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render, resolve_url
 from django.template.defaultfilters import pluralize
-from django.utils.dateformat import format as date_format
 from django.utils.module_loading import import_string
-from django.utils.timezone import localtime
 
 from accounts.models import EmailOneTimePassword
 from careid.http import posted
@@ -89,18 +86,6 @@ def _signed_out_elsewhere(ended: int) -> str:
     if not ended:
         return ""
     return f" It had signed you in elsewhere: {ended} other session{pluralize(ended)} signed out."
-
-
-def link_expiry(link: RegistrationLink | None) -> str:
-    """When the register link expires, as its registration page says: the guide's "after 3 minutes" for a link
-    issued for immediate use (or the one the page's button issues), the date and time for one sent ahead of
-    time (an invitation lasts 24 hours)."""
-    lifetime = settings.CAREID_REGISTRATION_LINK_TTL if link is None else link.expires_at - link.created_at
-    if lifetime <= settings.CAREID_REGISTRATION_LINK_TTL:
-        minutes = max(1, round(lifetime.total_seconds() / 60))
-        return f"after {minutes} minute{pluralize(minutes)}"
-    expires = localtime(link.expires_at)
-    return f"at {date_format(expires, 'g:i')}{date_format(expires, 'A').lower()} on {date_format(expires, 'j F Y')}"
 
 
 def journey_error(request: HttpRequest, error: JourneyError) -> HttpResponse:

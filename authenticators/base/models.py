@@ -7,6 +7,7 @@ from django.db import models
 from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.dateformat import format as date_format
 from django_otp.models import Device, DeviceManager, TimestampMixin
 
 from careid import tokens
@@ -189,3 +190,18 @@ class RegistrationLink(models.Model):
         number, unit = next((seconds // size, name) for size, name in ((3600, "hour"), (60, "minute"), (1, "second"))
                             if seconds % size == 0)
         return f"{number} {unit}{'' if number == 1 else 's'}"
+
+    @classmethod
+    def issued_now_expiry(cls) -> str:
+        """When a link issued for immediate use expires, as the guide's registration page says: "after 3
+        minutes" (also the page whose Register button issues one)."""
+        return f"after {cls.lifetime_in_words(cls.Purpose.PRESENCE)}"
+
+    @property
+    def expiry_in_words(self) -> str:
+        """When this link expires, as its registration page says: after its lifetime for one issued for
+        immediate use, the date and time for one sent ahead of time ("at 5:45pm on 11 July 2026")."""
+        if self.purpose == self.Purpose.PRESENCE:
+            return self.issued_now_expiry()
+        expires = timezone.localtime(self.expires_at)
+        return f"at {date_format(expires, 'g:i')}{date_format(expires, 'A').lower()} on {date_format(expires, 'j F Y')}"

@@ -20,7 +20,6 @@ from authenticators.views import (
     email_step,
     journey_error,
     journey_step,
-    link_expiry,
     resend_step,
     the_code_page,
 )
@@ -52,7 +51,7 @@ def register(request: HttpRequest) -> HttpResponse:
             request=request, confirmed=True,
         )
         return redirect("registration_link", link.token)
-    return _page(request, "register.html", {"expires": link_expiry(None)}, form)
+    return _page(request, "register.html", {"expires": RegistrationLink.issued_now_expiry()}, form)
 
 
 def registration_link(request: HttpRequest, link: RegistrationLink) -> HttpResponse:
@@ -64,7 +63,7 @@ def registration_link(request: HttpRequest, link: RegistrationLink) -> HttpRespo
             if request.method == "POST" and form.is_valid():
                 link = link_flows.confirm_sole_access(request, link)
                 return redirect("registration_link", link.token)
-            return _page(request, "register.html", {"expires": link_expiry(link)}, form)
+            return _page(request, "register.html", {"expires": link.expiry_in_words}, form)
         return email_step(request, link, code_url="totp:code", on_start=flows.start_journey_state)
     except JourneyError as error:
         return journey_error(request, error)

@@ -27,7 +27,6 @@ from authenticators.views import (
     email_step,
     journey_error,
     journey_step,
-    link_expiry,
     resend_step,
     the_code_page,
 )
@@ -79,7 +78,7 @@ def registration_link(request: HttpRequest, link: RegistrationLink) -> HttpRespo
             if request.method == "POST" and form.is_valid():
                 link = link_flows.confirm_sole_access(request, link)
                 return redirect("registration_link", link.token)
-            return _page(request, kind, "register.html", form, signed_in=False, expires=link_expiry(link))
+            return _page(request, kind, "register.html", form, signed_in=False, expires=link.expiry_in_words)
         return email_step(request, link, code_url=_url(kind, "code"))
     except JourneyError as error:
         return journey_error(request, error)

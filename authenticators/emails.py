@@ -17,11 +17,9 @@ def send_registration_link(link: RegistrationLink) -> None:
 
 def _link_message(template: str, email: OutgoingEmail) -> outbox.Message | None:
     link = RegistrationLink.objects.select_related("user").filter(pk=email.object_id).first()
-    if link is None or link.is_used:
-        return None  # not needed any more
+    if link is None or link.is_used or link.is_revoked:
+        return None  # not needed any more (revoked: the person suspended or closed)
     if link.is_expired:
-        if link.expires_at - link.created_at < RegistrationLink.ttl_for(link.purpose):
-            return None  # revoked (the person suspended or closed): not needed any more
         # It lasted its whole time (a day) and this e-mail never got through: the outbox tries for longer.
         raise outbox.Undeliverable("The link expired before the e-mail could be delivered")
     return outbox.Message(template, {"user": link.user, "link": link, "kind": registry.get(link.kind)})

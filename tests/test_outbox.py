@@ -302,6 +302,41 @@ def test_an_invitation_revoked_before_it_went_is_not_needed_any_more(transaction
     assert (email.state, email.attempts) == (OutgoingEmail.State.CANCELLED, 2)
 
 
+def test_an_invitation_that_expired_undelivered_is_failed_though_invitations_last_longer_since(
+        transactional_db, seeded_allow_list, dead_smtp, settings):
+    """Its link ran out its own time while SMTP was down, then an operator made invitations last twice as long:
+    it expired, it was not revoked, so the RA sees the invitation failed rather than not needed any more."""
+    from accounts.flows import invite_user
+
+    user, link = invite_user(email="florence.nightingale@nhs.net", first_name="Florence", last_name="Nightingale")
+    settings.CAREID_INVITATION_LINK_TTL *= 2
+    with time_machine.travel(link.expires_at + timedelta(minutes=1)):
+        OutgoingEmail.objects.update(next_attempt_at=timezone.now())
+        outbox.sweep()
+    email = OutgoingEmail.objects.get(user=user, kind="invitation")
+    assert email.state == OutgoingEmail.State.FAILED
+    assert email.last_error == "The link expired before the e-mail could be delivered"
+    user.refresh_from_db()
+    assert user.invited_at is None
+
+
+def test_an_invitation_revoked_is_not_needed_any_more_though_invitations_last_less_since(
+        transactional_db, seeded_allow_list, dead_smtp, ra_staff, settings):
+    """Revoked when it had lasted three quarters of its time, then an operator halved how long invitations last:
+    its link lasted longer than one issued now would, and it was still revoked, not expired."""
+    from accounts.flows import invite_user, suspend_user
+
+    user, link = invite_user(email="florence.nightingale@nhs.net", first_name="Florence", last_name="Nightingale")
+    ra, _client = ra_staff("RA Manager")
+    with time_machine.travel(link.created_at + settings.CAREID_INVITATION_LINK_TTL * 3 / 4):
+        suspend_user(user=user, actor=ra.user, reason="Left the trust")
+        settings.CAREID_INVITATION_LINK_TTL /= 2
+        OutgoingEmail.objects.update(next_attempt_at=timezone.now())
+        outbox.sweep()
+    email = OutgoingEmail.objects.get(user=user, kind="invitation")
+    assert email.state == OutgoingEmail.State.CANCELLED
+
+
 def test_two_deliveries_of_one_email_at_once_send_it_once(user, mailbox, dead_smtp, settings, smtp_server):
     require(connection.vendor == "postgresql", "PostgreSQL (real concurrent transactions)")
     from .test_concurrency import in_parallel

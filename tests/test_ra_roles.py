@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.contrib import messages
 from django.contrib.auth.models import Group, Permission
 from django.test import Client
+from django.utils import timezone
 
 from accounts.models import User
 from accounts.roles import AUDITOR, RA_AGENT, RA_MANAGER, ROLES
@@ -347,9 +350,14 @@ def test_suspension_revokes_unused_links(agent, make_person):
     person = make_person(email="leaver@nhs.net")
     AuthenticatorApp.objects.filter(user=person.user).delete()
     link = issue_registration_link(user=person.user, kind="authenticator-app", purpose=RegistrationLink.Purpose.EMAILED)
+    ran_out = issue_registration_link(user=person.user, kind="authenticator-app",
+                                      purpose=RegistrationLink.Purpose.EMAILED)
+    RegistrationLink.objects.filter(pk=ran_out.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
     client.post(f"{USERS}{person.user.pk}/suspend/", {"reason": "left"})
     link.refresh_from_db()
-    assert link.is_expired
+    ran_out.refresh_from_db()
+    assert link.is_expired and link.is_revoked
+    assert ran_out.is_expired and not ran_out.is_revoked  # it had expired on its own
 
 
 def test_allow_list_changes_are_audited(manager):

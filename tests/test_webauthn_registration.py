@@ -493,6 +493,8 @@ def test_a_registration_under_way_ends_with_a_suspension_and_stays_ended_after_r
     assert admin.post(f"/admin/accounts/user/{user.pk}/suspend/", {"reason": "invitation reported stolen"}).status_code == 302
     suspended = AuditEvent.objects.get(event=Event.USER_SUSPENDED, subject=user)
     assert suspended.details["journeys_ended"] == 1 and suspended.details["links_revoked"] == 2  # invitation, link
+    live.refresh_from_db()
+    assert live.is_revoked and live.journey_is_over
     assert admin.post(f"/admin/accounts/user/{user.pk}/reinstate/", {"reason": "mailbox secured"}).status_code == 302
 
     response = post_answer(client, ceremony_url("security-key"), authenticator_for("security-key", setting_up).create(options))

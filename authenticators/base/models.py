@@ -42,11 +42,12 @@ class RegistrationLinkQuerySet(models.QuerySet["RegistrationLink"]):
     def revoke(self) -> tuple[int, int]:
         """End these links for good: those not yet used stop working, and the registrations under way through
         used ones end at once (their steps answer "Your registration has ended"; the types' clean-up forgets
-        their secrets). Returns (links revoked, journeys ended)."""
+        their secrets). Each row ended says when in `revoked_at`: its lifetime cannot tell, since the settings
+        it was issued under may have changed since. Returns (links revoked, journeys ended)."""
         now = timezone.now()
-        links = self.filter(used_at__isnull=True, expires_at__gt=now).update(expires_at=now)
+        links = self.filter(used_at__isnull=True, expires_at__gt=now).update(expires_at=now, revoked_at=now)
         journeys = self.filter(used_at__isnull=False, completed_at__isnull=True,
-                               journey_expires_at__gt=now).update(journey_expires_at=now)
+                               journey_expires_at__gt=now).update(journey_expires_at=now, revoked_at=now)
         return links, journeys
 
 
@@ -76,6 +77,9 @@ class RegistrationLink(models.Model):
     expires_at = models.DateTimeField()
     confirmed_at = models.DateTimeField(null=True, blank=True)  # "only I will have access to the device"
     used_at = models.DateTimeField(null=True, blank=True)
+    # Ended early by a suspension or closure (RegistrationLinkQuerySet.revoke): the link if it was not yet used,
+    # else the journey through it. Its deadline (expires_at, journey_expires_at) became that moment too.
+    revoked_at = models.DateTimeField(null=True, blank=True)
     # The journey, once the link is used.
     step = models.CharField(max_length=16, blank=True)
     journey_expires_at = models.DateTimeField(null=True, blank=True)
@@ -117,6 +121,11 @@ class RegistrationLink(models.Model):
     @property
     def is_expired(self) -> bool:
         return self.expires_at <= timezone.now()
+
+    @property
+    def is_revoked(self) -> bool:
+        """Ended by a suspension or closure, not by running out its time (either way it is expired)."""
+        return self.revoked_at is not None
 
     @property
     def started_signed_in(self) -> bool:

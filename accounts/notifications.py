@@ -89,7 +89,15 @@ def _email_confirmation(email: OutgoingEmail) -> outbox.Message | None:
     return outbox.Message("email_confirmation", {
         "user": address.user, "email": address.email,
         "activate_url": get_account_adapter().get_email_confirmation_url(None, confirmation),
+        "lifetime": verification_link_lifetime(),
     })
+
+
+def verification_link_lifetime() -> str:
+    """"1 day", "2 days": how long a verification link lasts (allauth's ACCOUNT_EMAIL_CONFIRMATION_EXPIRE_DAYS,
+    counted from when it is sent), as its e-mail and the page that sends a new one say."""
+    days = settings.ACCOUNT_EMAIL_CONFIRMATION_EXPIRE_DAYS
+    return f"{days} day{'' if days == 1 else 's'}"
 
 
 def code_ttl_minutes() -> int:

@@ -24,6 +24,7 @@ from . import flows
 from .emails import NOT_ON_ALLOW_LIST
 from .forms import AddEmailForm
 from .models import AllowedEmailDomain, EmailTaken, User
+from .notifications import verification_link_lifetime
 from .roles import registration_authorities
 
 
@@ -175,7 +176,8 @@ def email_address(request: HttpRequest, pk: int, action: str) -> HttpResponse:
             problem = "; ".join(getattr(error, "messages", [str(error)]))
         except EmailTaken:
             problem = "This email address cannot be your Care Identity email address. Contact your registration authority."
-    return render(request, "accounts/email_address.html", {"address": address, "action": action, "problem": problem},
+    return render(request, "accounts/email_address.html", {"address": address, "action": action, "problem": problem,
+                                                           "link_lifetime": verification_link_lifetime()},
                   status=400 if problem else 200)
 
 

@@ -363,7 +363,14 @@ ACCOUNT_SIGNUP_FIELDS = ["email*"]
 ACCOUNT_UNIQUE_EMAIL = True
 ACCOUNT_EMAIL_VERIFICATION = "mandatory"
 ACCOUNT_CONFIRM_EMAIL_ON_GET = False
-ACCOUNT_EMAIL_CONFIRMATION_EXPIRE_DAYS = 1
+# Days a verification link lasts from when it is sent; its e-mail and the page that sends a new one say so in
+# words (accounts.notifications.verification_link_lifetime). 0 would make every link expired on arrival.
+ACCOUNT_EMAIL_CONFIRMATION_EXPIRE_DAYS = env.int("CAREID_EMAIL_CONFIRMATION_EXPIRE_DAYS", default=1)
+if ACCOUNT_EMAIL_CONFIRMATION_EXPIRE_DAYS < 1:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(f"CAREID_EMAIL_CONFIRMATION_EXPIRE_DAYS={ACCOUNT_EMAIL_CONFIRMATION_EXPIRE_DAYS}: give at "
+                               "least 1 (days a verification link lasts; a link lasting 0 would be expired on arrival).")
 ACCOUNT_EMAIL_SUBJECT_PREFIX = "NHS Care Identity: "
 ACCOUNT_EMAIL_NOTIFICATIONS = False  # careid sends its own notifications (accounts/notifications)
 USERSESSIONS_TRACK_ACTIVITY = False  # rows are written at sign-in (signin.flows.complete_signin)

@@ -78,6 +78,23 @@ def test_an_added_email_is_verified_by_its_link(transactional_db, seeded_allow_l
     assert client.post(path).status_code == 404  # single use
 
 
+def test_the_page_and_the_email_give_the_verification_links_lifetime_as_configured(
+    transactional_db, seeded_allow_list, client, make_person, mailbox, settings
+):
+    person = make_person()
+    sign_in(client, person)
+    assert client.post("/profile/email/add/", {"email": "edith.cavell@gmail.com"}).status_code == 302
+    address = EmailAddress.objects.get(email="edith.cavell@gmail.com")
+    assert "Open it within 1 day to verify" in client.get(f"/profile/email/{address.pk}/verify/").content.decode()
+    assert "The link expires in 1 day." in body(mailbox.wait_for("edith.cavell@gmail.com", "Verify your email address"))
+
+    settings.ACCOUNT_EMAIL_CONFIRMATION_EXPIRE_DAYS = 2
+    assert "Open it within 2 days to verify" in client.get(f"/profile/email/{address.pk}/verify/").content.decode()
+    assert client.post(f"/profile/email/{address.pk}/verify/").status_code == 302
+    message = mailbox.wait_for("edith.cavell@gmail.com", "Verify your email address", count=2)
+    assert "The link expires in 2 days." in body(message)
+
+
 @pytest.mark.parametrize(
     "email, message",
     [

@@ -225,6 +225,14 @@ def test_an_email_data_timeout_the_time_limit_would_cut_off_refuses_to_start():
                                          "CAREID_EMAIL_DATA_TIMEOUT": "600"})  # RFC 5321's 10 minutes
 
 
+def test_a_verification_link_lifetime_under_a_day_refuses_to_start():
+    base = {"SECRET_KEY": "k", "CAREID_AUDIT_CHAIN_KEY": "c"}
+    assert "error" not in settings_with({**base, "CAREID_EMAIL_CONFIRMATION_EXPIRE_DAYS": "1"})
+    for days in ("0", "-1"):
+        error = settings_with({**base, "CAREID_EMAIL_CONFIRMATION_EXPIRE_DAYS": days})["error"]
+        assert f"ImproperlyConfigured: CAREID_EMAIL_CONFIRMATION_EXPIRE_DAYS={days}: give at least 1" in error
+
+
 def test_the_deploy_checks_refuse_a_provider_without_signing_keys_or_a_public_address(settings):
     """Without CAREID_OIDC_PRIVATE_KEY_FILES the provider started with an empty JWKS, and without CAREID_BASE_URL
     with http://127.0.0.1:8000 as its issuer and its links' base: both only showed at the first sign-in."""

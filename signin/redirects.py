@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit
 
 from django.conf import settings
 
@@ -28,3 +28,10 @@ def safe_goto(goto: str | None) -> str | None:
             return goto
         return None
     return goto if goto in settings.CAREID_ALLOWED_REDIRECT_URLS else None  # each checked in settings
+
+
+def url_with_query(url: str, **query: str | None) -> str:
+    """`url` with the query's non-empty values, in the order given: how a page links or redirects to the next one
+    while carrying where the person was going (`goto`, absent when there is none) and what they asked for."""
+    query = {key: value for key, value in query.items() if value}
+    return f"{url}?{urlencode(query)}" if query else url

@@ -16,7 +16,7 @@ from careid.http import posted
 
 from . import flows
 from .forms import SignInMethodForm
-from .redirects import safe_goto
+from .redirects import safe_goto, url_with_query
 
 
 def requested_goto(request: HttpRequest) -> str | None:
@@ -66,8 +66,7 @@ def choose_another_url(request: HttpRequest) -> str:
 
 
 def signin_url(kind, goto: str | None, level: str | None) -> str:
-    query = {key: value for key, value in (("goto", goto), ("acr_values", level)) if value}
-    return kind.signin_url() + (f"?{urlencode(query)}" if query else "")
+    return url_with_query(kind.signin_url(), goto=goto, acr_values=level)
 
 
 @lru_cache(maxsize=256)

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from functools import wraps
-from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
@@ -25,7 +24,7 @@ from authenticators.views import (
 )
 from careid.http import posted
 from signin.decorators import recent_authentication_required
-from signin.redirects import safe_goto
+from signin.redirects import safe_goto, url_with_query
 from signin.views import after_signin_url, choose_another_url, requested_goto, signin_method, signin_url
 
 from . import codes, flows
@@ -136,7 +135,8 @@ def signin(request: HttpRequest) -> HttpResponse:
         form.add_error(None, message)
     return render(request, "authenticators/totp/signin.html",
                   {"form": form, "choose_another": choose_another_url(request),
-                   "forgotten_password": _with_goto(reverse("totp:forgotten_password"), requested_goto(request))},
+                   "forgotten_password": url_with_query(reverse("totp:forgotten_password"),
+                                                        goto=requested_goto(request))},
                   status=400 if form.errors else 200)
 
 
@@ -171,8 +171,8 @@ def reset_step(step: str):
         def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
             reset = flows.PasswordReset.of(request, step)
             if reset is None:  # back to the start, still on the way to where the person was going
-                return redirect(_with_goto(reverse("totp:forgotten_password"),
-                                           safe_goto(flows.PasswordReset.goto_of(request)), expired="1"))
+                return redirect(url_with_query(reverse("totp:forgotten_password"), expired="1",
+                                               goto=safe_goto(flows.PasswordReset.goto_of(request))))
             return view(request, reset, *args, **kwargs)
 
         return wrapper
@@ -236,25 +236,21 @@ def reset_password(request: HttpRequest, reset: flows.PasswordReset) -> HttpResp
     if request.method == "POST" and form.is_valid():
         if flows.finish_password_reset(request, reset, form.cleaned_data["password1"]) is None:
             return _reset_stopped(request, reset, cannot_go_on=True)
-        return redirect(_with_goto(reverse("totp:reset_done"), reset.goto))
+        return redirect(url_with_query(reverse("totp:reset_done"), goto=reset.goto))
     return _page(request, "password.html", {"purpose": "reset"}, form)
 
 
 def _reset_stopped(request: HttpRequest, reset: flows.PasswordReset, *, cannot_go_on: bool = False) -> HttpResponse:
     """The reset has stopped; "Start again" keeps where the person was going."""
     return _page(request, "reset_stopped.html", {
-        "cannot_go_on": cannot_go_on, "start_again": _with_goto(reverse("totp:forgotten_password"), reset.goto)})
+        "cannot_go_on": cannot_go_on,
+        "start_again": url_with_query(reverse("totp:forgotten_password"), goto=reset.goto)})
 
 
 def reset_done(request: HttpRequest) -> HttpResponse:
     """"Sign in" leads back to the service the person came from, if any (checked again: it is the query's)."""
     return render(request, "authenticators/totp/reset_done.html",
-                  {"sign_in": _with_goto(reverse("login"), requested_goto(request))})
-
-
-def _with_goto(url: str, goto: str | None, **query: str) -> str:
-    query = {**query, **({"goto": goto} if goto else {})}
-    return f"{url}?{urlencode(query)}" if query else url
+                  {"sign_in": url_with_query(reverse("login"), goto=requested_goto(request))})
 
 
 @sensitive_post_parameters("password1", "password2")

@@ -68,8 +68,10 @@ def keep_hash_memory(*, hashes_at_once: int, memory_kib: int | None = None) -> b
     lifetime, and one arena for all threads (a web worker's threads take turns on the GIL anyway).
 
     `memory_kib`: the largest memory cost hashed here (the configured one unless given). Call it before the
-    process's threads first allocate (careid/wsgi.py). False, and nothing changes,
-    where the C library has no mallopt (musl, macOS) or libargon2 would not wipe the memory it frees."""
+    process's threads first allocate, knowing how many hashes it runs at once: gunicorn's workers call it
+    (deploy/gunicorn.conf.py); nothing does under another server, whose threads careid cannot know.
+    False, and nothing changes, where the C library has no mallopt (musl, macOS) or libargon2 would not wipe
+    the memory it frees."""
     if not _argon2_wipes_its_memory():
         return False
     try:

@@ -3,7 +3,7 @@
 Times Django's check_password with careid's hasher (accounts/hashers.py) at OWASP's equally strong
 minimums, a few stronger settings and Django's defaults (careid's cost before it was configurable),
 one process at a time, with the memory of a finished hash kept for the next as in careid's web processes
-(careid/wsgi.py; CAREID_ARGON2_KEEP_MEMORY=false for the library's own way): CPU and wall time per check
+(deploy/gunicorn.conf.py; CAREID_ARGON2_KEEP_MEMORY=false for the library's own way): CPU and wall time per check
 (median of --checks). The baseline row is the
 configured cost (CAREID_ARGON2_*, careid's default unless set), measured in the same run: its checks
 take turns with each setting's, so every setting's "x baseline" (its CPU per check over the baseline's
@@ -59,7 +59,7 @@ def main() -> None:
     from accounts.hashers import keep_hash_memory
 
     settings.PASSWORD_HASHERS = ["accounts.hashers.CareIdArgon2PasswordHasher"]
-    # As a web process hashes (careid/wsgi.py); CAREID_ARGON2_KEEP_MEMORY=false for the library's own way.
+    # As a web process hashes (deploy/gunicorn.conf.py); CAREID_ARGON2_KEEP_MEMORY=false for the library's own way.
     kept = settings.CAREID_ARGON2_KEEP_MEMORY and keep_hash_memory(
         hashes_at_once=1, memory_kib=max(settings.CAREID_ARGON2_MEMORY_COST, *(row[0] for row in SETTINGS)))
     baseline = (settings.CAREID_ARGON2_MEMORY_COST, settings.CAREID_ARGON2_TIME_COST, settings.CAREID_ARGON2_PARALLELISM)

@@ -338,7 +338,7 @@ def _start_hash_process() -> None:
     """Ctrl-C stops the bench, not a hash process in the middle of a pause (pool.map would wait for it
     forever with the service frozen); SIGTERM and SIGHUP stop a hash process as they would any other
     (not with the bench's handler). The process hashes as a web process does: with the memory of a
-    finished hash kept for the next when CAREID_ARGON2_KEEP_MEMORY is on (careid/wsgi.py), so the pure
+    finished hash kept for the next when CAREID_ARGON2_KEEP_MEMORY is on (deploy/gunicorn.conf.py), so the pure
     rate is the same hash's."""
     from django.conf import settings
 

@@ -10,7 +10,7 @@ over six requests.
   download (a million-row audit export streams for about a minute) keeps its worker alive, since
   the worker's heartbeat runs beside the request instead of behind it. More threads or workers only
   add database connections, memory (64 MiB per thread by default, kept for the next hash:
-  CAREID_ARGON2_KEEP_MEMORY) and switching.
+  CAREID_ARGON2_KEEP_MEMORY: post_worker_init below) and switching.
 - A worker takes no more connections than it has threads (worker_connections = threads): requests
   beyond what the workers are running wait in the listen queue, oldest first, for whichever worker
   frees a thread. With gunicorn's default of 1000 a worker accepts every connection it can and queues
@@ -25,8 +25,12 @@ over six requests.
   threads per instance, within PostgreSQL's max_connections over every instance and Celery worker.
 """
 
+from __future__ import annotations
+
 import multiprocessing
 import os
+
+from gunicorn.workers.base import Worker
 
 bind = os.environ.get("CAREID_BIND", "0.0.0.0:8000")
 worker_class = os.environ.get("CAREID_WORKER_CLASS", "gthread")
@@ -42,3 +46,18 @@ graceful_timeout = 30
 # The TLS proxy's address, whose X-Forwarded-Proto gunicorn may trust (CAREID_TRUSTED_PROXY_COUNT for the client IP).
 forwarded_allow_ips = os.environ.get("CAREID_PROXY_IPS", "127.0.0.1")
 accesslog = "-"
+
+
+def post_worker_init(worker: Worker) -> None:
+    """Keep the memory of finished password hashes for the next (CAREID_ARGON2_KEEP_MEMORY), for as many as
+    this worker runs at once as gunicorn runs it, `--threads` on its command line included (a threaded worker
+    runs no more requests at once than it takes connections): sized for fewer, all of it is given back whenever
+    more ran at once; for more, memory is held for nothing. Called once the application has loaded (Django's
+    settings) and before the worker's threads start (with its first requests): glibc gives a thread its heap
+    when it first allocates."""
+    from django.conf import settings
+
+    from accounts.hashers import keep_hash_memory
+
+    if settings.CAREID_ARGON2_KEEP_MEMORY:
+        keep_hash_memory(hashes_at_once=min(worker.cfg.threads, worker.cfg.worker_connections))

@@ -6,15 +6,23 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
+import requests
 from django.conf import settings
 from django.contrib.auth.hashers import MD5PasswordHasher, check_password, get_hasher, make_password
 
 from accounts.hashers import CareIdArgon2PasswordHasher
 from accounts.models import User
+from signin.throttle import BAD_CREDENTIALS
 
-from .conftest import sign_in
+from .conftest import ROOT, _free_port, require, sign_in
 from .test_settings import settings_with
 
 HASHERS = ["accounts.hashers.CareIdArgon2PasswordHasher", "django.contrib.auth.hashers.PBKDF2PasswordHasher"]
@@ -206,13 +214,19 @@ def test_an_unknown_address_follows_a_change_of_hasher(client, db, settings, has
     assert [encoded.split("$")[1] for encoded in hashes_made] == ["argon2id"]
 
 
-# What a web process does with a hash's memory (careid/wsgi.py): run in a process of its own, as gunicorn
-# runs a worker, checking a password twice on a thread of its own, as gunicorn's threads do. It prints the
-# page faults of the second check: the pages the kernel had to hand over (and zero) for it.
+# What a web process does with a hash's memory (deploy/gunicorn.conf.py's post_worker_init): run in a process
+# of its own, as gunicorn runs a worker, checking a password twice on a thread of its own, as gunicorn's
+# threads do. It prints the page faults of the second check: the pages the kernel had to hand over (and zero)
+# for it.
 WEB_PROCESS_CHECKS = """
 import resource, threading
 import careid.wsgi
+from django.conf import settings
 from django.contrib.auth.hashers import check_password, make_password
+from accounts.hashers import keep_hash_memory
+
+if settings.CAREID_ARGON2_KEEP_MEMORY:
+    keep_hash_memory(hashes_at_once=1)
 
 encoded = make_password("a pass phrase for this test only")
 faults = []
@@ -244,3 +258,81 @@ def test_a_web_process_reuses_the_memory_of_a_finished_hash_for_the_next():
     pages = 65536 // 4
     assert second_check_faults(keep_memory=False) >= pages // 512  # at least one fault per 2 MiB, huge pages or not
     assert second_check_faults(keep_memory=True) < pages // 512
+
+
+# --- gunicorn's workers: memory kept for as many hashes as a worker runs at once ----------------------
+
+
+def _minor_faults(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
+
+
+@pytest.mark.services
+def test_a_gunicorn_worker_keeps_memory_for_the_hashes_of_all_its_threads(transactional_db):
+    """Threads set on gunicorn's command line, not as the environment says (CAREID_THREADS, which
+    deploy/gunicorn.conf.py reads): the worker's three threads check three passwords at once (three sign-ins
+    with unknown addresses), and the memory of all three is kept for the next three. Sized by the environment
+    (one thread), all of it was given back to the kernel after every round and mapped again in the next:
+    49,000 page faults a round instead of a few dozen."""
+    from django.db import connection
+
+    require(connection.vendor == "postgresql", "PostgreSQL (DATABASE_URL)")
+    port = _free_port()
+    env = {**os.environ, "DATABASE_URL": urlsplit(os.environ["DATABASE_URL"])._replace(
+               path="/" + connection.settings_dict["NAME"]).geturl(),  # the test database, committed to
+           "CAREID_BIND": f"127.0.0.1:{port}", "CAREID_WORKERS": "1", "CAREID_THREADS": "1",
+           "CAREID_SECURE_COOKIES": "false", "CAREID_ARGON2_KEEP_MEMORY": "true",
+           "CAREID_ARGON2_MEMORY_COST": "65536", "CAREID_ARGON2_TIME_COST": "3",
+           "CAREID_IP_FAILURE_LIMIT": "1000000"}  # its counter on the shared Redis outlives the test
+    log = tempfile.TemporaryFile("w+")
+    # The connections too: the file sets them from CAREID_THREADS (README), and one at a time would mean one hash.
+    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py",
+                               "--threads", "3", "--worker-connections", "3", "careid.wsgi"],
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                login = requests.get(f"{url}/login/", timeout=2)
+                if login.status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, "gunicorn did not answer"
+            time.sleep(0.1)
+        worker = int(Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()[0])
+        token = login.cookies["csrftoken"]
+
+        def three_at_once() -> int:
+            """The worker's page faults over three sign-ins sent at once."""
+            start, answers = threading.Barrier(3), []
+
+            def sign_in() -> None:
+                start.wait()
+                answers.append(requests.post(f"{url}{APP}", cookies={"csrftoken": token}, timeout=30, data={
+                    "email": f"nobody.{uuid.uuid4().hex}@nhs.net", "password": "a guess at a password",
+                    "csrfmiddlewaretoken": token}))
+
+            before = _minor_faults(worker)
+            people = [threading.Thread(target=sign_in) for _ in range(3)]
+            for person in people:
+                person.start()
+            for person in people:
+                person.join()
+            assert [(answer.status_code, BAD_CREDENTIALS in answer.text) for answer in answers] == [(400, True)] * 3
+            return _minor_faults(worker) - before
+
+        three_at_once()  # maps the three hashes' memory
+        three_at_once()  # and the threads' own first allocations (tens of pages)
+        assert three_at_once() < 3 * (65536 // 4) // 512  # fewer than one fault per 2 MiB, huge pages or not
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.seek(0)
+        print(log.read()[-5000:])
+        log.close()

@@ -22,6 +22,8 @@ from .journeys import (
     NoJourney,
     NotActive,
     OtherUser,
+    RevokedJourney,
+    RevokedLink,
     SignInAgain,
     SpentInvitation,
     UnknownLink,
@@ -72,7 +74,7 @@ def issue_registration_link(
 def refuse(request: HttpRequest, link: RegistrationLink | None, error: JourneyError) -> JourneyError:
     """Audit a refused POST (a GET only looks) and return the error for the page."""
     if request.method == "POST":
-        event = Event.LINK_EXPIRED if isinstance(error, ExpiredLink) else Event.LINK_REFUSED
+        event = Event.LINK_EXPIRED if isinstance(error, ExpiredLink | RevokedJourney) else Event.LINK_REFUSED
         record(event, request=request, subject=link.user if link else None, outcome=Outcome.FAILURE,
                link_id=link.pk if link else None, reason=error.reason)
     return error
@@ -87,10 +89,15 @@ def check_link(request: HttpRequest, link: RegistrationLink | None) -> Registrat
     if link.is_used:
         raise refuse(request, link, UsedLink())
     if link.is_expired:
-        raise refuse(request, link, ExpiredLink())
+        raise refuse(request, link, _expired(link))
     if not link.user.is_active:
         raise refuse(request, link, NotActive())
     return link
+
+
+def _expired(link: RegistrationLink) -> ExpiredLink:
+    """Why an expired link stopped: it ran out its time, or a suspension or closure ended it."""
+    return RevokedLink() if link.is_revoked else ExpiredLink()
 
 
 MAX_EXCHANGES = 10  # fresh 3-minute links one invitation may give
@@ -104,7 +111,7 @@ def confirm_sole_access(request: HttpRequest, link: RegistrationLink) -> Registr
     registration through it completes or it expires."""
     with transaction.atomic():
         exchanged = link.exchange(MAX_EXCHANGES)
-        link.refresh_from_db(fields=["used_at", "expires_at", "exchanges"])
+        link.refresh_from_db(fields=["used_at", "expires_at", "revoked_at", "exchanges"])
         if exchanged:
             record(Event.LINK_USED, request=request, subject=link.user, kind=link.kind, link_id=link.pk,
                    reason="sole access confirmed", exchanges=link.exchanges)
@@ -112,7 +119,7 @@ def confirm_sole_access(request: HttpRequest, link: RegistrationLink) -> Registr
                                            request=request, confirmed=True, issued_from=link)
     # Outside the transaction, so that the refusal's audit event stays. Used or expired since it was opened,
     # or it has given all the fresh links one invitation may.
-    refused = UsedLink() if link.is_used else ExpiredLink() if link.is_expired else SpentInvitation()
+    refused = UsedLink() if link.is_used else _expired(link) if link.is_expired else SpentInvitation()
     raise refuse(request, link, refused)
 
 
@@ -131,13 +138,16 @@ def current_journey(request: HttpRequest, kind: str, step: str, *related: str) -
     A journey the person started signed in needs a sign-in at most 5 minutes old at every step, as its
     start did (recent_authentication_required): a journey lasts 30 minutes, and without this whoever finds
     the computer left signed in could add their own key (the step that saves it, and the one that issues
-    its options, each check). A journey from an RA's link or an invitation has the link's own rules."""
+    its options, each check). A journey from an RA's link or an invitation has the link's own rules.
+    One that a suspension or closure ended says so, and a POST to it is audited as a revoked link's is."""
     link_id = request.session.get(SESSION_JOURNEY)
     link = (
         RegistrationLink.objects.select_related("user", *related).filter(pk=link_id, kind=kind).first()
         if link_id
         else None
     )
+    if link is not None and link.journey_is_over and link.is_revoked:
+        raise refuse(request, link, RevokedJourney())
     if link is None or link.journey_is_over:
         raise NoJourney()
     if request.user.is_authenticated and request.user.pk != link.user_id:

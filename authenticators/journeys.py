@@ -30,6 +30,15 @@ class ExpiredLink(JourneyError):
     reason = "expired"
 
 
+class RevokedLink(ExpiredLink):
+    """Ended early by a suspension or closure (RegistrationLink.is_revoked): expired, and audited as that with its
+    own reason; the page says who ended it, not that it ran out of time."""
+
+    title = "This registration link is no longer valid"
+    message = "Your registration authority ended this link. Ask them for a new registration link."
+    reason = "revoked"
+
+
 class UsedLink(JourneyError):
     title = "This registration link has already been used"
     message = "Each registration link works once. Ask for a new registration link."
@@ -85,6 +94,14 @@ class NoJourney(JourneyError):
     )
     status = 410
     reason = "no journey"
+
+
+class RevokedJourney(NoJourney):
+    """A registration under way ended by a suspension or closure: not timed out, whatever its deadline says."""
+
+    message = ("Your registration authority ended this registration before it was finished. Ask them for a new "
+               "registration link to start again.")
+    reason = "revoked"
 
 
 class SignInAgain(JourneyError):

@@ -162,7 +162,31 @@ def test_an_expired_link_is_refused_and_changes_nothing(client, invited):
         assert "This registration link has expired" in response.content.decode()
     link.refresh_from_db()
     assert link.used_at is None and link.confirmed_at is None
-    assert AuditEvent.objects.filter(event=Event.LINK_EXPIRED, subject=user).exists()
+    assert "no longer valid" not in response.content.decode()  # it ran out its own time: nobody ended it
+    refused = AuditEvent.objects.get(event=Event.LINK_EXPIRED, subject=user)
+    assert refused.details["reason"] == "expired" and refused.details["link_id"] == link.pk
+
+
+def test_a_link_ended_by_a_suspension_says_the_registration_authority_ended_it(client, invited, ra_staff):
+    """Opened while suspended, or after an RA reinstated them: the link did not run out its time, it was ended."""
+    from accounts.flows import reinstate_user, suspend_user
+    from accounts.roles import RA_AGENT
+
+    agent, _ = ra_staff(RA_AGENT)
+    user, link = invited
+    suspend_user(user=user, actor=agent.user, reason="invitation reported stolen")
+    suspended_page = client.get(link_path(link))
+    reinstate_user(user=user, actor=agent.user, reason="mailbox secured")
+    for response in (suspended_page, client.get(link_path(link)), client.post(link_path(link), {"confirm": "on"})):
+        assert response.status_code == 410
+        page = response.content.decode()
+        assert "This registration link is no longer valid" in page and "has expired" not in page
+        assert "Your registration authority ended this link. Ask them for a new registration link." in page
+        assert "If you need help, contact" in page
+    link.refresh_from_db()
+    assert link.used_at is None and link.confirmed_at is None and link.exchanges == 0
+    refused = AuditEvent.objects.get(event=Event.LINK_EXPIRED, subject=user)
+    assert refused.outcome == "failure" and refused.details == {"link_id": link.pk, "reason": "revoked"}
 
 
 def test_a_used_link_is_refused(client, invited, mailbox):
@@ -491,8 +515,27 @@ def test_a_journey_ended_by_a_suspension_stays_ended_after_reinstatement(client,
     suspend_user(user=user, actor=agent.user, reason="invitation reported stolen")
     reinstate_user(user=user, actor=agent.user, reason="mailbox secured")
     response = client.post("/register/authenticator-app/password/", {"password1": NEW_PASSWORD, "password2": NEW_PASSWORD})
-    assert response.status_code == 410 and "Your registration has ended" in response.content.decode()
+    assert response.status_code == 410
+    page = response.content.decode()
+    assert "Your registration has ended" in page and "has timed out" not in page
+    assert ("Your registration authority ended this registration before it was finished. Ask them for a new "
+            "registration link to start again.") in page
     assert journey_of(user).step == "password" and not AuthenticatorApp.objects.filter(user=user).exists()
+    refused = AuditEvent.objects.get(event=Event.LINK_EXPIRED, subject=user)
+    assert refused.outcome == "failure" and refused.details == {"link_id": journey_of(user).pk, "reason": "revoked"}
+    assert client.get("/register/authenticator-app/password/").status_code == 410  # a GET only looks
+    assert AuditEvent.objects.filter(event=Event.LINK_EXPIRED, subject=user).count() == 1
+
+
+def test_a_journey_that_timed_out_says_so_as_before(client, invited, mailbox):
+    user, link = invited
+    client.post("/register/authenticator-app/code/", {"code": start(client, mailbox, link)})
+    RegistrationLink.objects.filter(pk=journey_of(user).pk).update(journey_expires_at=timezone.now())
+    response = client.post("/register/authenticator-app/password/", {"password1": NEW_PASSWORD, "password2": NEW_PASSWORD})
+    assert response.status_code == 410
+    page = response.content.decode()
+    assert "Your registration has ended" in page and "has timed out" in page and "registration authority ended" not in page
+    assert not AuditEvent.objects.filter(event__in=[Event.LINK_EXPIRED, Event.LINK_REFUSED], subject=user).exists()
 
 
 def test_abandoned_journeys_forget_their_secrets(client, invited, mailbox):

@@ -139,7 +139,7 @@ def current_journey(request: HttpRequest, kind: str, step: str, *related: str) -
     start did (recent_authentication_required): a journey lasts 30 minutes, and without this whoever finds
     the computer left signed in could add their own key (the step that saves it, and the one that issues
     its options, each check). A journey from an RA's link or an invitation has the link's own rules.
-    One that a suspension or closure ended says so, and a POST to it is audited as a revoked link's is."""
+    One that a suspension or closure ended answers as any ended journey, and a POST to it is audited as a revoked link's is."""
     link_id = request.session.get(SESSION_JOURNEY)
     link = (
         RegistrationLink.objects.select_related("user", *related).filter(pk=link_id, kind=kind).first()

@@ -31,11 +31,10 @@ class ExpiredLink(JourneyError):
 
 
 class RevokedLink(ExpiredLink):
-    """Ended early by a suspension or closure (RegistrationLink.is_revoked): expired, and audited as that with its
-    own reason; the page says who ended it, not that it ran out of time."""
+    """Ended early by a suspension or closure (RegistrationLink.is_revoked): audited with its own reason, for the
+    RA. The page is an expired link's: whoever holds the link (a stolen invitation, a mailbox someone else reads)
+    is not told that the RA acted on the Care Identity, as no page tells a suspended or closed profile apart."""
 
-    title = "This registration link is no longer valid"
-    message = "Your registration authority ended this link. Ask them for a new registration link."
     reason = "revoked"
 
 
@@ -97,10 +96,9 @@ class NoJourney(JourneyError):
 
 
 class RevokedJourney(NoJourney):
-    """A registration under way ended by a suspension or closure: not timed out, whatever its deadline says."""
+    """A registration under way ended by a suspension or closure: audited with its own reason (a journey that ran
+    out its time is not), and the page is any ended journey's, for the reason RevokedLink's is."""
 
-    message = ("Your registration authority ended this registration before it was finished. Ask them for a new "
-               "registration link to start again.")
     reason = "revoked"
 
 

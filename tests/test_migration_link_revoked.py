@@ -1,5 +1,5 @@
-"""authenticators 0008 records which links a suspension or closure revoked (RegistrationLink.revoked_at); the
-links revoked before it are marked as the outbox told them until then, by their lifetime against the settings."""
+"""authenticators 0008 records which links a suspension or closure revoked (RegistrationLink.revoked_at); 0009 marks
+the links revoked before it as the outbox told them until then, by their lifetime against the settings."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
 BEFORE = [("authenticators", "0007_drop_old_device_throttle_columns")]
-AFTER = [("authenticators", "0008_link_revoked_at")]
+AFTER = [("authenticators", "0009_mark_links_revoked_before")]
 
 
 def migrate(authenticators):
@@ -46,7 +46,7 @@ def test_links_revoked_before_the_migration_are_marked_revoked(at_latest, settin
     revoked = link("a", expires_at=issued + ttl / 2)
     ran_out = link("b", expires_at=issued + ttl)
     working = link("c", created_at=now - timedelta(minutes=1), expires_at=now + ttl / 2)  # issued when shorter
-    journey_ended = link("d", expires_at=issued + ttl, used_at=issued, journey_expires_at=issued + journey / 3)
+    journey_ended = link("d", expires_at=issued + ttl, used_at=issued, journey_expires_at=issued + journey / 3)  # left alone
     journey_ran_out = link("e", expires_at=issued + ttl, used_at=issued, journey_expires_at=issued + journey)
     completed = link("f", expires_at=issued + ttl, used_at=issued, journey_expires_at=issued + journey / 3,
                      completed_at=issued + journey / 3)
@@ -54,5 +54,5 @@ def test_links_revoked_before_the_migration_are_marked_revoked(at_latest, settin
     apps = migrate(AFTER)
     revoked_at = dict(apps.get_model("authenticators", "RegistrationLink").objects.values_list("pk", "revoked_at"))
     assert revoked_at == {revoked.pk: revoked.expires_at, ran_out.pk: None, working.pk: None,
-                          journey_ended.pk: journey_ended.journey_expires_at, journey_ran_out.pk: None,
+                          journey_ended.pk: None, journey_ran_out.pk: None,
                           completed.pk: None}

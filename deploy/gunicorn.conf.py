@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from typing import TYPE_CHECKING
 
-from gunicorn.workers.base import Worker
+if TYPE_CHECKING:
+    from gunicorn.workers.base import Worker
 
 bind = os.environ.get("CAREID_BIND", "0.0.0.0:8000")
 worker_class = os.environ.get("CAREID_WORKER_CLASS", "gthread")

@@ -126,4 +126,4 @@ def admin_login(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated and not request.user.is_staff:
         return render(request, "403.html", {"message": "Your Care Identity does not give access to administration."}, status=403)
     goto = safe_goto(request.GET.get("next")) or reverse("admin:index")
-    return redirect(f"{reverse('login')}?{urlencode({'goto': goto})}")
+    return redirect(url_with_query(reverse("login"), goto=goto))

@@ -427,6 +427,7 @@ class _Staging(ABC):
     random_unusable_password = "'!' || lower(hex(randomblob(20)))"
     page_size = 2000
     mac_page_size = 10_000
+    EVENT = {"event": Event.USER_ONBOARDED, "outcome": Outcome.SUCCESS}  # each row's audit event, with its own subject
 
     def __init__(self, cursor: CursorWrapper) -> None:
         self.cursor = cursor
@@ -517,18 +518,17 @@ class _Staging(ABC):
             "subject_id": "u.id",
             "details": f"{self.json_object}('run', {int(run_id)}, 'line', s.line, 'email', s.email)",
             "written_mac": "m.mac",
-        }, values={"at": now, "event": Event.USER_ONBOARDED, "outcome": Outcome.SUCCESS, "seq": None})  # sealed later
+        }, values={"at": now, **self.EVENT, "seq": None})  # sealed later
         return created
 
     def _write_event_macs(self, with_user: str, *, run_id: int, now: datetime) -> None:
         """The MAC of each row's user.onboarded event (audit/mac.written_mac), computed here, where the key
         is, a page at a time, into a table of their own the events are then inserted from (appended, not
         updated in place: an UPDATE of every staged row cost more than the rest of the write)."""
+        event = AuditEvent(at=now, **self.EVENT).written_content()  # the columns _insert_select leaves to defaults
         for page in self.pages(f"SELECT s.line, u.id, s.email {with_user}"):
             self.add_event_macs([(line, written_mac({
-                "at": now, "event": Event.USER_ONBOARDED, "outcome": Outcome.SUCCESS, "actor_id": None,
-                "subject_id": user_id, "ip": None, "user_agent": "", "method": "", "aal": None,
-                "details": {"run": run_id, "line": line, "email": email},
+                **event, "subject_id": user_id, "details": {"run": run_id, "line": line, "email": email},
             })) for line, user_id, email in page])
 
     def pages(self, template: str) -> Iterator[list[tuple]]:

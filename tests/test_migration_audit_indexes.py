@@ -10,24 +10,18 @@ import sys
 import pytest
 from django.conf import settings
 from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 
 from .conftest import require
+from .migrations import migrate, migrate_to_latest
 
 NAMES = ("audit_former_email_by_ra", "audit_former_email")
-
-
-def migrate(audit):
-    executor = MigrationExecutor(connection)
-    targets = [node for node in executor.loader.graph.leaf_nodes() if node[0] != "audit"] + audit
-    executor.migrate(targets)
 
 
 @pytest.fixture
 def at_latest(transactional_db):
     require(connection.vendor == "postgresql", "PostgreSQL (CONCURRENTLY)")
     yield
-    migrate([node for node in MigrationExecutor(connection).loader.graph.leaf_nodes() if node[0] == "audit"])
+    migrate_to_latest()
 
 
 def indexes() -> set[str]:
@@ -37,12 +31,12 @@ def indexes() -> set[str]:
 
 
 def test_0015_runs_again_after_a_build_that_stopped_part_way(at_latest):
-    migrate([("audit", "0014_readable_field_names")])
+    migrate(("audit", "0014_readable_field_names"))
     assert indexes() == set()
     with connection.cursor() as cursor:  # what the first run left: its first index built, the second not
         cursor.execute("""CREATE INDEX CONCURRENTLY "audit_former_email_by_ra" ON "audit_auditevent"
                           (LOWER((("details" -> 'before') ->> 'email'))) WHERE "event" = 'user.changed'""")
-    migrate([("audit", "0015_former_email_indexes")])
+    migrate(("audit", "0015_former_email_indexes"))
     assert indexes() == set(NAMES)
 
 

@@ -4,28 +4,18 @@ state (AppRegistration.email_code) to the link, and back when unapplied."""
 from __future__ import annotations
 
 import pytest
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
-BEFORE = [("authenticators", "0001_initial")]
-AFTER = [("authenticators", "0002_email_code_on_the_link")]
+from .migrations import migrate, migrate_to_latest
 
-
-def migrate(authenticators):
-    """Every other app at its latest migration, authenticators at the one given."""
-    executor = MigrationExecutor(connection)
-    targets = [node for node in executor.loader.graph.leaf_nodes() if node[0] != "authenticators"] + authenticators
-    executor.migrate(targets)
-    executor.loader.build_graph()
-    return executor.loader.project_state(targets).apps
+BEFORE = ("authenticators", "0001_initial")
+AFTER = ("authenticators", "0002_email_code_on_the_link")
 
 
 @pytest.fixture
 def at_latest(transactional_db):
     yield
-    graph = MigrationExecutor(connection).loader.graph
-    migrate([node for node in graph.leaf_nodes() if node[0] == "authenticators"])
+    migrate_to_latest()
 
 
 def test_journeys_keep_their_code_across_the_migration(at_latest):

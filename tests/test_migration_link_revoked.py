@@ -6,28 +6,18 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
-BEFORE = [("authenticators", "0007_drop_old_device_throttle_columns")]
-AFTER = [("authenticators", "0009_mark_links_revoked_before")]
+from .migrations import migrate, migrate_to_latest
 
-
-def migrate(authenticators):
-    """Every other app at its latest migration, authenticators at the one given."""
-    executor = MigrationExecutor(connection)
-    targets = [node for node in executor.loader.graph.leaf_nodes() if node[0] != "authenticators"] + authenticators
-    executor.migrate(targets)
-    executor.loader.build_graph()
-    return executor.loader.project_state(targets).apps
+BEFORE = ("authenticators", "0007_drop_old_device_throttle_columns")
+AFTER = ("authenticators", "0009_mark_links_revoked_before")
 
 
 @pytest.fixture
 def at_latest(transactional_db):
     yield
-    graph = MigrationExecutor(connection).loader.graph
-    migrate([node for node in graph.leaf_nodes() if node[0] == "authenticators"])
+    migrate_to_latest()
 
 
 def test_links_revoked_before_the_migration_are_marked_revoked(at_latest, settings):

@@ -32,6 +32,7 @@ from django.db import OperationalError
 from django.test import Client, RequestFactory
 
 from .conftest import ROOT, _free_port, require, totp_code
+from .served import gunicorn
 
 UNAVAILABLE = "Sorry, the service is unavailable"
 PASSWORD = "a long and memorable passphrase"
@@ -437,7 +438,6 @@ def careid_under_gunicorn(*, database: tuple[str, int], redis: RedisServer) -> I
     from django.db import connection
 
     db = connection.settings_dict
-    port = _free_port()
     env = {
         **os.environ,
         "DATABASE_URL": f"postgres://{db['USER']}@{database[0]}:{database[1]}/{db['NAME']}",
@@ -445,40 +445,11 @@ def careid_under_gunicorn(*, database: tuple[str, int], redis: RedisServer) -> I
         "CELERY_BROKER_URL": redis.url(1),
         "CAREID_REDIS_TIMEOUT": "0.5",
         "CAREID_SECURE_COOKIES": "false",
-        "CAREID_BIND": f"127.0.0.1:{port}",
         "CAREID_WORKERS": "1",
     }
     env.pop("CAREID_DB_CONNECT_TIMEOUT", None)  # the default, 3 s
-    log = tempfile.TemporaryFile("w+")  # not a pipe: failing pages log tracebacks, which would fill it
-    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "careid.wsgi"],
-                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(f"{url}/login/", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if server.poll() is not None:
-                log.seek(0)
-                pytest.fail(f"gunicorn exited: {log.read()}")
-            if time.monotonic() > deadline:
-                pytest.fail("gunicorn did not answer within 30 s")
-            time.sleep(0.2)
+    with gunicorn(env) as (url, server):
         yield Careid(url, server)
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        # Pages that failed were logged with their tracebacks (what operators see), never shown.
-        log.seek(0)
-        print(log.read()[-5000:])
-        log.close()
 
 
 @pytest.fixture

@@ -6,9 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 import threading
-import time
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -22,7 +20,8 @@ from accounts.hashers import CareIdArgon2PasswordHasher
 from accounts.models import User
 from signin.throttle import BAD_CREDENTIALS
 
-from .conftest import ROOT, _free_port, require, sign_in
+from .conftest import require, sign_in
+from .served import gunicorn
 from .test_settings import settings_with
 
 HASHERS = ["accounts.hashers.CareIdArgon2PasswordHasher", "django.contrib.auth.hashers.PBKDF2PasswordHasher"]
@@ -277,32 +276,16 @@ def test_a_gunicorn_worker_keeps_memory_for_the_hashes_of_all_its_threads(transa
     from django.db import connection
 
     require(connection.vendor == "postgresql", "PostgreSQL (DATABASE_URL)")
-    port = _free_port()
     env = {**os.environ, "DATABASE_URL": urlsplit(os.environ["DATABASE_URL"])._replace(
                path="/" + connection.settings_dict["NAME"]).geturl(),  # the test database, committed to
-           "CAREID_BIND": f"127.0.0.1:{port}", "CAREID_WORKERS": "1", "CAREID_THREADS": "1",
+           "CAREID_WORKERS": "1", "CAREID_THREADS": "1",
            "CAREID_SECURE_COOKIES": "false", "CAREID_ARGON2_KEEP_MEMORY": "true",
            "CAREID_ARGON2_MEMORY_COST": "65536", "CAREID_ARGON2_TIME_COST": "3",
            "CAREID_IP_FAILURE_LIMIT": "1000000"}  # its counter on the shared Redis outlives the test
-    log = tempfile.TemporaryFile("w+")
     # The connections too: the file sets them from CAREID_THREADS (README), and one at a time would mean one hash.
-    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py",
-                               "--threads", "3", "--worker-connections", "3", "careid.wsgi"],
-                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                login = requests.get(f"{url}/login/", timeout=2)
-                if login.status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, "gunicorn did not answer"
-            time.sleep(0.1)
+    with gunicorn(env, "--threads", "3", "--worker-connections", "3") as (url, server):
         worker = int(Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()[0])
-        token = login.cookies["csrftoken"]
+        token = requests.get(f"{url}/login/", timeout=10).cookies["csrftoken"]
 
         def three_at_once() -> int:
             """The worker's page faults over three sign-ins sent at once."""
@@ -326,13 +309,3 @@ def test_a_gunicorn_worker_keeps_memory_for_the_hashes_of_all_its_threads(transa
         three_at_once()  # maps the three hashes' memory
         three_at_once()  # and the threads' own first allocations (tens of pages)
         assert three_at_once() < 3 * (65536 // 4) // 512  # fewer than one fault per 2 MiB, huge pages or not
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.seek(0)
-        print(log.read()[-5000:])
-        log.close()

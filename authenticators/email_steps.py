@@ -73,7 +73,7 @@ def check_email_code(request: HttpRequest, link: RegistrationLink, entered: str,
     code = link.email_code
     Result = EmailOneTimePassword.Result
     try:
-        with transaction.atomic():
+        with flows.journey_step(request, link), transaction.atomic():
             result = code.verify(entered) if code else Result.EXHAUSTED
             if result == Result.ACCEPTED:
                 if not link.advance(STEP, next_step):

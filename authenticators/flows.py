@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from django.db import transaction
 from django.db.models import F
 from django.http import HttpRequest
@@ -121,6 +124,20 @@ def confirm_sole_access(request: HttpRequest, link: RegistrationLink) -> Registr
     # or it has given all the fresh links one invitation may.
     refused = UsedLink() if link.is_used else _expired(link) if link.is_expired else SpentInvitation()
     raise refuse(request, link, refused)
+
+
+@contextmanager
+def journey_step(request: HttpRequest, link: RegistrationLink) -> Iterator[None]:
+    """Around a step's transaction: a journey found no longer at its step when the step moves it on (NoJourney)
+    was checked live by current_journey, so it ended meanwhile. One a suspension or closure ended is refused as
+    current_journey refuses it (audited, once the step's transaction has rolled back), any other as before."""
+    try:
+        yield
+    except NoJourney:
+        link.refresh_from_db(fields=["revoked_at"])
+        if link.is_revoked:
+            raise refuse(request, link, RevokedJourney()) from None
+        raise
 
 
 def begin_journey(request: HttpRequest, link: RegistrationLink, *, step: str, **fields) -> bool:

@@ -321,3 +321,47 @@ def test_resets_started_at_once_send_one_code(transactional_db, make_person, mai
     assert OutgoingEmail.objects.filter(user=person.user, kind="email_code").count() == 1
     assert EmailOneTimePassword.objects.filter(user=person.user, emailed=True).count() == 1
     assert EmailOneTimePassword.objects.filter(user=person.user).count() == 6  # a journey each
+
+
+def test_a_suspension_that_lands_during_a_registration_step_is_refused_as_revoked(transactional_db, invite, mailbox,
+                                                                                   ra_staff):
+    """The step found its journey live, then an RA's suspension commits before the step moves it on: the step is
+    refused as a journey the suspension ended (audited, with the page of any ended journey), not as one that
+    timed out, which nothing records."""
+    require(connection.vendor == "postgresql", "PostgreSQL (real concurrent transactions)")
+    from accounts.flows import suspend_user
+    from accounts.roles import RA_AGENT
+
+    from .test_registration_journey import NEW_PASSWORD, start
+
+    agent, _ = ra_staff(RA_AGENT)
+    user, link = invite()
+    client = Client()
+    client.post("/register/authenticator-app/code/", {"code": start(client, mailbox, link)})
+    suspended = []
+
+    def suspend() -> None:
+        try:
+            suspend_user(user=User.objects.get(pk=user.pk), actor=agent.user, reason="invitation reported stolen")
+            suspended.append(True)
+        finally:
+            connections.close_all()
+
+    def suspension_first(execute, sql, params, many, context):
+        if not suspended and sql.startswith('UPDATE "authenticators_registrationlink" SET "step"'):
+            other = threading.Thread(target=suspend)
+            other.start()
+            other.join(10)
+            assert suspended, "the suspension did not commit"
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(suspension_first):
+        response = client.post("/register/authenticator-app/password/",
+                               {"password1": NEW_PASSWORD, "password2": NEW_PASSWORD})
+
+    assert suspended, "the step never reached its move: no race happened"
+    assert response.status_code == 410
+    assert "Your registration has ended" in response.content.decode()
+    refused = AuditEvent.objects.get(event=Event.LINK_EXPIRED, subject=user)
+    assert refused.outcome == "failure" and refused.details["reason"] == "revoked"
+    assert RegistrationLink.objects.get(pk=refused.details["link_id"]).step == "password"

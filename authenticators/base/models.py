@@ -145,7 +145,8 @@ class RegistrationLink(models.Model):
         """Use the link exactly once: False when another request used it first or it expired."""
         now = timezone.now()
         fields.update(used_at=now, step=step, journey_expires_at=now + settings.CAREID_REGISTRATION_JOURNEY_TTL)
-        used = RegistrationLink.objects.filter(pk=self.pk, used_at__isnull=True, expires_at__gt=now).update(**fields)
+        used = RegistrationLink.objects.filter(pk=self.pk, used_at__isnull=True, revoked_at__isnull=True,
+                                                expires_at__gt=now).update(**fields)
         if used:
             for name, value in fields.items():
                 setattr(self, name, value)
@@ -154,7 +155,7 @@ class RegistrationLink(models.Model):
     def advance(self, from_step: str, to_step: str, **fields) -> bool:
         """Move the journey on; False when it was not at `from_step` (a replayed or raced post) or has ended
         meanwhile (timed out, or revoked by a suspension)."""
-        moved = RegistrationLink.objects.filter(pk=self.pk, step=from_step, completed_at__isnull=True,
+        moved = RegistrationLink.objects.filter(pk=self.pk, step=from_step, completed_at__isnull=True, revoked_at__isnull=True,
                                                 journey_expires_at__gt=timezone.now()).update(step=to_step, **fields)
         if moved:
             self.step = to_step
@@ -176,8 +177,8 @@ class RegistrationLink(models.Model):
     def exchange(self, limit: int) -> bool:
         """Count one more fresh link issued from this one; False when it is used, expired or spent."""
         now = timezone.now()
-        return bool(RegistrationLink.objects.filter(pk=self.pk, used_at__isnull=True, expires_at__gt=now,
-                                                    exchanges__lt=limit).update(exchanges=F("exchanges") + 1))
+        return bool(RegistrationLink.objects.filter(pk=self.pk, used_at__isnull=True, revoked_at__isnull=True,
+                                                    expires_at__gt=now, exchanges__lt=limit).update(exchanges=F("exchanges") + 1))
 
     def stop(self) -> None:
         """End the link and its journey for good (too many wrong answers)."""

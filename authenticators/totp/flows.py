@@ -61,7 +61,7 @@ def refuse_password(request: HttpRequest, link: RegistrationLink, reasons: list[
 
 def choose_password(request: HttpRequest, link: RegistrationLink, password: str) -> None:
     """Keep the new password's hash until the authenticator is verified; show the QR code next."""
-    with transaction.atomic():
+    with link_flows.journey_step(request, link), transaction.atomic():
         if not link.advance("password", "qr"):
             raise NoJourney()
         AppRegistration.objects.filter(pk=link.pk).update(
@@ -72,7 +72,7 @@ def choose_password(request: HttpRequest, link: RegistrationLink, password: str)
 
 
 def continue_to_verify(request: HttpRequest, link: RegistrationLink) -> None:
-    with transaction.atomic():
+    with link_flows.journey_step(request, link), transaction.atomic():
         if not link.advance("qr", "verify"):
             raise NoJourney()
         record(Event.REGISTRATION_STEP, request=request, subject=link.user, kind=link.kind, link_id=link.pk,
@@ -95,7 +95,7 @@ def complete_registration(request: HttpRequest, link: RegistrationLink, token: s
         return False
     user: User = link.user
     try:
-        with transaction.atomic():
+        with link_flows.journey_step(request, link), transaction.atomic():
             if not link.complete("verify"):
                 raise NoJourney()
             if not User.objects.filter(pk=user.pk, status=User.Status.ACTIVE).exists():

@@ -178,7 +178,7 @@ def complete_registration(request: HttpRequest, link: RegistrationLink, kind: Au
         raise _registration_failed(request, link, kind, refused, counted=True) from None
     handle = base64url_to_bytes(entry["handle"])  # what the authenticator keeps (and a passkey answers with)
     try:
-        with transaction.atomic():
+        with link_flows.journey_step(request, link), transaction.atomic():
             if not link.complete(CEREMONY):
                 raise NoJourney()
             if not User.objects.filter(pk=user.pk, status=User.Status.ACTIVE).exists():

@@ -25,7 +25,7 @@ from allauth.idp.oidc.internal.oauthlib.server import (
 )
 from allauth.idp.oidc.internal.oauthlib.utils import get_validator_context
 from allauth.idp.oidc.internal.tokens import decode_jwt_token
-from allauth.idp.oidc.models import Client
+from allauth.idp.oidc.models import Client, Token
 from django.urls import reverse
 from oauthlib.oauth2.rfc6749 import errors
 from oauthlib.oauth2.rfc6749.grant_types.authorization_code import code_challenge_method_s256
@@ -244,6 +244,11 @@ class CareIdRequestValidator(OAuthLibRequestValidator):
             _refuse_reuse(request.client, replaced.get_grant_id())  # another request rotated it a moment ago
             raise errors.InvalidGrantError(request=request)
         super().save_bearer_token(token, request, *args, **kwargs)
+        if replaced is not None and "refresh_token" in token and replaced.get_scopes() != list(request.scopes):
+            # RFC 6749 6: a refresh may narrow the access token, never the refresh token issued in its place
+            # (allauth gives both the narrowed scope, and a later refresh could not widen it back).
+            Token.objects.filter(client=request.client, type=Token.Type.REFRESH_TOKEN,
+                                 hash=get_adapter().hash_token(token["refresh_token"])).update(scopes=replaced.scopes)
         grant = _grant_of_this_request()  # read once per request (finalize_id_token read it first)
         record(Event.OIDC_TOKEN_ISSUED, subject=request.user, method=grant.method, aal=grant.aal,
                client=request.client.pk, service=request.client.name, grant_type=request.grant_type,

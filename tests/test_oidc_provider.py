@@ -596,6 +596,25 @@ def test_a_refresh_token_replayed_in_another_grant_leaves_that_grant_alone(clien
     assert refresh(client, service, rp_key, other["refresh_token"]).status_code == 200
 
 
+def test_a_refresh_asking_for_fewer_scopes_keeps_the_refresh_token_whole(client, person, service, rp_key):
+    """RFC 6749 6: a refresh may ask for a narrower access token, but the refresh token issued in its place has
+    exactly the scope of the one it replaces. careid gave the new refresh token the narrowed scope, so a service
+    that once asked for an access token for openid alone could never get profile, email or nhsperson again."""
+    code, authorization = signed_in_code(client, person, service)
+    tokens = rp.exchange(client, service.pk, rp_key, code, authorization).json()
+    narrowed = client.post("/oidc/token", {
+        "grant_type": "refresh_token", "refresh_token": tokens["refresh_token"], "scope": "openid",
+        "client_assertion_type": rp.JWT_BEARER, "client_assertion": rp.assertion(service.pk, rp_key)})
+    assert narrowed.status_code == 200 and narrowed.json()["scope"] == "openid"
+    info = client.get("/oidc/userinfo", HTTP_AUTHORIZATION=f"Bearer {narrowed.json()['access_token']}").json()
+    assert "email" not in info and "name" not in info  # the access token is narrowed
+    whole = client.post("/oidc/token", {
+        "grant_type": "refresh_token", "refresh_token": narrowed.json()["refresh_token"], "scope": rp.SCOPE,
+        "client_assertion_type": rp.JWT_BEARER, "client_assertion": rp.assertion(service.pk, rp_key)})
+    assert whole.status_code == 200, whole.content
+    assert whole.json()["scope"] == rp.SCOPE
+
+
 def test_rotated_refresh_tokens_are_forgotten_after_the_refresh_token_lifetime(client, person, service, rp_key, settings):
     from oidc.tasks import forget_rotated_refresh_tokens_task
 

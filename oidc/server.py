@@ -8,6 +8,7 @@ and forgets it): RotatedRefreshToken.
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from urllib.parse import unquote_plus
@@ -40,6 +41,8 @@ from . import levels, signing
 from .adapter import SCOPES
 from .client_auth import JWT_BEARER, ClientAssertionError, unverified_client_id, verify_client_assertion
 from .models import AuthMethod, Grant, RelyingService, RotatedRefreshToken
+
+PKCE_VERIFIER = re.compile(r"[A-Za-z0-9\-._~]{43,128}")  # RFC 7636 4.1: 43 to 128 unreserved characters
 
 
 def token_endpoint() -> str:
@@ -187,6 +190,10 @@ class CareIdRequestValidator(OAuthLibRequestValidator):
             # RFC 9700 2.1.1: a verifier for a code issued without a challenge is a PKCE downgrade (an
             # attacker who stripped the challenge from the authorization request); oauthlib ignores it.
             refuse("PKCE code_verifier for a code issued without a code_challenge", client_id)
+            return False
+        if challenge and request.code_verifier is not None and not PKCE_VERIFIER.fullmatch(request.code_verifier):
+            # oauthlib takes any verifier whose hash matches: "abc" too, which anyone who saw the challenge can guess.
+            refuse("PKCE code_verifier is not 43 to 128 unreserved characters (RFC 7636 4.1)", client_id)
             return False
         # oauthlib checks the verifier next, with the same function, but cannot say why it refused.
         if (challenge and request.code_challenge_method == "S256" and request.code_verifier is not None

@@ -248,6 +248,18 @@ def test_a_code_issued_without_a_challenge_is_exchanged_without_a_verifier(clien
     assert rp.exchange(client, service.pk, rp_key, code, authorization, code_verifier=None).status_code == 200
 
 
+@pytest.mark.parametrize("verifier", ["abc", "a" * 129, "+/=" * 15])
+def test_a_pkce_verifier_not_as_rfc7636_says_is_refused_though_it_matches(client, person, service, rp_key, verifier):
+    """RFC 7636 4.1: a code_verifier is 43 to 128 unreserved characters, so that a code and its challenge seen on
+    the way cannot be matched by guessing. careid took any verifier whose hash matched the challenge: "abc" too."""
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    code, authorization = signed_in_code(client, person, service, code_challenge=challenge)
+    response = rp.exchange(client, service.pk, rp_key, code, authorization, code_verifier=verifier)
+    assert response.status_code == 400 and response.json()["error"] == "invalid_grant"
+    assert not Token.objects.filter(type=Token.Type.ACCESS_TOKEN).exists()
+    assert refused("PKCE code_verifier is not 43 to 128 unreserved characters")
+
+
 def test_a_code_used_twice_is_refused_and_the_first_tokens_are_revoked(transactional_db, client, person, service, rp_key):
     # Real commits: the revocation runs once the refusing transaction has committed.
     code, authorization = signed_in_code(client, person, service)

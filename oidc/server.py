@@ -43,6 +43,7 @@ from .client_auth import JWT_BEARER, ClientAssertionError, unverified_client_id,
 from .models import AuthMethod, Grant, RelyingService, RotatedRefreshToken
 
 PKCE_VERIFIER = re.compile(r"[A-Za-z0-9\-._~]{43,128}")  # RFC 7636 4.1: 43 to 128 unreserved characters
+S256_CHALLENGE = re.compile(r"[A-Za-z0-9\-_]{43}")  # RFC 7636 4.2: a SHA-256 hash in base64url, unpadded
 
 
 def token_endpoint() -> str:
@@ -313,6 +314,15 @@ def _refuse_what_careid_does_not_support(request) -> dict:
     return {}
 
 
+def _refuse_a_code_challenge_no_verifier_meets(request) -> dict:
+    """RFC 7636 4.2: an S256 code_challenge is 43 base64url characters. Any other would be stored with the code,
+    which no verifier could then redeem: the service is told now, with its state, not at the token endpoint."""
+    if request.code_challenge is not None and not S256_CHALLENGE.fullmatch(request.code_challenge):
+        raise errors.InvalidRequestError(description="code_challenge must be the 43 base64url characters of an S256 hash",
+                                         request=request)
+    return {}
+
+
 def _claim_authorization_code(request) -> None:
     """allauth's claim of the code (a second use revokes the first use's tokens), with the reason."""
     try:
@@ -362,6 +372,7 @@ class CareIdServer(Server):
         )
         for grant in (self.auth_grant, self.openid_connect_auth, self.openid_connect_hybrid):
             grant.custom_validators.pre_auth.append(validate_code_challenge_method)
+            grant.custom_validators.pre_auth.append(_refuse_a_code_challenge_no_verifier_meets)
             grant.custom_validators.pre_auth.append(_refuse_what_careid_does_not_support)
         for grant in (self.auth_grant, self.openid_connect_auth):
             grant.custom_validators.post_token.append(_claim_authorization_code)

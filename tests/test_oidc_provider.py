@@ -260,6 +260,18 @@ def test_a_pkce_verifier_not_as_rfc7636_says_is_refused_though_it_matches(client
     assert refused("PKCE code_verifier is not 43 to 128 unreserved characters")
 
 
+@pytest.mark.parametrize("challenge", ["short", "a" * 42 + "=", "a" * 44])
+def test_a_code_challenge_that_no_s256_verifier_gives_is_refused_to_the_service(client, person, service, challenge):
+    """RFC 7636 4.2: an S256 code_challenge is the 43 characters of a SHA-256 hash in base64url. Anything else is a
+    service's mistake that no verifier could ever meet: it is told at once (invalid_request, with its state)."""
+    sign_in(client, person)
+    response, authorization = rp.authorize(client, service.pk, code_challenge=challenge)
+    assert response.status_code == 302 and response["Location"].startswith(rp.REDIRECT_URI + "?")
+    query = rp.query_of(response["Location"])
+    assert query["error"] == "invalid_request" and query["state"] == authorization.state and "code" not in query
+    assert not Token.objects.filter(type=Token.Type.AUTHORIZATION_CODE).exists()
+
+
 def test_a_code_used_twice_is_refused_and_the_first_tokens_are_revoked(transactional_db, client, person, service, rp_key):
     # Real commits: the revocation runs once the refusing transaction has committed.
     code, authorization = signed_in_code(client, person, service)

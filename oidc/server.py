@@ -173,6 +173,15 @@ class CareIdRequestValidator(OAuthLibRequestValidator):
             return True
         return False
 
+    # --- response types: the authorization code flow only ----------------------------------------
+    def validate_response_type(self, client_id, response_type, client, request, *args, **kwargs) -> bool:
+        """Implicit and hybrid flows are not careid's for any service (CIS2; discovery lists "code" alone): another
+        response type is unsupported (RFC 6749 4.1.2.1), not one this service's registration happens to lack
+        (allauth's unauthorized_client)."""
+        if response_type != "code":
+            raise errors.UnsupportedResponseTypeError(request=request)
+        return super().validate_response_type(client_id, response_type, client, request, *args, **kwargs)
+
     # --- redirect URIs: registered exactly ------------------------------------------------------
     def validate_redirect_uri(self, client_id, redirect_uri, request, *args, **kwargs) -> bool:
         return redirect_uri in request.client.get_redirect_uris()

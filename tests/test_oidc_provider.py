@@ -208,6 +208,23 @@ def test_an_unregistered_redirect_uri_gets_an_error_page_never_a_redirect(client
     assert AuditEvent.objects.filter(event=Event.OIDC_REFUSED, details__endpoint="authorize").exists()
 
 
+@pytest.mark.parametrize("response_type", ["token", "id_token", "id_token token", "code id_token", "code token", "none"])
+def test_a_response_type_other_than_code_is_unsupported_and_told_to_the_service(client, person, service, response_type):
+    """careid has the authorization code flow only (CIS2: no implicit, no hybrid; discovery lists "code" alone). Any
+    other response type is one careid does not support (RFC 6749 4.1.2.1: unsupported_response_type), with the
+    service's state; careid answered unauthorized_client, which tells the service its registration does not allow
+    it, as if another registration would."""
+    sign_in(client, person)
+    response, authorization = rp.authorize(client, service.pk, response_type=response_type)
+    assert response.status_code == 302 and response["Location"].startswith(rp.REDIRECT_URI + "?")
+    query = rp.query_of(response["Location"])
+    assert query["error"] == "unsupported_response_type" and query["state"] == authorization.state
+    assert "code" not in query and "#" not in response["Location"]
+    assert not Token.objects.exists()
+    response, _ = rp.authorize(client, service.pk, response_type=response_type, redirect_uri="https://evil.example/cb")
+    assert response.status_code == 400 and "Location" not in response  # the redirect_uri is checked first
+
+
 def test_an_unknown_client_gets_an_error_page(client, db):
     response, _ = rp.authorize(client, "no-such-client")
     assert response.status_code == 400 and "Location" not in response

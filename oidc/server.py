@@ -333,10 +333,15 @@ def _refuse_a_code_challenge_no_verifier_meets(request) -> dict:
 
 
 def _claim_authorization_code(request) -> None:
-    """allauth's claim of the code (a second use revokes the first use's tokens), with the reason."""
+    """allauth's claim of the code (a second use revokes the first use's tokens), with the reason. The sign-in
+    into the service the first use made ends with them (RFC 6749 10.5: the code was stolen, or the service
+    replayed it): it leaves the person's list of where they are signed in, and no back-channel logout is owed."""
     try:
         claim_authorization_code(request)
     except errors.InvalidGrantError:
+        code = get_validator_context().code_tokens.get((request.client_id, request.code))
+        if code is not None:
+            Grant.objects.filter(client_id=request.client_id, grant_id=code.get_grant_id()).end()
         refuse("authorization code already exchanged (reused)", request.client_id)
         raise
 

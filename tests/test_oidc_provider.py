@@ -301,6 +301,8 @@ def test_a_code_used_twice_is_refused_and_the_first_tokens_are_revoked(transacti
     assert AuditEvent.objects.filter(event=Event.OIDC_REFUSED, details__endpoint="token",
                                      details__error="invalid_grant").exists()
     assert refused("authorization code already exchanged (reused)") and not refused("PKCE")
+    assert Grant.objects.get(client=service).ended_at is not None  # no longer where the person is signed in
+    assert not Grant.objects.live().exists()
 
 
 def test_a_code_older_than_its_lifetime_is_refused(client, person, service, rp_key, settings):

@@ -450,7 +450,11 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
                 if not _applies(action, user):
                     not_applying.append(user)
                     continue
-                flow(user=user, actor=request.user, reason=form.cleaned_data["reason"], request=request)
+                try:
+                    flow(user=user, actor=request.user, reason=form.cleaned_data["reason"], request=request)
+                except ValueError:  # another RA changed their status since the list was read
+                    not_applying.append(user)
+                    continue
                 done += 1
             self.message_user(request, f"{button}: done for {_care_identities(done)}.")
             # The RA selected these people: say who was left out and why, not only how many were done.

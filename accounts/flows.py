@@ -323,9 +323,19 @@ def sign_out_everywhere(*, user: User, actor: User, reason: str, request: HttpRe
     return ended
 
 
+def _lock_status(user: User, *, from_statuses: set[str], done: str) -> None:
+    """Lock the person's row and read their status as committed: the RA's page read it before another RA's
+    suspension, reinstatement or closure may have committed, and each changes it only from the statuses it
+    applies to (a colleague's stale reinstatement would reopen a closed profile). ValueError otherwise."""
+    user.status = User.objects.select_for_update(no_key=True).values_list("status", flat=True).get(pk=user.pk)
+    if user.status not in from_statuses:
+        raise ValueError(f"This Care Identity is {user.get_status_display().lower()}: it cannot be {done}.")
+
+
 def suspend_user(*, user: User, actor: User, reason: str, request: HttpRequest | None = None) -> int:
     """Suspend the profile and end all its sessions at once; returns how many sessions ended."""
     with transaction.atomic():
+        _lock_status(user, from_statuses={User.Status.ACTIVE}, done="suspended")
         User.objects.filter(pk=user.pk).update(status=User.Status.SUSPENDED)
         user.status = User.Status.SUSPENDED
         ended = end_sessions(user, reason="suspended")
@@ -335,9 +345,8 @@ def suspend_user(*, user: User, actor: User, reason: str, request: HttpRequest |
 
 
 def reinstate_user(*, user: User, actor: User, reason: str, request: HttpRequest | None = None) -> None:
-    if user.status == User.Status.CLOSED:
-        raise ValueError("A closed Care Identity cannot be reinstated")
     with transaction.atomic():
+        _lock_status(user, from_statuses={User.Status.SUSPENDED}, done="reinstated")
         User.objects.filter(pk=user.pk).update(status=User.Status.ACTIVE)
         user.status = User.Status.ACTIVE
         notify_person(record(Event.USER_REINSTATED, request=request, actor=actor, subject=user, reason=reason))
@@ -349,6 +358,7 @@ def close_user(*, user: User, actor: User, reason: str, request: HttpRequest | N
     if not reason.strip():
         raise ValueError("A reason is required to close a Care Identity")
     with transaction.atomic():
+        _lock_status(user, from_statuses={User.Status.ACTIVE, User.Status.SUSPENDED}, done="closed again")
         removed = []
         for kind in registry.all_types():
             if kind.model.objects.filter(user=user).delete()[0]:

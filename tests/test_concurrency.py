@@ -365,3 +365,47 @@ def test_a_suspension_that_lands_during_a_registration_step_is_refused_as_revoke
     refused = AuditEvent.objects.get(event=Event.LINK_EXPIRED, subject=user)
     assert refused.outcome == "failure" and refused.details["reason"] == "revoked"
     assert RegistrationLink.objects.get(pk=refused.details["link_id"]).step == "password"
+
+
+def test_a_reinstatement_racing_a_closure_leaves_the_profile_closed(transactional_db, ra_staff, make_person, mailbox):
+    """The RA's page read the person as suspended before another RA's closure committed: the reinstatement
+    waits for it, then finds the profile closed and changes nothing (a closed profile is closed for good)."""
+    require(connection.vendor == "postgresql", "PostgreSQL (real concurrent transactions)")
+    from accounts import flows as account_flows
+    from accounts.roles import RA_AGENT
+
+    colleague, _ = ra_staff(RA_AGENT, email="colleague@nhs.net")
+    _, client = ra_staff(RA_AGENT)
+    person = make_person(status=User.Status.SUSPENDED).user
+    close = lambda: account_flows.close_user(user=User.objects.get(pk=person.pk), actor=colleague.user,  # noqa: E731
+                                             reason="left the trust")
+
+    with committed_once_waited_on(close) as waited:
+        response = client.post(f"/admin/accounts/user/{person.pk}/reinstate/", {"reason": "back from leave"})
+
+    assert waited, "the reinstatement never waited on the closure: no race happened"
+    person.refresh_from_db()
+    assert person.status == User.Status.CLOSED
+    assert response.status_code == 400
+    assert "This Care Identity is closed: it cannot be reinstated." in response.content.decode()
+    assert not AuditEvent.objects.filter(event=Event.USER_REINSTATED, subject=person).exists()
+
+
+def test_two_suspensions_at_once_suspend_and_tell_the_person_once(transactional_db, ra_staff, make_person, mailbox):
+    require(connection.vendor == "postgresql", "PostgreSQL (real concurrent transactions)")
+    from accounts import flows as account_flows
+    from accounts.roles import RA_AGENT
+
+    colleague, _ = ra_staff(RA_AGENT, email="colleague@nhs.net")
+    _, client = ra_staff(RA_AGENT)
+    person = make_person().user
+    suspend = lambda: account_flows.suspend_user(user=User.objects.get(pk=person.pk), actor=colleague.user,  # noqa: E731
+                                                 reason="lost smartcard")
+
+    with committed_once_waited_on(suspend) as waited:
+        response = client.post(f"/admin/accounts/user/{person.pk}/suspend/", {"reason": "lost phone"})
+
+    assert waited, "the second suspension never waited on the first: no race happened"
+    assert response.status_code == 400
+    assert "This Care Identity is suspended: it cannot be suspended." in response.content.decode()
+    assert AuditEvent.objects.filter(event=Event.USER_SUSPENDED, subject=person).count() == 1

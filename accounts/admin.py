@@ -407,10 +407,13 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
         if request.method == "POST" and not user.is_active:
             self._refuse(request, user, "issue a registration link", reason=f"profile {user.status}")
         if request.method == "POST" and form.is_valid():
-            link = authenticator_flows.issue_registration_link(
-                user=user, kind=form.cleaned_data["kind"], purpose=form.cleaned_data["purpose"], actor=request.user,
-                request=request, reason=form.cleaned_data["reason"],
-            )
+            try:
+                link = authenticator_flows.issue_registration_link(
+                    user=user, kind=form.cleaned_data["kind"], purpose=form.cleaned_data["purpose"], actor=request.user,
+                    request=request, reason=form.cleaned_data["reason"],
+                )
+            except ValueError:  # suspended or closed by another RA since the page read the person
+                self._refuse(request, user, "issue a registration link", reason=f"profile {user.status}")
             return TemplateResponse(request, "admin/careid/link_issued.html", {
                 **self.admin_site.each_context(request), "title": "Registration link issued", "subject": user,
                 "link": link, "shown": link.purpose == RegistrationLink.Purpose.PRESENCE,

@@ -50,13 +50,18 @@ def issue_registration_link(
     reason: str = "",
     issued_from: RegistrationLink | None = None,
 ) -> RegistrationLink:
-    """A single-use link for `user` to register `kind`; e-mailed unless issued for immediate use."""
+    """A single-use link for `user` to register `kind`; e-mailed unless issued for immediate use.
+
+    The person's row is locked and their status read as committed: a suspension or closure revokes the links
+    it finds, so one issued while it commits (from a page that read the person as active) would outlive it,
+    and work again once they were reinstated."""
     if registry.get_enabled(kind) is None:
         raise LookupError(f"No enabled authenticator type {kind!r}")
-    if not user.is_active:
-        raise ValueError(f"A {user.status} Care Identity cannot be given a registration link")
     now = timezone.now()
     with transaction.atomic():
+        user.status = User.objects.select_for_update(no_key=True).values_list("status", flat=True).get(pk=user.pk)
+        if not user.is_active:
+            raise ValueError(f"A {user.status} Care Identity cannot be given a registration link")
         link = RegistrationLink.objects.create(
             user=user,
             kind=kind,

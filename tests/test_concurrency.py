@@ -409,3 +409,28 @@ def test_two_suspensions_at_once_suspend_and_tell_the_person_once(transactional_
     assert response.status_code == 400
     assert "This Care Identity is suspended: it cannot be suspended." in response.content.decode()
     assert AuditEvent.objects.filter(event=Event.USER_SUSPENDED, subject=person).count() == 1
+
+
+def test_a_link_issued_while_a_suspension_commits_is_refused_not_left_for_after_reinstatement(
+        transactional_db, seeded_allow_list, ra_staff, make_person, mailbox):
+    """The link page read the person as active before a colleague's suspension committed: a link issued then
+    would have escaped the suspension's revocation and worked again once the person was reinstated."""
+    require(connection.vendor == "postgresql", "PostgreSQL (real concurrent transactions)")
+    from accounts import flows as account_flows
+    from accounts.roles import RA_AGENT
+
+    colleague, _ = ra_staff(RA_AGENT, email="colleague@nhs.net")
+    _, client = ra_staff(RA_AGENT)
+    person = make_person().user
+    suspend = lambda: account_flows.suspend_user(user=User.objects.get(pk=person.pk), actor=colleague.user,  # noqa: E731
+                                                 reason="lost smartcard")
+
+    with committed_once_waited_on(suspend) as waited:
+        response = client.post(f"/admin/accounts/user/{person.pk}/link/",
+                               {"kind": "security-key", "purpose": "emailed", "reason": "new key"})
+
+    assert waited, "the link was issued without waiting on the suspension"
+    assert response.status_code == 403
+    assert not RegistrationLink.objects.filter(user=person, kind="security-key").exists()
+    refused = AuditEvent.objects.get(event=Event.RA_REFUSED, subject=person)
+    assert refused.details["attempted"] == "issue a registration link" and refused.details["reason"] == "profile suspended"

@@ -324,11 +324,9 @@ def sign_out_everywhere(*, user: User, actor: User, reason: str, request: HttpRe
 
 
 def _lock_status(user: User, *, from_statuses: set[str], done: str) -> None:
-    """Lock the person's row and read their status as committed: the RA's page read it before another RA's
-    suspension, reinstatement or closure may have committed, and each changes it only from the statuses it
-    applies to (a colleague's stale reinstatement would reopen a closed profile). ValueError otherwise."""
-    user.status = User.objects.select_for_update(no_key=True).values_list("status", flat=True).get(pk=user.pk)
-    if user.status not in from_statuses:
+    """Each status change applies only from the statuses it is for, as committed (User.lock_status), not as the
+    RA's page read them: a colleague's stale reinstatement would reopen a closed profile. ValueError otherwise."""
+    if user.lock_status() not in from_statuses:
         raise ValueError(f"This Care Identity is {user.get_status_display().lower()}: it cannot be {done}.")
 
 

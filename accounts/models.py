@@ -157,6 +157,13 @@ class User(AbstractBaseUser, PermissionsMixin, SigninThrottle):
     def is_active(self) -> bool:  # type: ignore[override]
         return self.status == self.Status.ACTIVE
 
+    def lock_status(self) -> str:
+        """Lock this person's row until the transaction ends and read their status as committed (a page read
+        it before another RA's suspension, reinstatement or closure may have committed). The lock is the
+        status UPDATE's own strength: rows that only point at the person (audit events) are not held up."""
+        self.status = User.objects.select_for_update(no_key=True).values_list("status", flat=True).get(pk=self.pk)
+        return self.status
+
     @classmethod
     def validate_values(cls, **values: str) -> None:
         """Run the fields' own validators (length, no control or invisible characters) on values about to

@@ -59,7 +59,7 @@ def issue_registration_link(
         raise LookupError(f"No enabled authenticator type {kind!r}")
     now = timezone.now()
     with transaction.atomic():
-        user.status = User.objects.select_for_update(no_key=True).values_list("status", flat=True).get(pk=user.pk)
+        user.lock_status()
         if not user.is_active:
             raise ValueError(f"A {user.status} Care Identity cannot be given a registration link")
         link = RegistrationLink.objects.create(

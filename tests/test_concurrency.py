@@ -367,18 +367,29 @@ def test_a_suspension_that_lands_during_a_registration_step_is_refused_as_revoke
     assert RegistrationLink.objects.get(pk=refused.details["link_id"]).step == "password"
 
 
-def test_a_reinstatement_racing_a_closure_leaves_the_profile_closed(transactional_db, ra_staff, make_person, mailbox):
-    """The RA's page read the person as suspended before another RA's closure committed: the reinstatement
-    waits for it, then finds the profile closed and changes nothing (a closed profile is closed for good)."""
-    require(connection.vendor == "postgresql", "PostgreSQL (real concurrent transactions)")
-    from accounts import flows as account_flows
+def two_agents(ra_staff) -> tuple[User, Client]:
+    """Two RA agents: a colleague, whose action commits first, and the test's own client."""
     from accounts.roles import RA_AGENT
 
     colleague, _ = ra_staff(RA_AGENT, email="colleague@nhs.net")
     _, client = ra_staff(RA_AGENT)
+    return colleague.user, client
+
+
+def by_colleague(colleague: User, flow: str, person: User, reason: str):
+    """The colleague's status change of `person` (accounts.flows.<flow>), as another request makes it."""
+    from accounts import flows as account_flows
+
+    return lambda: getattr(account_flows, flow)(user=User.objects.get(pk=person.pk), actor=colleague, reason=reason)
+
+
+def test_a_reinstatement_racing_a_closure_leaves_the_profile_closed(transactional_db, ra_staff, make_person, mailbox):
+    """The RA's page read the person as suspended before another RA's closure committed: the reinstatement
+    waits for it, then finds the profile closed and changes nothing (a closed profile is closed for good)."""
+    require(connection.vendor == "postgresql", "PostgreSQL (real concurrent transactions)")
+    colleague, client = two_agents(ra_staff)
     person = make_person(status=User.Status.SUSPENDED).user
-    close = lambda: account_flows.close_user(user=User.objects.get(pk=person.pk), actor=colleague.user,  # noqa: E731
-                                             reason="left the trust")
+    close = by_colleague(colleague, "close_user", person, "left the trust")
 
     with committed_once_waited_on(close) as waited:
         response = client.post(f"/admin/accounts/user/{person.pk}/reinstate/", {"reason": "back from leave"})
@@ -393,14 +404,9 @@ def test_a_reinstatement_racing_a_closure_leaves_the_profile_closed(transactiona
 
 def test_two_suspensions_at_once_suspend_and_tell_the_person_once(transactional_db, ra_staff, make_person, mailbox):
     require(connection.vendor == "postgresql", "PostgreSQL (real concurrent transactions)")
-    from accounts import flows as account_flows
-    from accounts.roles import RA_AGENT
-
-    colleague, _ = ra_staff(RA_AGENT, email="colleague@nhs.net")
-    _, client = ra_staff(RA_AGENT)
+    colleague, client = two_agents(ra_staff)
     person = make_person().user
-    suspend = lambda: account_flows.suspend_user(user=User.objects.get(pk=person.pk), actor=colleague.user,  # noqa: E731
-                                                 reason="lost smartcard")
+    suspend = by_colleague(colleague, "suspend_user", person, "lost smartcard")
 
     with committed_once_waited_on(suspend) as waited:
         response = client.post(f"/admin/accounts/user/{person.pk}/suspend/", {"reason": "lost phone"})
@@ -416,14 +422,9 @@ def test_a_link_issued_while_a_suspension_commits_is_refused_not_left_for_after_
     """The link page read the person as active before a colleague's suspension committed: a link issued then
     would have escaped the suspension's revocation and worked again once the person was reinstated."""
     require(connection.vendor == "postgresql", "PostgreSQL (real concurrent transactions)")
-    from accounts import flows as account_flows
-    from accounts.roles import RA_AGENT
-
-    colleague, _ = ra_staff(RA_AGENT, email="colleague@nhs.net")
-    _, client = ra_staff(RA_AGENT)
+    colleague, client = two_agents(ra_staff)
     person = make_person().user
-    suspend = lambda: account_flows.suspend_user(user=User.objects.get(pk=person.pk), actor=colleague.user,  # noqa: E731
-                                                 reason="lost smartcard")
+    suspend = by_colleague(colleague, "suspend_user", person, "lost smartcard")
 
     with committed_once_waited_on(suspend) as waited:
         response = client.post(f"/admin/accounts/user/{person.pk}/link/",

@@ -233,11 +233,13 @@ def remove_authenticator(*, user, kind: str, actor, reason: str, request: HttpRe
                          keep_session: str | None = None) -> int | None:
     """An RA removes one authenticator (e.g. a lost phone); the person can then register a new one. Every
     session signed in with it ends but the one keyed `keep_session`: whoever holds a lost phone is signed out
-    too. Returns how many ended; None when the person had none of `kind`."""
+    too. Returns how many ended; None when the person had none of `kind`. The person's row is locked first, as
+    their own removal locks it, so that one running at the same time sees what is left after this one."""
     authenticator_type = registry.get(kind)
     if authenticator_type is None:
         raise LookupError(kind)
     with transaction.atomic():
+        User.objects.select_for_update().filter(pk=user.pk).exists()
         removed, _ = authenticator_type.model.objects.filter(user=user).delete()
         if not removed:
             return None

@@ -201,6 +201,35 @@ def test_two_removals_at_once_leave_the_person_one_authenticator(transactional_d
     assert AuditEvent.objects.filter(event=Event.AUTHENTICATOR_REMOVED, subject=person.user).count() == 1
 
 
+def test_an_ra_removal_at_the_same_time_as_the_persons_leaves_them_one(transactional_db, make_person, ra_staff):
+    """An RA removes the key while the person removes their app: the person's removal waits for the RA's and then
+    sees the app as their last, as it would after it."""
+    require(connection.vendor == "postgresql", "PostgreSQL (real concurrent transactions)")
+    from django.contrib.sessions.backends.db import SessionStore
+
+    from accounts.roles import RA_AGENT
+    from authenticators import flows as authenticator_flows
+    from authenticators.models import AuthenticatorApp, SecurityKey
+
+    agent, _ = ra_staff(RA_AGENT)
+    person = make_person()
+    SecurityKey.objects.create(user=person.user, name="Security key", confirmed=True, credential_id=b"key",
+                               public_key=b"public key", user_handle=b"handle")
+    request = RequestFactory().post("/profile/authenticators/authenticator-app/remove/")
+    request.user = User.objects.get(pk=person.user.pk)
+    request.session = SessionStore()
+    by_ra = lambda: authenticator_flows.remove_authenticator(  # noqa: E731
+        user=User.objects.get(pk=person.user.pk), kind="security-key", actor=agent.user, reason="lost key")
+
+    with committed_once_waited_on(by_ra) as waited:
+        with pytest.raises(authenticator_flows.LastAuthenticator):
+            authenticator_flows.remove_own_authenticator(request, kind="authenticator-app")
+
+    assert waited, "the person's removal never waited on the RA's: it did not see the person locked"
+    assert not SecurityKey.objects.filter(user=person.user).exists()
+    assert AuthenticatorApp.objects.filter(user=person.user).exists()
+
+
 def test_a_refresh_token_rotated_meanwhile_by_another_request_is_a_reuse(transactional_db, make_person):
     """The second request found the token before the first rotated it (and committed): the database
     tells it that it came second, and the grant is left no live token, as for a replay later on."""

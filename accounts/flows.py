@@ -274,8 +274,10 @@ def change_user_details(*, user: User, actor: User, changes: dict[str, str], rea
                         request: HttpRequest | None = None) -> None:
     """Names, title or Care Identity e-mail, with the RA's reason. A new e-mail replaces the primary address,
     unverified until the person proves it with the link sent to it, and both the old and the new address are
-    told."""
-    allowed = {"title", "first_name", "last_name", "email"}
+    told. What it replaces is read as committed, under the person's row lock: another RA's change may have landed
+    since this RA's page read the person, and the trail's "before" and the notice to the old address are of
+    what was replaced."""
+    allowed = ("title", "first_name", "last_name", "email")
     changes = {name: value for name, value in changes.items() if name in allowed and getattr(user, name) != value}
     if not changes:
         return
@@ -283,6 +285,12 @@ def change_user_details(*, user: User, actor: User, changes: dict[str, str], rea
         raise ValueError("A reason is required to change a Care Identity")
     User.validate_values(**{name: value for name, value in changes.items() if name != "email"})
     with transaction.atomic():
+        committed = User.objects.select_for_update(no_key=True).values(*allowed).get(pk=user.pk)
+        for name in allowed:
+            setattr(user, name, committed[name])
+        changes = {name: value for name, value in changes.items() if committed[name] != value}
+        if not changes:
+            return
         old_email = user.email
         before = {name: getattr(user, name) for name in changes}
         for name, value in changes.items():

@@ -464,3 +464,33 @@ def test_a_link_issued_while_a_suspension_commits_is_refused_not_left_for_after_
     assert not RegistrationLink.objects.filter(user=person, kind="security-key").exists()
     refused = AuditEvent.objects.get(event=Event.RA_REFUSED, subject=person)
     assert refused.details["attempted"] == "issue a registration link" and refused.details["reason"] == "profile suspended"
+
+
+def test_two_ras_changing_one_email_at_once_each_record_what_they_replaced(transactional_db, seeded_allow_list,
+                                                                           ra_staff, make_person, mailbox):
+    """The second RA's page read the person before the first RA's change committed: the second change replaces
+    the first one's address, and says so (the trail's "before", the notice to the old address), not the address
+    both pages read."""
+    require(connection.vendor == "postgresql", "PostgreSQL (real concurrent transactions)")
+    from accounts import flows as account_flows
+    from accounts.models import OutgoingEmail
+    from accounts.roles import RA_AGENT
+
+    colleague, _ = two_agents(ra_staff)
+    agent, _ = ra_staff(RA_AGENT, email="agent@nhs.net")
+    person = make_person()
+    read_by_both = User.objects.get(pk=person.user.pk)
+    first = lambda: account_flows.change_user_details(  # noqa: E731
+        user=User.objects.get(pk=person.user.pk), actor=colleague, changes={"email": "first.change@nhs.net"},
+        reason="typo")
+
+    with committed_once_waited_on(first) as waited:
+        account_flows.change_user_details(user=read_by_both, actor=agent.user,
+                                          changes={"email": "second.change@nhs.net"}, reason="new job")
+
+    assert waited, "the second change never waited on the first: no race happened"
+    assert User.objects.get(pk=person.user.pk).email == "second.change@nhs.net"
+    second = AuditEvent.objects.filter(event=Event.USER_CHANGED, subject=person.user).latest("id")
+    assert second.details["before"] == {"email": "first.change@nhs.net"}
+    assert OutgoingEmail.objects.filter(kind="email_changed_old_address", to="first.change@nhs.net").exists()
+    assert EmailAddress.objects.filter(user=person.user, primary=True).get().email == "second.change@nhs.net"

@@ -133,6 +133,14 @@ def celery_in_process():
     celery_app.conf.task_always_eager = previous
 
 
+def run_task(task, *args):
+    """Run a task here, as a worker would, and give its result (its exception raised). Not .delay().get(): Celery
+    refuses get() while a task runs in the process, and it knows that by one flag for the whole process, set by
+    any thread: a task running eagerly on the live server's thread (a browser test's last request) made it refuse
+    in this one ("Never call result.get() within a task!")."""
+    return task.apply(args).get(disable_sync_subtasks=False)
+
+
 @pytest.fixture(scope="session")
 def op_signing_key_file(tmp_path_factory) -> str:
     """The OpenID Connect provider's signing key for this run, in a file that subprocesses (a Celery

@@ -59,7 +59,8 @@ def issue_registration_link(
         raise LookupError(f"No enabled authenticator type {kind!r}")
     now = timezone.now()
     with transaction.atomic():
-        user.lock_status()
+        if issued_from is None:  # a fresh link from an invitation: confirm_sole_access locked the person already
+            user.lock_status()
         if not user.is_active:
             raise ValueError(f"A {user.status} Care Identity cannot be given a registration link")
         link = RegistrationLink.objects.create(
@@ -118,6 +119,9 @@ def confirm_sole_access(request: HttpRequest, link: RegistrationLink) -> Registr
     usable (someone who ticks the box, then goes to install the app, can come back to it) until a
     registration through it completes or it expires."""
     with transaction.atomic():
+        # The person before their invitation, as a suspension or closure locks them (else the two could deadlock);
+        # the fresh link below is issued under this lock.
+        link.user.lock_status()
         exchanged = link.exchange(MAX_EXCHANGES)
         link.refresh_from_db(fields=["used_at", "expires_at", "revoked_at", "exchanges"])
         if exchanged:

@@ -494,3 +494,43 @@ def test_two_ras_changing_one_email_at_once_each_record_what_they_replaced(trans
     assert second.details["before"] == {"email": "first.change@nhs.net"}
     assert OutgoingEmail.objects.filter(kind="email_changed_old_address", to="first.change@nhs.net").exists()
     assert EmailAddress.objects.filter(user=person.user, primary=True).get().email == "second.change@nhs.net"
+
+
+def test_adding_a_key_while_a_suspension_commits_is_refused_with_a_page(transactional_db, seeded_allow_list, person,
+                                                                        ra_staff, client):
+    """The person, signed in, registers a key while an RA suspends them: issuing its link waits for the suspension,
+    reads the profile as suspended and answers with a page, not a 500."""
+    require(connection.vendor == "postgresql", "PostgreSQL (real concurrent transactions)")
+    from .conftest import sign_in
+
+    assert sign_in(client, person).status_code == 302
+    colleague, _ = two_agents(ra_staff)
+    suspend = by_colleague(colleague, "suspend_user", person.user, "lost phone")
+
+    with committed_once_waited_on(suspend) as waited:
+        response = client.post("/authenticators/security-key/", {"confirm": "on"})
+
+    assert waited, "the link was issued without waiting on the suspension"
+    assert response.status_code == 403
+    assert "This Care Identity cannot register authenticators" in response.content.decode()
+    assert not RegistrationLink.objects.filter(user=person.user, kind="security-key").exists()
+
+
+def test_sole_access_confirmed_while_a_suspension_commits_is_refused_as_expired(transactional_db, seeded_allow_list,
+                                                                               invite, ra_staff):
+    """"Only I will have access" on an invitation waits for a suspension under way, then finds the invitation
+    revoked. (It locks the person before the invitation, as a suspension does, so the two cannot deadlock.)"""
+    require(connection.vendor == "postgresql", "PostgreSQL (real concurrent transactions)")
+    from .test_registration_journey import link_path
+
+    user, link = invite()
+    colleague, _ = two_agents(ra_staff)
+    suspend = by_colleague(colleague, "suspend_user", user, "invitation reported stolen")
+
+    with committed_once_waited_on(suspend) as waited:
+        response = Client().post(link_path(link), {"confirm": "on"})
+
+    assert waited, "the confirmation never waited on the suspension: no race happened"
+    assert response.status_code == 410 and "This registration link has expired" in response.content.decode()
+    assert User.objects.get(pk=user.pk).status == User.Status.SUSPENDED
+    assert not RegistrationLink.objects.filter(user=user, purpose=RegistrationLink.Purpose.PRESENCE).exists()

@@ -63,7 +63,10 @@ def register(request: HttpRequest, kind: AuthenticatorType) -> HttpResponse:
         return journey_error(request, flows.already_registered(kind))
     form = SoleAccessForm(posted(request), label=ceremonies.profile(kind).sole_access)
     if request.method == "POST" and form.is_valid():
-        flows.start_signed_in_registration(request, kind)
+        try:
+            flows.start_signed_in_registration(request, kind)
+        except JourneyError as error:  # suspended or closed meanwhile
+            return journey_error(request, error)
         return redirect(_url(kind, "ceremony"))
     return _page(request, kind, "register.html", form, signed_in=True)
 

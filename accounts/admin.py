@@ -26,6 +26,7 @@ from audit.models import AuditEvent, Event, Outcome
 from audit.record import record
 from authenticators import flows as authenticator_flows
 from authenticators import registry
+from authenticators.journeys import NotActive
 from authenticators.models import RegistrationLink
 from careid.admin import DeclaredFiltersOnly
 from oidc.models import Grant
@@ -412,7 +413,7 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
                     user=user, kind=form.cleaned_data["kind"], purpose=form.cleaned_data["purpose"], actor=request.user,
                     request=request, reason=form.cleaned_data["reason"],
                 )
-            except ValueError:  # suspended or closed by another RA since the page read the person
+            except NotActive:  # suspended or closed (the status as committed, perhaps by another RA just now)
                 self._refuse(request, user, "issue a registration link", reason=f"profile {user.status}")
             return TemplateResponse(request, "admin/careid/link_issued.html", {
                 **self.admin_site.each_context(request), "title": "Registration link issued", "subject": user,

@@ -54,7 +54,7 @@ def issue_registration_link(
 
     The person's row is locked and their status read as committed: a suspension or closure revokes the links
     it finds, so one issued while it commits (from a page that read the person as active) would outlive it,
-    and work again once they were reinstated."""
+    and work again once they were reinstated. NotActive when the person is not active."""
     if registry.get_enabled(kind) is None:
         raise LookupError(f"No enabled authenticator type {kind!r}")
     now = timezone.now()
@@ -62,7 +62,7 @@ def issue_registration_link(
         if issued_from is None:  # a fresh link from an invitation: confirm_sole_access locked the person already
             user.lock_status()
         if not user.is_active:
-            raise ValueError(f"A {user.status} Care Identity cannot be given a registration link")
+            raise NotActive()
         link = RegistrationLink.objects.create(
             user=user,
             kind=kind,

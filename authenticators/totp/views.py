@@ -11,7 +11,7 @@ from django.views.decorators.http import require_POST
 
 from accounts.models import EmailOneTimePassword
 from authenticators import flows as link_flows
-from authenticators.journeys import JourneyError, NotActive
+from authenticators.journeys import JourneyError
 from authenticators.models import RegistrationLink
 from authenticators.views import (
     CODE_ERRORS,
@@ -50,8 +50,8 @@ def register(request: HttpRequest) -> HttpResponse:
                 user=request.user, kind=KIND.key, purpose=RegistrationLink.Purpose.PRESENCE, actor=request.user,
                 request=request, confirmed=True,
             )
-        except ValueError:  # suspended or closed by an RA while this request was under way
-            return journey_error(request, NotActive())
+        except JourneyError as error:  # suspended or closed by an RA while this request was under way
+            return journey_error(request, error)
         return redirect("registration_link", link.token)
     return _page(request, "register.html", {"expires": RegistrationLink.issued_now_expiry()}, form)
 

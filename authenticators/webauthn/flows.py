@@ -135,12 +135,9 @@ def start_signed_in_registration(request: HttpRequest, kind: AuthenticatorType) 
     """"Add other authenticators" after a recent sign-in: the person has proved who they are, so the
     journey goes straight to the ceremony (a link from an RA proves the e-mail address first)."""
     with transaction.atomic():
-        try:
-            link = link_flows.issue_registration_link(user=request.user, kind=kind.key,
-                                                      purpose=RegistrationLink.Purpose.PRESENCE, actor=request.user,
-                                                      request=request, confirmed=True)
-        except ValueError:  # suspended or closed by an RA while this request was under way
-            raise NotActive() from None
+        link = link_flows.issue_registration_link(user=request.user, kind=kind.key,
+                                                  purpose=RegistrationLink.Purpose.PRESENCE, actor=request.user,
+                                                  request=request, confirmed=True)
         if not link_flows.begin_journey(request, link, step=CEREMONY):
             raise UsedLink()
     return link

@@ -10,7 +10,6 @@ from django.db.models import F
 from django.http import HttpRequest
 from django.utils import timezone
 
-from accounts.models import User
 from accounts.notifications import notify_person
 from audit.models import Event, Outcome
 from audit.record import record
@@ -220,30 +219,27 @@ def remove_own_authenticator(request: HttpRequest, *, kind: str) -> int | None:
     """The person removes one of their own authenticators (a lost phone, an old key), never the last
     one they can sign in with (removable_by_the_person). Their other
     sessions signed in with it end; this one stays (they have just proved who they are). Returns how many
-    ended; None when they have none of `kind`. The person's row is locked first, so two removals at once
-    cannot each leave the other's authenticator as the last one."""
-    with transaction.atomic():
-        User.objects.select_for_update().get(pk=request.user.pk)
-        registered = registry.authenticators_of(request.user)
-        if kind not in {item.kind.key for item in registered}:
-            return None
-        if kind not in removable_by_the_person(registered):
-            raise LastAuthenticator()
-        return remove_authenticator(user=request.user, kind=kind, actor=request.user, reason="removed by the person",
-                                    request=request, keep_session=request.session.session_key)
+    ended; None when they have none of `kind`."""
+    return remove_authenticator(user=request.user, kind=kind, actor=request.user, reason="removed by the person",
+                                request=request, keep_session=request.session.session_key, keep_one=True)
 
 
 def remove_authenticator(*, user, kind: str, actor, reason: str, request: HttpRequest | None = None,
-                         keep_session: str | None = None) -> int | None:
+                         keep_session: str | None = None, keep_one: bool = False) -> int | None:
     """An RA removes one authenticator (e.g. a lost phone); the person can then register a new one. Every
     session signed in with it ends but the one keyed `keep_session`: whoever holds a lost phone is signed out
-    too. Returns how many ended; None when the person had none of `kind`. The person's row is locked first, as
-    their own removal locks it, so that one running at the same time sees what is left after this one."""
+    too. Returns how many ended; None when the person had none of `kind`. `keep_one`: LastAuthenticator rather
+    than remove the last one they can sign in with (the person's own removal). The person's row is locked
+    first, so that removals at the same time (the person's, an RA's) each see what the other left."""
     authenticator_type = registry.get(kind)
     if authenticator_type is None:
         raise LookupError(kind)
     with transaction.atomic():
-        User.objects.select_for_update().filter(pk=user.pk).exists()
+        user.lock_status()
+        if keep_one:
+            registered = registry.authenticators_of(user)
+            if kind in {item.kind.key for item in registered} and kind not in removable_by_the_person(registered):
+                raise LastAuthenticator()
         removed, _ = authenticator_type.model.objects.filter(user=user).delete()
         if not removed:
             return None

@@ -64,8 +64,8 @@ def keep_hash_memory(*, hashes_at_once: int, memory_kib: int | None = None) -> b
     hashing"), none of it Argon2's own work. Here every thread allocates from the main heap (one arena),
     nothing is mmapped, and the heap keeps up to `hashes_at_once` hashes' memory when it is freed, so
     the next hash reuses pages already mapped. The memory a hash leaves is wiped by libargon2 before it
-    is freed, as before. Costs: each web process keeps that memory (threads x the memory cost) for its
-    lifetime, and one arena for all threads (a web worker's threads take turns on the GIL anyway).
+    is freed, as before. Costs: each web process keeps that memory ((hashes at once + 1) x the memory cost)
+    for its lifetime, and one arena for all threads (a web worker's threads take turns on the GIL anyway).
 
     `memory_kib`: the largest memory cost hashed here (the configured one unless given). Call it before the
     process's threads first allocate, knowing how many hashes it runs at once: gunicorn's workers call it

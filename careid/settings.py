@@ -161,7 +161,7 @@ PASSWORD_HASHERS = [
 CAREID_ARGON2_TIME_COST = env.int("CAREID_ARGON2_TIME_COST", default=3)
 CAREID_ARGON2_MEMORY_COST = env.int("CAREID_ARGON2_MEMORY_COST", default=65536)  # KiB
 CAREID_ARGON2_PARALLELISM = env.int("CAREID_ARGON2_PARALLELISM", default=1)  # checked at start: accounts/apps.py
-CAREID_ARGON2_KEEP_MEMORY = env.bool("CAREID_ARGON2_KEEP_MEMORY", default=True)  # web processes: careid/wsgi.py
+CAREID_ARGON2_KEEP_MEMORY = env.bool("CAREID_ARGON2_KEEP_MEMORY", default=True)  # deploy/gunicorn.conf.py
 
 
 AUTH_PASSWORD_VALIDATORS = [

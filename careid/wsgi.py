@@ -7,4 +7,3 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "careid.settings")
 # (careid/settings.py).
 os.environ.setdefault("CAREID_STATEMENT_TIMEOUT", "30")
 application = get_wsgi_application()
-

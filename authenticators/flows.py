@@ -10,6 +10,7 @@ from django.db.models import F
 from django.http import HttpRequest
 from django.utils import timezone
 
+from accounts.models import User
 from accounts.notifications import notify_person
 from audit.models import Event, Outcome
 from audit.record import record
@@ -146,6 +147,21 @@ def journey_step(request: HttpRequest, link: RegistrationLink) -> Iterator[None]
         if link.is_revoked:
             raise refuse(request, link, RevokedJourney()) from None
         raise
+
+
+@contextmanager
+def completing_journey(request: HttpRequest, link: RegistrationLink, from_step: str) -> Iterator[None]:
+    """The last step's transaction, around what it saves: the journey ends with it (NoJourney when it is no longer
+    at `from_step`, refused as journey_step says), and the person must be active (NotActive). The person's row is
+    locked first, as a suspension or closure locks it before it ends their journeys: a step that moved its journey
+    on first and then wrote the person (the Authenticator app sets the password) deadlocked with one."""
+    with journey_step(request, link), transaction.atomic():
+        status = link.user.lock_status()
+        if not link.complete(from_step):
+            raise NoJourney()
+        if status != User.Status.ACTIVE:
+            raise NotActive()
+        yield
 
 
 def begin_journey(request: HttpRequest, link: RegistrationLink, *, step: str, **fields) -> bool:

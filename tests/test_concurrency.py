@@ -534,3 +534,84 @@ def test_sole_access_confirmed_while_a_suspension_commits_is_refused_as_expired(
     assert response.status_code == 410 and "This registration link has expired" in response.content.decode()
     assert User.objects.get(pk=user.pk).status == User.Status.SUSPENDED
     assert not RegistrationLink.objects.filter(user=user, purpose=RegistrationLink.Purpose.PRESENCE).exists()
+
+
+def blocked_by(backend_pid: int, timeout: float = 10) -> bool:
+    """Whether another PostgreSQL session comes to wait on `backend_pid`'s locks within `timeout` (asked over a
+    connection of its own, from a thread of its own)."""
+    found = []
+
+    def poll() -> None:
+        try:
+            deadline = time.monotonic() + timeout
+            with connection.cursor() as cursor:
+                while time.monotonic() < deadline:
+                    cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+                                   [backend_pid])
+                    if cursor.fetchone()[0]:
+                        found.append(True)
+                        return
+                    time.sleep(0.02)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=poll)
+    thread.start()
+    thread.join(timeout + 5)
+    return bool(found)
+
+
+def test_a_suspension_while_the_app_is_verified_waits_for_the_registration_instead_of_deadlocking(
+        transactional_db, invite, mailbox, ra_staff, fast_hashing):
+    """The Authenticator app's last step ends its journey and sets the person's password; a suspension locks the
+    person, then revokes their links and ends their journeys. Taken in opposite orders (the link, then the person),
+    the two deadlock and PostgreSQL aborts one of them: the person or the RA gets an error page. The step locks the
+    person first, as the suspension does: the suspension waits for it, then suspends the person it registered."""
+    require(connection.vendor == "postgresql", "PostgreSQL (real concurrent transactions)")
+    from accounts.flows import suspend_user
+    from accounts.roles import RA_AGENT
+    from authenticators.totp.models import AuthenticatorApp
+
+    from .conftest import totp_code
+    from .test_registration_journey import NEW_PASSWORD, secret_from, start
+
+    agent, _ = ra_staff(RA_AGENT)
+    user, link = invite()
+    client = Client()
+    client.post("/register/authenticator-app/code/", {"code": start(client, mailbox, link)})
+    client.post("/register/authenticator-app/password/", {"password1": NEW_PASSWORD, "password2": NEW_PASSWORD})
+    secret = secret_from(client.get("/register/authenticator-app/qr/").content.decode())
+    client.post("/register/authenticator-app/qr/")
+    suspension, waited = [], []
+
+    def suspend() -> None:
+        try:
+            suspend_user(user=User.objects.get(pk=user.pk), actor=agent.user, reason="invitation reported stolen")
+            suspension.append("suspended")
+        except BaseException as error:
+            suspension.append(error)
+        finally:
+            connections.close_all()
+
+    other = threading.Thread(target=suspend)
+
+    def suspension_meanwhile(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if not waited and sql.startswith('UPDATE "authenticators_registrationlink" SET "step"'):
+            other.start()  # the journey's row is held now: the suspension comes to wait on this request
+            waited.append(blocked_by(connection.connection.info.backend_pid))
+        return result
+
+    with connection.execute_wrapper(suspension_meanwhile):
+        response = client.post("/register/authenticator-app/verify/", {"token": totp_code(secret)})
+    other.join(15)
+
+    assert waited == [True], "the suspension never waited on the registration: no race happened"
+    assert response.status_code == 302 and response.url == "/register/authenticator-app/done/"
+    assert suspension == ["suspended"]
+    user.refresh_from_db()
+    assert user.status == User.Status.SUSPENDED
+    assert AuthenticatorApp.objects.registered(user).exists()
+    assert AuditEvent.objects.filter(event=Event.AUTHENTICATOR_REGISTERED, subject=user).count() == 1
+    assert AuditEvent.objects.filter(event=Event.USER_SUSPENDED, subject=user).count() == 1
+

@@ -23,7 +23,7 @@ from audit.models import Event, Outcome
 from audit.record import record
 from authenticators import flows as link_flows
 from authenticators.email_steps import send_code
-from authenticators.journeys import AlreadyRegistered, NoJourney, NotActive, TooManyFailures
+from authenticators.journeys import AlreadyRegistered, NoJourney, TooManyFailures
 from authenticators.models import RegistrationLink
 from signin import flows as signin_flows
 from signin import throttle
@@ -95,11 +95,7 @@ def complete_registration(request: HttpRequest, link: RegistrationLink, token: s
         return False
     user: User = link.user
     try:
-        with link_flows.journey_step(request, link), transaction.atomic():
-            if not link.complete("verify"):
-                raise NoJourney()
-            if not User.objects.filter(pk=user.pk, status=User.Status.ACTIVE).exists():
-                raise NotActive()
+        with link_flows.completing_journey(request, link, "verify"):
             AuthenticatorApp.objects.create(
                 user=user, name=KIND.name, key=registration.pending_secret, last_t=step, confirmed=True
             )

@@ -26,7 +26,7 @@ from audit.models import Event, Outcome
 from audit.record import record
 from authenticators import flows as link_flows
 from authenticators import registry
-from authenticators.journeys import AlreadyRegistered, NoJourney, NotActive, TooManyRefusals, UsedLink
+from authenticators.journeys import AlreadyRegistered, TooManyRefusals, UsedLink
 from authenticators.models import RegistrationLink
 from authenticators.registry import AuthenticatorType
 from signin import flows as signin_flows
@@ -178,11 +178,7 @@ def complete_registration(request: HttpRequest, link: RegistrationLink, kind: Au
         raise _registration_failed(request, link, kind, refused, counted=True) from None
     handle = base64url_to_bytes(entry["handle"])  # what the authenticator keeps (and a passkey answers with)
     try:
-        with link_flows.journey_step(request, link), transaction.atomic():
-            if not link.complete(CEREMONY):
-                raise NoJourney()
-            if not User.objects.filter(pk=user.pk, status=User.Status.ACTIVE).exists():
-                raise NotActive()
+        with link_flows.completing_journey(request, link, CEREMONY):
             credential = kind.model.objects.create(
                 user=user, name=kind.name, confirmed=True, credential_id=new.credential_id, public_key=new.public_key,
                 sign_count=new.sign_count, transports=new.transports, aaguid=new.aaguid, attachment=new.attachment,

@@ -307,11 +307,14 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
             obj.pk, obj.uid = user.pk, user.uid
             return
         current = User.objects.get(pk=obj.pk)
+        details = ("title", "first_name", "last_name", "email")
         flows.change_user_details(user=current, actor=request.user, reason=data["reason"], request=request,
-                                  changes={name: data[name] for name in ("title", "first_name", "last_name", "email")})
-        if "roles" in form.fields:
-            flows.set_roles(user=current, actor=request.user, roles=set(data["roles"]), reason=data["reason"],
-                            assignable=set(roles.assignable_roles(request.user)), request=request)
+                                  changes={name: data[name] for name in details if name in form.changed_data})
+        if "roles" in form.changed_data:
+            shown, wanted = set(form.shown("roles")), set(data["roles"])
+            flows.change_roles(user=current, actor=request.user, add=wanted - shown, remove=shown - wanted,
+                               reason=data["reason"], assignable=set(roles.assignable_roles(request.user)),
+                               request=request)
 
     def save_related(self, request, form, formsets, change) -> None:
         pass  # no related objects are edited here

@@ -79,6 +79,10 @@ class ReasonForChanges:
 class ChangeUserForm(ReasonForChanges, forms.ModelForm):
     """Names, title and Care Identity e-mail; roles only for those who may assign them; a reason for a change.
 
+    Each field carries what the page showed (Django's hidden initial value), and a change is what the RA changed
+    from that (changed_data, `shown`), not from the person as stored when the form comes back: another RA's change
+    that landed meanwhile to a field this RA left alone stays.
+
     A new e-mail (and then a registration link) hands the profile to whoever holds the new address, so it
     needs the RA's sign-in at most 5 minutes old, as the person's own e-mail changes do: `sign_in_again_url`,
     given when it is older, is where the refusal's link sends the RA."""
@@ -104,6 +108,18 @@ class ChangeUserForm(ReasonForChanges, forms.ModelForm):
             self.fields["roles"].initial = sorted(roles_of(self.instance) & set(choices))
         else:
             del self.fields["roles"]
+        # The page sends back what it showed (with the e-mail's always, as a person always has one); a post without
+        # it (a script's) is compared with the person as stored, as Django does.
+        self.page_values = not self.is_bound or self["email"].html_initial_name in self.data
+        for name, field in self.fields.items():
+            field.show_hidden_initial = self.page_values and name != "reason"
+
+    def shown(self, name: str):
+        """What the RA's page showed in field `name` (for a post without it, the person as stored)."""
+        field = self.fields[name]
+        if not self.page_values:
+            return self[name].initial
+        return field.to_python(self._widget_data_value(field.hidden_widget(), self[name].html_initial_name))
 
     def clean_email(self) -> str:
         email = AllowedEmailDomain.objects.check_email(self.cleaned_data["email"])

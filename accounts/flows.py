@@ -377,19 +377,23 @@ def close_user(*, user: User, actor: User, reason: str, request: HttpRequest | N
                        authenticators_removed=removed, sessions_ended=ended, **_revoke_links(user)))
 
 
-def set_roles(*, user: User, actor: User | None, roles: set[str], assignable: set[str], reason: str = "",
-              request: HttpRequest | None = None) -> None:
-    """Give or take the roles `actor` may assign (an RA gives a reason; the operator's grant_role command
-    has none); staff status follows from having any role."""
+def change_roles(*, user: User, actor: User | None, add: set[str] = frozenset(), remove: set[str] = frozenset(),
+                 assignable: set[str], reason: str = "", request: HttpRequest | None = None) -> set[str]:
+    """Give and take the roles `actor` may assign (an RA gives a reason; the operator's grant_role command has
+    none); staff status follows from having any role. Only the roles named change: the others are as committed,
+    read under the person's row lock, so another RA's change that landed since this one's page read the person
+    stays. Returns the person's roles now."""
     from django.contrib.auth.models import Group
 
-    current = set(user.groups.values_list("name", flat=True))
-    wanted = (current - assignable) | (roles & assignable)
-    if wanted == current:
-        return
     with transaction.atomic():
+        user.lock_status()
+        current = set(user.groups.values_list("name", flat=True))
+        wanted = (current | (add & assignable)) - (remove & assignable)
+        if wanted == current:
+            return current
         user.groups.set(Group.objects.filter(name__in=wanted))
         User.objects.filter(pk=user.pk).update(is_staff=bool(wanted) or user.is_superuser)
         notify_person(record(Event.ROLES_CHANGED, request=request, actor=actor, subject=user,
-                       added=sorted(wanted - current), removed=sorted(current - wanted),
-                       **({"reason": reason} if reason else {})))
+                             added=sorted(wanted - current), removed=sorted(current - wanted),
+                             **({"reason": reason} if reason else {})))
+    return wanted

@@ -615,3 +615,32 @@ def test_a_suspension_while_the_app_is_verified_waits_for_the_registration_inste
     assert AuditEvent.objects.filter(event=Event.AUTHENTICATOR_REGISTERED, subject=user).count() == 1
     assert AuditEvent.objects.filter(event=Event.USER_SUSPENDED, subject=user).count() == 1
 
+
+def test_an_ra_saving_a_page_read_before_a_colleagues_change_keeps_what_they_did_not_touch(db, ra_staff, make_person):
+    """An RA opens a person's page; a colleague then opens it too, gives the person the RA Agent role, corrects
+    their last name and saves; the first RA changes the title and saves. Only the title is the first RA's change:
+    their page sent back every field as it showed it, and the colleague's name and role stay."""
+    from accounts.roles import RA_AGENT, RA_MANAGER, roles_of
+
+    from .forms import form_fields
+
+    _, colleague = ra_staff(RA_MANAGER, email="colleague@nhs.net")
+    _, client = ra_staff(RA_MANAGER)
+    person = make_person().user
+    page = f"/admin/accounts/user/{person.pk}/change/"
+    posted = form_fields(client.get(page).content.decode(), "user_form")
+    assert posted["last_name"] == person.last_name and "roles" not in posted
+
+    theirs = form_fields(colleague.get(page).content.decode(), "user_form")
+    response = colleague.post(page, {**theirs, "last_name": "Seacole-Grant", "roles": [RA_AGENT],
+                                     "reason": "married; joined the RA team", "_save": "Save"})
+    assert response.status_code == 302, response.content.decode()[-3000:]
+    response = client.post(page, {**posted, "title": "Dr", "reason": "qualified", "_save": "Save"})
+
+    assert response.status_code == 302, response.content.decode()[-3000:]
+    person.refresh_from_db()
+    assert (person.title, person.last_name) == ("Dr", "Seacole-Grant")
+    assert roles_of(person) == {RA_AGENT}
+    change = AuditEvent.objects.filter(event=Event.USER_CHANGED, subject=person).latest("id")
+    assert change.details["fields"] == ["title"] and change.details["reason"] == "qualified"
+    assert AuditEvent.objects.filter(event=Event.ROLES_CHANGED, subject=person).count() == 1

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from accounts.flows import set_roles
+from accounts.flows import change_roles
 from accounts.models import User
 from accounts.roles import ROLES
 
@@ -19,7 +19,6 @@ class Command(BaseCommand):
         user = User.objects.with_email(email).first()
         if user is None:
             raise CommandError(f"No Care Identity with the email address {email}.")
-        current = set(user.groups.values_list("name", flat=True))
-        wanted = current - {role} if remove else current | {role}
-        set_roles(user=user, actor=None, roles=wanted, assignable=set(ROLES))
-        self.stdout.write(f"{user} now has: {', '.join(sorted(wanted)) or 'no role'}.")
+        change = {"remove": {role}} if remove else {"add": {role}}
+        now = change_roles(user=user, actor=None, assignable=set(ROLES), **change)
+        self.stdout.write(f"{user} now has: {', '.join(sorted(now)) or 'no role'}.")

@@ -32,6 +32,7 @@ import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from gunicorn.arbiter import Arbiter
     from gunicorn.workers.base import Worker
 
 bind = os.environ.get("CAREID_BIND", "0.0.0.0:8000")
@@ -39,9 +40,15 @@ worker_class = os.environ.get("CAREID_WORKER_CLASS", "gthread")
 workers = int(os.environ.get("CAREID_WORKERS", multiprocessing.cpu_count()))
 threads = int(os.environ.get("CAREID_THREADS", 2))
 worker_connections = int(os.environ.get("CAREID_WORKER_CONNECTIONS", threads))
-# Seconds an idle connection stays open for another request; 0 (no keep-alive) unless a worker may hold
-# more connections than it has threads (then set it above the proxy's idle timeout for its connections).
-keepalive = int(os.environ.get("CAREID_KEEPALIVE", 0 if worker_connections <= threads else 75))
+
+
+def _keepalive(worker_connections: int, threads: int) -> int:
+    # Seconds an idle connection stays open for another request; 0 (no keep-alive) unless a worker may hold
+    # more connections than it has threads (then set it above the proxy's idle timeout for its connections).
+    return int(os.environ.get("CAREID_KEEPALIVE", 0 if worker_connections <= threads else 75))
+
+
+keepalive = _keepalive(worker_connections, threads)
 backlog = int(os.environ.get("CAREID_BACKLOG", 2048))
 timeout = 60  # a worker silent this long is replaced (threaded workers answer beside a long request)
 graceful_timeout = 30
@@ -50,10 +57,25 @@ forwarded_allow_ips = os.environ.get("CAREID_PROXY_IPS", "127.0.0.1")
 accesslog = "-"
 
 
+def _connections_follow_threads(server: Arbiter) -> None:
+    """Threads given on gunicorn's command line (`--threads`, which overrides this file) bring the connections and
+    keep-alive that follow from them here, unless those were given too (CAREID_WORKER_CONNECTIONS, or on the
+    command line): a worker that took fewer connections than it has threads would leave the rest idle. Before the
+    workers start, and again on each reload (SIGHUP reads this file and the command line again)."""
+    cfg = server.cfg
+    if "CAREID_WORKER_CONNECTIONS" not in os.environ and cfg.worker_connections == worker_connections:
+        cfg.set("worker_connections", cfg.threads)
+    if cfg.keepalive == keepalive:
+        cfg.set("keepalive", _keepalive(cfg.worker_connections, cfg.threads))
+
+
+on_starting = on_reload = _connections_follow_threads
+
+
 def post_worker_init(worker: Worker) -> None:
     """Keep the memory of finished password hashes for the next (CAREID_ARGON2_KEEP_MEMORY), for as many as
     this worker runs at once as gunicorn runs it, `--threads` on its command line included (a threaded worker
-    runs no more requests at once than it takes connections): sized for fewer, all of it is given back whenever
+    runs no more requests at once than it takes connections, which follow its threads: _connections_follow_threads): sized for fewer, all of it is given back whenever
     more ran at once; for more, memory is held for nothing. Called once the application has loaded (Django's
     settings) and before the worker's threads start (with its first requests): glibc gives a thread its heap
     when it first allocates."""

@@ -266,10 +266,17 @@ def _minor_faults(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
 
 
+def _memory_kib(pid: int, field: str) -> int:
+    """A process's memory from /proc/PID/status, e.g. VmRSS (now) or VmHWM (its peak), in KiB."""
+    line = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith(f"{field}:"))
+    return int(line.split()[1])
+
+
 @pytest.mark.services
 def test_a_gunicorn_worker_keeps_memory_for_the_hashes_of_all_its_threads(transactional_db):
     """Threads set on gunicorn's command line, not as the environment says (CAREID_THREADS, which
-    deploy/gunicorn.conf.py reads): the worker's three threads check three passwords at once (three sign-ins
+    deploy/gunicorn.conf.py reads): the worker takes three connections, and its three threads check three
+    passwords at once (three sign-ins
     with unknown addresses), and the memory of all three is kept for the next three. Sized by the environment
     (one thread), all of it was given back to the kernel after every round and mapped again in the next:
     49,000 page faults a round instead of a few dozen."""
@@ -282,8 +289,8 @@ def test_a_gunicorn_worker_keeps_memory_for_the_hashes_of_all_its_threads(transa
            "CAREID_SECURE_COOKIES": "false", "CAREID_ARGON2_KEEP_MEMORY": "true",
            "CAREID_ARGON2_MEMORY_COST": "65536", "CAREID_ARGON2_TIME_COST": "3",
            "CAREID_IP_FAILURE_LIMIT": "1000000"}  # its counter on the shared Redis outlives the test
-    # The connections too: the file sets them from CAREID_THREADS (README), and one at a time would mean one hash.
-    with gunicorn(env, "--threads", "3", "--worker-connections", "3") as (url, server):
+    # Its connections follow (deploy/gunicorn.conf.py): taking one at a time, the worker would run one hash at a time.
+    with gunicorn(env, "--threads", "3") as (url, server):
         worker = int(Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()[0])
         token = requests.get(f"{url}/login/", timeout=10).cookies["csrftoken"]
 
@@ -306,6 +313,9 @@ def test_a_gunicorn_worker_keeps_memory_for_the_hashes_of_all_its_threads(transa
             assert [(answer.status_code, BAD_CREDENTIALS in answer.text) for answer in answers] == [(400, True)] * 3
             return _minor_faults(worker) - before
 
+        before = _memory_kib(worker, "VmRSS")
         three_at_once()  # maps the three hashes' memory
+        # The worker ran the three at once (it took their three connections): its peak held three hashes' memory.
+        assert _memory_kib(worker, "VmHWM") - before > 3 * 65536 * 0.9
         three_at_once()  # and the threads' own first allocations (tens of pages)
         assert three_at_once() < 3 * (65536 // 4) // 512  # fewer than one fault per 2 MiB, huge pages or not

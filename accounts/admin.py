@@ -286,7 +286,7 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
         if request.method == "POST":
             crafted = sorted(name for name in roles.PRIVILEGE_FIELDS if name in request.POST)
             allowed_roles = set(roles.assignable_roles(request.user))
-            asked_roles = set(request.POST.getlist("roles"))
+            asked_roles = set(request.POST.getlist("roles")) | set(request.POST.getlist("initial-roles"))  # as ticked, as shown
             if crafted or (asked_roles - allowed_roles) or (asked_roles and target is not None and target.pk == request.user.pk):
                 self._refuse(request, target, "change privileges", fields=crafted, roles=sorted(asked_roles))
             if target is not None and roles.is_protected_from(target, request.user):

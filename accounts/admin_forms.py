@@ -49,6 +49,8 @@ class CreateUserForm(forms.ModelForm):
         fields = ["email", "title", "first_name", "last_name"]
 
     def clean_email(self) -> str:
+        if "email" not in self.changed_data:  # as the page showed it: not this RA's change, and not saved
+            return self.cleaned_data["email"]
         email = AllowedEmailDomain.objects.check_email(self.cleaned_data["email"])
         User.objects.check_email_free(email)
         return email
@@ -113,6 +115,14 @@ class ChangeUserForm(ReasonForChanges, forms.ModelForm):
         self.page_values = not self.is_bound or self["email"].html_initial_name in self.data
         for name, field in self.fields.items():
             field.show_hidden_initial = self.page_values and name != "reason"
+        if self.is_bound and self.page_values and "roles" in self.fields:
+            # A page that showed no role sends no hidden value for them: it showed none. Left missing, the page
+            # shown again after a refusal would carry the roles then ticked as shown, and sent again with a reason
+            # they would be no change.
+            initial_roles = self["roles"].html_initial_name
+            if initial_roles not in self.data:
+                self.data = self.data.copy()
+                self.data.setlist(initial_roles, [])
 
     def shown(self, name: str):
         """What the RA's page showed in field `name` (for a post without it, the person as stored)."""
@@ -122,6 +132,8 @@ class ChangeUserForm(ReasonForChanges, forms.ModelForm):
         return field.to_python(self._widget_data_value(field.hidden_widget(), self[name].html_initial_name))
 
     def clean_email(self) -> str:
+        if "email" not in self.changed_data:  # as the page showed it: not this RA's change, and not saved
+            return self.cleaned_data["email"]
         email = AllowedEmailDomain.objects.check_email(self.cleaned_data["email"])
         User.objects.check_email_free(email, other_than=self.instance)
         return email
@@ -133,7 +145,8 @@ class ChangeUserForm(ReasonForChanges, forms.ModelForm):
 
     def clean(self) -> dict:
         cleaned = super().clean()
-        if self.sign_in_again_url and cleaned.get("email", self.instance.email) != self.instance.email:
+        email = cleaned.get("email", self.instance.email)
+        if self.sign_in_again_url and "email" in self.changed_data and email != self.instance.email:
             minutes = int(settings.CAREID_REAUTHENTICATION_MAX_AGE.total_seconds() // 60)
             self.add_error("email", forms.ValidationError(format_html(
                 "Sign in again to change the email address: your last sign-in was more than {} minutes ago. Nothing "

@@ -442,6 +442,32 @@ def refusal_of(agent_person, subject) -> AuditEvent:
     return AuditEvent.objects.get(event=Event.RA_REFUSED, actor=agent_person.user, subject=subject)
 
 
+def test_an_ra_whose_sign_in_is_old_changes_a_name_while_a_colleague_changed_the_email(stale_agent, make_person,
+                                                                                      ra_staff):
+    """The RA left the e-mail as their page showed it: the colleague's new address, which landed meanwhile, is not
+    this RA's change, so it needs no recent sign-in, is not checked again, and stays."""
+    from accounts import flows as account_flows
+
+    from .forms import form_fields
+
+    agent_person, client = stale_agent
+    colleague, _ = ra_staff(RA_AGENT, email="colleague@nhs.net")
+    person = make_person(email="nurse@nhs.net")
+    page = f"{USERS}{person.user.pk}/change/"
+    shown = form_fields(client.get(page).content.decode(), "user_form")
+    account_flows.change_user_details(user=User.objects.get(pk=person.user.pk), actor=colleague.user,
+                                      changes={"email": "nurse.new@nhs.net"}, reason="new address")
+
+    response = client.post(page, {**shown, "last_name": "Smith", "reason": "married", "_save": "Save"})
+
+    assert response.status_code == 302, response.content.decode()[-3000:]
+    person.user.refresh_from_db()
+    assert (person.user.email, person.user.last_name) == ("nurse.new@nhs.net", "Smith")
+    assert not AuditEvent.objects.filter(event=Event.RA_REFUSED, actor=agent_person.user).exists()
+    change = AuditEvent.objects.filter(event=Event.USER_CHANGED, actor=agent_person.user).get()
+    assert change.details["fields"] == ["last_name"]
+
+
 def test_an_ra_changes_a_persons_email_only_after_a_recent_sign_in(stale_agent, make_person):
     agent_person, client = stale_agent
     person = make_person(email="nurse@nhs.net")

@@ -57,7 +57,7 @@ def test_an_agent_sees_users_but_not_roles_or_permissions(agent, person):
 @pytest.mark.parametrize(
     "crafted",
     [{"is_staff": "on"}, {"is_superuser": "on"}, {"groups": "1"}, {"user_permissions": "1"}, {"status": "active"},
-     {"roles": RA_MANAGER}, {"roles": RA_AGENT}],
+     {"roles": RA_MANAGER}, {"roles": RA_AGENT}, {"initial-roles": RA_MANAGER}],
 )
 def test_crafted_privilege_posts_are_refused_changed_nothing_and_audited(agent, person, crafted):
     agent_person, client = agent
@@ -120,6 +120,39 @@ def test_a_manager_gives_and_takes_the_agent_role_only(manager, person):
     assert client.post(f"{USERS}{person.user.pk}/change/", base).status_code == 302
     person.user.refresh_from_db()
     assert not person.user.is_staff and not person.user.groups.exists()
+
+
+def test_a_role_ticked_on_a_page_refused_for_its_reason_is_given_when_the_page_is_sent_again(manager, person):
+    """The page the refusal shows carries what the first page showed (no role), not the role the RA ticked: sent
+    again with a reason, the role is a change, and is given."""
+    from .forms import form_fields
+
+    _, client = manager
+    page = f"{USERS}{person.user.pk}/change/"
+    shown = form_fields(client.get(page).content.decode(), "user_form")
+    refused = client.post(page, {**shown, "roles": [RA_AGENT], "_save": "Save"})
+    assert refused.status_code == 200 and "Give a reason for the change" in refused.content.decode()
+    again = form_fields(refused.content.decode(), "user_form")
+    assert again["roles"] == RA_AGENT
+
+    assert client.post(page, {**again, "reason": "new RA Agent", "_save": "Save"}).status_code == 302
+    person.user.refresh_from_db()
+    assert person.user.is_staff and set(person.user.groups.values_list("name", flat=True)) == {RA_AGENT}
+    assert AuditEvent.objects.get(event=Event.ROLES_CHANGED).details["added"] == [RA_AGENT]
+
+
+def test_a_role_unticked_on_the_page_is_taken_away(manager, person):
+    from .forms import form_fields
+
+    _, client = manager
+    person.user.groups.add(Group.objects.get(name=RA_AGENT))
+    page = f"{USERS}{person.user.pk}/change/"
+    shown = form_fields(client.get(page).content.decode(), "user_form")
+    assert shown["roles"] == RA_AGENT and shown["initial-roles"] == RA_AGENT
+    shown.pop("roles")
+    assert client.post(page, {**shown, "reason": "left the RA team", "_save": "Save"}).status_code == 302
+    assert not person.user.groups.exists()
+    assert AuditEvent.objects.get(event=Event.ROLES_CHANGED).details["removed"] == [RA_AGENT]
 
 
 def test_an_auditor_reads_and_exports_the_trail_and_changes_nothing(ra_staff, person):

@@ -57,15 +57,30 @@ forwarded_allow_ips = os.environ.get("CAREID_PROXY_IPS", "127.0.0.1")
 accesslog = "-"
 
 
+def _given_on_command_line(server: Arbiter) -> set[str] | None:
+    """The settings given on gunicorn's command line or in GUNICORN_CMD_ARGS, read as gunicorn reads them (both
+    override this file); None when the command line is not gunicorn's (an application that embeds it)."""
+    parser = server.cfg.parser()
+    try:
+        given = [parser.parse_args(), parser.parse_args(server.cfg.get_cmd_args_from_env())]
+    except SystemExit:
+        return None
+    return {name for arguments in given for name, value in vars(arguments).items() if value is not None}
+
+
 def _connections_follow_threads(server: Arbiter) -> None:
-    """Threads given on gunicorn's command line (`--threads`, which overrides this file) bring the connections and
-    keep-alive that follow from them here, unless those were given too (CAREID_WORKER_CONNECTIONS, or on the
-    command line): a worker that took fewer connections than it has threads would leave the rest idle. Before the
-    workers start, and again on each reload (SIGHUP reads this file and the command line again)."""
+    """The connections and keep-alive follow the threads gunicorn really runs, `--threads` on its command line
+    included, unless they are given themselves (CAREID_WORKER_CONNECTIONS and CAREID_KEEPALIVE, read again here
+    for gunicorn's own `-e`; or on the command line): a worker that took fewer connections than it has threads
+    would leave the rest idle. Before the workers start, and on each reload (SIGHUP reads this file and the
+    command line again)."""
+    given = _given_on_command_line(server)
+    if given is None:
+        return
     cfg = server.cfg
-    if "CAREID_WORKER_CONNECTIONS" not in os.environ and cfg.worker_connections == worker_connections:
-        cfg.set("worker_connections", cfg.threads)
-    if cfg.keepalive == keepalive:
+    if "worker_connections" not in given:
+        cfg.set("worker_connections", int(os.environ.get("CAREID_WORKER_CONNECTIONS", cfg.threads)))
+    if "keepalive" not in given:
         cfg.set("keepalive", _keepalive(cfg.worker_connections, cfg.threads))
 
 
@@ -75,10 +90,10 @@ on_starting = on_reload = _connections_follow_threads
 def post_worker_init(worker: Worker) -> None:
     """Keep the memory of finished password hashes for the next (CAREID_ARGON2_KEEP_MEMORY), for as many as
     this worker runs at once as gunicorn runs it, `--threads` on its command line included (a threaded worker
-    runs no more requests at once than it takes connections, which follow its threads: _connections_follow_threads): sized for fewer, all of it is given back whenever
-    more ran at once; for more, memory is held for nothing. Called once the application has loaded (Django's
-    settings) and before the worker's threads start (with its first requests): glibc gives a thread its heap
-    when it first allocates."""
+    runs no more requests at once than it takes connections, which follow its threads above): sized for fewer,
+    all of it is given back whenever more ran at once; for more, memory is held for nothing. Called once the
+    application has loaded (Django's settings) and before the worker's threads start (with its first requests):
+    glibc gives a thread its heap when it first allocates."""
     from django.conf import settings
 
     from accounts.hashers import keep_hash_memory

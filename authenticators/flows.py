@@ -83,7 +83,7 @@ def issue_registration_link(
 def refuse(request: HttpRequest, link: RegistrationLink | None, error: JourneyError) -> JourneyError:
     """Audit a refused POST (a GET only looks) and return the error for the page."""
     if request.method == "POST":
-        event = Event.LINK_EXPIRED if isinstance(error, ExpiredLink | RevokedJourney) else Event.LINK_REFUSED
+        event = Event.LINK_EXPIRED if error.expired else Event.LINK_REFUSED
         record(event, request=request, subject=link.user if link else None, outcome=Outcome.FAILURE,
                link_id=link.pk if link else None, reason=error.reason)
     return error

@@ -14,6 +14,7 @@ class JourneyError(Exception):
     message = "Ask for a new registration link."
     status = 400
     reason = "refused"  # for the audit trail
+    expired = False  # audited as link.expired (its time ran out, or a suspension or closure ended it), else link.refused
 
 
 class UnknownLink(JourneyError):
@@ -28,6 +29,7 @@ class ExpiredLink(JourneyError):
     message = "Registration links only work for a short time. Ask for a new registration link."
     status = 410
     reason = "expired"
+    expired = True
 
 
 class RevokedLink(ExpiredLink):
@@ -100,6 +102,7 @@ class RevokedJourney(NoJourney):
     out its time is not), and the page is any ended journey's, for the reason RevokedLink's is."""
 
     reason = "revoked"
+    expired = True
 
 
 class SignInAgain(JourneyError):

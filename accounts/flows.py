@@ -6,6 +6,7 @@ e-mail only once that transaction has committed.
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from datetime import timedelta
 
 from allauth.account.models import EmailAddress, EmailConfirmationHMAC
@@ -377,8 +378,8 @@ def close_user(*, user: User, actor: User, reason: str, request: HttpRequest | N
                        authenticators_removed=removed, sessions_ended=ended, **_revoke_links(user)))
 
 
-def change_roles(*, user: User, actor: User | None, add: set[str] = frozenset(), remove: set[str] = frozenset(),
-                 assignable: set[str], reason: str = "", request: HttpRequest | None = None) -> set[str]:
+def change_roles(*, user: User, actor: User | None, add: AbstractSet[str] = frozenset(), remove: AbstractSet[str] = frozenset(),
+                 assignable: AbstractSet[str], reason: str = "", request: HttpRequest | None = None) -> set[str]:
     """Give and take the roles `actor` may assign (an RA gives a reason; the operator's grant_role command has
     none); staff status follows from having any role. Only the roles named change: the others are as committed,
     read under the person's row lock, so another RA's change that landed since this one's page read the person

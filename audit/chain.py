@@ -216,6 +216,12 @@ def verify(*, since: datetime | None = None, first_problem_only: bool = True,
         if found != chain_hash:
             result.problems.append(f"The chain no longer holds the head logged earlier (seq {seq}): "
                                    + ("its event was removed, with any after it" if found is None else "it was replaced"))
+    # The sealer gives places from 1: an event placed before that is neither in the walk above nor unsealed.
+    if not (first_problem_only and result.problems):
+        outside = AuditEvent.objects.filter(seq__lt=1).order_by("seq").values_list("id", "seq", "at")
+        for id_, seq, at in outside[:1] if first_problem_only else outside:
+            result.problems.append(f"Event {id_} (seq {seq}, {_text(at)}) has a place before the chain's start, which "
+                                   f"the sealer never gives: it was inserted outside careid")
     # Chained or not, an event must be what careid wrote: the sealer chains whatever it finds unsealed. One
     # read of the unsealed events (a few seconds' worth, but for a sealer outage).
     stale, old, old_count, forged = timezone.now() - tolerance, None, 0, []

@@ -198,6 +198,21 @@ def test_an_event_inserted_with_a_forged_link_is_found(trail):
     assert "does not match its chain hash" in problems()[0]
 
 
+@pytest.mark.parametrize("seq", [0, -1])
+def test_an_event_inserted_with_a_place_before_the_chains_start_is_found(trail, seq):
+    """The chain starts at seq 1 and verify walked it from there: an event slipped in with seq 0 or below was
+    neither chained nor unsealed, so nothing checked it, while the RA's list and the export showed it."""
+    as_superuser(
+        "INSERT INTO audit_auditevent (at, event, outcome, user_agent, method, details, seq, chain_hash, sealed_at) "
+        "VALUES (now(), 'account.unlocked', 'success', '', '', '{}', %s, %s, now())", [seq, "f" * 64])
+    forged = AuditEvent.objects.get(event=Event.ACCOUNT_UNLOCKED)
+    assert "BROKEN" in _verify_audit(), "verify_audit says a trail with an event slipped in is intact"
+    [problem] = problems()
+    assert problem.startswith(f"Event {forged.pk} (seq {seq}, ") and "outside careid" in problem
+    since = AuditEvent.objects.get(pk=trail[2].pk).at
+    assert f"Event {forged.pk} (seq {seq}, " in chain.verify(since=since).problems[0]
+
+
 def test_an_event_inserted_out_of_order_is_found(trail, settings):
     backdated = timezone.now() - timedelta(days=3)
     as_superuser("INSERT INTO audit_auditevent (at, event, outcome, user_agent, method, details) "

@@ -173,7 +173,8 @@ def verify(*, since: datetime | None = None, first_problem_only: bool = True,
         recomputed = link(previous, seq, sealed_at, content)
         # careid writes an event before it is sealed (but for clocks a little apart): one dated later was
         # written outside careid, with a date ahead.
-        dated_ahead = content["at"] - sealed_at > tolerance
+        # (A seal time cleared beside its place, which careid never writes, fails the link below.)
+        dated_ahead = sealed_at is not None and content["at"] - sealed_at > tolerance
         if not hmac.compare_digest(recomputed, chain_hash):
             result.problems.append(f"Event {content['id']} (seq {seq}, {_text(content['at'])}) does not match its "
                                    f"chain hash: it was altered, moved, or an event before it was removed or changed")
@@ -203,7 +204,8 @@ def verify(*, since: datetime | None = None, first_problem_only: bool = True,
                                    f"there on were cleared and events before it may have been removed")
             if first_problem_only:
                 return result
-        if sealed_at - content["at"] > tolerance and seq >= counted_from:  # an outage, or seals cleared
+        chained_late = sealed_at is not None and sealed_at - content["at"] > tolerance
+        if chained_late and seq >= counted_from:  # an outage, or seals cleared
             result.late += 1
             result.late_from = result.late_from or seq
         previous, expected = chain_hash, seq + 1

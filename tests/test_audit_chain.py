@@ -182,6 +182,17 @@ def test_an_altered_event_is_found(trail):
     assert f"Event {trail[2].pk} " in problem and "does not match its chain hash" in problem
 
 
+def test_an_event_whose_seal_time_was_cleared_is_named_not_a_crash(trail):
+    """An event keeping its place but not its seal time (careid sets both at once) stopped verify_audit with a
+    TypeError: no problem named, and none of those after it with --all-problems."""
+    as_superuser("UPDATE audit_auditevent SET sealed_at = NULL WHERE id = %s", [trail[2].pk])
+    as_superuser("UPDATE audit_auditevent SET details = '{}' WHERE id = %s", [trail[4].pk])
+    assert "BROKEN" in _verify_audit()
+    found = chain.verify(first_problem_only=False).problems
+    assert f"Event {trail[2].pk} (seq 3, " in found[0] and "does not match its chain hash" in found[0]
+    assert any(f"Event {trail[4].pk} (seq 5, " in problem for problem in found[1:]), found
+
+
 def test_a_removed_event_is_found(trail):
     as_superuser("DELETE FROM audit_auditevent WHERE id = %s", [trail[3].pk])
     [problem] = problems()

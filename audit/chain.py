@@ -34,7 +34,7 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Min
+from django.db.models import Max, Min
 from django.utils import timezone
 
 from .mac import CHAINED_FIELDS, keyed_hash, written_mac
@@ -149,7 +149,13 @@ def verify(*, since: datetime | None = None, first_problem_only: bool = True,
     if since is not None:
         first = AuditEvent.objects.filter(seq__isnull=False, at__gte=since).aggregate(first=Min("seq"))["first"]
         if first is None:
-            start_seq = None  # nothing chained since then: only the head and the unsealed events to check
+            # Nothing chained since then, by the dates: the window is empty, and the link into it (below) is the
+            # head, which is all there is to read. Every event of the day altered and re-dated into the past
+            # would otherwise empty the window unseen.
+            head = AuditEvent.objects.filter(seq__isnull=False).aggregate(head=Max("seq"))["head"]
+            first = None if head is None else head + 1
+        if first is None:
+            start_seq = None  # nothing chained at all: only the unsealed events to check
         elif first > 1:
             # The window is found by the events' dates, which whoever alters events can change too: the
             # day's first events, altered and re-dated into the past, would fall out of it. So the link into

@@ -323,11 +323,26 @@ def test_an_event_committed_a_little_after_later_ones_is_no_problem(trail):
     assert chain.verify().ok
 
 
-def test_verify_since_a_time_nothing_was_sealed_after_reads_no_event(trail):
+def test_verify_since_a_time_nothing_was_sealed_after_reads_only_the_link_into_it(trail):
     with CaptureQueriesContext(connection) as queries:
         result = chain.verify(since=timezone.now() + timedelta(days=1))
     assert result.ok and result.checked == 0
-    assert len(queries) <= 3, [query["sql"] for query in queries]  # where to start, and the unsealed events
+    reads = [query["sql"] for query in queries if "SAVEPOINT" not in query["sql"]]
+    # Where to start, the head and the event before it (the link into the empty window), events placed before
+    # the chain's start, and the unsealed events: not the chain.
+    assert len(reads) <= 6, reads
+
+
+def test_verify_since_finds_every_event_of_the_day_altered_and_re_dated_before_the_window(trail):
+    """With all of the window's events moved out of it, it held nothing to check: verify_audit --since said the
+    trail was intact. The link into the empty window is the head's."""
+    since = AuditEvent.objects.get(pk=trail[0].pk).at
+    as_superuser("UPDATE audit_auditevent SET at = at - interval '400 days', details = %s",
+                 ['{"reason": "nothing to see"}'])
+    assert "BROKEN" in _verify_audit("--since", timezone.localtime(since).date().isoformat())
+    result = chain.verify(since=since)
+    assert not result.ok and result.checked == 0
+    assert f"Event {trail[5].pk} (seq 6," in result.problems[0] and "does not match its chain hash" in result.problems[0]
 
 
 def genuine_old_events(count: int, days: int) -> list[AuditEvent]:

@@ -12,6 +12,7 @@ from django.db.models.functions import Lower
 from django.utils import timezone
 
 from .mac import CHAINED_FIELDS, WRITTEN_FIELDS, check_details, written_mac
+from .triggers import Refuse
 
 
 class Event(models.TextChoices):
@@ -151,16 +152,17 @@ class AuditEvent(models.Model):
     class Meta:
         ordering = ["-at", "-id"]
         triggers = [
-            # PostgreSQL itself keeps the trail append-only, whoever connects (Python's guard below is
-            # only for careid's own code): no DELETE and no UPDATE but the one sealing. TRUNCATE needs the
-            # table's owner, which the application's role should not be (README); a trail emptied or cut
-            # short is found against the chain head the sealer logs (verify_audit --expect-head).
-            pgtrigger.Protect(name="audit_no_delete", operation=pgtrigger.Delete),
+            # PostgreSQL itself keeps the trail append-only, whoever connects and whatever they set (Refuse:
+            # audit/triggers.py; Python's guard below is only for careid's own code): no DELETE and no UPDATE
+            # but the one sealing. TRUNCATE needs the table's owner, which the application's role should not be
+            # (README); a trail emptied or cut short is found against the chain head the sealer logs
+            # (verify_audit --expect-head).
+            Refuse(name="audit_no_delete", operation=pgtrigger.Delete),
             # Only the sealer gives an event its place: one inserted already sealed would become the head the
             # sealer chains every later event after (and verify would report events removed that never were).
-            pgtrigger.Protect(name="audit_inserted_unsealed", operation=pgtrigger.Insert, condition=pgtrigger.Condition(
+            Refuse(name="audit_inserted_unsealed", operation=pgtrigger.Insert, condition=pgtrigger.Condition(
                 "NEW.seq IS NOT NULL OR NEW.chain_hash IS DISTINCT FROM '' OR NEW.sealed_at IS NOT NULL")),
-            pgtrigger.Protect(name="audit_sealed_once", operation=pgtrigger.Update, condition=pgtrigger.Condition(
+            Refuse(name="audit_sealed_once", operation=pgtrigger.Update, condition=pgtrigger.Condition(
                 f"OLD.seq IS NOT NULL OR NEW.seq IS NULL OR {_chained('OLD')} IS DISTINCT FROM {_chained('NEW')}")),
         ]
         indexes = [

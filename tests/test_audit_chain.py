@@ -142,6 +142,34 @@ def test_postgresql_refuses_update_and_delete(trail):
     assert chain.verify().ok and chain.verify().checked == 6
 
 
+def test_postgresql_refuses_them_to_a_role_that_sets_pgtrigger_ignore(trail):
+    """django-pgtrigger's triggers stepped aside for a session naming them in its `pgtrigger.ignore` setting, which
+    any role may set: the application's own role, neither superuser nor the table's owner, updated and deleted
+    events, and slipped in one already sealed."""
+    role = f"careid_app_{os.getpid()}"
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE ROLE {role} NOLOGIN")  # rolled back with the test's transaction
+        cursor.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON audit_auditevent TO {role}")
+        cursor.execute(f"GRANT USAGE ON SEQUENCE audit_auditevent_id_seq TO {role}")
+        cursor.execute("SELECT array_agg(tgname) FROM pg_trigger WHERE tgrelid = 'audit_auditevent'::regclass "
+                       "AND NOT tgisinternal")
+        [names] = cursor.fetchone()
+        assert len(names) == 3, names
+        cursor.execute(f"SET LOCAL ROLE {role}")
+        cursor.execute("SET LOCAL pgtrigger.ignore = %s", ["{" + ",".join(names) + "}"])
+    event = trail[0]
+    for sql in ["UPDATE audit_auditevent SET details = '{}' WHERE id = %s",
+                "DELETE FROM audit_auditevent WHERE id = %s",
+                "INSERT INTO audit_auditevent (at, event, outcome, user_agent, method, details, seq) "
+                "SELECT now(), 'account.unlocked', 'success', '', '', '{}', 1000000 WHERE %s IS NOT NULL"]:
+        with pytest.raises(DatabaseError, match="pgtrigger"), transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute(sql, [event.pk])
+    with connection.cursor() as cursor:
+        cursor.execute("RESET ROLE")
+    assert chain.verify().ok and chain.verify().checked == 6
+
+
 def test_postgresql_refuses_an_event_inserted_already_sealed(trail):
     """No superuser needed before: the application's role could INSERT an event with its place in the chain
     already set; the sealer took it for the head and chained every later event after it."""

@@ -12,7 +12,7 @@ from django.db.models.functions import Lower
 from django.utils import timezone
 
 from .mac import CHAINED_FIELDS, WRITTEN_FIELDS, check_details, written_mac
-from .triggers import Refuse
+from .triggers import Check, Refuse
 
 
 class Event(models.TextChoices):
@@ -164,6 +164,14 @@ class AuditEvent(models.Model):
                 "NEW.seq IS NOT NULL OR NEW.chain_hash IS DISTINCT FROM '' OR NEW.sealed_at IS NOT NULL")),
             Refuse(name="audit_sealed_once", operation=pgtrigger.Update, condition=pgtrigger.Condition(
                 f"OLD.seq IS NOT NULL OR NEW.seq IS NULL OR {_chained('OLD')} IS DISTINCT FROM {_chained('NEW')}")),
+            # Nor can the sealing UPDATE give a place of the updater's choosing: each follows one already given
+            # when the statement ends (the sealer's batch, after the head), from 1. (A place right after the head
+            # with a forged link is open to the application's role, but verify names that very event.)
+            Check(name="audit_sealed_in_place", operation=pgtrigger.Update, when=pgtrigger.After,
+                  condition=pgtrigger.Condition("OLD.seq IS NULL AND NEW.seq IS NOT NULL"), func=pgtrigger.Func(
+                      "IF NEW.seq < 1 OR (NEW.seq > 1 AND NOT EXISTS (SELECT 1 FROM {meta.db_table} "
+                      "WHERE seq = NEW.seq - 1)) THEN RAISE EXCEPTION 'pgtrigger: Cannot give % row % the place %, "
+                      "which does not follow the chain', TG_TABLE_NAME, NEW.id, NEW.seq; END IF; RETURN NULL;")),
         ]
         indexes = [
             models.Index(fields=["subject", "-at"], name="audit_subject_at"),

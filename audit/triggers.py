@@ -39,9 +39,17 @@ class UnconditionalTriggerSql(compiler.UpsertTriggerSql):
         """
 
 
-class Refuse(pgtrigger.Protect):
-    """pgtrigger.Protect that no session setting turns off (only a superuser, or the table's owner, can)."""
+class _Unconditional:
+    """A trigger that no session setting turns off (only a superuser, or the table's owner, can)."""
 
     def compile(self, model) -> compiler.Trigger:
         compiled = super().compile(model)
         return compiler.Trigger(name=compiled.name, sql=UnconditionalTriggerSql(**compiled.sql.kwargs))
+
+
+class Refuse(_Unconditional, pgtrigger.Protect):
+    """pgtrigger.Protect, unconditionally."""
+
+
+class Check(_Unconditional, pgtrigger.Trigger):
+    """A trigger of our own (its `func`), unconditionally."""

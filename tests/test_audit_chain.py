@@ -154,7 +154,7 @@ def test_postgresql_refuses_them_to_a_role_that_sets_pgtrigger_ignore(trail):
         cursor.execute("SELECT array_agg(tgname) FROM pg_trigger WHERE tgrelid = 'audit_auditevent'::regclass "
                        "AND NOT tgisinternal")
         [names] = cursor.fetchone()
-        assert len(names) == 3, names
+        assert len(names) == 4, names
         cursor.execute(f"SET LOCAL ROLE {role}")
         cursor.execute("SET LOCAL pgtrigger.ignore = %s", ["{" + ",".join(names) + "}"])
     event = trail[0]
@@ -192,6 +192,20 @@ def test_the_sealing_update_happens_once_and_only_to_the_chain_fields(db):
     with pytest.raises(DatabaseError, match="pgtrigger"), transaction.atomic():
         AuditEvent.objects.filter(pk=event.pk).update(seq=1, chain_hash="a" * 64, written_mac="b" * 64)
     assert chain.seal() == 1 and chain.seal() == 0
+
+
+def test_postgresql_refuses_an_event_given_a_place_that_does_not_extend_the_chain(trail):
+    """What the INSERT trigger refuses, the sealing UPDATE allowed: the application's role gave an unsealed event
+    a place of its choosing. Far ahead, the sealer took it for the head and chained every later event after it
+    (verify_audit then reports events removed that never were); at 0 or below, it was outside the chain."""
+    slipped = AuditEvent.objects.create(event=Event.ACCOUNT_UNLOCKED)
+    for seq in (1_000_000, 8, 0, -1):
+        with pytest.raises(DatabaseError, match="pgtrigger"), transaction.atomic():
+            AuditEvent.objects.filter(pk=slipped.pk).update(seq=seq, chain_hash="f" * 64, sealed_at=timezone.now())
+    record(Event.SIGNED_OUT)
+    assert chain.seal() == 2  # the sealer's own places, a batch at a time, still go
+    assert list(AuditEvent.objects.order_by("seq").values_list("seq", flat=True)) == list(range(1, 9))
+    assert chain.verify().ok and chain.verify().checked == 8
 
 
 def test_an_untouched_trail_verifies_and_new_events_extend_it(trail):

@@ -302,6 +302,17 @@ def test_an_unreadable_answer_is_refused(at_ceremony, person):
     assert response.status_code == 400 and failures(person.user)[0].details["reason"].startswith("malformed")
 
 
+def test_an_answer_nested_too_deeply_to_read_is_refused_not_a_server_error(at_ceremony, person):
+    """Python's JSON parser gives up on deep nesting with a RecursionError, which was no parse error to
+    py_webauthn or careid: the page was a 500. It is an answer that cannot be read, like any other."""
+    client, options, key = at_ceremony
+    for nested in ["[" * 50_000, '{"id":' * 10_000]:
+        response = client.post(ceremony_url("security-key"), {"credential": nested})
+        assert response.status_code == 400 and "could not be registered" in error_summary(response)
+        assert failures(person.user)[0].details["reason"].startswith("malformed response")
+    assert not SecurityKey.objects.filter(user=person.user).exists() and journey(person.user).step == CEREMONY
+
+
 def test_what_the_browser_could_not_do_is_explained_audited_and_not_counted(at_ceremony, person):
     client, options, key = at_ceremony
     for error, message in [

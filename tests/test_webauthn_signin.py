@@ -313,6 +313,19 @@ def test_an_unreadable_answer_is_refused(at_assertion, person):
     refused(client, person, answer, "bad signature")
 
 
+def test_an_answer_nested_too_deeply_to_read_is_refused_not_a_server_error(at_assertion, person):
+    """A RecursionError from the JSON parser was a 500 page; it is an unreadable answer, refused and audited."""
+    client, _options, _key = at_assertion
+    for nested in ["[" * 50_000, '{"id":' * 10_000]:
+        response = client.post(signin_verify_url("security-key"), {"credential": nested, "client_error": ""})
+        assert response.status_code == 400 and "Your security key could not be checked." in error_summary(response)
+        failed(person.user, reason="malformed response")
+    response = Client().post("/login/passkey/", {"credential": "[" * 50_000, "client_error": ""})
+    assert response.status_code == 400 and "Your passkey could not be checked." in error_summary(response)
+    failed(None, reason="malformed response")
+    assert signed_in_as(client) is None
+
+
 def test_what_the_browser_could_not_do_is_explained_and_not_counted(at_assertion, person):
     client, _options, _key = at_assertion
     for error, message in [("NotAllowedError", "Your security key did not respond, could not check it was you"),

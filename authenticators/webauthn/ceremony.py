@@ -292,17 +292,22 @@ class NewCredential:
     backed_up: bool
 
 
+# What reading the browser's JSON can raise: py_webauthn's own errors, bad base64 and the like, and the JSON
+# parser's RecursionError for an answer nested too deeply (which json.loads does not call a decoding error).
+_UNREADABLE = (WebAuthnException, ValueError, TypeError, KeyError, RecursionError)
+
+
 def parse_registration(text: str) -> RegistrationCredential:
     try:
         return parse_registration_credential_json(text)
-    except (WebAuthnException, ValueError, TypeError, KeyError) as error:
+    except _UNREADABLE as error:
         raise Refused(f"malformed response: {error}"[:300]) from None
 
 
 def parse_assertion(text: str) -> AuthenticationCredential:
     try:
         return parse_authentication_credential_json(text)
-    except (WebAuthnException, ValueError, TypeError, KeyError) as error:
+    except _UNREADABLE as error:
         raise Refused(f"malformed response: {error}"[:300]) from None
 
 

@@ -72,9 +72,10 @@ class SoftAuthenticator:
     def create(self, options: dict, *, fmt: str = "none", origin: str | None = None, rp_id: str | None = None,
                challenge: str | None = None, uv: bool | None = None, attachment: str | None = None,
                attestation_key: ec.EllipticCurvePrivateKey | None = None, x5c: list[bytes] | None = None,
-               credential_id: bytes | None = None) -> dict:
+               credential_id: bytes | None = None, public_key: bytes | None = None) -> dict:
         """navigator.credentials.create(): a new credential (or, given `credential_id`, one this
-        authenticator holds again), its attestation and the JSON a browser posts."""
+        authenticator holds again), its attestation and the JSON a browser posts. `public_key`: the
+        COSE key to put in the authenticator data instead of the credential's own."""
         rp_id = rp_id or options["rp"]["id"]
         if credential_id is None:
             credential_id = secrets.token_bytes(32)
@@ -84,7 +85,7 @@ class SoftAuthenticator:
         client_data = self._client_data("webauthn.create", challenge or options["challenge"], origin or self.origin)
         auth_data = (hashlib.sha256(rp_id.encode()).digest() + bytes([self._flags(uv, attested=True)])
                      + (0).to_bytes(4, "big") + self.aaguid + len(credential_id).to_bytes(2, "big") + credential_id
-                     + cose_key(key))
+                     + (cose_key(key) if public_key is None else public_key))
         signed = auth_data + hashlib.sha256(client_data).digest()
         if fmt == "none":
             statement = {}

@@ -9,6 +9,7 @@ import os
 import re
 import uuid
 
+import cbor2
 import pytest
 import time_machine
 from cryptography import x509
@@ -311,6 +312,18 @@ def test_an_answer_nested_too_deeply_to_read_is_refused_not_a_server_error(at_ce
         assert response.status_code == 400 and "could not be registered" in error_summary(response)
         assert failures(person.user)[0].details["reason"].startswith("malformed response")
     assert not SecurityKey.objects.filter(user=person.user).exists() and journey(person.user).step == CEREMONY
+
+
+@pytest.mark.parametrize("public_key", [
+    cbor2.dumps({}),  # no key type: py_webauthn's KeyError was a 500 page
+    cbor2.dumps([]),
+    # A P-256 key whose point is not on the curve: registered, and then every sign-in with it was a 500 page.
+    cbor2.dumps({1: 2, 3: -7, -1: 1, -2: b"\x01" * 32, -3: b"\x02" * 32}),
+    cbor2.dumps({1: 1, 3: -8, -1: 6, -2: b"\x00" * 5}),  # an Ed25519 key of 5 bytes
+], ids=["empty", "not-a-map", "off-the-curve", "short-ed25519"])
+def test_a_public_key_that_cannot_be_used_is_refused(at_ceremony, person, public_key):
+    client, options, key = at_ceremony
+    refused(client, person, key.create(options, public_key=public_key), "invalid response")
 
 
 def test_what_the_browser_could_not_do_is_explained_audited_and_not_counted(at_ceremony, person):

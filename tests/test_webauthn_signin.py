@@ -10,6 +10,7 @@ import datetime as dt
 import re
 import secrets
 
+import cbor2
 import pytest
 import time_machine
 from django.core.cache import cache
@@ -324,6 +325,17 @@ def test_an_answer_nested_too_deeply_to_read_is_refused_not_a_server_error(at_as
     assert response.status_code == 400 and "Your passkey could not be checked." in error_summary(response)
     failed(None, reason="malformed response")
     assert signed_in_as(client) is None
+
+
+def test_a_stored_public_key_that_cannot_be_used_refuses_the_sign_in_not_a_server_error(at_assertion, person):
+    """A key registered before registration checked it could be used (its point off the curve): the sign-in
+    is refused and audited, not a 500 page."""
+    client, options, key = at_assertion
+    off_the_curve = cbor2.dumps({1: 2, 3: -7, -1: 1, -2: b"\x01" * 32, -3: b"\x02" * 32})
+    SecurityKey.objects.filter(user=person.user).update(public_key=off_the_curve)
+    refused(client, person, key.get(options), "invalid response")
+    options = options_of(client, signin_verify_url("security-key"))
+    refused(client, person, key.get(options, uv=False), "bad signature")  # the signature is checked for this one too
 
 
 def test_what_the_browser_could_not_do_is_explained_and_not_counted(at_assertion, person):

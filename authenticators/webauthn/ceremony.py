@@ -19,6 +19,8 @@ from webauthn import (
     verify_registration_response,
 )
 from webauthn.helpers import (
+    decode_credential_public_key,
+    decoded_public_key_to_cryptography,
     options_to_json_dict,
     parse_attestation_object,
     parse_authentication_credential_json,
@@ -331,8 +333,9 @@ def verify_registration(kind: AuthenticatorType, credential: RegistrationCredent
         )
     except InvalidRegistrationResponse as error:
         raise _refusal(error, wanted) from None
-    except WebAuthnException as error:  # an attestation or key py_webauthn cannot even read
+    except _UNUSABLE as error:  # an attestation or key py_webauthn cannot even read
         raise Refused(f"invalid response: {error}"[:300]) from None
+    _check_usable(verified.credential_public_key)
     attachment = credential.authenticator_attachment.value if credential.authenticator_attachment else ""
     # The browser honours authenticatorAttachment; a response that says otherwise came from elsewhere
     # (or another browser), and the person is told what to use.
@@ -359,6 +362,20 @@ def verify_registration(kind: AuthenticatorType, credential: RegistrationCredent
         backup_eligible=backup_eligible,
         backed_up=verified.credential_backed_up,
     )
+
+
+# What py_webauthn raises, beside its own errors, for a public key it cannot read (a COSE map without its key type,
+# no map at all) or turn into a key (a point off its curve, an Ed25519 key of the wrong length).
+_UNUSABLE = (WebAuthnException, LookupError, ValueError, TypeError)
+
+
+def _check_usable(public_key: bytes) -> None:
+    """The credential's public key can check signatures. py_webauthn only reads it at registration (but for self
+    attestation): a key it cannot load was saved, and every sign-in with it was a 500 page."""
+    try:
+        decoded_public_key_to_cryptography(decode_credential_public_key(public_key))
+    except _UNUSABLE as error:
+        raise Refused(f"invalid response: public key cannot be used: {error}"[:300]) from None
 
 
 _NOT_APPROVED = ("Your organisation accepts only approved authenticators (FIDO2 Certified), and this one is not one "
@@ -394,10 +411,10 @@ def verify_assertion(kind: AuthenticatorType, credential: AuthenticationCredenti
             # unknown address's never gets that far). Only an answer the key really signed hears it.
             try:
                 verify(require_user_verification=False)
-            except WebAuthnException as unsigned:
+            except _UNUSABLE as unsigned:
                 raise Refused(f"bad signature: {unsigned}"[:300]) from None
         raise refused from None
-    except WebAuthnException as error:  # a public key or signature py_webauthn cannot even read
+    except _UNUSABLE as error:  # a key (saved before registration checked it) or signature py_webauthn cannot read
         raise Refused(f"invalid response: {error}"[:300]) from None
     return Assertion(
         sign_count=verified.new_sign_count,

@@ -368,15 +368,19 @@ def test_used_challenges_are_forgotten_by_the_hourly_clean_up(at_ceremony):
 ALLOWED = "2fc0579f-8113-47ea-b116-bb5a8db9202a"  # e.g. a FIDO2 Certified Level 2 key's AAGUID
 
 
-def _certificate(subject: str, key, issuer_key, issuer: str, *, ca: bool) -> x509.Certificate:
+def _certificate(subject: str, key, issuer_key, issuer: str, *, ca: bool, aaguid: bytes | None = None) -> x509.Certificate:
+    """`aaguid`: the model the certificate is for, in FIDO's extension id-fido-gen-ce-aaguid (an OCTET STRING)."""
     now = dt.datetime.now(dt.UTC)
-    return (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=365))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-            .sign(issuer_key, hashes.SHA256()))
+    builder = (x509.CertificateBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+               .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=365))
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if aaguid is not None:
+        builder = builder.add_extension(x509.UnrecognizedExtension(
+            x509.ObjectIdentifier("1.3.6.1.4.1.45724.1.1.4"), b"\x04\x10" + aaguid), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
 
 
 @pytest.fixture
@@ -422,6 +426,37 @@ def test_with_an_allow_list_only_listed_models_with_a_verified_attestation_regis
     assert response.status_code == 302
     assert SecurityKey.objects.get(user=person.user).aaguid == ALLOWED
 
+
+
+def test_an_attestation_certificate_for_another_model_cannot_claim_a_listed_one(signed_in, person, vendor, setting_up,
+                                                                               settings):
+    """A FIDO attestation certificate names the model it was made for (extension id-fido-gen-ce-aaguid, which
+    WebAuthn says must match the AAGUID the authenticator claims): a certificate under a trusted root for an
+    unlisted model, whose key its owner can use (a developer edition's), signed a listed model's AAGUID and
+    was registered as one."""
+    root_key = ec.generate_private_key(ec.SECP256R1())  # another vendor's root, trusted too
+    root = _certificate("Other Vendor Root", root_key, root_key, "Other Vendor Root", ca=True)
+    with open(settings.CAREID_WEBAUTHN_ATTESTATION_ROOTS, "ab") as roots:
+        roots.write(root.public_bytes(serialization.Encoding.PEM))
+    unlisted_model = uuid.uuid4()
+    device_key = ec.generate_private_key(ec.SECP256R1())
+    device = _certificate("Other Vendor Key", device_key, root_key, "Other Vendor Root", ca=False,
+                          aaguid=unlisted_model.bytes).public_bytes(serialization.Encoding.DER)
+    claiming = authenticator_for("security-key", setting_up, aaguid=uuid.UUID(ALLOWED).bytes)
+    start_registration(signed_in, "security-key")
+    options = options_of(signed_in, ceremony_url("security-key"))
+    response = post_answer(signed_in, ceremony_url("security-key"),
+                           claiming.create(options, fmt="packed", attestation_key=device_key, x5c=[device]))
+    assert response.status_code == 400 and "approved authenticators" in error_summary(response)
+    assert failures(person.user)[0].details["reason"].startswith(f"attestation certificate is for {unlisted_model}")
+    assert not SecurityKey.objects.filter(user=person.user).exists()
+
+    listed_device = _certificate("Other Vendor Key", device_key, root_key, "Other Vendor Root", ca=False,
+                                 aaguid=uuid.UUID(ALLOWED).bytes).public_bytes(serialization.Encoding.DER)
+    options = options_of(signed_in, ceremony_url("security-key"))
+    response = post_answer(signed_in, ceremony_url("security-key"),
+                           claiming.create(options, fmt="packed", attestation_key=device_key, x5c=[listed_device]))
+    assert response.status_code == 302 and SecurityKey.objects.get(user=person.user).aaguid == ALLOWED
 
 
 @pytest.mark.parametrize("kind", ["windows-hello", "ipad", "passkey"])

@@ -5,6 +5,7 @@ Nothing here reads a request or changes a row.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from functools import cache
 from urllib.parse import urlsplit
@@ -350,6 +351,9 @@ def verify_registration(kind: AuthenticatorType, credential: RegistrationCredent
         statement = parse_attestation_object(verified.attestation_object).att_stmt
         if verified.fmt == AttestationFormat.NONE or not statement.x5c:
             raise Refused(f"no attestation certificate ({verified.fmt})", _NOT_APPROVED)
+        certified = _certified_model(statement.x5c[0])
+        if certified is not None and certified != verified.aaguid.lower():
+            raise Refused(f"attestation certificate is for {certified}, not AAGUID {verified.aaguid}", _NOT_APPROVED)
         if verified.aaguid.lower() not in allowed:
             raise Refused(f"authenticator model not allowed (AAGUID {verified.aaguid})", _NOT_APPROVED)
     return NewCredential(
@@ -376,6 +380,26 @@ def _check_usable(public_key: bytes) -> None:
         decoded_public_key_to_cryptography(decode_credential_public_key(public_key))
     except _UNUSABLE as error:
         raise Refused(f"invalid response: public key cannot be used: {error}"[:300]) from None
+
+
+ID_FIDO_GEN_CE_AAGUID = x509.ObjectIdentifier("1.3.6.1.4.1.45724.1.1.4")
+
+
+def _certified_model(certificate: bytes) -> str | None:
+    """The AAGUID an attestation certificate was made for (FIDO's extension, an OCTET STRING of 16 bytes), as
+    py_webauthn gives AAGUIDs; None when it names none. WebAuthn asks that it match the AAGUID the
+    authenticator claims, which py_webauthn does not check: without that, any certificate under a trusted root
+    (a model not on the list, a developer edition whose key its owner holds) could vouch for a listed model."""
+    try:
+        extension = x509.load_der_x509_certificate(certificate).extensions.get_extension_for_oid(ID_FIDO_GEN_CE_AAGUID)
+    except x509.ExtensionNotFound:
+        return None
+    except ValueError as error:
+        raise Refused(f"attestation not valid: {error}"[:300], _NOT_APPROVED) from None
+    value = extension.value.value if isinstance(extension.value, x509.UnrecognizedExtension) else b""
+    if len(value) != 18 or value[:2] != b"\x04\x10":
+        return "a malformed id-fido-gen-ce-aaguid"
+    return str(uuid.UUID(bytes=value[2:]))
 
 
 _NOT_APPROVED = ("Your organisation accepts only approved authenticators (FIDO2 Certified), and this one is not one "

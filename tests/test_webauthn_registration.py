@@ -181,6 +181,26 @@ def test_a_second_registration_of_a_type_is_refused_with_a_clear_message(signed_
     assert SecurityKey.objects.filter(user=person.user).count() == 1
 
 
+def test_a_key_answered_after_the_type_was_registered_in_another_browser_is_refused_and_audited(
+        signed_in, person, setting_up):
+    """Two browsers at the same type's ceremony: the first registers; the second's answer is refused (the one of
+    each type), and like every refused step it is in the trail, which it was not."""
+    other = Client()
+    assert sign_in_with_app(other, person).status_code == 302
+    start_registration(signed_in, "security-key")
+    start_registration(other, "security-key")
+    second_journey = RegistrationLink.objects.filter(user=person.user).latest("pk")
+    first, second = (options_of(client, ceremony_url("security-key")) for client in (signed_in, other))
+    key = authenticator_for("security-key", setting_up)
+    assert post_answer(signed_in, ceremony_url("security-key"), key.create(first)).status_code == 302
+    response = post_answer(other, ceremony_url("security-key"), authenticator_for("security-key", setting_up).create(second))
+    assert response.status_code == 409 and "You already have a Security key registered" in response.content.decode()
+    assert SecurityKey.objects.filter(user=person.user).count() == 1
+    event = AuditEvent.objects.filter(subject=person.user, event=Event.LINK_REFUSED).get()
+    assert event.outcome == Outcome.FAILURE
+    assert event.details == {"link_id": second_journey.pk, "reason": "already registered"}
+
+
 # --- the server refuses, audits and changes nothing ---------------------------------------------------
 
 

@@ -189,7 +189,7 @@ def complete_registration(request: HttpRequest, link: RegistrationLink, kind: Au
                                  attachment=new.attachment, backup_eligible=new.backup_eligible))
     except IntegrityError:  # one of this type meanwhile, or the same credential registered meanwhile
         if kind.model.objects.registered(user).exists():
-            raise already_registered(kind) from None
+            raise link_flows.refuse(request, link, already_registered(kind)) from None
         raise _registration_failed(request, link, kind, Refused("credential registered meanwhile"),
                                    counted=True) from None
     link_flows.end_journey(request)

@@ -25,7 +25,16 @@ from signin.session import SESSION_AUTH
 
 from .conftest import sign_in as sign_in_with_app
 from .test_webauthn_registration import MODELS, deliver_outbox, error_summary
-from .webauthn_steps import authenticator_for, give_email, options_of, post_answer, register, sign_in, signin_verify_url
+from .webauthn_steps import (
+    authenticator_for,
+    give_email,
+    options_of,
+    post_answer,
+    register,
+    sign_in,
+    signin_verify_url,
+    start_registration,
+)
 
 LEVELS = {  # method, AAL, acr, amr
     "security-key": ("Security key", 3, "AAL3_FIDO2", ["hwk", "user"]),
@@ -489,6 +498,44 @@ def test_a_forged_answer_does_not_tell_a_key_holders_address_from_an_unknown_one
     assert known.status_code == unknown.status_code == 400
     assert error_summary(known) == error_summary(unknown)
     assert "did not check it was you" not in known.content.decode()
+
+
+def test_registering_the_credential_id_a_sign_in_offers_does_not_tell_a_real_one_from_the_decoy(
+        signed_in, person, make_person, setting_up):
+    """Someone with a Care Identity of their own takes the credential id the sign-in page offers for an address
+    and registers it as theirs (attestation "none" proves nothing about the id): a real one was refused as
+    "registered to another Care Identity" while the decoy registered, telling which addresses have a key.
+    The decoy is refused with the same answer now, and the trail says which it was."""
+    holder = make_person(email="mary.seacole@nhs.net")
+    holders_browser = Client()
+    sign_in_with_app(holders_browser, holder)
+    assert register(holders_browser, "security-key", authenticator_for("security-key", setting_up)).status_code == 302
+
+    def offered(email: str) -> bytes:
+        client = Client()
+        give_email(client, "security-key", email)
+        [credential] = options_of(client, signin_verify_url("security-key"))["allowCredentials"]
+        return base64url_to_bytes(credential["id"])
+
+    def register_as_mine(credential_id: bytes):
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        from .soft_authenticator import Credential
+
+        start_registration(signed_in, "windows-hello")
+        options = options_of(signed_in, "/register/windows-hello/set-up/")
+        mine = authenticator_for("windows-hello", setting_up)
+        mine.credentials[credential_id] = Credential(credential_id, ec.generate_private_key(ec.SECP256R1()),
+                                                     options["rp"]["id"], base64url_to_bytes(options["user"]["id"]))
+        return post_answer(signed_in, "/register/windows-hello/set-up/", mine.create(options, credential_id=credential_id))
+
+    real, decoy = register_as_mine(offered(holder.user.email)), register_as_mine(offered("nobody@nhs.net"))
+    assert real.status_code == decoy.status_code == 400
+    assert error_summary(real) == error_summary(decoy) and "registered to another Care Identity" in error_summary(decoy)
+    assert not WindowsHello.objects.exists()
+    reasons = [event.details["reason"] for event in AuditEvent.objects.filter(
+        subject=person.user, event=Event.AUTHENTICATOR_REGISTRATION_FAILED).order_by("id")]
+    assert reasons == ["credential registered to someone else", "credential id is a sign-in decoy"]
 
 
 def _options_queries(client, kind: str, email: str) -> int:

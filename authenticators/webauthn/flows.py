@@ -197,18 +197,24 @@ def complete_registration(request: HttpRequest, link: RegistrationLink, kind: Au
 
 
 def _check_not_registered(user: User, credential_id: bytes) -> None:
-    """A credential belongs to one person and one type (looked up in every WebAuthn type's table)."""
+    """A credential belongs to one person and one type (looked up in every WebAuthn type's table). A sign-in
+    page's decoy gets the answer a credential of someone else's gets: the id a sign-in offers for an address,
+    registered as one's own (attestation "none" proves nothing about it), must not tell a real one from it."""
     found = find_credential(credential_id)
+    if found is None and is_decoy(credential_id):
+        raise Refused("credential id is a sign-in decoy", SOMEONE_ELSES)
     if found is None:
         return
     kind, credential = found
     if credential.user_id != user.pk:
-        raise Refused("credential registered to someone else",
-                      "This authenticator is registered to another Care Identity, so it cannot be registered on "
-                      "yours. Use your own, or contact your registration authority.", held_by=credential.user.uid)
+        raise Refused("credential registered to someone else", SOMEONE_ELSES, held_by=credential.user.uid)
     raise Refused(f"credential already registered as {kind.key}",
                   f"This authenticator is already registered on your Care Identity as {kind.name}. You can register "
                   "each authenticator once.")
+
+
+SOMEONE_ELSES = ("This authenticator is registered to another Care Identity, so it cannot be registered on yours. "
+                 "Use your own, or contact your registration authority.")
 
 
 def _registration_failed(request: HttpRequest, link: RegistrationLink, kind: AuthenticatorType, refused: Refused, *,
@@ -241,17 +247,31 @@ def remembered_email(request: HttpRequest, kind: AuthenticatorType) -> str | Non
 
 # A decoy's length when no credential of the type is registered yet (what common security keys make).
 DECOY_LENGTH = 64
+DECOY_MIN_LENGTH = 16  # WebAuthn's credential ids are at least as long
+_DECOY_TAG = 8  # bytes that mark an id as a decoy (a real one has them by chance once in 2**64)
 _DECOY_LENGTH_CACHE_SECONDS = 3600
 _DECOY_LENGTH_SAMPLE = 1000  # the latest registrations: the models people use now
 
 
 def _decoy_id(kind: AuthenticatorType, email: str) -> bytes:
     """What an address with no credential of this type is offered instead: the same for every visit, and
-    as long as this type's credentials usually are, so the options never tell who has one."""
-    length = _usual_credential_length(kind)
+    as long as this type's credentials usually are, so the options never tell who has one. It ends with a
+    tag of what comes before it, so that registration knows a decoy without the address (is_decoy)."""
+    length = max(_usual_credential_length(kind), DECOY_MIN_LENGTH) - _DECOY_TAG
     blocks = (salted_hmac("careid.webauthn.decoy-credential", f"{kind.key}:{email.lower()}:{block}",
                           algorithm="sha256").digest() for block in range(-(-length // 32)))
-    return b"".join(blocks)[:length]
+    body = b"".join(blocks)[:length]
+    return body + _decoy_tag(body)
+
+
+def _decoy_tag(body: bytes) -> bytes:
+    return salted_hmac("careid.webauthn.decoy-tag", body, algorithm="sha256").digest()[:_DECOY_TAG]
+
+
+def is_decoy(credential_id: bytes) -> bool:
+    """Whether a sign-in page offered this id as a decoy (for any type and address)."""
+    body, tag = credential_id[:-_DECOY_TAG], credential_id[-_DECOY_TAG:]
+    return len(credential_id) >= DECOY_MIN_LENGTH and constant_time_compare(tag, _decoy_tag(body))
 
 
 def _usual_credential_length(kind: AuthenticatorType) -> int:

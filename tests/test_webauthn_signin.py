@@ -500,6 +500,38 @@ def test_a_forged_answer_does_not_tell_a_key_holders_address_from_an_unknown_one
     assert "did not check it was you" not in known.content.decode()
 
 
+def _answer_queries(kind: str, email: str, origin: str) -> int:
+    """The database work of a stranger's answer for the credential id the page offers `email` (real or decoy)."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from .soft_authenticator import Credential
+
+    client = Client()
+    give_email(client, kind, email)
+    options = options_of(client, signin_verify_url(kind))
+    credential_id = base64url_to_bytes(options["allowCredentials"][0]["id"])
+    stranger = authenticator_for(kind, origin)
+    stranger.credentials[credential_id] = Credential(credential_id, ec.generate_private_key(ec.SECP256R1()),
+                                                     options["rpId"], b"x" * 32)
+    answer = stranger.get(options)
+    with CaptureQueriesContext(connection) as queries:
+        response = post_answer(client, signin_verify_url(kind), answer)
+    assert response.status_code == 400 and "Your security key could not be checked." in error_summary(response)
+    return len(queries.captured_queries)
+
+
+def test_an_answer_does_the_same_database_work_for_a_known_and_an_unknown_address(enrol, person, setting_up):
+    """The credential was looked up (and its signature checked) only when the address was someone's: one round
+    trip fewer for an unknown address, which the answer's timing could tell, as the ceremony page's did."""
+    enrol("security-key")
+    assert _answer_queries("security-key", person.user.email, setting_up) == \
+        _answer_queries("security-key", "nobody@nhs.net", setting_up)
+    assert [event.details["reason"] for event in AuditEvent.objects.filter(event=Event.SIGNIN_FAILED).order_by("id")] \
+        == ["bad signature: Could not verify authentication signature", "unknown email"]
+
+
 def test_registering_the_credential_id_a_sign_in_offers_does_not_tell_a_real_one_from_the_decoy(
         signed_in, person, make_person, setting_up):
     """Someone with a Care Identity of their own takes the credential id the sign-in page offers for an address

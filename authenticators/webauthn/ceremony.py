@@ -11,6 +11,7 @@ from functools import cache
 from urllib.parse import urlsplit
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from django.conf import settings
 from webauthn import (
@@ -22,6 +23,7 @@ from webauthn import (
 from webauthn.helpers import (
     decode_credential_public_key,
     decoded_public_key_to_cryptography,
+    encode_cbor,
     options_to_json_dict,
     parse_attestation_object,
     parse_authentication_credential_json,
@@ -445,6 +447,14 @@ def verify_assertion(kind: AuthenticatorType, credential: AuthenticationCredenti
         backup_eligible=verified.credential_device_type == CredentialDeviceType.MULTI_DEVICE,
         backed_up=verified.credential_backed_up,
     )
+
+
+@cache
+def stand_in_public_key() -> bytes:
+    """A P-256 public key (COSE) whose private half nobody holds: what an answer for a credential careid does
+    not know is checked with, so that it takes the time an answer for a known one takes (flows.finish_signin)."""
+    numbers = ec.generate_private_key(ec.SECP256R1()).public_key().public_numbers()
+    return encode_cbor({1: 2, 3: -7, -1: 1, -2: numbers.x.to_bytes(32, "big"), -3: numbers.y.to_bytes(32, "big")})
 
 
 # --- what the browser could not do (the page's script says why in `client_error`) ----------------

@@ -341,8 +341,9 @@ def finish_signin(request: HttpRequest, kind: AuthenticatorType, *, email: str |
             parsed.raw_id if parsed is not None else b"").hexdigest()[:32]
     else:
         user = signin_flows.find_user_for_signin(email)
+        # Looked for also for an unknown address (finding nothing), as the ceremony page does: the same work.
         credential = (kind.model.objects.filter(user=user, confirmed=True, credential_id=parsed.raw_id).first()
-                      if user is not None and parsed is not None else None)
+                      if parsed is not None else None)
         address = email
 
     refused_message = signin_flows.begin_key_attempt(request, email=address, user=user, method=kind.key)
@@ -352,6 +353,14 @@ def finish_signin(request: HttpRequest, kind: AuthenticatorType, *, email: str |
         if unreadable is not None:
             raise unreadable
         challenge = _use_challenge(entry, email=email)
+        # The signature is checked whatever was found (with a key nobody holds when no credential was), so that
+        # an unknown address or credential takes the time a known one does; then the first reason to refuse.
+        public_key = bytes(credential.public_key) if credential is not None else ceremony.stand_in_public_key()
+        try:
+            assertion, bad_answer = ceremony.verify_assertion(kind, parsed, challenge=challenge,
+                                                              public_key=public_key), None
+        except Refused as refused:
+            assertion, bad_answer = None, refused
         if user is None:
             raise Refused("unknown email" if email is not None else "unknown credential")
         if not user.is_active:
@@ -361,8 +370,8 @@ def finish_signin(request: HttpRequest, kind: AuthenticatorType, *, email: str |
         handle = parsed.response.user_handle
         if email is None and (not handle or not constant_time_compare(handle, bytes(credential.user_handle))):
             raise Refused("user handle does not match")
-        assertion = ceremony.verify_assertion(kind, parsed, challenge=challenge,
-                                              public_key=bytes(credential.public_key))
+        if bad_answer is not None:
+            raise bad_answer
         if ceremony.profile(kind).device_bound and assertion.backup_eligible:
             raise Refused("backup eligible (a synced passkey is not AAL3)")
         locked_message = signin_flows.key_holder_locked_out(request, user=user, method=kind.key)

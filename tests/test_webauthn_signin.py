@@ -305,6 +305,48 @@ def test_a_sign_count_that_goes_back_is_refused_and_reported_as_a_possible_clone
     assert mailbox.wait_for(person.user.email, "A sign-in with your Security key was refused: it may have been copied")
 
 
+def test_a_key_removed_while_its_answer_was_checked_is_not_reported_as_copied(transactional_db, at_assertion, person):
+    """An RA removes a lost key while an answer from it is being checked: the answer's count could not be recorded
+    on a row that was gone, and that was taken for a copied key (audited and e-mailed to the person). It is an
+    unknown credential."""
+    from django.db import connection
+
+    from .conftest import require
+    from .test_concurrency import committed_once_waited_on
+
+    require(connection.vendor == "postgresql", "PostgreSQL (real concurrent transactions)")
+    client, options, key = at_assertion
+    removed = lambda: SecurityKey.objects.filter(user=person.user).delete()  # noqa: E731
+    with committed_once_waited_on(removed) as waited:
+        response = post_answer(client, signin_verify_url("security-key"), key.get(options))
+    assert waited, "the answer never waited on the removal: no race happened"
+    assert response.status_code == 400 and "Your security key could not be checked." in error_summary(response)
+    assert signed_in_as(client) is None
+    assert not AuditEvent.objects.filter(event=Event.AUTHENTICATOR_CLONE_SUSPECTED).exists()
+    event = AuditEvent.objects.filter(event=Event.SIGNIN_FAILED).latest("id")
+    assert (event.subject, event.details["reason"]) == (person.user, "unknown credential (removed meanwhile)")
+
+
+def test_a_count_recorded_meanwhile_is_the_one_the_clone_report_gives(transactional_db, at_assertion, person):
+    """Two answers at once, the higher count recorded first: the other is refused as a possible copy, and the trail
+    gives the count that stopped it, not the one read before (which was lower than the count presented)."""
+    from django.db import connection
+
+    from .conftest import require
+    from .test_concurrency import committed_once_waited_on
+
+    require(connection.vendor == "postgresql", "PostgreSQL (real concurrent transactions)")
+    client, options, key = at_assertion
+    other_answer = lambda: SecurityKey.objects.filter(user=person.user).update(sign_count=8)  # noqa: E731
+    with committed_once_waited_on(other_answer) as waited:
+        response = post_answer(client, signin_verify_url("security-key"), key.get(options, sign_count=7))
+    assert waited, "the answer never waited on the other: no race happened"
+    assert "Your security key could not be used. Contact your registration authority." in error_summary(response)
+    event = AuditEvent.objects.get(event=Event.AUTHENTICATOR_CLONE_SUSPECTED)
+    assert (event.details["stored_count"], event.details["presented_count"]) == (8, 7)
+    assert SecurityKey.objects.get(user=person.user).sign_count == 8
+
+
 def test_an_authenticator_that_did_not_verify_the_person_is_refused(at_assertion, person):
     client, options, key = at_assertion
     refused(client, person, key.get(options, uv=False), "user not verified", "did not check it was you")

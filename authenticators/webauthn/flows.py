@@ -378,6 +378,12 @@ def finish_signin(request: HttpRequest, kind: AuthenticatorType, *, email: str |
         if locked_message:
             return locked_message
         if not credential.record_use(sign_count=assertion.sign_count, backed_up=assertion.backed_up):
+            # As it is now: removed meanwhile (by an RA, or its holder elsewhere) is no copy; else the count that
+            # stopped this one, which another answer may have recorded since it was read.
+            try:
+                credential.refresh_from_db(fields=["sign_count"])
+            except type(credential).DoesNotExist:
+                raise Refused("unknown credential (removed meanwhile)") from None
             _suspect_clone(request, kind, credential, assertion.sign_count)
             raise Refused("sign count did not go up (possible cloned authenticator)",
                           f"Your {ceremony.profile(kind).device} could not be used. Contact your registration "

@@ -257,6 +257,25 @@ def test_the_new_password_follows_the_registration_rules(client, person, mailbox
     assert check_password(person.password, user.password)
 
 
+def test_a_reset_from_a_browser_signed_in_as_the_person_ends_there_too_with_the_done_page(client, person, mailbox):
+    """Asked to sign in again (adding an address, a service's re-authentication), the person has forgotten their
+    password and resets it in the browser that is still signed in: the reset ended that session with the others,
+    then saving it at the end of the request found it gone, and the last step answered "There is a problem with
+    your request" (400) though the password had changed."""
+    sign_in(client, person)
+    email = person.user.email
+    assert client.post(START, {"email": email}).url == CODE
+    assert client.post(CODE, {"code": code_from(mailbox, email)}).url == APP
+    assert client.post(APP, {"token": person.fresh_code()}).url == NEW
+    response = client.post(NEW, {"password1": NEW_PASSWORD, "password2": NEW_PASSWORD})
+    assert response.status_code == 302
+    assert "Your password has been changed" in client.get(response.url).content.decode()
+    assert client.get("/profile/").status_code == 302  # signed out here too ("signed out everywhere")
+    person.user.refresh_from_db()
+    assert check_password(NEW_PASSWORD, person.user.password)
+    assert AuditEvent.objects.get(event=Event.PASSWORD_RESET, subject=person.user).details["sessions_ended"] == 1
+
+
 def test_steps_cannot_be_skipped(client, person, mailbox):
     client.post(START, {"email": person.user.email})
     assert client.post(APP, {"token": person.fresh_code()}).url == START + "?expired=1"

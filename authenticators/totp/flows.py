@@ -11,6 +11,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 from datetime import timedelta
 
+from django.contrib.auth import logout
 from django.contrib.auth.hashers import make_password
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest
@@ -468,6 +469,11 @@ def finish_password_reset(request: HttpRequest, reset: PasswordReset, password: 
         ended = signin_flows.end_sessions(user, reason="password reset")
         notify_person(record(Event.PASSWORD_RESET, request=request, subject=user, method=KIND.key,
                              unlocked=unlocked, sessions_ended=ended))
+    signed_in_here = getattr(request, "user", None)
+    if signed_in_here is not None and signed_in_here.is_authenticated and signed_in_here.pk == user.pk:
+        # This browser was signed in as the person (asked to sign in again, they had forgotten the password): its
+        # session ended with the others, so it starts anew here; saving the ended one found it gone (a 400 page).
+        logout(request)
     return user
 
 

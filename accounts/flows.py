@@ -226,6 +226,13 @@ def make_care_identity_email(request: HttpRequest, *, address: EmailAddress) -> 
     before = user.email
     try:
         with transaction.atomic():
+            # The person's row first, as an RA's change of their e-mail locks it before their addresses (the other
+            # order deadlocked with one), and the address it replaces as committed (such a change may have landed
+            # since this page read the person): the trail's "before" and the old address told are what was replaced.
+            before = user.email = (User.objects.select_for_update(no_key=True).values_list("email", flat=True)
+                                   .get(pk=user.pk))
+            if before.lower() == address.email.lower():
+                return  # made so meanwhile (a double click)
             if User.objects.holding_email(address.email).exclude(pk=user.pk).exists():
                 raise EmailTaken()
             EmailAddress.objects.filter(user=user, primary=True).update(primary=False)

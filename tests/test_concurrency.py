@@ -644,3 +644,58 @@ def test_an_ra_saving_a_page_read_before_a_colleagues_change_keeps_what_they_did
     change = AuditEvent.objects.filter(event=Event.USER_CHANGED, subject=person).latest("id")
     assert change.details["fields"] == ["title"] and change.details["reason"] == "qualified"
     assert AuditEvent.objects.filter(event=Event.ROLES_CHANGED, subject=person).count() == 1
+
+
+def test_a_person_making_an_address_their_care_identity_email_while_an_ra_changes_it_waits_instead_of_deadlocking(
+        transactional_db, seeded_allow_list, make_person, ra_staff, client, mailbox):
+    """The person's "make this my Care Identity email address" updated their address rows, then their own row; an
+    RA's change of their e-mail locks the person's row, then replaces the address rows. Taken in opposite orders
+    the two deadlock, and PostgreSQL aborts one of them: the RA (or the person) gets an error page. The person's
+    change locks their row first, as the RA's does: the RA waits for it, then replaces the address it made, and
+    says so (the trail's "before", the notice to the old address)."""
+    require(connection.vendor == "postgresql", "PostgreSQL (real concurrent transactions)")
+    from accounts.flows import change_user_details
+    from accounts.models import OutgoingEmail
+    from accounts.roles import RA_AGENT
+
+    from .conftest import sign_in
+
+    agent, _ = ra_staff(RA_AGENT)
+    person = make_person()
+    spare = EmailAddress.objects.create(user=person.user, email="edith@nhs.net", verified=True, primary=False)
+    assert sign_in(client, person).status_code == 302
+    change, waited = [], []
+
+    def ra_change() -> None:
+        try:
+            change_user_details(user=User.objects.get(pk=person.user.pk), actor=agent.user,
+                                changes={"email": "edith.new.job@nhs.net"}, reason="new job")
+            change.append("changed")
+        except BaseException as error:
+            change.append(error)
+        finally:
+            connections.close_all()
+
+    other = threading.Thread(target=ra_change)
+
+    def change_meanwhile(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if not waited and sql.startswith('UPDATE "account_emailaddress"'):
+            other.start()  # the person's addresses are held now: the RA comes to wait on this request
+            waited.append(blocked_by(connection.connection.info.backend_pid))
+        return result
+
+    with connection.execute_wrapper(change_meanwhile):
+        response = client.post(f"/profile/email/{spare.pk}/make-care-identity-email/")
+    other.join(15)
+
+    assert waited == [True], "the RA's change never waited on the person's: no race happened"
+    assert response.status_code == 302 and response.url == "/profile/"
+    assert change == ["changed"]
+    assert User.objects.get(pk=person.user.pk).email == "edith.new.job@nhs.net"
+    assert EmailAddress.objects.get(user=person.user, primary=True).email == "edith.new.job@nhs.net"
+    assert AuditEvent.objects.get(event=Event.EMAIL_PRIMARY_CHANGED, subject=person.user).details == {
+        "before": "edith.cavell@nhs.net", "after": "edith@nhs.net"}
+    assert AuditEvent.objects.get(event=Event.USER_CHANGED, subject=person.user).details["before"] == {
+        "email": "edith@nhs.net"}
+    assert OutgoingEmail.objects.filter(kind="email_changed_old_address", to="edith@nhs.net").exists()

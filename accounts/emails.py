@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
 NOT_ON_ALLOW_LIST = "This email domain is not on the Care Identity allow list"
+ALREADY_ON_PROFILE = "This email address is already on your Care Identity profile"
 INVALID_EMAIL = "Enter an email address in the correct format, like name@example.nhs.net"
 MAX_LENGTH = 254  # RFC 5321's longest path, and every address column's length
 TOO_LONG = f"Email address must be {MAX_LENGTH} characters or fewer"

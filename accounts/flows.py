@@ -24,6 +24,7 @@ from authenticators.models import RegistrationLink
 from signin import throttle
 from signin.flows import end_sessions, failing_closed
 
+from .emails import ALREADY_ON_PROFILE
 from .models import AllowedEmailDomain, EmailTaken, User
 from .notifications import notify_person, send_email_confirmation, tell_address_in_use, tell_old_address
 
@@ -81,15 +82,19 @@ def add_email_address(request: HttpRequest, email: str) -> bool:
     their profile, not verified, and "Your activity" saying it was added. When it does, no link is
     sent, so that row is never verified (nobody holds a key for it); the address is told of the
     attempt instead, and the refusal, naming the holder, is audited for the registration authority
-    (views.activity leaves it out). False when over the hourly limit.
+    (views.activity leaves it out). False when over the hourly limit; ValidationError when the address is on
+    their profile already (added meanwhile by another request of theirs: a double click).
     """
     user = request.user
     if not _within_address_emails(request, email):
         return False
-    with transaction.atomic():
-        address = EmailAddress.objects.create(user=user, email=email, primary=False, verified=False)
-        record(Event.EMAIL_ADDED, request=request, subject=user, email=email)
-        _link_unless_held(request, address)
+    try:
+        with transaction.atomic():
+            address = EmailAddress.objects.create(user=user, email=email, primary=False, verified=False)
+            record(Event.EMAIL_ADDED, request=request, subject=user, email=email)
+            _link_unless_held(request, address)
+    except IntegrityError:  # allauth's unique (user, email): the form's check passed before the other committed
+        raise ValidationError(ALREADY_ON_PROFILE, code="already_on_profile") from None
     return True
 
 

@@ -5,6 +5,7 @@ from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
+from .emails import ALREADY_ON_PROFILE
 from .models import AllowedEmailDomain
 
 EMAIL_REQUIRED = "Enter your email address"
@@ -27,7 +28,7 @@ class AddEmailForm(forms.Form):
         # the address is not (accounts.flows.add_email_address answers the same either way).
         own = list(EmailAddress.objects.filter(user=self.user).values_list("email", flat=True))
         if email in (address.lower() for address in own):
-            raise ValidationError("This email address is already on your Care Identity profile")
+            raise ValidationError(ALREADY_ON_PROFILE)
         if len(own) >= settings.CAREID_MAX_EMAIL_ADDRESSES:
             raise ValidationError(
                 f"You can have up to {settings.CAREID_MAX_EMAIL_ADDRESSES} email addresses on your Care Identity profile"

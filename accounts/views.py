@@ -52,10 +52,13 @@ def add_email(request: HttpRequest) -> HttpResponse:
     form = AddEmailForm(posted(request), user=request.user)
     if request.method == "POST" and form.is_valid():
         email = form.cleaned_data["email"]
-        if flows.add_email_address(request, email):
-            messages.success(request, f"We have sent an email to {email}. Open the link in it to verify the address.")
-            return redirect("profile")
-        form.add_error("email", "You have added too many email addresses in the last hour. Try again later.")
+        try:
+            if flows.add_email_address(request, email):
+                messages.success(request, f"We have sent an email to {email}. Open the link in it to verify the address.")
+                return redirect("profile")
+            form.add_error("email", "You have added too many email addresses in the last hour. Try again later.")
+        except ValidationError as error:  # added meanwhile (a double click)
+            form.add_error("email", error)
     return render(request, "accounts/add_email.html", {"form": form}, status=400 if form.errors else 200)
 
 

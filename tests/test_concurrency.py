@@ -699,3 +699,24 @@ def test_a_person_making_an_address_their_care_identity_email_while_an_ra_change
     assert AuditEvent.objects.get(event=Event.USER_CHANGED, subject=person.user).details["before"] == {
         "email": "edith@nhs.net"}
     assert OutgoingEmail.objects.filter(kind="email_changed_old_address", to="edith@nhs.net").exists()
+
+
+def test_an_address_added_twice_at_once_is_added_once_and_the_second_says_so(transactional_db, seeded_allow_list,
+                                                                              make_person, client, mailbox):
+    """A double click on "Add email address": both requests found the address not yet on the profile, and the second
+    one's insert, refused by allauth's unique (user, email), answered with a server error (500)."""
+    require(connection.vendor == "postgresql", "PostgreSQL (real concurrent transactions)")
+    from .conftest import sign_in
+
+    person = make_person()
+    assert sign_in(client, person).status_code == 302
+    added = lambda: EmailAddress.objects.create(user=person.user, email="edith@nhs.net")  # noqa: E731
+
+    with committed_once_waited_on(added) as waited:
+        response = client.post("/profile/email/add/", {"email": "edith@nhs.net"})
+
+    assert waited, "the second addition never waited on the first: no race happened"
+    assert response.status_code == 400
+    assert "This email address is already on your Care Identity profile" in response.content.decode()
+    assert EmailAddress.objects.filter(user=person.user, email="edith@nhs.net").count() == 1
+    assert not AuditEvent.objects.filter(event=Event.EMAIL_ADDED, subject=person.user).exists()  # the refused one

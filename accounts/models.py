@@ -318,13 +318,14 @@ class EmailOneTimePassword(models.Model):
     def resend_wait(self) -> timedelta:
         return max(timedelta(0), self.sent_at + settings.CAREID_EMAIL_CODE_COOLDOWN - timezone.now())
 
-    def replace(self, *, emailed: bool = True) -> bool:
-        """A new code (the old one stops working), e-mailed or not; False while cooling down or once dead."""
+    def replace(self, *, emailed: bool = True, email: str | None = None) -> bool:
+        """A new code (the old one stops working), e-mailed or not, to `email` when given (else to the same
+        address); False while cooling down or once dead."""
         from careid import tokens
 
         now = timezone.now()
         fields = {"nonce": tokens.new_nonce(), "sent_at": now, "expires_at": now + settings.CAREID_EMAIL_CODE_TTL,
-                  "emailed": emailed}
+                  "emailed": emailed, **({"email": email} if email is not None else {})}
         replaced = EmailOneTimePassword.objects.filter(
             pk=self.pk,
             used_at__isnull=True,

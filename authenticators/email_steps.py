@@ -57,9 +57,10 @@ def send_code(request: HttpRequest, code: EmailOneTimePassword) -> None:
 
 
 def resend_code(request: HttpRequest, link: RegistrationLink) -> bool:
+    """A new code, to the Care Identity e-mail as it is now: an RA may have replaced the address it went to."""
     code = link.email_code
     with transaction.atomic():
-        if code is None or not code.replace():
+        if code is None or not code.replace(email=link.user.email):
             return False
         send_code(request, code)
     return True
@@ -69,19 +70,25 @@ def check_email_code(request: HttpRequest, link: RegistrationLink, entered: str,
                      next_step: str) -> EmailOneTimePassword.Result:
     """The One Time Password proves the address and moves the journey to `next_step`; EmailInUse
     (nothing changed, the refusal audited) when the address belongs to another Care Identity, so
-    the RA can sort it out and the person carry on from this step."""
+    the RA can sort it out and the person carry on from this step. A code sent to an address that is no longer
+    the Care Identity e-mail (an RA replaced it since) proves nothing: it answers as expired, and "Send a new code"
+    sends one to the new address."""
     code = link.email_code
     Result = EmailOneTimePassword.Result
     try:
         with flows.journey_step(request, link), transaction.atomic():
-            result = code.verify(entered) if code else Result.EXHAUSTED
+            if code is not None and code.email.lower() != link.user.email.lower():
+                result, reason = Result.EXPIRED, "email changed"
+            else:
+                result = code.verify(entered) if code else Result.EXHAUSTED
+                reason = result.value
             if result == Result.ACCEPTED:
                 if not link.advance(STEP, next_step):
                     raise NoJourney()
                 account_flows.verify_email_by_code(request, link.user, code.email)
             else:
                 record(Event.OTP_FAILED, request=request, subject=link.user, outcome=Outcome.FAILURE,
-                       reason=result.value, failures=code.failures if code else None)
+                       reason=reason, failures=code.failures if code else None)
     except EmailTaken:
         account_flows.refuse_taken_email(request, user=link.user, email=code.email, via="one-time password",
                                          link_id=link.pk)

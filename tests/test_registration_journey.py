@@ -355,6 +355,34 @@ def test_send_a_new_code_has_a_cooldown(client, invited, mailbox):
     assert len(mailbox.to(user.email)) == 2  # the invitation and the first code only
 
 
+def test_a_code_sent_to_an_address_an_ra_has_replaced_proves_nothing_and_a_new_one_goes_to_the_new_address(
+        client, invited, mailbox, ra_staff, settings):
+    """The RA corrects the Care Identity e-mail while a registration is at its code step (the invitation went to a
+    mistyped address, or the old mailbox is going): the code sent to the replaced address still moved the
+    registration on, and "Send a new code" went on e-mailing codes to it, so whoever reads that mailbox went on
+    to set the password and register their app on the person's Care Identity."""
+    from accounts.flows import change_user_details
+    from accounts.models import OutgoingEmail, User
+    from accounts.roles import RA_AGENT
+
+    agent, _ = ra_staff(RA_AGENT)
+    settings.CAREID_EMAIL_CODE_COOLDOWN = timezone.timedelta(0)
+    user, link = invited
+    old = start(client, mailbox, link)
+    change_user_details(user=User.objects.get(pk=user.pk), actor=agent.user, changes={"email": "mary.new@nhs.net"},
+                        reason="typo")
+    response = client.post("/register/authenticator-app/code/", {"code": old})
+    assert response.status_code == 400 and "The One Time Password has expired" in response.content.decode()
+    assert journey_of(user).step == "otp"
+    assert AuditEvent.objects.filter(event=Event.OTP_FAILED, subject=user, details__reason="email changed").exists()
+    assert client.post("/register/authenticator-app/code/resend/").url == "/register/authenticator-app/code/?sent=1"
+    assert list(OutgoingEmail.objects.filter(kind="email_code").values_list("to", flat=True)) == [
+        "mary.seacole@nhs.net", "mary.new@nhs.net"]
+    new = code_from(mailbox, "mary.new@nhs.net")
+    assert client.post("/register/authenticator-app/code/", {"code": new}).url == "/register/authenticator-app/password/"
+    assert EmailAddress.objects.get(user=user, email="mary.new@nhs.net").verified
+
+
 def test_an_expired_code_is_refused(client, invited, mailbox):
     user, link = invited
     right = start(client, mailbox, link)

@@ -29,8 +29,12 @@ class CareIdentityAccountAdapter(DefaultAccountAdapter):
         """Verified, and nothing more: allauth also made the address primary when the person had no primary
         one (a superuser made with createsuperuser has no address row), which rewrote the address they sign
         in with, unaudited and the old one never told. Which address is the Care Identity's is careid's
-        (accounts.flows.confirm_email_address, make_care_identity_email)."""
-        if not email_address.set_verified(commit=True):
+        (accounts.flows.confirm_email_address, make_care_identity_email). Verified once: a conditional update, so
+        that of a link followed twice at once (a double click) only one verifies, audits it and tells the person."""
+        if not email_address.can_set_verified():
             return False
+        if not EmailAddress.objects.filter(pk=email_address.pk, verified=False).update(verified=True):
+            return False
+        email_address.verified = True
         signals.email_confirmed.send(sender=EmailAddress, request=request, email_address=email_address)
         return True

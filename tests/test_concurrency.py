@@ -720,3 +720,30 @@ def test_an_address_added_twice_at_once_is_added_once_and_the_second_says_so(tra
     assert "This email address is already on your Care Identity profile" in response.content.decode()
     assert EmailAddress.objects.filter(user=person.user, email="edith@nhs.net").count() == 1
     assert not AuditEvent.objects.filter(event=Event.EMAIL_ADDED, subject=person.user).exists()  # the refused one
+
+
+def test_a_verification_link_followed_twice_at_once_verifies_once(transactional_db, seeded_allow_list, make_person):
+    """A double click on "Verify": both requests read the address as not verified, and both verified it, each
+    with an email.verified event and a notice to the person. The second now finds it verified and says the link
+    has been used."""
+    require(connection.vendor == "postgresql", "PostgreSQL (real concurrent transactions)")
+    from accounts.flows import confirm_email_address
+    from accounts.models import OutgoingEmail
+
+    person = make_person()
+    address = EmailAddress.objects.create(user=person.user, email="edith@nhs.net", verified=False)
+    path = f"/profile/email/confirm/{EmailConfirmationHMAC(address).key}/"
+
+    def first_click() -> None:
+        request = RequestFactory().post(path)
+        request.user = person.user
+        confirm_email_address(request, EmailConfirmationHMAC(EmailAddress.objects.get(pk=address.pk)))
+
+    with committed_once_waited_on(first_click) as waited:
+        response = Client().post(path)
+
+    assert waited, "the second click never waited on the first: no race happened"
+    assert response.status_code == 409 and "This link is not valid" in response.content.decode()
+    assert EmailAddress.objects.get(pk=address.pk).verified
+    assert AuditEvent.objects.filter(event=Event.EMAIL_VERIFIED, subject=person.user).count() == 1
+    assert OutgoingEmail.objects.filter(kind="notification", user=person.user).count() == 1

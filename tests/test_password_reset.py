@@ -276,6 +276,22 @@ def test_a_reset_from_a_browser_signed_in_as_the_person_ends_there_too_with_the_
     assert AuditEvent.objects.get(event=Event.PASSWORD_RESET, subject=person.user).details["sessions_ended"] == 1
 
 
+def test_a_reset_ends_the_wait_a_strangers_wrong_passwords_built_up(client, person, mailbox, settings):
+    """Twenty wrong passwords from a stranger (not yet a lock) make everyone wait 15 minutes before the next
+    password; the person resets theirs (their mailbox and their app), and signing in with the new one was still
+    refused for the rest of those 15 minutes, where a reset of a locked Care Identity lets them in at once."""
+    user = person.user
+    User.objects.filter(pk=user.pk).update(password_failures=20, last_signin_failure_at=timezone.now(),
+                                           password_blocked_until=timezone.now() + settings.CAREID_SIGNIN_MAX_DELAY)
+    client.post(START, {"email": user.email})
+    client.post(CODE, {"code": code_from(mailbox, user.email)})
+    client.post(APP, {"token": person.fresh_code()})
+    assert client.post(NEW, {"password1": NEW_PASSWORD, "password2": NEW_PASSWORD}).status_code == 302
+    person.password = NEW_PASSWORD
+    response = Client().post("/login/authenticator-app/", {"email": user.email, "password": NEW_PASSWORD})
+    assert (response.status_code, response.get("Location")) == (302, "/login/authenticator-app/code/")
+
+
 def test_steps_cannot_be_skipped(client, person, mailbox):
     client.post(START, {"email": person.user.email})
     assert client.post(APP, {"token": person.fresh_code()}).url == START + "?expired=1"

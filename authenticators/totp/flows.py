@@ -464,8 +464,8 @@ def finish_password_reset(request: HttpRequest, reset: PasswordReset, password: 
         unlocked = user.is_locked
         if unlocked:
             user.unlock()
-        else:
-            User.objects.filter(pk=user.pk).update(password_failures=0)
+        else:  # wrong passwords' run and the wait it built up, as a lift of the lock clears them: the password is new
+            User.objects.filter(pk=user.pk).update(password_failures=0, password_blocked_until=None)
         ended = signin_flows.end_sessions(user, reason="password reset")
         notify_person(record(Event.PASSWORD_RESET, request=request, subject=user, method=KIND.key,
                              unlocked=unlocked, sessions_ended=ended))

@@ -222,12 +222,19 @@ def remove_email_address(request: HttpRequest, *, address: EmailAddress) -> None
 def make_care_identity_email(request: HttpRequest, *, address: EmailAddress) -> None:
     """A verified address of the person's own becomes their Care Identity e-mail (the one they sign in
     with); the old one stays on the profile and is told. Raises EmailTaken (audited, naming the holder
-    for the RA only) when the address has become another Care Identity's."""
+    for the RA only) when the address has become another Care Identity's, and ValidationError (audited) when its
+    domain has left the allow list since it was verified: a Care Identity e-mail is on it, as the RA's forms say."""
     user = request.user
     if address.user_id != user.pk:
         raise PermissionError("Not this person's address")
     if not address.verified or address.email.lower() == user.email.lower():
         raise ValueError("Only another verified address can become the Care Identity email address")
+    try:
+        AllowedEmailDomain.objects.check_email(address.email)
+    except ValidationError:
+        record(Event.EMAIL_REFUSED, request=request, subject=user, outcome=Outcome.FAILURE, email=address.email,
+               via="make Care Identity email", reason="not on the allow list")
+        raise
     before = user.email
     try:
         with transaction.atomic():

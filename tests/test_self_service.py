@@ -141,7 +141,8 @@ def test_the_activity_page_query_count_is_flat(signed_in, person, events, django
         assert signed_in.get("/profile/activity/").status_code == 200
 
 
-def test_addresses_can_be_removed_and_promoted_not_the_care_identity_one(transactional_db, client, make_person, mailbox):
+def test_addresses_can_be_removed_and_promoted_not_the_care_identity_one(transactional_db, seeded_allow_list, client,
+                                                                       make_person, mailbox):
     person = make_person()
     user = person.user
     spare = EmailAddress.objects.create(user=user, email="edith@nhs.net", verified=True, primary=False)
@@ -231,6 +232,22 @@ def test_a_first_link_verifies_nothing_once_the_domain_has_left_the_allow_list(t
     refused = AuditEvent.objects.get(event=Event.EMAIL_REFUSED, subject=person.user)
     assert refused.details == {"email": "edith@gmail.com", "via": "link", "reason": "not on the allow list"}
     assert refused.outcome == "failure"
+
+
+def test_an_address_whose_domain_has_left_the_allow_list_cannot_become_the_care_identity_email(signed_in, person):
+    """A Care Identity e-mail is on the allow list (the RA's forms, invitations and onboarding check it): an address
+    verified while its domain was allowed became the address the person signs in with after an RA Manager had
+    taken the domain off the list."""
+    spare = EmailAddress.objects.create(user=person.user, email="edith@gmail.com", verified=True, primary=False)
+    AllowedEmailDomain.objects.filter(domain="gmail.com").delete()
+    response = signed_in.post(f"/profile/email/{spare.pk}/make-care-identity-email/")
+    assert response.status_code == 400 and NOT_ON_ALLOW_LIST in response.content.decode()
+    person.user.refresh_from_db()
+    assert person.user.email == "edith.cavell@nhs.net"
+    assert not AuditEvent.objects.filter(event=Event.EMAIL_PRIMARY_CHANGED, subject=person.user).exists()
+    refused = AuditEvent.objects.get(event=Event.EMAIL_REFUSED, subject=person.user)
+    assert refused.details == {"email": "edith@gmail.com", "via": "make Care Identity email",
+                               "reason": "not on the allow list"}
 
 
 def test_another_persons_address_cannot_be_named(signed_in, make_person):

@@ -132,7 +132,7 @@ ACTIVITY_DAYS = 90
 
 _AT_THE_SIGNIN_PAGES = frozenset(event.value for event in (
     Event.SIGNIN_SUCCEEDED, Event.SIGNIN_FAILED, Event.SIGNIN_THROTTLED, Event.ACCOUNT_LOCKED, Event.OTP_FAILED,
-    Event.PASSWORD_RESET_STARTED, Event.PASSWORD_RESET))
+    Event.OTP_SENT, Event.PASSWORD_RESET_STARTED, Event.PASSWORD_RESET))  # OTP_SENT: a reset's "Send a new code"
 
 
 @login_required

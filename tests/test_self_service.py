@@ -114,6 +114,29 @@ def test_a_failed_sign_in_typed_where_an_ra_is_signed_in_is_not_shown_as_their_d
     assert "Sign-in failed" in page and "by your registration authority" not in page
 
 
+def test_a_new_reset_code_asked_for_where_an_ra_is_signed_in_is_not_shown_as_their_doing(make_person, ra_staff, mailbox,
+                                                                                            settings):
+    """A forgets their password at a shared PC where an RA Agent is signed in: "Send a new code" on the reset page
+    recorded the code sent with the RA as its actor (record() takes request.user), and A's activity said "One-time
+    password sent, by your registration authority", as it no longer says for the rest of the reset's events."""
+    import time_machine
+    from django.utils import timezone
+
+    from accounts.roles import RA_AGENT
+
+    a = make_person()
+    agent, shared_pc = ra_staff(RA_AGENT)
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        shared_pc.post("/login/authenticator-app/forgotten-password/", {"email": a.user.email})
+        clock.shift(settings.CAREID_EMAIL_CODE_COOLDOWN)
+        assert shared_pc.post("/login/authenticator-app/forgotten-password/code/resend/").url.endswith("?sent=1")
+    assert AuditEvent.objects.get(event=Event.OTP_SENT, subject=a.user).actor == agent.user
+    browser = Client()
+    sign_in(browser, a)
+    page = browser.get("/profile/activity/").content.decode()
+    assert "One-time password sent" in page and "by your registration authority" not in page
+
+
 def test_your_activity_names_your_registration_authority_only_for_those_acting_as_one(signed_in, person, make_person):
     from django.contrib.auth.models import Group
 

@@ -255,6 +255,15 @@ class AllowedEmailDomain(models.Model):
             raise ValidationError({"domain": "Enter a whole domain such as nhs.net, not a top-level domain alone"})
 
 
+class EmailOneTimePasswordQuerySet(models.QuerySet["EmailOneTimePassword"]):
+    def forget_expired(self) -> int:
+        """Codes that expired long enough ago that nothing reads them any more: a registration journey or a reset
+        that used one has ended (neither lasts a day), and the outbox has given up on any e-mail still owed for
+        one (CAREID_EMAIL_GIVE_UP_AFTER). Registration links that pointed to one keep their row without it."""
+        kept_for = max(settings.CAREID_EMAIL_GIVE_UP_AFTER, settings.CAREID_REGISTRATION_JOURNEY_TTL, timedelta(days=1))
+        return self.filter(expires_at__lt=timezone.now() - kept_for).delete()[0]
+
+
 class EmailOneTimePassword(models.Model):
     """An 8-digit one-time password sent to an address to prove the person holds it.
 
@@ -286,6 +295,8 @@ class EmailOneTimePassword(models.Model):
     used_at = models.DateTimeField(null=True, blank=True)
     # Whether the current code went out by e-mail; a database default too, for the INSERTs of the release before.
     emailed = models.BooleanField(default=True, db_default=True)
+
+    objects = EmailOneTimePasswordQuerySet.as_manager()
 
     def __str__(self) -> str:
         return f"{self.purpose} code for {self.user_id or 'an address that is no Care Identity'}"

@@ -10,7 +10,7 @@ from django.db import transaction
 
 from . import outbox
 from .flows import send_invitation
-from .models import User
+from .models import EmailOneTimePassword, User
 
 
 @shared_task
@@ -29,3 +29,10 @@ def send_invitations_task(user_ids: list[int]) -> None:
 def sweep_outbox_task() -> int:
     """Every minute (CELERY_BEAT_SCHEDULE): e-mails due again, or left behind by a lost task or worker."""
     return outbox.sweep()
+
+
+@shared_task
+def forget_expired_email_codes_task() -> int:
+    """Hourly (CELERY_BEAT_SCHEDULE): One Time Password rows that nothing reads any more (one per reset started, by
+    anyone, for any address)."""
+    return EmailOneTimePassword.objects.forget_expired()

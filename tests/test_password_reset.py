@@ -862,3 +862,31 @@ def test_an_address_an_ra_replaced_during_a_reset_waits_as_an_address_that_was_n
             clock.shift(-minute - timedelta(seconds=2))
     assert seen[person.user.email] == seen["never.anyones@nhs.net"]
     assert "once a minute" in seen["never.anyones@nhs.net"][1]
+
+
+def test_codes_expired_over_a_day_ago_are_forgotten_every_hour(person, mailbox):
+    """Each reset started, by anyone for any address, leaves a One Time Password row: the hourly clean-up takes
+    those nothing can read any more (expired more than the outbox goes on trying to send one, 26 hours), and
+    leaves a code still in use."""
+    import time_machine
+
+    from accounts.models import EmailOneTimePassword
+    from accounts.tasks import forget_expired_email_codes_task
+
+    from .conftest import run_task
+
+    assert "forget-expired-email-codes" in settings.CELERY_BEAT_SCHEDULE
+    Client().post(START, {"email": person.user.email})
+    Client().post(START, {"email": "nobody@nhs.net"})
+    code_from(mailbox, person.user.email)
+    assert EmailOneTimePassword.objects.count() == 2
+    assert run_task(forget_expired_email_codes_task) == 0
+
+    with time_machine.travel(timezone.now() + timedelta(hours=26, minutes=5)):
+        assert run_task(forget_expired_email_codes_task) == 0  # expired 25 h 55 min ago: its e-mail may still be owed
+    with time_machine.travel(timezone.now() + timedelta(hours=26, minutes=15)):
+        fresh = Client()
+        fresh.post(START, {"email": person.user.email})
+        assert run_task(forget_expired_email_codes_task) == 2
+        assert list(EmailOneTimePassword.objects.values_list("user", flat=True)) == [person.user.pk]
+        assert fresh.post(CODE, {"code": code_from(mailbox, person.user.email, count=2)}).url == APP

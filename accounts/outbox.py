@@ -9,6 +9,9 @@ worker sends it meanwhile), and records the outcome: sent (on a new database con
 this one, and though the task's soft time limit came once the server had the message: record_delivery); or
 queued again with a growing wait (1 minute doubling to an hour) until CAREID_EMAIL_GIVE_UP_AFTER, then failed.
 The sweep, every minute, re-queues what a lost task, a broker outage or a killed worker left behind.
+Every outcome is written only while the claim it follows stands (_claimed): a send that outlived its claim (on a
+pool that does not enforce time limits) finds the row taken back, perhaps sent by another worker since, and
+leaves it as it is.
 
 Each kind of e-mail registers how it renders (and, if it matters, what giving up means) with `@kind`.
 """
@@ -137,13 +140,14 @@ def backoff(attempts: int) -> timedelta:
 
 def deliver(email_id: int) -> OutgoingEmail.State | None:
     """Send one owed e-mail if it is due and nobody else is sending it; returns its new state (None when
-    it was not this call's to send)."""
-    now = timezone.now()
+    it was not this call's to send, or stopped being so: the send outlasted its claim and the sweep took it back)."""
+    claim = timezone.now() + settings.CAREID_EMAIL_CLAIM
     claimed = OutgoingEmail.objects.due().filter(pk=email_id).update(state=OutgoingEmail.State.SENDING,
-                                                                     claimed_until=now + settings.CAREID_EMAIL_CLAIM)
+                                                                     claimed_until=claim)
     if not claimed:
         return None
     email = OutgoingEmail.objects.get(pk=email_id)
+    email.claimed_until = claim  # what each outcome's write is conditional on (_claimed)
     try:
         message = _KINDS[email.kind].render(email)
         if message is None:
@@ -215,25 +219,45 @@ def _soft_time_limit_held() -> Iterator[list[int]]:
         signal.signal(SIG_SOFT_TIMEOUT, previous)
 
 
-def _finish(email: OutgoingEmail, state: OutgoingEmail.State, **fields) -> OutgoingEmail.State:
-    OutgoingEmail.objects.filter(pk=email.pk).update(state=state, attempts=email.attempts + 1, claimed_until=None,
-                                                     **fields)
+def _claimed(email: OutgoingEmail):
+    """The row, while the claim `email` was read with still holds it: the one deliver() took, or the one the sweep
+    found run out. A send can outlive its claim where the task's time limit is not enforced (a solo or threads
+    pool): the sweep then takes the row back, and another worker may send it and record that meanwhile. Written
+    by its id alone, the late outcome replaced theirs ("queued" over "sent", an attempt counted again)."""
+    return OutgoingEmail.objects.filter(pk=email.pk, state=OutgoingEmail.State.SENDING,
+                                        claimed_until=email.claimed_until)
+
+
+def _claim_lost(email: OutgoingEmail, outcome: OutgoingEmail.State) -> None:
+    """An outcome whose claim was taken is logged, never written: the row is the sweep's or another worker's."""
+    now = OutgoingEmail.objects.filter(pk=email.pk).values_list("state", flat=True).first()
+    logger.warning("E-mail %s (%s): outcome %s not recorded, as the claim it follows ran out (CAREID_EMAIL_CLAIM) "
+                   "and the row was taken back or finished by another since; it is %s now. A send that outlasts its "
+                   "claim (a worker pool that does not enforce time limits) may go twice",
+                   email.pk, email.kind, outcome, now or "deleted")
+
+
+def _finish(email: OutgoingEmail, state: OutgoingEmail.State, **fields) -> OutgoingEmail.State | None:
+    if not _claimed(email).update(state=state, attempts=email.attempts + 1, claimed_until=None, **fields):
+        return _claim_lost(email, state)
     return state
 
 
-def _failed_attempt(email: OutgoingEmail, error: str) -> OutgoingEmail.State:
+def _failed_attempt(email: OutgoingEmail, error: str) -> OutgoingEmail.State | None:
     attempts = email.attempts + 1
     if timezone.now() - email.created_at >= settings.CAREID_EMAIL_GIVE_UP_AFTER:
         return _give_up(email, error)
-    OutgoingEmail.objects.filter(pk=email.pk).update(
-        state=OutgoingEmail.State.QUEUED, attempts=attempts, claimed_until=None, last_error=error[:300],
-        next_attempt_at=timezone.now() + backoff(attempts))
+    if not _claimed(email).update(
+            state=OutgoingEmail.State.QUEUED, attempts=attempts, claimed_until=None, last_error=error[:300],
+            next_attempt_at=timezone.now() + backoff(attempts)):
+        return _claim_lost(email, OutgoingEmail.State.QUEUED)
     return OutgoingEmail.State.QUEUED
 
 
-def _give_up(email: OutgoingEmail, error: str) -> OutgoingEmail.State:
+def _give_up(email: OutgoingEmail, error: str) -> OutgoingEmail.State | None:
     with transaction.atomic():
-        _finish(email, OutgoingEmail.State.FAILED, last_error=error[:300])
+        if _finish(email, OutgoingEmail.State.FAILED, last_error=error[:300]) is None:
+            return None  # not given up: what giving up means (an invitation not sent) is not this send's to say
         if (registered := _KINDS.get(email.kind)) and (gave_up := registered.gave_up):
             gave_up(email)
     logger.error("Gave up e-mail %s (%s to %s) after %s attempts: %s", email.pk, email.kind, email.to,
@@ -255,9 +279,8 @@ def _taken_back(email: OutgoingEmail) -> None:
     if timezone.now() - email.created_at >= settings.CAREID_EMAIL_GIVE_UP_AFTER:
         _failed_attempt(email, error)
         return
-    OutgoingEmail.objects.filter(pk=email.pk, state=OutgoingEmail.State.SENDING, claimed_until=email.claimed_until).update(
-        state=OutgoingEmail.State.QUEUED, attempts=email.attempts + 1, claimed_until=None, handed_over_at=None,
-        last_error=error)
+    _claimed(email).update(state=OutgoingEmail.State.QUEUED, attempts=email.attempts + 1, claimed_until=None,
+                           handed_over_at=None, last_error=error)
 
 
 def hand_over(due, task, *, lost_after: timedelta, limit: int = 5000) -> int:

@@ -351,6 +351,70 @@ def test_two_deliveries_of_one_email_at_once_send_it_once(user, mailbox, dead_sm
     assert len(mailbox.to(user.email)) == 1
 
 
+class StallsTheFirstSend(Mailbox):
+    """An SMTP server that holds the first message at RCPT until `release` is set, then refuses it for now (451, a
+    temporary failure); every later message it takes at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stalled, self.release = threading.Event(), threading.Event()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if not self.stalled.is_set():
+            self.stalled.set()
+            while not self.release.is_set():
+                await asyncio.sleep(0.05)
+            return "451 Try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
+def test_a_send_that_outlived_its_claim_leaves_the_next_workers_outcome_alone(user, dead_smtp, settings, caplog):
+    """On a pool that does not enforce the send's time limit (solo, threads), an SMTP server stalling for longer than
+    CAREID_EMAIL_CLAIM lets the sweep take the e-mail back and a second worker send it. The first worker's outcome,
+    written by the row's id alone, then replaced the second's: its late failure put the sent e-mail back in the
+    queue, and it went a second time at the next retry."""
+    require(connection.vendor == "postgresql", "PostgreSQL (a worker's send beside the sweep's)")
+    email = notification_for(user)  # failed once (SMTP down): queued again
+    handler = StallsTheFirstSend()
+    controller = Controller(handler, hostname="127.0.0.1", port=_free_port())
+    controller.start()
+    late: list = []
+
+    def first_worker() -> None:
+        try:
+            late.append(outbox.deliver(email.pk))
+        finally:
+            connection.close()
+
+    try:
+        settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = controller.port, 30
+        settings.CAREID_EMAIL_CLAIM = timedelta(seconds=1)
+        OutgoingEmail.objects.filter(pk=email.pk).update(next_attempt_at=timezone.now())
+        worker = threading.Thread(target=first_worker)
+        worker.start()
+        assert handler.stalled.wait(10)
+        time.sleep(1.1)  # the first worker's claim runs out while the SMTP server stalls it
+        assert outbox.sweep() == 1  # taken back, and sent by a second worker (in-process here)
+        handler.wait_for(user.email, "unlocked")
+        email.refresh_from_db()
+        assert (email.state, email.attempts) == (OutgoingEmail.State.SENT, 3)  # failed, taken back, sent
+        with caplog.at_level(logging.WARNING, logger="accounts.outbox"):
+            handler.release.set()  # the first worker's send fails, long after its claim ran out
+            worker.join(10)
+        email.refresh_from_db()
+        assert (email.state, email.attempts, email.claimed_until) == (OutgoingEmail.State.SENT, 3, None)
+        assert late == [None]  # not this worker's to record any more
+        assert any(f"E-mail {email.pk} " in message and "claim" in message for message in caplog.messages)
+        with time_machine.travel(timezone.now() + timedelta(hours=1)):
+            outbox.sweep()  # a retry, had the late failure been written, would be due
+        time.sleep(0.3)
+        assert len(handler.to(user.email)) == 1
+    finally:
+        handler.release.set()
+        controller.stop()
+
+
 class StallingHandler(Mailbox):
     """An SMTP server that accepts the connection, then stalls before answering RCPT (before it has the
     message), or after it has the message, before answering its end (`at`)."""

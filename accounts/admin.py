@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from allauth.account.models import EmailAddress
 from allauth.usersessions.models import UserSession
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
@@ -471,9 +472,12 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
                                                f"{'it was' if len(skipped) == 1 else 'they were'} ({why}): "
                                                f"{_listed(skipped)}.", level=messages.WARNING)
             return None
+        # "Select all N" on a list longer than a page: the page lists all N, so its form carries that choice on (with
+        # the boxes ticked on the list's page alone, the action would be done for those only).
+        select_across = forms.BooleanField(required=False).clean(request.POST.get("select_across"))
         context = {**self.admin_site.each_context(request), "title": f"{title} ({queryset.count()} selected)",
                    "form": form, "button": button, "opts": self.model._meta, "queryset": queryset, "action": f"{action}_selected",
-                   "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME)}
+                   "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME), "select_across": select_across}
         return TemplateResponse(request, "admin/careid/bulk_action_form.html", context, status=400 if form.errors else 200)
 
     @admin.action(description="Suspend selected Care Identities", permissions=["suspend"])

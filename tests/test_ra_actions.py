@@ -358,6 +358,35 @@ def test_a_bulk_action_says_whom_it_left_as_they_were_and_why(agent, make_person
     assert str(people[1].user) in str(left) and str(people[2].user) in str(left)
     assert '<li class="warning">Suspend: 2 Care Identities left as they were (not active)' in response.content.decode()
 
+def test_a_bulk_action_on_everyone_the_list_matches_does_it_for_everyone_its_page_listed(agent, make_person,
+                                                                                         monkeypatch):
+    """"Select all 3 users" on a list longer than a page: the reason page listed all three, but its form posted only
+    the people ticked on the page shown, so the action was done for them alone ("done for 2 Care Identities")."""
+    from django.contrib import admin
+
+    monkeypatch.setattr(admin.site._registry[User], "list_per_page", 2)
+    _, client = agent
+    people = [make_person(email=f"bulk{n}@nhs.net").user for n in range(3)]
+    User.objects.filter(pk__in=[user.pk for user in people]).update(status=User.Status.SUSPENDED)
+    listed = f"{USERS}?status__exact=suspended"
+    page = client.get(listed).content.decode()
+    ticked = re.findall(r'name="_selected_action" value="(\d+)"', page)
+    assert len(ticked) == 2 and "Select all 3 users" in page
+    # What the list's script posts once "Select all 3 users" is clicked: the boxes on the page, and select_across.
+    page = client.post(listed, {"action": "reinstate_selected", "index": "0", "select_across": "1",
+                                "_selected_action": ticked}).content.decode()
+    assert "Reinstate this Care Identity (3 selected)" in page and all(user.uid in page for user in people)
+    apply = page.index('name="apply"')  # the reason page's form, as the browser posts it
+    form = page[page.rindex("<form", 0, apply):page.index("</form>", apply)]
+    posted: dict[str, list[str]] = {}
+    for name, value in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', form):
+        posted.setdefault(name, []).append(html.unescape(value))
+    response = client.post(listed, {**posted, "reason": "Back from the agency"}, follow=True)
+    assert [str(message) for message in response.context["messages"]] == ["Reinstate: done for 3 Care Identities."]
+    assert User.objects.filter(pk__in=[user.pk for user in people], status=User.Status.ACTIVE).count() == 3
+    assert AuditEvent.objects.filter(event=Event.USER_REINSTATED, details__reason="Back from the agency").count() == 3
+
+
 @pytest.mark.parametrize("action", ["suspend_selected", "reinstate_selected", "unlock_selected"])
 def test_the_bulk_reason_box_is_described_by_its_help_text_and_its_error(agent, person, action):
     _, client = agent

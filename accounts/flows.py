@@ -24,7 +24,7 @@ from authenticators.models import RegistrationLink
 from signin import throttle
 from signin.flows import end_sessions, failing_closed
 
-from .emails import ALREADY_ON_PROFILE
+from .emails import ALREADY_ON_PROFILE, NOT_ON_ALLOW_LIST
 from .models import AllowedEmailDomain, EmailTaken, User
 from .notifications import notify_person, send_email_confirmation, tell_address_in_use, tell_old_address
 
@@ -55,7 +55,16 @@ def invite_user(
 
 
 def send_invitation(*, user: User, actor: User | None = None, request: HttpRequest | None = None):
-    """E-mail an existing Care Identity its invitation (a link to register the Authenticator app)."""
+    """E-mail an existing Care Identity its invitation (a link to register the Authenticator app).
+
+    Raises ValidationError, the refusal audited in the caller's transaction, when the address's domain is not on the
+    allow list, as invite_user and the RA's forms refuse it: it may have left the list since the Care Identity was
+    created (bulk onboarding invites people it finds by their UID, at the address they have), and the link registers
+    an authenticator on the profile for whoever reads that mailbox now."""
+    if not AllowedEmailDomain.objects.allows(user.email):
+        record(Event.EMAIL_REFUSED, request=request, actor=actor, subject=user, outcome=Outcome.FAILURE,
+               email=user.email, via="invitation", reason="not on the allow list")
+        raise ValidationError(NOT_ON_ALLOW_LIST, code="domain_not_allowed")
     with transaction.atomic():
         user.invited_at = timezone.now()
         user.save(update_fields=["invited_at"])

@@ -447,6 +447,28 @@ def test_an_invitation_that_cannot_be_queued_is_sent_by_the_next_run(
     assert User.objects.get().invited_at is not None
 
 
+def test_invite_sends_nothing_to_an_address_whose_domain_has_left_the_allow_list(
+    transactional_db, seeded_allow_list, onboard, mailbox
+):
+    """Mary was onboarded, not invited, at an address of a domain the RA Manager has since taken off the allow list.
+    The next HR export has her new address and her UID: she exists, and --invite e-mailed her invitation (a link that
+    registers an authenticator on her Care Identity) to the old address, which invite_user and the RA's forms refuse."""
+    from accounts.models import AllowedEmailDomain, OutgoingEmail
+
+    assert onboard(HEADER + "mary.seacole@yahoo.com,,Mary,Seacole,123456789012,\n").status == 0
+    AllowedEmailDomain.objects.filter(domain="yahoo.com").delete()
+    run = onboard(HEADER + "mary.seacole@nhs.net,,Mary,Seacole,123456789012,\n", "--invite")
+    assert run.status == 0 and run.counts() == (1, 1, 0, 1, 0)
+    mary = User.objects.get(uid="123456789012")
+    assert mary.email == "mary.seacole@yahoo.com" and mary.invited_at is None
+    assert not RegistrationLink.objects.exists() and not OutgoingEmail.objects.exists()
+    refused = AuditEvent.objects.get(event=Event.EMAIL_REFUSED, subject=mary)
+    assert refused.outcome == Outcome.FAILURE
+    assert refused.details == {"email": "mary.seacole@yahoo.com", "via": "invitation", "reason": "not on the allow list"}
+    assert not AuditEvent.objects.filter(event=Event.USER_INVITED).exists()
+    assert mailbox.messages == []
+
+
 def test_the_invitation_task_skips_people_already_invited_or_not_active(db, make_person, mailbox):
     from accounts.tasks import send_invitations_task
 

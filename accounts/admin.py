@@ -14,8 +14,8 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
-from django.core.exceptions import PermissionDenied
-from django.db import transaction
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -292,7 +292,15 @@ class UserAdmin(DeclaredFiltersOnly, admin.ModelAdmin):
                 self._refuse(request, target, "change privileges", fields=crafted, roles=sorted(asked_roles))
             if target is not None and roles.is_protected_from(target, request.user):
                 self._refuse(request, target, "change a protected account")
-        response = super().changeform_view(request, object_id, form_url, extra_context)
+        try:
+            response = super().changeform_view(request, object_id, form_url, extra_context)
+        except (ValidationError, IntegrityError):
+            if object_id or request.method != "POST":
+                raise
+            # "Add user" saved twice at once (a double click), or the address given to someone else or its domain
+            # taken off the allow list since the form checked it: invite_user refused, and everything was rolled
+            # back. Checked again, the form says why, as it would have a moment later.
+            response = super().changeform_view(request, object_id, form_url, extra_context)
         form = getattr((getattr(response, "context_data", None) or {}).get("adminform"), "form", None)
         if target is not None and form is not None and form.has_error("email", SIGN_IN_AGAIN):
             record(Event.RA_REFUSED, request=request, subject=target, outcome=Outcome.FAILURE,

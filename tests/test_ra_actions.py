@@ -53,6 +53,55 @@ def test_creating_a_user_sends_the_invitation(agent, mailbox):
     assert "/register/" in body(mailbox.wait_for(user.email, "Set up your NHS Care Identity"))
 
 
+@pytest.mark.parametrize("moment", ["before its save", "as it saves"])
+def test_add_user_saved_twice_at_once_creates_the_person_once_and_says_so(agent, monkeypatch, mailbox, moment):
+    """A double click on Save: both requests found the address free, and the first one committed before the second
+    one's save checked the address again (a ValidationError) or inserted the person (an IntegrityError): the RA got
+    the error page (500) for a person who had been created and invited after all."""
+    import threading
+
+    from django.db import connection
+
+    from accounts import flows
+
+    require(connection.vendor == "postgresql", "PostgreSQL (two requests' transactions at once)")
+    _, client = agent
+    client.raise_request_exception = False  # what the RA's browser gets
+    clicked: list[str] = []
+
+    def first_click_commits_meanwhile() -> None:
+        if clicked:
+            return
+        clicked.append("first")
+
+        def first_click() -> None:
+            try:
+                flows.invite_user(email="new.starter@nhs.net", first_name="New", last_name="Starter")
+            finally:
+                connection.close()
+
+        request = threading.Thread(target=first_click)
+        request.start()
+        request.join()
+
+    if moment == "before its save":  # once this request's form has found the address free
+        create_user = flows.create_user
+        monkeypatch.setattr(flows, "create_user", lambda **kwargs: (first_click_commits_meanwhile(),
+                                                                     create_user(**kwargs))[1])
+    else:  # once invite_user has found it free too, just before the INSERT
+        validate_values = User.validate_values
+        monkeypatch.setattr(User, "validate_values", lambda **values: (first_click_commits_meanwhile(),
+                                                                       validate_values(**values))[1])
+    response = client.post(f"{USERS}add/", {"email": "new.starter@nhs.net", "first_name": "New",
+                                            "last_name": "Starter"})
+    assert clicked
+    assert response.status_code == 200
+    assert "A Care Identity with this email address already exists" in response.content.decode()
+    assert User.objects.filter(email="new.starter@nhs.net").count() == 1
+    mailbox.wait_for("new.starter@nhs.net", "Set up your NHS Care Identity")
+    assert len(mailbox.to("new.starter@nhs.net")) == 1
+
+
 @pytest.mark.parametrize("email, message", [
     ("someone@example.com", "This email domain is not on the Care Identity allow list"),
     ("edith.cavell@nhs.net", "A Care Identity with this email address already exists"),

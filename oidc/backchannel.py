@@ -41,15 +41,15 @@ def logout_token(logout: BackchannelLogout) -> str:
 
 def deliver_backchannel_logout(logout_id: int) -> BackchannelLogout.State | None:
     """POST the logout token to the service if it is due and nobody else is; returns the new state (None
-    when it was not this call's to send). A failure of any kind (an error answer, no answer, the task cut
+    when it was not this call's to send, or its failure came after another worker had taken it). A failure of any kind (an error answer, no answer, the task cut
     off at its time limit) counts as an attempt, waits (accounts.outbox.backoff, the e-mails' rule) and is
     tried again by the sweep, until CAREID_BACKCHANNEL_GIVE_UP_AFTER."""
-    now = timezone.now()
-    claimed = BackchannelLogout.objects.due().filter(pk=logout_id).update(
-        claimed_until=now + settings.CAREID_BACKCHANNEL_CLAIM)
+    claim = timezone.now() + settings.CAREID_BACKCHANNEL_CLAIM
+    claimed = BackchannelLogout.objects.due().filter(pk=logout_id).update(claimed_until=claim)
     if not claimed:
         return None
     logout = BackchannelLogout.objects.select_related("client", "user").get(pk=logout_id)
+    logout.claimed_until = claim  # what a failure's write is conditional on (_claimed)
     attempts = logout.attempts + 1
     try:
         response = requests.post(logout.client.backchannel_logout_uri, data={"logout_token": logout_token(logout)},
@@ -78,16 +78,30 @@ def _delivered(logout: BackchannelLogout, attempts: int) -> BackchannelLogout.St
     return BackchannelLogout.State.DELIVERED
 
 
-def _failed_attempt(logout: BackchannelLogout, attempts: int, error: str) -> BackchannelLogout.State:
+def _claimed(logout: BackchannelLogout):
+    """The row, while the claim `logout` was read with still holds it. A POST can outlive its claim where the task's
+    time limit is not enforced (a solo or threads pool): another worker may then take the logout and deliver it, and
+    a failure written by the row's id alone replaced that (given up and audited as failed, or due again)."""
+    return BackchannelLogout.objects.filter(pk=logout.pk, state=BackchannelLogout.State.QUEUED,
+                                            claimed_until=logout.claimed_until)
+
+
+def _claim_lost(logout: BackchannelLogout) -> None:
+    logger.warning("Back-channel logout %s: a failed attempt not recorded, as the claim it follows ran out "
+                   "(CAREID_BACKCHANNEL_CLAIM) and another worker has taken the logout since", logout.pk)
+
+
+def _failed_attempt(logout: BackchannelLogout, attempts: int, error: str) -> BackchannelLogout.State | None:
     now = timezone.now()
     if now - logout.created_at < settings.CAREID_BACKCHANNEL_GIVE_UP_AFTER:
-        BackchannelLogout.objects.filter(pk=logout.pk).update(attempts=attempts, claimed_until=None,
-                                                              last_error=error[:300],
-                                                              next_attempt_at=now + outbox.backoff(attempts))
+        if not _claimed(logout).update(attempts=attempts, claimed_until=None, last_error=error[:300],
+                                       next_attempt_at=now + outbox.backoff(attempts)):
+            return _claim_lost(logout)
         return BackchannelLogout.State.QUEUED
     with transaction.atomic():
-        BackchannelLogout.objects.filter(pk=logout.pk).update(state=BackchannelLogout.State.FAILED, attempts=attempts,
-                                                              claimed_until=None, last_error=error[:300])
+        if not _claimed(logout).update(state=BackchannelLogout.State.FAILED, attempts=attempts, claimed_until=None,
+                                       last_error=error[:300]):
+            return _claim_lost(logout)
         record(Event.OIDC_BACKCHANNEL_LOGOUT, subject=logout.user, outcome=Outcome.FAILURE, client=logout.client_id,
                service=logout.client.name, reason=logout.reason, error=error[:300], attempts=attempts)
     return BackchannelLogout.State.FAILED

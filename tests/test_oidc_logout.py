@@ -29,6 +29,7 @@ class Receiver(ThreadingHTTPServer):
     def __init__(self) -> None:
         self.tokens: list[str] = []
         self.status = 200
+        self.answer = lambda: self.status  # the status of each answer, when it is sent
         self.arrived = threading.Condition()
         receiver = self
 
@@ -38,7 +39,7 @@ class Receiver(ThreadingHTTPServer):
                 with receiver.arrived:
                     receiver.tokens.extend(parse_qs(body)["logout_token"])
                     receiver.arrived.notify_all()
-                self.send_response(receiver.status)
+                self.send_response(receiver.answer())
                 self.end_headers()
 
             def log_message(self, *args) -> None:
@@ -311,6 +312,63 @@ def test_an_attempt_cut_off_at_the_tasks_time_limit_counts_and_is_given_up_in_th
     assert (logout.state, logout.attempts, logout.claimed_until) == (BackchannelLogout.State.FAILED, 2, None)
     failure = AuditEvent.objects.get(event=Event.OIDC_BACKCHANNEL_LOGOUT, outcome="failure")
     assert "time limit" in failure.details["error"] and failure.details["attempts"] == 2
+
+
+def test_a_delivery_that_outlived_its_claim_leaves_the_next_workers_outcome_alone(
+        transactional_db, person, service, receiver, settings, caplog):
+    """On a pool that does not enforce the task's time limit (solo, threads), a service stalling a POST for longer
+    than CAREID_BACKCHANNEL_CLAIM lets a second worker take the logout and deliver it. The first worker's late
+    failure, written by the row's id alone, then replaced the delivery: given up (past the give-up time) and audited
+    as failed, though the service had the token."""
+    import logging
+    from datetime import timedelta
+
+    from django.db import connection
+    from django.utils import timezone
+
+    from oidc import backchannel
+
+    require(connection.vendor == "postgresql", "PostgreSQL (two workers' writes to one row)")
+    stalled, release, answered = threading.Event(), threading.Event(), []
+
+    def first_stalls_then_fails() -> int:
+        if answered:
+            return 200
+        answered.append(True)
+        stalled.set()
+        release.wait(30)
+        return 503
+
+    receiver.answer = first_stalls_then_fails
+    settings.CAREID_BACKCHANNEL_CLAIM, settings.CAREID_BACKCHANNEL_TIMEOUT = timedelta(seconds=1), 30
+    logout = BackchannelLogout.objects.create(client=service, user=person.user, sid="s" * 32, reason="signed out")
+    BackchannelLogout.objects.filter(pk=logout.pk).update(
+        created_at=timezone.now() - settings.CAREID_BACKCHANNEL_GIVE_UP_AFTER)  # a failure now gives up
+    late = []
+
+    def first_worker() -> None:
+        try:
+            late.append(backchannel.deliver_backchannel_logout(logout.pk))
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=first_worker)
+    try:
+        worker.start()
+        assert stalled.wait(10)
+        time.sleep(1.1)  # the first worker's claim runs out while the service stalls it
+        assert backchannel.deliver_backchannel_logout(logout.pk) == BackchannelLogout.State.DELIVERED
+        with caplog.at_level(logging.WARNING, logger="oidc.backchannel"):
+            release.set()  # the first worker's POST fails, long after its claim ran out
+            worker.join(10)
+    finally:
+        release.set()
+    logout.refresh_from_db()
+    assert (logout.state, logout.attempts, logout.claimed_until) == (BackchannelLogout.State.DELIVERED, 1, None)
+    assert late == [None]  # not this worker's to record any more
+    assert not AuditEvent.objects.filter(event=Event.OIDC_BACKCHANNEL_LOGOUT, outcome="failure").exists()
+    assert AuditEvent.objects.filter(event=Event.OIDC_BACKCHANNEL_LOGOUT, outcome="success").count() == 1
+    assert any(f"logout {logout.pk}:" in message and "claim" in message for message in caplog.messages)
 
 
 def test_a_logout_the_service_took_is_recorded_though_a_database_restart_ended_the_connection(

@@ -31,7 +31,7 @@ from audit.record import client_ip, record
 
 from . import throttle
 from .models import Factor
-from .session import SESSION_AUTH, SESSION_LAST_SEEN, Authentication, current
+from .session import SESSION_AUTH, SESSION_LAST_SEEN, Authentication, current, has_timed_out
 from .signals import session_key_changed, sessions_ended
 
 logger = logging.getLogger(__name__)
@@ -303,8 +303,15 @@ def seen_now(request: HttpRequest) -> None:
 
 
 def sessions_of(user: User) -> list[UserSession]:
-    """The person's live sessions, newest first (rows whose session has gone are cleared on the way)."""
-    return sorted(UserSession.objects.purge_and_list(user), key=lambda session: session.created_at, reverse=True)
+    """The person's live sessions, newest first (rows whose session has gone are cleared on the way). A session
+    past its idle or absolute timeout is not one: its next request ends it (the middleware), so it is left out,
+    read with the others in one query."""
+    listed = UserSession.objects.purge_and_list(user)
+    store = import_module(settings.SESSION_ENGINE).SessionStore
+    stored = dict(store.get_model_class().objects.filter(session_key__in=[session.session_key for session in listed])
+                  .values_list("session_key", "session_data"))
+    live = [session for session in listed if not has_timed_out(store().decode(stored.get(session.session_key, "")))]
+    return sorted(live, key=lambda session: session.created_at, reverse=True)
 
 
 def end_session(*, user: User, session: UserSession, actor: User, reason: str,

@@ -39,6 +39,24 @@ def test_the_sessions_page_lists_where_you_are_signed_in_and_signs_one_out(signe
     assert AuditEvent.objects.filter(event=Event.SESSIONS_ENDED, subject=person.user).exists()
 
 
+@pytest.mark.parametrize("walked_away", ["idle", "absolute"])
+def test_a_session_past_its_timeout_is_not_listed_as_signed_in(signed_in, person, elsewhere, walked_away):
+    """The ward PC's session timed out (30 idle minutes, or 12 hours since it signed in): its next request ends
+    it, so the browser is signed in nowhere. It was still listed, with a button to sign it out, as was
+    'Sign out of all other sessions'."""
+    session = elsewhere.session
+    if walked_away == "idle":
+        session["careid_last_seen"] -= 31 * 60
+    else:
+        session["careid_auth"] = {**session["careid_auth"], "at": session["careid_auth"]["at"] - 12 * 3600 - 1}
+    session.save()
+
+    page = signed_in.get("/profile/sessions/").content.decode()
+    assert "This session" in page and "ward PC" not in page
+    assert "Sign out of all other sessions" not in page
+    assert elsewhere.get("/profile/").status_code == 302  # indeed signed out at its next request
+
+
 def test_sign_out_of_all_other_sessions(signed_in, person, elsewhere):
     third = Client()
     sign_in(third, person)

@@ -84,7 +84,9 @@ def signin(request: HttpRequest) -> HttpResponse:
     kinds = registry.types_for_level(asked)
     cookie = remember_cookie_name(registry.level(asked))  # one per preferred level, as CIS2 keeps
     remembered = registry.get_enabled(request.COOKIES.get(cookie, ""))
-    if request.method == "GET" and remembered in kinds and "choose" not in request.GET:
+    # Why the person must sign in (again) is said on this page only: then it is shown, the remembered method chosen.
+    notices = {"reauth": "reauth" in request.GET, "timed_out": getattr(request, "session_timed_out", False)}
+    if request.method == "GET" and remembered in kinds and "choose" not in request.GET and not any(notices.values()):
         return redirect(signin_url(remembered, goto, asked))
 
     form = SignInMethodForm(posted(request), kinds=kinds, initial={"method": remembered and remembered.key})
@@ -104,8 +106,7 @@ def signin(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "signin/signin.html",
-        {"form": form, "kinds": kinds, "method_radios": radios, "reauth": "reauth" in request.GET,
-         "timed_out": getattr(request, "session_timed_out", False)},
+        {"form": form, "kinds": kinds, "method_radios": radios, **notices},
         status=400 if form.errors else 200,
     )
 

@@ -76,3 +76,20 @@ def test_a_signed_in_person_opening_the_sign_in_page_is_offered_to_go_on_or_sign
 def test_registration_successful_offers_sign_in_to_someone_not_signed_in(client, db):
     page = client.get("/register/authenticator-app/done/").content.decode()
     assert "Registration successful" in page and 'href="/login/"' in page and ">Sign in<" in page
+
+
+def test_a_remembered_method_still_says_why_the_person_must_sign_in_again(client, person):
+    """'Remember my selection' skips the method page, which is where "For your security, sign in again to
+    continue." is said: asked to sign in again (before adding an e-mail address, a step-up), the person landed on
+    the method's own page, signed in and asked for their password again with no word why. The method page now
+    says it, with the remembered method chosen."""
+    client.post("/login/", {"method": "authenticator-app", "remember": "on"})
+    sign_in(client, person)
+    session = client.session
+    session["careid_auth"] = {**session["careid_auth"], "at": session["careid_auth"]["at"] - 6 * 60}
+    session.save()
+
+    page = client.get("/profile/email/add/", follow=True).content.decode()
+    assert "For your security, sign in again to continue." in page
+    assert re.search(r'<input[^>]*value="authenticator-app"[^>]*checked', page)
+    assert client.get("/login/").url.startswith(APP)  # otherwise still straight to the remembered method

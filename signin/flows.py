@@ -31,7 +31,7 @@ from audit.record import client_ip, record
 
 from . import throttle
 from .models import Factor
-from .session import SESSION_AUTH, SESSION_LAST_SEEN, Authentication, current, has_timed_out
+from .session import SESSION_AUTH, SESSION_LAST_SEEN, SESSION_TIMED_OUT, Authentication, current, has_timed_out
 from .signals import session_key_changed, sessions_ended
 
 logger = logging.getLogger(__name__)
@@ -193,6 +193,7 @@ def complete_signin(request: HttpRequest, *, user: User, kind) -> None:
             before = request.session.session_key
             request.session.cycle_key()
         login(request, user, backend="accounts.backends.CareIdentityBackend")  # a new session key
+        request.session.pop(SESSION_TIMED_OUT, None)  # signed in by a method's own page: nothing left to say
         now = time.time()
         auth = Authentication(method=kind.key, aal=kind.aal, acr=kind.acr, amr=tuple(kind.amr), at=now, sid=sid)
         request.session[SESSION_AUTH] = auth.to_session()
@@ -268,8 +269,10 @@ def sign_out(request: HttpRequest) -> None:
 
 
 def end_timed_out_session(request: HttpRequest) -> None:
-    """The middleware found the session past its idle or absolute timeout."""
+    """The middleware found the session past its idle or absolute timeout. The browser's new session says so to
+    the sign-in page, which this request most often only leads to (login_required, a service's authorization)."""
     _end_this_session(request, Event.SESSION_EXPIRED, reason="timed out")
+    request.session[SESSION_TIMED_OUT] = True
 
 
 def end_sessions(user: User, *, reason: str, keep: str | None = None, signed_in_with: str | None = None) -> int:

@@ -22,7 +22,6 @@ def session_timeouts(get_response: Callable[[HttpRequest], HttpResponse]):
             now = time.time()
             if has_timed_out(request.session, now):
                 end_timed_out_session(request)
-                request.session_timed_out = True
             elif now - request.session.get(SESSION_LAST_SEEN, now) > _TOUCH_EVERY:
                 request.session[SESSION_LAST_SEEN] = now
                 from .flows import seen_now

@@ -16,6 +16,8 @@ from django.http import HttpRequest
 
 SESSION_AUTH = "careid_auth"
 SESSION_LAST_SEEN = "careid_last_seen"
+# Left in the browser's new session by a timeout, so that the sign-in page the request leads to says so (once).
+SESSION_TIMED_OUT = "careid_timed_out"
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from careid.http import posted
 from . import flows
 from .forms import SignInMethodForm
 from .redirects import safe_goto, url_with_query
+from .session import SESSION_TIMED_OUT
 
 
 def requested_goto(request: HttpRequest) -> str | None:
@@ -85,7 +86,7 @@ def signin(request: HttpRequest) -> HttpResponse:
     cookie = remember_cookie_name(registry.level(asked))  # one per preferred level, as CIS2 keeps
     remembered = registry.get_enabled(request.COOKIES.get(cookie, ""))
     # Why the person must sign in (again) is said on this page only: then it is shown, the remembered method chosen.
-    notices = {"reauth": "reauth" in request.GET, "timed_out": getattr(request, "session_timed_out", False)}
+    notices = {"reauth": "reauth" in request.GET, "timed_out": request.session.pop(SESSION_TIMED_OUT, False)}
     if request.method == "GET" and remembered in kinds and "choose" not in request.GET and not any(notices.values()):
         return redirect(signin_url(remembered, goto, asked))
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from .conftest import sign_in
 
 APP = "/login/authenticator-app/"
@@ -93,3 +95,20 @@ def test_a_remembered_method_still_says_why_the_person_must_sign_in_again(client
     assert "For your security, sign in again to continue." in page
     assert re.search(r'<input[^>]*value="authenticator-app"[^>]*checked', page)
     assert client.get("/login/").url.startswith(APP)  # otherwise still straight to the remembered method
+
+
+@pytest.mark.parametrize("remembered", [False, True], ids=["method chosen", "method remembered"])
+def test_a_session_that_timed_out_says_so_on_the_way_to_sign_in(client, person, remembered):
+    """'Your session timed out. Sign in again.' was said only when the request that found the timeout was the
+    sign-in page's own: from any other page (the profile, a service sending the person back to sign in) the
+    timed-out request answered with a redirect to the sign-in page, which had nothing left to say."""
+    if remembered:
+        client.post("/login/", {"method": "authenticator-app", "remember": "on"})
+    sign_in(client, person)
+    session = client.session
+    session["careid_last_seen"] -= 31 * 60
+    session.save()
+
+    page = client.get("/profile/", follow=True).content.decode()
+    assert "Your session timed out. Sign in again." in page
+    assert "Your session timed out" not in client.get("/login/?choose=1").content.decode()  # said once

@@ -588,3 +588,17 @@ def test_a_journey_error_page_has_a_plain_title(client, db):
     title = re.search(r"<title>(.*?)</title>", page, re.S).group(1)
     assert "<" not in title and title.strip().endswith("- NHS Care Identity"), title
     assert "If you need help" in page  # the contact line is in the page, not its title
+
+
+def test_the_qr_codes_issuer_reads_as_its_label_does_in_any_app():
+    """The Key Uri Format percent-encodes the issuer (RFC 3986), where '+' is a plus sign, not a space: the
+    issuer went as 'NHS+Care+Identity' (form encoding), which apps that read it as the format says show as such,
+    beside a label that says 'NHS Care Identity' (the format wants the two equal)."""
+    from urllib.parse import unquote, urlsplit
+
+    from authenticators.totp import codes
+
+    uri = urlsplit(codes.provisioning_uri(codes.new_secret(), "edith.cavell@nhs.net"))
+    query = dict(part.split("=", 1) for part in uri.query.split("&"))
+    assert unquote(uri.path) == "/NHS Care Identity:edith.cavell@nhs.net"
+    assert unquote(query["issuer"]) == "NHS Care Identity"

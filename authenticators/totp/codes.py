@@ -45,8 +45,10 @@ def matching_step(secret_hex: str, token: str, *, after_step: int = -1) -> int |
 
 
 def provisioning_uri(secret_hex: str, account: str) -> str:
+    """The Key Uri Format: its values percent-encoded as RFC 3986 says (a space is %20; '+' would be shown as such)."""
     label = quote(f"{ISSUER}:{account}")
-    query = urlencode({"secret": base32(secret_hex), "issuer": ISSUER, "algorithm": "SHA1", "digits": DIGITS, "period": STEP})
+    query = urlencode({"secret": base32(secret_hex), "issuer": ISSUER, "algorithm": "SHA1", "digits": DIGITS, "period": STEP},
+                      quote_via=quote)
     return f"otpauth://totp/{label}?{query}"
 
 

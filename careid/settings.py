@@ -348,6 +348,7 @@ CELERY_BEAT_SCHEDULE = {
     "forget-abandoned-registrations": _every(3600.0, "authenticators.tasks.forget_abandoned_registrations_task"),
     "forget-stale-unknown-addresses": _every(3600.0, "signin.tasks.forget_stale_unknown_addresses_task"),
     "forget-expired-email-codes": _every(3600.0, "accounts.tasks.forget_expired_email_codes_task"),
+    "forget-expired-sessions": _every(3600.0, "signin.tasks.forget_expired_sessions_task"),
     "sweep-timed-out-sessions": _every(300.0, "oidc.tasks.sweep_timed_out_sessions_task"),
     "sweep-outbox": _every(60.0, "accounts.tasks.sweep_outbox_task"),
     "sweep-backchannel-logouts": _every(60.0, "oidc.tasks.sweep_backchannel_logouts_task"),

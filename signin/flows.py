@@ -317,6 +317,17 @@ def sessions_of(user: User) -> list[UserSession]:
     return sorted(live, key=lambda session: session.created_at, reverse=True)
 
 
+def forget_expired_sessions() -> int:
+    """Stored sessions past their expiry, with their rows on people's lists of sessions; returns how many went.
+    Django never deletes them by itself (its clearsessions command does). A session expires 12 hours after its last
+    change (SESSION_COOKIE_AGE), past every timeout, and is never loaded again: none of them is in use."""
+    expired = import_module(settings.SESSION_ENGINE).SessionStore.get_model_class().objects.filter(
+        expire_date__lt=timezone.now())
+    with transaction.atomic():
+        UserSession.objects.filter(session_key__in=expired.values("session_key")).delete()
+        return expired.delete()[0]
+
+
 def end_session(*, user: User, session: UserSession, actor: User, reason: str,
                 request: HttpRequest | None = None) -> None:
     """End one of the person's sessions (by themselves, from another browser, or by an RA): that browser

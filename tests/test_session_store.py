@@ -141,3 +141,30 @@ def test_deleting_a_session_that_is_gone_is_quiet(db):
     store.delete()
     store.delete("no-such-session-key")
     assert not Session.objects.exists()
+
+
+def test_expired_sessions_are_deleted_hourly_with_their_rows_on_the_persons_list(client, person, settings):
+    """Django never deletes an expired session by itself (its clearsessions command does) and nothing ran one: every
+    sign-in, half-done sign-in and journey left its row for good, and a sign-in its row on the person's list. An
+    expired session is past every timeout (it expires 12 hours after its last change), so none is in use."""
+    from datetime import timedelta
+
+    from allauth.usersessions.models import UserSession
+    from django.test import Client
+
+    from signin.tasks import forget_expired_sessions_task
+
+    from .conftest import run_task, sign_in
+
+    sign_in(client, person)
+    live = client.session.session_key
+    earlier, half_done = Client(), Client()
+    sign_in(earlier, person)
+    half_done.post("/login/authenticator-app/", {"email": person.user.email, "password": person.password})
+    expired = [earlier.session.session_key, half_done.session.session_key]
+    Session.objects.filter(session_key__in=expired).update(expire_date=timezone.now() - timedelta(minutes=1))
+
+    assert run_task(forget_expired_sessions_task) == 2
+    assert list(Session.objects.values_list("session_key", flat=True)) == [live]
+    assert list(UserSession.objects.values_list("session_key", flat=True)) == [live]
+    assert settings.CELERY_BEAT_SCHEDULE["forget-expired-sessions"]["task"] == "signin.tasks.forget_expired_sessions_task"

@@ -354,6 +354,7 @@ def _replace_care_identity_address(user: User) -> EmailAddress:
 def sign_out_everywhere(*, user: User, actor: User, reason: str, request: HttpRequest | None = None) -> int:
     """An RA ends every session of the person (a lost or shared device); the services are told."""
     with transaction.atomic():
+        user.lock_status()  # as end_sessions asks: a sign-in again under way is then on the list, or waits
         ended = end_sessions(user, reason=reason)
         notify_person(record(Event.SESSIONS_ENDED, request=request, actor=actor, subject=user, reason=reason,
                              sessions_ended=ended))

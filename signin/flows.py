@@ -279,7 +279,10 @@ def end_sessions(user: User, *, reason: str, keep: str | None = None, signed_in_
     """End the person's sessions at once (allauth's list of them, and each from the store): every one, or
     every one but the session keyed `keep`, or only those signed in with the login method `signed_in_with`
     (an authenticator removed); returns how many ended. Called inside the transaction of the change that
-    ends them, whose own audit event says how many."""
+    ends them, whose own audit event says how many, and which has locked the person's row first (User.lock_status,
+    or their password's change): complete_signin's throttle release locks it before a session moves to a new key,
+    so a sign-in again under way has moved it before the list is read, or waits. Read the other way, the old key was
+    ended, gone by then, and the list's row deleted under the new one: the browser stayed signed in, on no list."""
     sessions = list(UserSession.objects.filter(user=user).exclude(session_key=keep or ""))
     sids = None
     if keep is not None or signed_in_with is not None:  # the services hear of exactly the sessions that end
@@ -346,6 +349,7 @@ def end_session(*, user: User, session: UserSession, actor: User, reason: str,
 def end_other_sessions(request: HttpRequest, *, reason: str) -> int:
     """Every session of the signed-in person but this one, in one audit event; returns how many ended."""
     with transaction.atomic():
+        request.user.lock_status()
         ended = end_sessions(request.user, reason=reason, keep=request.session.session_key)
         if ended:
             record(Event.SESSIONS_ENDED, request=request, actor=request.user, subject=request.user,

@@ -747,3 +747,55 @@ def test_a_verification_link_followed_twice_at_once_verifies_once(transactional_
     assert EmailAddress.objects.get(pk=address.pk).verified
     assert AuditEvent.objects.filter(event=Event.EMAIL_VERIFIED, subject=person.user).count() == 1
     assert OutgoingEmail.objects.filter(kind="notification", user=person.user).count() == 1
+
+
+def test_signed_out_everywhere_while_signing_in_again_keeps_that_browser_on_the_persons_list(
+        transactional_db, make_person, ra_staff, settings):
+    """Signing in again moves the browser's session to a new key. An RA's 'Sign out everywhere' that read the
+    person's sessions just before that committed ended the old key, gone by then, and deleted the list's row,
+    moved to the new one: the browser stayed signed in on no list, so the RA's page said 'signed in nowhere'
+    and a second 'Sign out everywhere' ended nothing. Ending sessions locks the person's row first, as the
+    sign-in does before it moves its session: the sign-in waits, and what it makes is on the list."""
+    require(connection.vendor == "postgresql", "PostgreSQL (real concurrent transactions)")
+    from allauth.usersessions.models import UserSession
+
+    from accounts.flows import sign_out_everywhere
+    from accounts.roles import RA_AGENT
+
+    from .conftest import sign_in
+
+    agent, _ = ra_staff(RA_AGENT)
+    person = make_person()
+    browser = Client()
+    sign_in(browser, person)
+    assert browser.post("/login/authenticator-app/", {"email": person.user.email, "password": person.password}).status_code == 302
+    token = person.fresh_code()
+
+    def sign_in_again() -> None:
+        try:
+            browser.post("/login/authenticator-app/code/", {"token": token})
+        finally:
+            connections.close_all()
+
+    other, started = threading.Thread(target=sign_in_again), []
+
+    def signing_in_meanwhile(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if not started and sql.startswith("SELECT") and 'FROM "usersessions_usersession"' in sql:
+            started.append(True)
+            other.start()  # the RA has read the list: the sign-in either commits now or waits for the RA
+            deadline = time.monotonic() + 10
+            while other.is_alive() and time.monotonic() < deadline:
+                if blocked_by(connection.connection.info.backend_pid, timeout=0.2):
+                    break
+        return result
+
+    with connection.execute_wrapper(signing_in_meanwhile):
+        sign_out_everywhere(user=User.objects.get(pk=person.user.pk), actor=agent.user, reason="laptop stolen")
+    other.join(15)
+
+    assert started and not other.is_alive()
+    key = browser.cookies[settings.SESSION_COOKIE_NAME].value
+    assert UserSession.objects.filter(user=person.user, session_key=key).exists()
+    sign_out_everywhere(user=User.objects.get(pk=person.user.pk), actor=agent.user, reason="laptop stolen")
+    assert browser.get("/profile/").status_code == 302

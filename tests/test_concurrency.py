@@ -561,6 +561,37 @@ def blocked_by(backend_pid: int, timeout: float = 10) -> bool:
     return bool(found)
 
 
+@contextmanager
+def meanwhile_waiting(statement: str, work) -> Iterator[tuple[list, list[bool]]]:
+    """Once this connection has run a statement starting with `statement` (and holds its row), `work()` starts in
+    another thread, on a connection of its own, and the block's request goes on only once that has come to wait on
+    it. Yields (outcome, waited): outcome gets "done" or the exception `work` raised; waited [True] once it waited."""
+    outcome, waited = [], []
+
+    def run() -> None:
+        try:
+            work()
+            outcome.append("done")
+        except BaseException as error:
+            outcome.append(error)
+        finally:
+            connections.close_all()
+
+    other = threading.Thread(target=run)
+
+    def started_meanwhile(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if not waited and sql.startswith(statement):
+            other.start()
+            waited.append(blocked_by(connection.connection.info.backend_pid))
+        return result
+
+    with connection.execute_wrapper(started_meanwhile):
+        yield outcome, waited
+    if waited:
+        other.join(15)
+
+
 def test_a_suspension_while_the_app_is_verified_waits_for_the_registration_instead_of_deadlocking(
         transactional_db, invite, mailbox, ra_staff, fast_hashing):
     """The Authenticator app's last step ends its journey and sets the person's password; a suspension locks the
@@ -568,7 +599,6 @@ def test_a_suspension_while_the_app_is_verified_waits_for_the_registration_inste
     the two deadlock and PostgreSQL aborts one of them: the person or the RA gets an error page. The step locks the
     person first, as the suspension does: the suspension waits for it, then suspends the person it registered."""
     require(connection.vendor == "postgresql", "PostgreSQL (real concurrent transactions)")
-    from accounts.flows import suspend_user
     from accounts.roles import RA_AGENT
     from authenticators.totp.models import AuthenticatorApp
 
@@ -582,33 +612,15 @@ def test_a_suspension_while_the_app_is_verified_waits_for_the_registration_inste
     client.post("/register/authenticator-app/password/", {"password1": NEW_PASSWORD, "password2": NEW_PASSWORD})
     secret = secret_from(client.get("/register/authenticator-app/qr/").content.decode())
     client.post("/register/authenticator-app/qr/")
-    suspension, waited = [], []
+    suspend = by_colleague(agent.user, "suspend_user", user, "invitation reported stolen")
 
-    def suspend() -> None:
-        try:
-            suspend_user(user=User.objects.get(pk=user.pk), actor=agent.user, reason="invitation reported stolen")
-            suspension.append("suspended")
-        except BaseException as error:
-            suspension.append(error)
-        finally:
-            connections.close_all()
-
-    other = threading.Thread(target=suspend)
-
-    def suspension_meanwhile(execute, sql, params, many, context):
-        result = execute(sql, params, many, context)
-        if not waited and sql.startswith('UPDATE "authenticators_registrationlink" SET "step"'):
-            other.start()  # the journey's row is held now: the suspension comes to wait on this request
-            waited.append(blocked_by(connection.connection.info.backend_pid))
-        return result
-
-    with connection.execute_wrapper(suspension_meanwhile):
+    # Once the journey's row is held, the suspension comes to wait on this request.
+    with meanwhile_waiting('UPDATE "authenticators_registrationlink" SET "step"', suspend) as (suspension, waited):
         response = client.post("/register/authenticator-app/verify/", {"token": totp_code(secret)})
-    other.join(15)
 
     assert waited == [True], "the suspension never waited on the registration: no race happened"
     assert response.status_code == 302 and response.url == "/register/authenticator-app/done/"
-    assert suspension == ["suspended"]
+    assert suspension == ["done"]
     user.refresh_from_db()
     assert user.status == User.Status.SUSPENDED
     assert AuthenticatorApp.objects.registered(user).exists()
@@ -664,34 +676,18 @@ def test_a_person_making_an_address_their_care_identity_email_while_an_ra_change
     person = make_person()
     spare = EmailAddress.objects.create(user=person.user, email="edith@nhs.net", verified=True, primary=False)
     assert sign_in(client, person).status_code == 302
-    change, waited = [], []
 
     def ra_change() -> None:
-        try:
-            change_user_details(user=User.objects.get(pk=person.user.pk), actor=agent.user,
-                                changes={"email": "edith.new.job@nhs.net"}, reason="new job")
-            change.append("changed")
-        except BaseException as error:
-            change.append(error)
-        finally:
-            connections.close_all()
+        change_user_details(user=User.objects.get(pk=person.user.pk), actor=agent.user,
+                            changes={"email": "edith.new.job@nhs.net"}, reason="new job")
 
-    other = threading.Thread(target=ra_change)
-
-    def change_meanwhile(execute, sql, params, many, context):
-        result = execute(sql, params, many, context)
-        if not waited and sql.startswith('UPDATE "account_emailaddress"'):
-            other.start()  # the person's addresses are held now: the RA comes to wait on this request
-            waited.append(blocked_by(connection.connection.info.backend_pid))
-        return result
-
-    with connection.execute_wrapper(change_meanwhile):
+    # Once the person's addresses are held, the RA comes to wait on this request.
+    with meanwhile_waiting('UPDATE "account_emailaddress"', ra_change) as (change, waited):
         response = client.post(f"/profile/email/{spare.pk}/make-care-identity-email/")
-    other.join(15)
 
     assert waited == [True], "the RA's change never waited on the person's: no race happened"
     assert response.status_code == 302 and response.url == "/profile/"
-    assert change == ["changed"]
+    assert change == ["done"]
     assert User.objects.get(pk=person.user.pk).email == "edith.new.job@nhs.net"
     assert EmailAddress.objects.get(user=person.user, primary=True).email == "edith.new.job@nhs.net"
     assert AuditEvent.objects.get(event=Event.EMAIL_PRIMARY_CHANGED, subject=person.user).details == {

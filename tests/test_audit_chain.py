@@ -341,6 +341,19 @@ def test_a_trail_cut_short_at_its_end_is_found_against_the_logged_head(trail, ca
     assert "no longer holds the head" in err.getvalue()  # ... the logged head does
 
 
+def test_a_logged_head_typed_otherwise_is_read_as_the_sealer_logged_it_or_refused_with_a_message(trail, caplog):
+    """An operator copies the head from a log or types it: in capitals it is the same head (not a trail "replaced"),
+    and a place that is no number (a superscript 2 passes str.isdigit) is refused with the command's message, not a
+    traceback."""
+    record(Event.SIGNED_OUT)
+    chain.seal()
+    seq, head_hash = caplog.records[-1].getMessage().rsplit(" ", 1)[1].split(":")
+    assert "intact" in _verify_audit("--expect-head", f"{seq}:{head_hash.upper()}")
+    for typed in (f"\u00b2:{head_hash}", f"{seq}:{'g' * 64}", f"-1:{head_hash}", f"{seq}{head_hash}"):
+        with pytest.raises(CommandError, match="--expect-head must be SEQ:HASH as the sealer logs it"):
+            call_command("verify_audit", f"--expect-head={typed}", stdout=StringIO(), stderr=StringIO())
+
+
 def test_a_sealer_outage_longer_than_the_tolerance_verifies_once_sealing_resumes(trail, settings):
     assert settings.CAREID_AUDIT_SEAL_TOLERANCE == timedelta(seconds=900)
     with time_machine.travel(timezone.now(), tick=False) as clock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import datetime
 from datetime import time as day_start
@@ -35,10 +36,12 @@ class Command(BaseCommand):
         started = time.monotonic()
         expect_head = None
         if options["expect_head"]:
-            seq, _, head_hash = options["expect_head"].partition(":")
-            if not seq.isdigit() or len(head_hash) != 64:
+            # ASCII digits and hex only (str.isdigit takes a superscript 2, int() then fails); a hash in capitals is
+            # the same hash, which compared as typed read as a head replaced.
+            typed = re.fullmatch(r"([0-9]+):([0-9a-fA-F]{64})", options["expect_head"].strip())
+            if typed is None:
                 raise CommandError("--expect-head must be SEQ:HASH as the sealer logs it")
-            expect_head = (int(seq), head_hash)
+            expect_head = (int(typed[1]), typed[2].lower())
         result = chain.verify(since=since, first_problem_only=not options["all_problems"], expect_head=expect_head)
         took = time.monotonic() - started
         for problem in result.problems:

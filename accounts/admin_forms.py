@@ -49,8 +49,6 @@ class CreateUserForm(forms.ModelForm):
         fields = ["email", "title", "first_name", "last_name"]
 
     def clean_email(self) -> str:
-        if "email" not in self.changed_data:  # as the page showed it: not this RA's change, and not saved
-            return self.cleaned_data["email"]
         email = AllowedEmailDomain.objects.check_email(self.cleaned_data["email"])
         User.objects.check_email_free(email)
         return email

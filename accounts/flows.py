@@ -250,8 +250,8 @@ def make_care_identity_email(request: HttpRequest, *, address: EmailAddress) -> 
             # The person's row first, as an RA's change of their e-mail locks it before their addresses (the other
             # order deadlocked with one), and the address it replaces as committed (such a change may have landed
             # since this page read the person): the trail's "before" and the old address told are what was replaced.
-            before = user.email = (User.objects.select_for_update(no_key=True).values_list("email", flat=True)
-                                   .get(pk=user.pk))
+            user.lock("email")
+            before = user.email
             if before.lower() == address.email.lower():
                 return  # made so meanwhile (a double click)
             if User.objects.holding_email(address.email).exclude(pk=user.pk).exists():
@@ -314,10 +314,8 @@ def change_user_details(*, user: User, actor: User, changes: dict[str, str], rea
         raise ValueError("A reason is required to change a Care Identity")
     User.validate_values(**{name: value for name, value in changes.items() if name != "email"})
     with transaction.atomic():
-        committed = User.objects.select_for_update(no_key=True).values(*allowed).get(pk=user.pk)
-        for name in allowed:
-            setattr(user, name, committed[name])
-        changes = {name: value for name, value in changes.items() if committed[name] != value}
+        user.lock(*allowed)
+        changes = {name: value for name, value in changes.items() if getattr(user, name) != value}
         if not changes:
             return
         old_email = user.email

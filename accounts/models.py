@@ -157,11 +157,19 @@ class User(AbstractBaseUser, PermissionsMixin, SigninThrottle):
     def is_active(self) -> bool:  # type: ignore[override]
         return self.status == self.Status.ACTIVE
 
+    def lock(self, *fields: str) -> None:
+        """Lock this person's row until the transaction ends and read `fields` onto this instance as committed (a
+        page read them before another RA's change may have committed). The lock is an UPDATE's own strength (no
+        key): rows that only point at the person (audit events) are not held up. Every flow that changes the person
+        takes it first, before rows of theirs (links, addresses, sessions), so that no two deadlock."""
+        committed = User.objects.select_for_update(no_key=True).values(*fields or ("pk",)).get(pk=self.pk)
+        for name in fields:
+            setattr(self, name, committed[name])
+
     def lock_status(self) -> str:
-        """Lock this person's row until the transaction ends and read their status as committed (a page read
-        it before another RA's suspension, reinstatement or closure may have committed). The lock is the
-        status UPDATE's own strength: rows that only point at the person (audit events) are not held up."""
-        self.status = User.objects.select_for_update(no_key=True).values_list("status", flat=True).get(pk=self.pk)
+        """Lock this person's row (lock) and read their status as committed: a suspension, reinstatement or closure
+        by another RA may have committed since the page read it."""
+        self.lock("status")
         return self.status
 
     @classmethod
